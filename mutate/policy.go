@@ -1,0 +1,58 @@
+// Package mutate rewrites OpenAI-compatible request and response bodies at the
+// field level: logprobs, alternatives, embeddings, logit_bias, n. Every byte
+// that a policy does not touch is copied through unchanged (field order,
+// whitespace, content text), and the output never depends on how the body was
+// split into chunks.
+package mutate
+
+// OutputPolicy says how response bodies are rewritten.
+type OutputPolicy struct {
+	// StripLogprobs replaces every logprobs value (choices[].logprobs,
+	// prompt_logprobs, Responses API logprobs) with null.
+	StripLogprobs bool
+	// RoundDecimals rounds every logprob value to this many decimals.
+	// Negative leaves values as they are.
+	RoundDecimals int
+	// MaxAlternatives caps top_logprobs alternatives per position. Negative
+	// leaves them; 0 empties them.
+	MaxAlternatives int
+	// Perturb is the scale of the noise added to logprob values (before
+	// rounding). The noise is seeded by the session and the token position,
+	// keeps the chosen token ranked first and every value <= 0. 0 disables.
+	Perturb float64
+	// EmbeddingDecimals rounds embedding values (float arrays and base64
+	// float32). Negative leaves them.
+	EmbeddingDecimals int
+}
+
+// Passthrough is the policy that changes nothing.
+var Passthrough = OutputPolicy{RoundDecimals: -1, MaxAlternatives: -1, EmbeddingDecimals: -1}
+
+// IsNoop reports whether p leaves every body unchanged, so callers can skip
+// parsing entirely.
+func (p OutputPolicy) IsNoop() bool {
+	return !p.StripLogprobs && p.RoundDecimals < 0 && p.MaxAlternatives < 0 && p.Perturb == 0 && p.EmbeddingDecimals < 0
+}
+
+// RequestPolicy says how request bodies are rewritten before they go upstream.
+type RequestPolicy struct {
+	// MaxTopLogprobs caps top_logprobs (chat, responses) and the integer
+	// logprobs of legacy completions. Negative leaves them.
+	MaxTopLogprobs int
+	// MaxN caps n (and best_of for legacy completions). Non-positive leaves it.
+	MaxN int
+	// DropLogitBiasWithLogprobs removes logit_bias when the request also asks
+	// for logprobs: together they recover the output projection (Carlini et
+	// al. 2024, Finlayson et al. 2024).
+	DropLogitBiasWithLogprobs bool
+	// DropLogitBias removes logit_bias always.
+	DropLogitBias bool
+	// StripLogprobs removes the logprobs request entirely (logprobs false,
+	// top_logprobs removed).
+	StripLogprobs bool
+}
+
+// IsNoop reports whether p leaves every request unchanged.
+func (p RequestPolicy) IsNoop() bool {
+	return p.MaxTopLogprobs < 0 && p.MaxN <= 0 && !p.DropLogitBiasWithLogprobs && !p.DropLogitBias && !p.StripLogprobs
+}

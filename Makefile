@@ -1,0 +1,51 @@
+# distillguard: `make run` serves on the embedded default config, `make test`
+# runs the whole suite. Everything else here is optional.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+CORPUS ?= $(abspath ../shared/data)
+export DISTILLGUARD_CORPUS ?= $(CORPUS)
+
+.PHONY: all build run test test-short fuzz bench bench-micro bench-smoke lab e2e lint check-config clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+run:
+	$(GO) run ./cmd/distillguard
+
+check-config:
+	$(GO) run ./cmd/distillguard -check-config $(if $(CONFIG),-config $(CONFIG))
+
+# The whole suite, race detector on. CI runs exactly this.
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+# Short coverage-guided runs of every fuzz target (FUZZTIME per target).
+FUZZTIME ?= 20s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+bench-micro:
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./mutate/ ./extproc/ ./scoring/
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+e2e:
+	@if ! command -v envoy >/dev/null 2>&1; then echo "e2e: envoy is not on PATH; skipping (see README, End-to-end with Envoy)"; exit 0; fi
+	./envoy/e2e.sh
+
+clean:
+	rm -rf $(BIN) lab-out bench-out

@@ -1,0 +1,254 @@
+// Package envoy holds the Envoy configurations shipped with distillguard.
+// Its test loads every bootstrap here into go-control-plane's Bootstrap type,
+// resolves every typed_config and runs the generated validators
+// (protoc-gen-validate rules Envoy itself enforces) on all of them.
+package envoy
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"gopkg.in/yaml.v3"
+
+	// Register every type a shipped config may name in a typed_config.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/compression/gzip/compressor/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/compressor/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+)
+
+type validator interface{ ValidateAll() error }
+
+// loadBootstrap reads a YAML bootstrap the way Envoy does (YAML is JSON for
+// protobuf purposes), rejecting unknown fields.
+func loadBootstrap(path string) (*bootstrapv3.Bootstrap, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var doc any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return nil, fmt.Errorf("yaml: %w", err)
+	}
+	js, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("yaml to json: %w", err)
+	}
+	bs := &bootstrapv3.Bootstrap{}
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(js, bs); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	return bs, nil
+}
+
+// validateTree runs ValidateAll on m and on every message packed in an Any
+// anywhere below it, returning how many typed configs it unpacked.
+func validateTree(m proto.Message, where string) (int, error) {
+	if v, ok := m.(validator); ok {
+		if err := v.ValidateAll(); err != nil {
+			return 0, fmt.Errorf("%s: %w", where, err)
+		}
+	}
+	n := 0
+	var walkErr error
+	var walk func(protoreflect.Message, string)
+	walk = func(msg protoreflect.Message, path string) {
+		if a, ok := msg.Interface().(*anypb.Any); ok {
+			inner, err := a.UnmarshalNew()
+			if err != nil {
+				walkErr = fmt.Errorf("%s: unresolved typed_config %s: %w", path, a.GetTypeUrl(), err)
+				return
+			}
+			n++
+			k, err := validateTree(inner, path+"<"+a.GetTypeUrl()+">")
+			n += k
+			if err != nil && walkErr == nil {
+				walkErr = err
+			}
+			return
+		}
+		msg.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			p := path + "." + string(fd.Name())
+			switch {
+			case fd.IsList() && fd.Message() != nil:
+				l := v.List()
+				for i := 0; i < l.Len(); i++ {
+					walk(l.Get(i).Message(), fmt.Sprintf("%s[%d]", p, i))
+				}
+			case fd.IsMap() && fd.MapValue().Message() != nil:
+				v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+					walk(mv.Message(), p+"["+k.String()+"]")
+					return true
+				})
+			case fd.Message() != nil && !fd.IsList() && !fd.IsMap():
+				walk(v.Message(), p)
+			}
+			return walkErr == nil
+		})
+	}
+	walk(m.ProtoReflect(), where)
+	return n, walkErr
+}
+
+func bootstraps(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob("*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Kubernetes manifests (Istio, Envoy Gateway) are not bootstraps.
+		if !strings.Contains(string(b), "\nkind: ") {
+			out = append(out, f)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no Envoy bootstrap found in envoy/")
+	}
+	return out
+}
+
+func TestBootstrapsValidate(t *testing.T) {
+	for _, f := range bootstraps(t) {
+		t.Run(f, func(t *testing.T) {
+			bs, err := loadBootstrap(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := validateTree(bs, "bootstrap")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n < 5 {
+				t.Fatalf("only %d typed configs resolved; the walker is not reaching the filters", n)
+			}
+		})
+	}
+}
+
+// TestStandaloneExtProcSettings pins the ext_proc settings distillguard
+// relies on, so an edit to envoy.yaml cannot silently break the contract.
+func TestStandaloneExtProcSettings(t *testing.T) {
+	bs, err := loadBootstrap("envoy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ep *extprocv3.ExternalProcessor
+	var order []string
+	var find func(protoreflect.Message)
+	find = func(msg protoreflect.Message) {
+		if a, ok := msg.Interface().(*anypb.Any); ok {
+			inner, err := a.UnmarshalNew()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if x, ok := inner.(*extprocv3.ExternalProcessor); ok {
+				ep = x
+			}
+			find(inner.ProtoReflect())
+			return
+		}
+		msg.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			if fd.Name() == "http_filters" {
+				l := v.List()
+				for i := 0; i < l.Len(); i++ {
+					order = append(order, l.Get(i).Message().Get(fd.Message().Fields().ByName("name")).String())
+				}
+			}
+			switch {
+			case fd.IsList() && fd.Message() != nil:
+				for i := 0; i < v.List().Len(); i++ {
+					find(v.List().Get(i).Message())
+				}
+			case fd.IsMap() && fd.MapValue().Message() != nil:
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool { find(mv.Message()); return true })
+			case fd.Message() != nil && !fd.IsList() && !fd.IsMap():
+				find(v.Message())
+			}
+			return true
+		})
+	}
+	find(bs.ProtoReflect())
+	if ep == nil {
+		t.Fatal("no ext_proc filter in envoy.yaml")
+	}
+	pm := ep.GetProcessingMode()
+	if got := pm.GetRequestBodyMode().String(); got != "BUFFERED" {
+		t.Errorf("request_body_mode = %s, want BUFFERED", got)
+	}
+	if got := pm.GetResponseBodyMode().String(); got != "STREAMED" {
+		t.Errorf("response_body_mode = %s, want STREAMED", got)
+	}
+	if !ep.GetAllowModeOverride() {
+		t.Error("allow_mode_override must be true for JSON responses to be buffered")
+	}
+	attrs := strings.Join(ep.GetRequestAttributes(), ",")
+	for _, want := range []string{"request.time", "source.address"} {
+		if !strings.Contains(attrs, want) {
+			t.Errorf("request_attributes %q lacks %s", attrs, want)
+		}
+	}
+	ns := ep.GetMetadataOptions().GetReceivingNamespaces().GetUntyped()
+	if len(ns) != 1 || ns[0] != "distillguard" {
+		t.Errorf("receiving namespaces = %v, want [distillguard]", ns)
+	}
+	if d := ep.GetMessageTimeout().AsDuration(); d.Milliseconds() < 200 {
+		t.Errorf("message_timeout %v is below Envoy's default", d)
+	}
+	want := []string{"envoy.filters.http.compressor", "envoy.filters.http.ext_proc", "envoy.filters.http.router"}
+	if strings.Join(order, ",") != strings.Join(want, ",") {
+		t.Errorf("http_filters order = %v, want %v (compressor must precede ext_proc)", order, want)
+	}
+}
+
+// TestValidatorCatchesErrors proves the loader and the walker reject what
+// Envoy would: an unknown field, and a typed config breaking a proto rule
+// (ext_proc's message_timeout must be below one hour).
+func TestValidatorCatchesErrors(t *testing.T) {
+	bs, err := loadBootstrap("envoy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := strings.Replace(mustJSON(t, bs), `"grpcService"`, `"grpcServiceX"`, 1)
+	if err := protojson.Unmarshal([]byte(broken), &bootstrapv3.Bootstrap{}); err == nil {
+		t.Fatal("unknown field accepted")
+	}
+	ep := &extprocv3.ExternalProcessor{MessageTimeout: durationHours(2)}
+	a, err := anypb.New(ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := validateTree(a, "x"); err == nil {
+		t.Fatal("validator accepted a message_timeout of 2h")
+	}
+}
+
+func mustJSON(t *testing.T, m proto.Message) string {
+	t.Helper()
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func durationHours(h int64) *durationpb.Duration { return &durationpb.Duration{Seconds: h * 3600} }

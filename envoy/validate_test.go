@@ -27,7 +27,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/compression/gzip/compressor/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/compressor/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
 
@@ -252,3 +252,52 @@ func mustJSON(t *testing.T, m proto.Message) string {
 }
 
 func durationHours(h int64) *durationpb.Duration { return &durationpb.Duration{Seconds: h * 3600} }
+
+// TestIstioFilterPatchValidates loads the HTTP filter that the Istio
+// EnvoyFilter inserts into go-control-plane's HttpFilter type, so the mesh
+// manifest cannot drift from the standalone bootstrap's contract.
+func TestIstioFilterPatchValidates(t *testing.T) {
+	raw, err := os.ReadFile("istio-envoyfilter.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Spec struct {
+			ConfigPatches []struct {
+				Patch struct {
+					Value any `yaml:"value"`
+				} `yaml:"patch"`
+			} `yaml:"configPatches"`
+		} `yaml:"spec"`
+	}
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Spec.ConfigPatches) == 0 {
+		t.Fatal("no configPatches")
+	}
+	for i, p := range doc.Spec.ConfigPatches {
+		js, err := json.Marshal(p.Patch.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hf := &hcmv3.HttpFilter{}
+		if err := protojson.Unmarshal(js, hf); err != nil {
+			t.Fatalf("patch %d: %v", i, err)
+		}
+		n, err := validateTree(hf, fmt.Sprintf("patch[%d]", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Fatalf("patch %d: %d typed configs, want the ext_proc one", i, n)
+		}
+		var ep extprocv3.ExternalProcessor
+		if err := hf.GetTypedConfig().UnmarshalTo(&ep); err != nil {
+			t.Fatal(err)
+		}
+		if !ep.GetAllowModeOverride() || ep.GetProcessingMode().GetResponseBodyMode().String() != "STREAMED" {
+			t.Errorf("patch %d: ext_proc settings differ from envoy.yaml", i)
+		}
+	}
+}

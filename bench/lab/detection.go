@@ -1,0 +1,518 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/distillguard/distillguard/bench/lab/traffic"
+	"github.com/distillguard/distillguard/config"
+	"github.com/distillguard/distillguard/scoring"
+)
+
+// DetectionParams configure the detection replay.
+type DetectionParams struct {
+	// Scale multiplies the generated accounts (traffic.Options.Scale).
+	Scale     float64
+	CorpusDir string
+	// Families restricts the traffic to these families; empty means all.
+	Families []string
+	// Addr is an external ext_proc server; empty starts one in-process.
+	Addr   string
+	Config *config.Config
+	// NewServer builds the in-process server; nil means the real one
+	// (extproc with the scoring engine). now is the simulated clock: the
+	// time of the request being replayed. Tests substitute a fake.
+	NewServer func(cfg *config.Config, now func() time.Time) (extprocv3.ExternalProcessorServer, func(), error)
+	// Timeout bounds one request's exchange with the server.
+	Timeout time.Duration
+}
+
+// Metadata namespace and keys the server writes on the request-body reply
+// (ProcessingResponse.dynamic_metadata; see envoy/envoy.yaml's
+// metadata_options.receiving_namespaces).
+const (
+	metaNamespace = "distillguard"
+	metaVerdict   = "verdict"
+	metaScore     = "score"
+	metaSession   = "session"
+)
+
+// extProcFilter is the key Envoy files request attributes under in
+// ProcessingRequest.attributes: the ext_proc filter's name.
+const extProcFilter = "envoy.filters.http.ext_proc"
+
+// outcome is the server's answer to one replayed request.
+type outcome struct {
+	verdict scoring.Verdict
+	score   float64
+	session string
+	status  int // immediate response status, 0 when forwarded
+	tagged  bool
+}
+
+// envoyClient drives an ext_proc server the way Envoy's ext_proc filter
+// does with the configuration in envoy/envoy.yaml: one gRPC stream per HTTP
+// request; request headers with the request.time and source.address
+// attributes and the protocol configuration; then the whole request body in
+// one message (BUFFERED). The verdict comes from the dynamic metadata of the
+// body reply, or from an immediate response.
+type envoyClient struct {
+	c       extprocv3.ExternalProcessorClient
+	timeout time.Duration
+}
+
+func (e *envoyClient) send(ctx context.Context, r *traffic.Request) (outcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	st, err := e.c.Process(ctx)
+	if err != nil {
+		return outcome{}, err
+	}
+	attrs, err := structpb.NewStruct(map[string]any{
+		// Envoy renders the request.time attribute as an RFC 3339 timestamp.
+		"request.time":   r.Time.UTC().Format(time.RFC3339Nano),
+		"source.address": r.SourceAddress,
+	})
+	if err != nil {
+		return outcome{}, err
+	}
+	hdrs := &extprocv3.ProcessingRequest{
+		Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+			Headers: envoyHeaders(r),
+		}},
+		Attributes: map[string]*structpb.Struct{extProcFilter: attrs},
+		// Sent with the first message of each stream
+		// (ProcessingRequest.protocol_config).
+		ProtocolConfig: &extprocv3.ProtocolConfiguration{
+			RequestBodyMode:  filterv3.ProcessingMode_BUFFERED,
+			ResponseBodyMode: filterv3.ProcessingMode_STREAMED,
+		},
+	}
+	if err := st.Send(hdrs); err != nil {
+		return outcome{}, fmt.Errorf("send headers: %w", err)
+	}
+	resp, err := st.Recv()
+	if err != nil {
+		return outcome{}, fmt.Errorf("headers reply: %w", err)
+	}
+	var out outcome
+	if done := readReply(resp, &out); !done {
+		if _, ok := resp.Response.(*extprocv3.ProcessingResponse_RequestHeaders); !ok {
+			return out, fmt.Errorf("unexpected reply to request headers: %T", resp.Response)
+		}
+		body := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+			RequestBody: &extprocv3.HttpBody{Body: r.Body, EndOfStream: true},
+		}}
+		if err := st.Send(body); err != nil {
+			return out, fmt.Errorf("send body: %w", err)
+		}
+		resp, err = st.Recv()
+		if err != nil {
+			return out, fmt.Errorf("body reply: %w", err)
+		}
+		if done := readReply(resp, &out); !done {
+			if _, ok := resp.Response.(*extprocv3.ProcessingResponse_RequestBody); !ok {
+				return out, fmt.Errorf("unexpected reply to request body: %T", resp.Response)
+			}
+		}
+	}
+	// The upstream exchange is not simulated: end the stream as Envoy does
+	// when the request is over, and let the server finish cleanly.
+	if err := st.CloseSend(); err != nil {
+		return out, err
+	}
+	for {
+		if _, err := st.Recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return out, fmt.Errorf("closing stream: %w", err)
+		}
+	}
+}
+
+// readReply records the verdict carried by resp and reports whether the
+// request ended there (immediate response).
+func readReply(resp *extprocv3.ProcessingResponse, out *outcome) bool {
+	if md := resp.GetDynamicMetadata(); md != nil {
+		if ns := md.GetFields()[metaNamespace].GetStructValue(); ns != nil {
+			f := ns.GetFields()
+			if v, err := scoring.ParseVerdict(f[metaVerdict].GetStringValue()); err == nil {
+				out.verdict, out.tagged = v, true
+			}
+			out.score = f[metaScore].GetNumberValue()
+			if s := f[metaScore].GetStringValue(); s != "" {
+				out.score, _ = strconv.ParseFloat(s, 64)
+			}
+			out.session = f[metaSession].GetStringValue()
+		}
+	}
+	ir, ok := resp.Response.(*extprocv3.ProcessingResponse_ImmediateResponse)
+	if !ok {
+		return false
+	}
+	out.status = int(ir.ImmediateResponse.GetStatus().GetCode())
+	if !out.tagged {
+		switch out.status {
+		case 429:
+			out.verdict = scoring.Throttle
+		default:
+			out.verdict = scoring.Block
+		}
+	}
+	return true
+}
+
+// envoyHeaders renders the request headers as Envoy sends them: pseudo
+// headers first, then the client's headers (sorted, for a deterministic
+// order), then what Envoy adds. Values go in raw_value, as Envoy sends them
+// (HeaderValue.raw_value).
+func envoyHeaders(r *traffic.Request) *corev3.HeaderMap {
+	h := []*corev3.HeaderValue{
+		{Key: ":authority", RawValue: []byte("api.lab.invalid")},
+		{Key: ":path", RawValue: []byte(r.Path)},
+		{Key: ":method", RawValue: []byte(cmpOr(r.Method, "POST"))},
+		{Key: ":scheme", RawValue: []byte("https")},
+	}
+	keys := make([]string, 0, len(r.Header))
+	for k := range r.Header {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		h = append(h, &corev3.HeaderValue{Key: k, RawValue: []byte(r.Header[k])})
+	}
+	h = append(h,
+		&corev3.HeaderValue{Key: "content-length", RawValue: []byte(strconv.Itoa(len(r.Body)))},
+		&corev3.HeaderValue{Key: "x-forwarded-proto", RawValue: []byte("https")},
+		&corev3.HeaderValue{Key: "x-request-id", RawValue: []byte(fmt.Sprintf("00000000-0000-4000-8000-%012d", r.Seq))},
+	)
+	return &corev3.HeaderMap{Headers: h}
+}
+
+func cmpOr(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// accountStats follows one account through the replay.
+type accountStats struct {
+	family    string
+	attack    bool
+	requests  int
+	firstFlag int // 1-based request count at the first flag; 0: never
+	blocked   bool
+	flaggedN  int
+	sessions  []string
+}
+
+type familyStats struct {
+	name             string
+	attack           bool
+	accounts         []*accountStats
+	requests         int
+	flaggedRequests  int
+	campaignFirst    int // family requests, in time order, until the first flag of any account
+	untagged         int
+	verdicts         [4]int
+	distinctSessions int
+}
+
+// RunDetection replays generated traffic through an ext_proc server.
+func RunDetection(ctx context.Context, seed uint64, p DetectionParams, prog *Task) (Section, error) {
+	reqs, err := traffic.Generate(traffic.Options{CorpusDir: p.CorpusDir, Seed: seed, Scale: p.Scale, Families: p.Families})
+	if err != nil {
+		return Section{}, err
+	}
+	prog.Grow(len(reqs))
+	addr := p.Addr
+	where := "external server at " + addr
+	// The in-process server's clock follows the replay, so nothing depends
+	// on how fast the replay runs.
+	var clock atomic.Int64
+	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	if len(reqs) > 0 {
+		clock.Store(reqs[0].Time.UnixNano())
+	}
+	if addr == "" {
+		a, stop, err := startServer(p, now)
+		if err != nil {
+			return Section{}, err
+		}
+		defer stop()
+		addr, where = a, "in-process distillguard ext_proc server (extproc.New with scoring.New)"
+		if p.NewServer != nil {
+			where = "in-process substitute server"
+		}
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return Section{}, err
+	}
+	defer conn.Close()
+	timeout := p.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	cl := &envoyClient{c: extprocv3.NewExternalProcessorClient(conn), timeout: timeout}
+
+	accounts := map[string]*accountStats{}
+	fams := map[string]*familyStats{}
+	var famOrder []string
+	for i := range reqs {
+		r := &reqs[i]
+		if i%512 == 0 && ctx.Err() != nil {
+			return Section{}, ctx.Err()
+		}
+		clock.Store(r.Time.UnixNano())
+		out, err := cl.send(ctx, r)
+		if err != nil {
+			return Section{}, fmt.Errorf("request %d (%s): %w", r.Seq, r.Account, err)
+		}
+		f := fams[r.Family]
+		if f == nil {
+			f = &familyStats{name: r.Family, attack: r.Attack}
+			fams[r.Family] = f
+			famOrder = append(famOrder, r.Family)
+		}
+		a := accounts[r.Account]
+		if a == nil {
+			a = &accountStats{family: r.Family, attack: r.Attack}
+			accounts[r.Account] = a
+			f.accounts = append(f.accounts, a)
+		}
+		a.requests++
+		f.requests++
+		if !out.tagged {
+			f.untagged++
+		}
+		f.verdicts[max(scoring.Allow, min(out.verdict, scoring.Block))]++
+		if out.session != "" && !slices.Contains(a.sessions, out.session) {
+			a.sessions = append(a.sessions, out.session)
+		}
+		if out.verdict >= scoring.Degrade {
+			f.flaggedRequests++
+			a.flaggedN++
+			if a.firstFlag == 0 {
+				a.firstFlag = a.requests
+			}
+			if f.campaignFirst == 0 {
+				f.campaignFirst = f.requests
+			}
+		}
+		if out.verdict == scoring.Block {
+			a.blocked = true
+		}
+		prog.Add(1)
+	}
+	// Families in the generator's table order, whatever arrived first.
+	var ordered []*familyStats
+	for _, fam := range traffic.Families() {
+		if f := fams[fam.Name]; f != nil {
+			ordered = append(ordered, f)
+		}
+	}
+	for _, name := range famOrder {
+		if !slices.ContainsFunc(ordered, func(f *familyStats) bool { return f.name == name }) {
+			ordered = append(ordered, fams[name])
+		}
+	}
+	for _, f := range ordered {
+		seen := map[string]bool{}
+		for _, a := range f.accounts {
+			for _, s := range a.sessions {
+				seen[s] = true
+			}
+		}
+		f.distinctSessions = len(seen)
+	}
+	return detectionSection(seed, p, where, len(reqs), ordered), nil
+}
+
+// startServer serves the in-process ext_proc server on a loopback port.
+// The returned stop drains it and waits for its serving goroutine.
+func startServer(p DetectionParams, now func() time.Time) (string, func(), error) {
+	newServer := p.NewServer
+	if newServer == nil {
+		newServer = newInProcessServer
+	}
+	cfg := p.Config
+	if cfg == nil {
+		cfg = config.Default()
+	}
+	srv, closeSrv, err := newServer(cfg, now)
+	if err != nil {
+		return "", nil, err
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		closeSrv()
+		return "", nil, err
+	}
+	gs := grpc.NewServer()
+	extprocv3.RegisterExternalProcessorServer(gs, srv)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = gs.Serve(lis) // returns when stopped below
+	}()
+	return lis.Addr().String(), func() {
+		gs.GracefulStop()
+		wg.Wait()
+		closeSrv()
+	}, nil
+}
+
+func quantileInt(v []int, q float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	// Nearest-rank quantile: the smallest value with at least q of the
+	// sample at or below it.
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	return float64(s[max(0, min(i, len(s)-1))])
+}
+
+func fmtCount(v float64) string {
+	if math.IsNaN(v) {
+		return "—"
+	}
+	return strconv.FormatFloat(v, 'f', -1, 64)
+}
+
+func detectionSection(seed uint64, p DetectionParams, where string, total int, fams []*familyStats) Section {
+	s := Section{
+		Title: "Detection replay",
+		Intro: []string{
+			"Labelled traffic from `bench/lab/traffic` is replayed in simulated-time order through a real distillguard ext_proc " +
+				"gRPC server, driven as Envoy drives it: one stream per request, request headers with the `request.time` (the " +
+				"simulated clock) and `source.address` attributes, then the whole body (BUFFERED). The verdict is read from the " +
+				"`distillguard` dynamic-metadata namespace of the reply, or from an immediate response (429 throttle, 403 block). " +
+				"An account is flagged once any of its requests gets degrade or stronger.",
+		},
+		Params: [][2]string{
+			{"seed", fmt.Sprint(seed)},
+			{"traffic scale", fmt.Sprint(p.Scale)},
+			{"requests replayed", itoa(total)},
+			{"server", where},
+		},
+	}
+	t1 := Table{
+		Title: "Per family",
+		Header: []string{"family", "kind", "accounts", "requests", "server sessions", "accounts flagged", "accounts blocked",
+			"median requests to first flag", "p90 requests to first flag", "requests flagged", "allow / degrade / throttle / block"},
+		Notes: []string{"\"server sessions\" counts the distinct session keys the server reported for the family's accounts " +
+			"(one per account when the gateway derives sessions as the generator intends). Requests-to-first-flag quantiles are over flagged accounts."},
+	}
+	t2 := Table{
+		Title:  "Benign families: false positives",
+		Header: []string{"family", "accounts", "false-flag rate (accounts)", "false-block rate (accounts)", "requests flagged", "requests blocked"},
+	}
+	t3 := Table{
+		Title:  "Distributed campaign",
+		Header: []string{"family", "accounts", "accounts flagged", "campaign requests", "campaign requests until first flag", "median requests per account"},
+	}
+	fig := Figure{
+		File:   "detection.svg",
+		Title:  "Share of accounts flagged by their n-th request",
+		XLabel: "requests sent by the account",
+		YLabel: "share of accounts flagged",
+		LogX:   true,
+		YRange: [2]float64{0, 1.02},
+		Legend: "top-left",
+	}
+	var untagged int
+	for _, f := range fams {
+		untagged += f.untagged
+		var flagged, blocked int
+		var firsts, sizes []int
+		for _, a := range f.accounts {
+			sizes = append(sizes, a.requests)
+			if a.firstFlag > 0 {
+				flagged++
+				firsts = append(firsts, a.firstFlag)
+			}
+			if a.blocked {
+				blocked++
+			}
+		}
+		n := len(f.accounts)
+		kind := "benign"
+		if f.attack {
+			kind = "attack"
+		}
+		t1.Rows = append(t1.Rows, []string{f.name, kind, itoa(n), itoa(f.requests), itoa(f.distinctSessions),
+			fmtPct(frac(flagged, n)), fmtPct(frac(blocked, n)), fmtCount(quantileInt(firsts, 0.5)), fmtCount(quantileInt(firsts, 0.9)),
+			fmtPct(frac(f.flaggedRequests, f.requests)),
+			fmt.Sprintf("%d / %d / %d / %d", f.verdicts[0], f.verdicts[1], f.verdicts[2], f.verdicts[3])})
+		if !f.attack {
+			t2.Rows = append(t2.Rows, []string{f.name, itoa(n), fmtPct2(frac(flagged, n)), fmtPct2(frac(blocked, n)),
+				fmtPct2(frac(f.flaggedRequests, f.requests)), fmtPct2(frac(f.verdicts[scoring.Block], f.requests))})
+		}
+		if strings.Contains(f.name, "distributed") {
+			first := "never"
+			if f.campaignFirst > 0 {
+				first = itoa(f.campaignFirst)
+			}
+			t3.Rows = append(t3.Rows, []string{f.name, itoa(n), fmtPct(frac(flagged, n)), itoa(f.requests), first, fmtCount(quantileInt(sizes, 0.5))})
+		}
+		fig.Series = append(fig.Series, detectionCurve(f))
+	}
+	if untagged > 0 {
+		t1.Notes = append(t1.Notes, fmt.Sprintf("%d replies carried no verdict metadata; they count as allow unless rejected.", untagged))
+	}
+	s.Tables = []Table{t1, t2, t3}
+	s.Figures = []Figure{fig}
+	return s
+}
+
+func frac(a, b int) float64 {
+	if b == 0 {
+		return math.NaN()
+	}
+	return float64(a) / float64(b)
+}
+
+// detectionCurve is the share of the family's accounts flagged within
+// their first n requests, on a roughly geometric grid of n.
+func detectionCurve(f *familyStats) Series {
+	maxN := 0
+	for _, a := range f.accounts {
+		maxN = max(maxN, a.requests)
+	}
+	s := Series{Name: f.name}
+	for n := 1; n <= maxN; n = max(n+1, n*5/4) {
+		var k int
+		for _, a := range f.accounts {
+			if a.firstFlag > 0 && a.firstFlag <= n {
+				k++
+			}
+		}
+		s.X = append(s.X, float64(n))
+		s.Y = append(s.Y, float64(k)/float64(len(f.accounts)))
+	}
+	return s
+}

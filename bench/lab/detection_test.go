@@ -1,0 +1,222 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"hash/fnv"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/distillguard/distillguard/bench/lab/traffic"
+	"github.com/distillguard/distillguard/config"
+)
+
+// corpusDir returns the prompt corpora directory, skipping the test when
+// they are not installed (failing under CI=true).
+func corpusDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("DISTILLGUARD_CORPUS")
+	if dir == "" {
+		dir = traffic.CorpusDir()
+	}
+	if _, err := os.Stat(filepath.Join(dir, traffic.QuestionsFile)); err != nil {
+		msg := "prompt corpora not found in " + dir + " (set DISTILLGUARD_CORPUS): " + err.Error()
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return dir
+}
+
+// countingProcessor is a fake ext_proc server with a rule simple enough to
+// predict exactly: per authorization header, requests after the 50th are
+// degraded and after the 100th blocked (403). It checks that every stream
+// looks like Envoy's and records what it saw.
+type countingProcessor struct {
+	extprocv3.UnimplementedExternalProcessorServer
+	mu       sync.Mutex
+	counts   map[string]int
+	problems []string
+	streams  int
+}
+
+func (f *countingProcessor) problem(s string) {
+	f.mu.Lock()
+	f.problems = append(f.problems, s)
+	f.mu.Unlock()
+}
+
+func (f *countingProcessor) Process(st extprocv3.ExternalProcessor_ProcessServer) error {
+	req, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	hs := req.GetRequestHeaders()
+	if hs == nil {
+		f.problem("first message is not request headers")
+		return errors.New("want headers")
+	}
+	if req.GetProtocolConfig() == nil {
+		f.problem("no protocol_config on the first message")
+	}
+	attrs := req.GetAttributes()[extProcFilter].GetFields()
+	if _, err := time.Parse(time.RFC3339Nano, attrs["request.time"].GetStringValue()); err != nil {
+		f.problem("request.time: " + err.Error())
+	}
+	if attrs["source.address"].GetStringValue() == "" {
+		f.problem("no source.address")
+	}
+	var auth, path string
+	for _, h := range hs.GetHeaders().GetHeaders() {
+		switch h.GetKey() {
+		case "authorization":
+			auth = string(h.GetRawValue())
+		case ":path":
+			path = string(h.GetRawValue())
+		}
+	}
+	if path == "" {
+		f.problem("no :path")
+	}
+	if err := st.Send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}}); err != nil {
+		return err
+	}
+	req, err = st.Recv()
+	if err != nil {
+		return err
+	}
+	body := req.GetRequestBody()
+	if body == nil || !body.GetEndOfStream() || !json.Valid(body.GetBody()) {
+		f.problem("second message is not the whole JSON body")
+	}
+	f.mu.Lock()
+	f.streams++
+	f.counts[auth]++
+	n := f.counts[auth]
+	f.mu.Unlock()
+	verdict := "allow"
+	switch {
+	case n > 100:
+		verdict = "block"
+	case n > 50:
+		verdict = "degrade"
+	}
+	h := fnv.New64a()
+	h.Write([]byte(auth))
+	md, err := structpb.NewStruct(map[string]any{metaNamespace: map[string]any{
+		metaVerdict: verdict, metaScore: float64(n) / 200, metaSession: strconv.FormatUint(h.Sum64(), 16),
+	}})
+	if err != nil {
+		return err
+	}
+	resp := &extprocv3.ProcessingResponse{DynamicMetadata: md}
+	if verdict == "block" {
+		resp.Response = &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
+			Status: &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden},
+		}}
+	} else {
+		resp.Response = &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}
+	}
+	if err := st.Send(resp); err != nil {
+		return err
+	}
+	for {
+		if _, err := st.Recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func TestDetectionReplayAgainstFake(t *testing.T) {
+	dir := corpusDir(t)
+	fake := &countingProcessor{counts: map[string]int{}}
+	p := DetectionParams{
+		Scale:     0.05,
+		CorpusDir: dir,
+		Families:  []string{"benign-chat", "attack-sweep", "attack-distributed"},
+		Config:    config.Default(),
+		NewServer: func(*config.Config, func() time.Time) (extprocv3.ExternalProcessorServer, func(), error) {
+			return fake, func() {}, nil
+		},
+	}
+	sec, err := RunDetection(context.Background(), 3, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fake.problems) > 0 {
+		t.Fatalf("the server saw non-Envoy streams: %q", fake.problems[:min(5, len(fake.problems))])
+	}
+	rep := &Report{Sections: []Section{sec}}
+	fam := findTable(t, rep, "Per family")
+	if len(fam.Rows) != 3 {
+		t.Fatalf("per-family rows = %d, want 3", len(fam.Rows))
+	}
+	want := []struct{ row, col, val string }{
+		// benign-chat accounts send at most 20 requests: never flagged.
+		{"benign-chat", "accounts flagged", "0.0%"},
+		{"benign-chat", "median requests to first flag", "—"},
+		// attack-sweep accounts send 100 to 300: all flagged at the 51st.
+		{"attack-sweep", "accounts flagged", "100.0%"},
+		{"attack-sweep", "median requests to first flag", "51"},
+		{"attack-sweep", "p90 requests to first flag", "51"},
+		{"attack-distributed", "accounts flagged", "0.0%"},
+	}
+	for _, w := range want {
+		if got := cellOf(t, fam, w.row, w.col); got != w.val {
+			t.Errorf("%s / %s = %q, want %q", w.row, w.col, got, w.val)
+		}
+	}
+	// Every account maps to one server session.
+	for _, r := range fam.Rows {
+		if cellOf(t, fam, r[0], "accounts") != cellOf(t, fam, r[0], "server sessions") {
+			t.Errorf("%s: accounts %s, server sessions %s", r[0], cellOf(t, fam, r[0], "accounts"), cellOf(t, fam, r[0], "server sessions"))
+		}
+	}
+	// Blocks come back as immediate responses and are counted as blocks.
+	var sweepBlocked int
+	fake.mu.Lock()
+	for _, n := range fake.counts {
+		if n > 100 {
+			sweepBlocked++
+		}
+	}
+	streams := fake.streams
+	fake.mu.Unlock()
+	if got := cellOf(t, fam, "attack-sweep", "accounts blocked"); got == "0.0%" && sweepBlocked > 0 {
+		t.Errorf("attack-sweep blocked = %q with %d accounts past 100 requests", got, sweepBlocked)
+	}
+	benign := findTable(t, rep, "Benign families")
+	if got := cellOf(t, benign, "benign-chat", "false-flag rate (accounts)"); got != "0.00%" {
+		t.Errorf("benign-chat false-flag rate = %q", got)
+	}
+	dist := findTable(t, rep, "Distributed campaign")
+	if got := cellOf(t, dist, "attack-distributed", "campaign requests until first flag"); got != "never" {
+		t.Errorf("campaign requests until first flag = %q, want never", got)
+	}
+	var total int
+	for _, r := range fam.Rows {
+		n, _ := strconv.Atoi(cellOf(t, fam, r[0], "requests"))
+		total += n
+	}
+	if total != streams {
+		t.Errorf("report counts %d requests, server saw %d streams", total, streams)
+	}
+	if !strings.Contains(string(rep.Markdown()), "](detection.svg)") {
+		t.Error("no detection figure")
+	}
+}

@@ -1,0 +1,103 @@
+package bench
+
+import (
+	"errors"
+	"io"
+
+	procmodev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Noop is the baseline ext_proc processor: it answers every message with an
+// empty reply of the matching kind, which tells Envoy to continue unchanged
+// (envoy.service.ext_proc.v3.ProcessingResponse: "the server must respond to
+// this message by ... sending back a matching ProcessingResponse"). In
+// FULL_DUPLEX_STREAMED mode a body reply must carry the body on as a
+// streamed_response (envoy.extensions.filters.http.ext_proc.v3.ProcessingMode
+// FULL_DUPLEX_STREAMED: "The server needs to send StreamedBodyResponse"), so
+// there it echoes each chunk. It does no other work: the latency it shows is
+// gRPC and the network stack, the floor any processor pays.
+type Noop struct {
+	extprocv3.UnimplementedExternalProcessorServer
+
+	// Replies are shared by every stream: gRPC marshals a message before
+	// Send returns and these are never modified, so concurrent sends are
+	// safe.
+	reqHeaders, respHeaders, reqBody, respBody, reqTrailers, respTrailers *extprocv3.ProcessingResponse
+}
+
+// NewNoop returns the no-op processor.
+func NewNoop() *Noop {
+	return &Noop{
+		reqHeaders:   &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}},
+		respHeaders:  &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}},
+		reqBody:      &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}},
+		respBody:     &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}},
+		reqTrailers:  &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}},
+		respTrailers: &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}},
+	}
+}
+
+// Process serves one HTTP exchange.
+func (n *Noop) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	var reqMode, respMode procmodev3.ProcessingMode_BodySendMode
+	// One echo message per stream, reused: Send has marshalled it by the
+	// time it returns.
+	echoBody := &extprocv3.StreamedBodyResponse{}
+	echo := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{
+		Response: &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{
+			Mutation: &extprocv3.BodyMutation_StreamedResponse{StreamedResponse: echoBody},
+		}},
+	}}}
+	reqEcho := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{
+		Response: &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{
+			Mutation: &extprocv3.BodyMutation_StreamedResponse{StreamedResponse: echoBody},
+		}},
+	}}}
+	req := &extprocv3.ProcessingRequest{}
+	for first := true; ; first = false {
+		if err := stream.RecvMsg(req); err != nil {
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+				return nil
+			}
+			return err
+		}
+		// protocol_config comes only with the first message of a stream.
+		if pc := req.GetProtocolConfig(); first && pc != nil {
+			reqMode, respMode = pc.GetRequestBodyMode(), pc.GetResponseBodyMode()
+		}
+		if req.GetObservabilityMode() {
+			continue // replies would be ignored
+		}
+		var resp *extprocv3.ProcessingResponse
+		switch r := req.Request.(type) {
+		case *extprocv3.ProcessingRequest_RequestHeaders:
+			resp = n.reqHeaders
+		case *extprocv3.ProcessingRequest_ResponseHeaders:
+			resp = n.respHeaders
+		case *extprocv3.ProcessingRequest_RequestBody:
+			resp = n.reqBody
+			if reqMode == procmodev3.ProcessingMode_FULL_DUPLEX_STREAMED {
+				echoBody.Body, echoBody.EndOfStream = r.RequestBody.GetBody(), r.RequestBody.GetEndOfStream()
+				resp = reqEcho
+			}
+		case *extprocv3.ProcessingRequest_ResponseBody:
+			resp = n.respBody
+			if respMode == procmodev3.ProcessingMode_FULL_DUPLEX_STREAMED {
+				echoBody.Body, echoBody.EndOfStream = r.ResponseBody.GetBody(), r.ResponseBody.GetEndOfStream()
+				resp = echo
+			}
+		case *extprocv3.ProcessingRequest_RequestTrailers:
+			resp = n.reqTrailers
+		case *extprocv3.ProcessingRequest_ResponseTrailers:
+			resp = n.respTrailers
+		default:
+			continue // e.g. a flow-control-only message: nothing to answer
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/distillguard/distillguard/bench"
+)
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "bench-out", "directory for results.md, results.json, the CDF plots, profiles and server logs")
+	rounds := fs.Int("rounds", 3, "rounds per server and scenario, alternating noop and distillguard")
+	warmup := fs.Duration("warmup", 500*time.Millisecond, "warm-up before each round's window (not recorded)")
+	duration := fs.Duration("duration", 2*time.Second, "measurement window of each round")
+	names := fs.String("scenarios", "all", "comma-separated scenarios to run")
+	dgBin := fs.String("distillguard", "", "distillguard binary to measure (default: this binary's serve-distillguard mode)")
+	conns := fs.Int("conns", 2, "HTTP/2 connections the streams share (Envoy keeps one per worker)")
+	seed := fs.Uint64("seed", 1, "seed of payloads, session keys and pacing")
+	profile := fs.String("profile", "", "scenario in whose first distillguard round CPU and allocation profiles are captured")
+	floor := fs.Duration("floor", 300*time.Millisecond, "time to measure the in-process rewrite floor per scenario (0 skips)")
+	openRate := fs.Float64("open-rate", 8000, "message rate of the open-loop scenario (messages/s over all streams)")
+	corpus := fs.String("corpus", "", "prompt corpus directory (default $DISTILLGUARD_CORPUS or ../shared/data; synthetic prompts when absent)")
+	list := fs.Bool("list", false, "list the scenarios and exit")
+	enforce := fs.Bool("enforce-targets", false, "exit 1 when a published target is missed")
+	aa := fs.Bool("aa", false, "A/A calibration: run the no-op processor in the distillguard slot too, to see the noise floor of the ratios")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	all := bench.DefaultScenarios(*openRate)
+	if *list {
+		for _, s := range all {
+			fmt.Fprintf(stdout, "%-22s %s\n", s.Name, s.Description)
+		}
+		return nil
+	}
+	scenarios, err := bench.SelectScenarios(all, *names)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	noop := bench.ServerSpec{Argv: []string{self, "serve-noop", "-grpc-addr", "{grpc}", "-admin-addr", "{admin}"}}
+	dg := bench.ServerSpec{Argv: []string{self, "serve-distillguard", "-config", "{config}", "-grpc-addr", "{grpc}", "-admin-addr", "{admin}"}}
+	if *dgBin != "" {
+		p, err := filepath.Abs(*dgBin)
+		if err != nil {
+			return err
+		}
+		dg.Argv = []string{p, "-config", "{config}", "-grpc-addr", "{grpc}", "-admin-addr", "{admin}"}
+	}
+	if *profile != "" {
+		dg.Argv = append(dg.Argv, "-pprof")
+	}
+	if *aa {
+		dg.Argv = noop.Argv
+	}
+	prompts := loadPrompts(*corpus, stderr)
+
+	mc := bench.MatrixConfig{
+		Scenarios: scenarios, Rounds: *rounds, Warmup: *warmup, Duration: *duration,
+		Conns: *conns, Seed: *seed, Noop: noop, Distillguard: dg, OutDir: *out,
+		Profile: *profile, FloorTime: *floor, Prompts: prompts, Log: stderr,
+	}
+	if f, ok := stderr.(*os.File); ok && isTerminal(f) {
+		mc.Bar = stderr
+	}
+	start := time.Now()
+	rep, err := bench.RunMatrix(ctx, mc)
+	if rep == nil || len(rep.Scenarios) == 0 {
+		return err
+	}
+	if werr := writeOutputs(rep, *out, stdout); werr != nil {
+		return errors.Join(err, werr)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "matrix done in %s; results in %s\n", time.Since(start).Round(time.Second), *out)
+	if n := rep.Errors(); n > 0 {
+		return fmt.Errorf("%d messages failed (see error_samples in %s)", n, filepath.Join(*out, "results.json"))
+	}
+	if *enforce && !rep.TargetsMet() {
+		return errors.New("targets missed (see results.md)")
+	}
+	return nil
+}
+
+func loadPrompts(dir string, stderr io.Writer) []string {
+	if dir == "" {
+		wd, _ := os.Getwd()
+		dir = bench.CorpusDir(wd)
+	}
+	if dir == "" {
+		return nil
+	}
+	ps, err := bench.LoadPrompts(dir, 5000)
+	if err != nil {
+		fmt.Fprintf(stderr, "prompts: %v; using synthetic prompts\n", err)
+		return nil
+	}
+	return ps
+}
+
+func writeOutputs(rep *bench.Report, out string, stdout io.Writer) error {
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	jf, err := os.Create(filepath.Join(out, "results.json"))
+	if err != nil {
+		return err
+	}
+	if err := rep.WriteJSON(jf); err != nil {
+		jf.Close()
+		return err
+	}
+	if err := jf.Close(); err != nil {
+		return err
+	}
+	mf, err := os.Create(filepath.Join(out, "results.md"))
+	if err != nil {
+		return err
+	}
+	if err := errors.Join(rep.WriteMarkdown(io.MultiWriter(mf, stdout)), mf.Close()); err != nil {
+		return err
+	}
+	return rep.WritePlots(out)
+}

@@ -1,0 +1,36 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+
+	"github.com/distillguard/distillguard/bench"
+)
+
+func serveFlags(name string, stderr io.Writer) (*flag.FlagSet, *bench.ServeOptions) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &bench.ServeOptions{}
+	fs.StringVar(&o.GRPCAddr, "grpc-addr", "127.0.0.1:50061", "ext_proc gRPC listen address (loopback only)")
+	fs.StringVar(&o.AdminAddr, "admin-addr", "127.0.0.1:9091", "admin listen address for /readyz and /metrics (loopback only)")
+	fs.BoolVar(&o.Pprof, "pprof", false, "serve net/http/pprof on the admin address")
+	return fs, o
+}
+
+func cmdServeNoop(ctx context.Context, args []string, stderr io.Writer) error {
+	fs, o := serveFlags("serve-noop", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return bench.Serve(ctx, bench.NewNoop(), *o)
+}
+
+func cmdServeDistillguard(ctx context.Context, args []string, stderr io.Writer) error {
+	fs, o := serveFlags("serve-distillguard", stderr)
+	cfg := fs.String("config", "", "distillguard YAML config, layered over the embedded default")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return bench.ServeDistillguard(ctx, *cfg, *o, stderr)
+}

@@ -1,0 +1,94 @@
+// Command distillguard-lab runs the attack lab: defence-efficacy experiments
+// against simulated models through distillguard's rewriting code, and a
+// replay of labelled traffic through a distillguard ext_proc server. It
+// writes lab-report.md and SVG figures to the output directory.
+//
+//	distillguard-lab -seed 1 -out lab-out
+//	distillguard-lab -experiments tramer,carlini -scale 0.2
+//	distillguard-lab -experiments detection -addr 127.0.0.1:50051
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/distillguard/distillguard/bench/lab"
+	"github.com/distillguard/distillguard/bench/lab/traffic"
+	"github.com/distillguard/distillguard/config"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "distillguard-lab:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	fs := flag.NewFlagSet("distillguard-lab", flag.ContinueOnError)
+	corpus := fs.String("corpus", "", "prompt corpus directory (default $DISTILLGUARD_CORPUS, else ../shared/data next to the module root)")
+	seed := fs.Uint64("seed", 1, "seed: the same seed gives the same report")
+	scale := fs.Float64("scale", 1, "size of the run: 1 is the full lab, smaller is quicker")
+	out := fs.String("out", "lab-out", "output directory for "+lab.ReportFile+" and figures")
+	exps := fs.String("experiments", strings.Join(lab.AllExperiments, ","), "comma-separated experiments: "+strings.Join(lab.AllExperiments, ", "))
+	addr := fs.String("addr", "", "external distillguard ext_proc address host:port (default: start one in-process)")
+	cfgPath := fs.String("config", "", "distillguard configuration file (default: the embedded default)")
+	parallel := fs.Int("parallel", 0, "experiment parts run at once (default GOMAXPROCS)")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	cfg := config.Default()
+	if *cfgPath != "" {
+		c, err := config.Load(*cfgPath)
+		if err != nil {
+			return err
+		}
+		cfg = c
+	}
+	dir := *corpus
+	if dir == "" {
+		dir = traffic.CorpusDir()
+	}
+	var list []string
+	for _, e := range strings.Split(*exps, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			list = append(list, e)
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	prog := lab.NewProgress(os.Stdout, lab.IsTerminal(os.Stdout))
+	start := time.Now()
+	rep, err := lab.Run(ctx, lab.Options{
+		Seed:        *seed,
+		Scale:       *scale,
+		CorpusDir:   dir,
+		Experiments: list,
+		Addr:        *addr,
+		Config:      cfg,
+		Parallel:    *parallel,
+		Progress:    prog,
+	})
+	if rep != nil {
+		if werr := rep.Write(*out); werr != nil {
+			return errors.Join(err, werr)
+		}
+		fmt.Printf("report: %s (%s)\n", filepath.Join(*out, lab.ReportFile), time.Since(start).Round(time.Millisecond))
+	}
+	return err
+}

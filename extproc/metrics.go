@@ -1,0 +1,168 @@
+package extproc
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Message kinds, as counted in distillguard_messages{kind}.
+type msgKind uint8
+
+const (
+	kindRequestHeaders msgKind = iota
+	kindRequestBody
+	kindRequestTrailers
+	kindResponseHeaders
+	kindResponseBody
+	kindResponseTrailers
+	kindUnknown
+	numKinds
+)
+
+var kindNames = [numKinds]string{
+	"request_headers", "request_body", "request_trailers",
+	"response_headers", "response_body", "response_trailers", "unknown",
+}
+
+func (k msgKind) String() string { return kindNames[k] }
+
+// Pass-through reasons, as counted in distillguard_passthroughs{reason}.
+// Each one means a body (or a decision input) was left untouched or a
+// fallback was taken; none is fatal.
+const (
+	reasonInvalidJSON        = "invalid_json"         // response JSON / SSE data that is not a JSON object
+	reasonBodyTooLarge       = "body_too_large"       // body beyond max_body_bytes
+	reasonHeldOverflow       = "held_overflow"        // SSE event longer than max_held_bytes
+	reasonGzipError          = "gzip_error"           // corrupt gzip or beyond max_decompressed_bytes
+	reasonUnknownContentType = "unknown_content_type" // response neither SSE nor JSON
+	reasonUnknownEncoding    = "unknown_content_encoding"
+	reasonBadRequestJSON     = "bad_request_json" // request body not parseable
+	reasonRequestEncoded     = "request_encoded"  // request body with a content-encoding
+	reasonClockSkew          = "clock_skew"       // request.time too far in the future
+	reasonBadRequestTime     = "bad_request_time" // request.time unparseable
+	reasonScorerPanic        = "scorer_panic"
+	reasonPartialBody        = "partial_body"     // BUFFERED_PARTIAL cut a JSON body
+	reasonHeldAtTrailers     = "held_at_trailers" // bytes held when trailers ended a non-duplex body
+	reasonNon2xx             = "non_2xx"
+	reasonNoDecision         = "no_decision" // response seen before the request was decided
+)
+
+var allReasons = []string{
+	reasonInvalidJSON, reasonBodyTooLarge, reasonHeldOverflow, reasonGzipError,
+	reasonUnknownContentType, reasonUnknownEncoding, reasonBadRequestJSON,
+	reasonRequestEncoded, reasonClockSkew, reasonBadRequestTime, reasonScorerPanic,
+	reasonPartialBody, reasonHeldAtTrailers, reasonNon2xx, reasonNoDecision,
+}
+
+// Protocol violations (warned and counted in
+// distillguard_protocol_errors{kind}).
+const (
+	protoEmptyRequest = "empty_request" // ProcessingRequest with no request oneof
+)
+
+type metrics struct {
+	streams     metric.Int64UpDownCounter
+	messages    metric.Int64Counter
+	duration    metric.Float64Histogram
+	requests    metric.Int64Counter
+	passthrough metric.Int64Counter
+	events      metric.Int64Counter
+	bytes       metric.Int64Counter
+	immediate   metric.Int64Counter
+	protocol    metric.Int64Counter
+
+	// Precomputed attribute sets: read-only after newMetrics, so recording
+	// a measurement does not allocate.
+	kindOpt   [numKinds]metric.MeasurementOption
+	reasonOpt map[string]metric.MeasurementOption
+	inOpt     metric.MeasurementOption
+	outOpt    metric.MeasurementOption
+}
+
+func newMetrics(mp metric.MeterProvider) (*metrics, error) {
+	mt := mp.Meter("github.com/distillguard/distillguard/extproc")
+	m := &metrics{}
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var err error
+	m.streams, err = mt.Int64UpDownCounter("distillguard_streams_active",
+		metric.WithDescription("ext_proc streams (HTTP exchanges) in flight."))
+	add(err)
+	m.messages, err = mt.Int64Counter("distillguard_messages",
+		metric.WithDescription("ext_proc messages received from Envoy, by kind."))
+	add(err)
+	m.duration, err = mt.Float64Histogram("distillguard_message_duration",
+		metric.WithUnit("s"),
+		metric.WithDescription("Time to process one ext_proc message (excluding gRPC send), by kind."),
+		metric.WithExplicitBucketBoundaries(5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25))
+	add(err)
+	m.requests, err = mt.Int64Counter("distillguard_requests",
+		metric.WithDescription("Requests decided, by scored verdict, policy set and shadow flag."))
+	add(err)
+	m.passthrough, err = mt.Int64Counter("distillguard_passthroughs",
+		metric.WithDescription("Bodies or inputs left untouched (or fallbacks taken), by reason."))
+	add(err)
+	m.events, err = mt.Int64Counter("distillguard_events_rewritten",
+		metric.WithDescription("SSE events and JSON documents whose bytes were changed."))
+	add(err)
+	m.bytes, err = mt.Int64Counter("distillguard_body_bytes",
+		metric.WithUnit("By"),
+		metric.WithDescription("Body bytes received from Envoy (direction=in) and sent back in replies (direction=out)."))
+	add(err)
+	m.immediate, err = mt.Int64Counter("distillguard_immediate_responses",
+		metric.WithDescription("Requests answered locally (rejected), by HTTP status."))
+	add(err)
+	m.protocol, err = mt.Int64Counter("distillguard_protocol_errors",
+		metric.WithDescription("ext_proc messages that violate the protocol contract, by kind."))
+	add(err)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	for k := range numKinds {
+		m.kindOpt[k] = metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", k.String())))
+	}
+	m.reasonOpt = make(map[string]metric.MeasurementOption, len(allReasons))
+	for _, r := range allReasons {
+		m.reasonOpt[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
+	}
+	m.inOpt = metric.WithAttributeSet(attribute.NewSet(attribute.String("direction", "in")))
+	m.outOpt = metric.WithAttributeSet(attribute.NewSet(attribute.String("direction", "out")))
+	return m, nil
+}
+
+func (m *metrics) observeMessage(ctx context.Context, k msgKind, d time.Duration) {
+	m.messages.Add(ctx, 1, m.kindOpt[k])
+	m.duration.Record(ctx, d.Seconds(), m.kindOpt[k])
+}
+
+func (m *metrics) pass(ctx context.Context, reason string) {
+	opt, ok := m.reasonOpt[reason]
+	if !ok {
+		opt = metric.WithAttributes(attribute.String("reason", reason))
+	}
+	m.passthrough.Add(ctx, 1, opt)
+}
+
+func (m *metrics) request(ctx context.Context, verdict, policy string, shadow bool) {
+	m.requests.Add(ctx, 1, metric.WithAttributes(
+		attribute.String("verdict", verdict),
+		attribute.String("policy", policy),
+		attribute.Bool("shadow", shadow)))
+}
+
+func (m *metrics) immediateResponse(ctx context.Context, status int) {
+	m.immediate.Add(ctx, 1, metric.WithAttributes(attribute.String("status", strconv.Itoa(status))))
+}
+
+func (m *metrics) protocolError(ctx context.Context, kind string) {
+	m.protocol.Add(ctx, 1, metric.WithAttributes(attribute.String("kind", kind)))
+}

@@ -1,0 +1,368 @@
+package extproc
+
+import (
+	"bytes"
+	"strconv"
+
+	procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/distillguard/distillguard/mutate"
+	"github.com/distillguard/distillguard/scoring"
+)
+
+type respKind uint8
+
+const (
+	respPass respKind = iota // untouched
+	respSSE                  // text/event-stream, framed and rewritten per event
+	respJSON                 // one JSON document, buffered and rewritten whole
+	respRaw                  // given up on rewriting; only decoding continues
+)
+
+type respState struct {
+	kind respKind
+	// mode is the body mode the body is expected in, after any override.
+	mode bodyMode
+	// hadLength: the upstream sent content-length (removed on the headers
+	// reply, restored on a whole BUFFERED body).
+	hadLength bool
+
+	gz      *mutate.Gunzip
+	gzDone  bool
+	origEnc string
+	// dead: gzip failed after decoded bytes were released; the remaining
+	// input cannot be passed (content-encoding is gone) and is dropped.
+	dead bool
+
+	rw   *mutate.Rewriter
+	sse  *mutate.SSEStream
+	prev mutate.StreamStats
+	buf  []byte // JSON held until complete
+
+	decBuf []byte // scratch: decoded gzip output
+	outBuf []byte // scratch: rewritten output
+
+	// emitted: body bytes were already released, so the original can no
+	// longer be restored.
+	emitted bool
+}
+
+func (st *stream) onResponseHeaders(h *extprocv3.HttpHeaders) {
+	rs := &st.rs
+	hdr := h.GetHeaders()
+	if st.done {
+		st.emit(headersReply(false, nil))
+		return
+	}
+	if !st.decided {
+		// The response started before the request was decided (request
+		// headers skipped, or an upstream answering early). Rewrite with the
+		// route's allow tier rather than not at all.
+		st.pass(reasonNoDecision)
+		st.decided = true
+		st.action = st.cfg.Resolve(st.rq.path, "", scoring.Allow)
+	}
+	if h.GetEndOfStream() || st.observe {
+		st.emit(headersReply(false, nil))
+		return
+	}
+	out := st.action.Output
+	if out.IsNoop() {
+		st.emit(headersReply(false, nil))
+		return
+	}
+	if status := parseStatus(getHeader(hdr, ":status")); status < 200 || status > 299 {
+		st.pass(reasonNon2xx)
+		st.emit(headersReply(false, nil))
+		return
+	}
+	mt := mediaType(getHeader(hdr, "content-type"))
+	ce := getHeader(hdr, "content-encoding")
+	enc := parseEncoding(ce)
+	kind := respPass
+	switch {
+	case isSSE(mt):
+		kind = respSSE
+	case isJSON(mt):
+		kind = respJSON
+	default:
+		st.pass(reasonUnknownContentType)
+	}
+	if kind != respPass && enc == encUnknown {
+		st.pass(reasonUnknownEncoding)
+		kind = respPass
+	}
+	mode := st.respMode
+	var override *procv3.ProcessingMode
+	if kind != respPass && st.cfg.Processing.ModeOverride &&
+		// allow_mode_override "is not supported if the body send mode is
+		// FULL_DUPLEX_STREAMED"; Envoy ignores overrides when either
+		// direction is configured that way.
+		!streamedMode(st.reqMode) && !streamedMode(st.respMode) &&
+		// From NONE, an override Envoy ignores would leave no body
+		// messages while content-encoding is already removed.
+		!(enc == encGzip && mode == modeNone) {
+		want := modeStreamed
+		if kind == respJSON {
+			want = modeBuffered
+		}
+		if want != mode {
+			override = st.overrideMode(want)
+			mode = want
+		}
+	}
+	if kind == respPass || mode == modeNone || mode == modeGRPC {
+		st.emit(headersReply(false, nil))
+		return
+	}
+	rs.kind, rs.mode = kind, mode
+	var m mutation
+	if hasHeader(hdr, "content-length") {
+		rs.hadLength = true
+		m.removeHeader("content-length")
+	}
+	if enc == encGzip {
+		rs.origEnc = ce
+		m.removeHeader("content-encoding")
+		rs.gz = mutate.NewGunzip(st.cfg.Processing.MaxDecompressedBytes)
+	}
+	rs.rw = mutate.NewRewriter(out, st.seed)
+	if kind == respSSE {
+		rs.sse = mutate.NewSSEStream(rs.rw, st.cfg.Processing.MaxHeldBytes)
+	}
+	r := headersReply(false, &m)
+	r.ModeOverride = override
+	st.emit(r)
+}
+
+func (st *stream) onResponseBody(b *extprocv3.HttpBody) {
+	data, eos := b.GetBody(), b.GetEndOfStream()
+	st.countIn(len(data))
+	rs := &st.rs
+	if st.done {
+		if !streamedMode(st.respMode) {
+			st.emit(bodyReply(false, nil))
+		}
+		return
+	}
+	if rs.kind == respPass || st.observe {
+		if streamedMode(st.respMode) {
+			st.emitStreamed(false, data, eos, false)
+			return
+		}
+		st.countOut(len(data))
+		st.emit(bodyReply(false, nil))
+		return
+	}
+	mode := rs.mode
+	if streamedMode(mode) {
+		out, keep, _ := st.feed(data, eos, false)
+		if keep {
+			out = data
+		}
+		st.emitStreamed(false, out, eos, false)
+		return
+	}
+	// BUFFERED delivers the whole body at once (end_of_stream false only
+	// when trailers follow); BUFFERED_PARTIAL without end_of_stream was cut
+	// at Envoy's buffer limit and the rest will bypass the processor.
+	final := eos || mode == modeBuffered
+	cut := mode == modePartial && !eos
+	restorable := headerMutationsApply(mode) && !rs.emitted
+	var out []byte
+	var keep, restore bool
+	if cut && (rs.kind == respJSON || rs.gz != nil) {
+		// A cut JSON document cannot be rewritten, and a cut gzip stream
+		// continues compressed past the processor: leave both as sent.
+		st.pass(reasonPartialBody)
+		out, keep = data, true
+		restore = rs.gz != nil && restorable
+		st.giveUp()
+	} else {
+		out, keep, restore = st.feed(data, final || cut, restorable)
+	}
+	cr := &extprocv3.CommonResponse{}
+	var m mutation
+	sent := out
+	switch {
+	case restore:
+		// Header mutations on this reply take effect (BUFFERED or
+		// BUFFERED_PARTIAL while Envoy holds the headers): put the
+		// encoding back and pass the original bytes.
+		sent = data
+		m.setHeader("content-encoding", rs.origEnc)
+		if rs.hadLength && !cut {
+			m.setHeader("content-length", strconv.Itoa(len(data)))
+		}
+	case keep:
+		sent = data
+	default:
+		cr.BodyMutation = replaceBody(out)
+	}
+	if !restore && final && !rs.emitted && rs.hadLength && headerMutationsApply(mode) {
+		// The whole body is in this reply: a correct content-length is
+		// required for a replaced BUFFERED body (Envoy rejects a mismatch)
+		// and restores the header removed on the headers reply.
+		m.setHeader("content-length", strconv.Itoa(len(sent)))
+	}
+	if headerMutationsApply(mode) {
+		cr.HeaderMutation = m.proto()
+	}
+	if len(sent) > 0 {
+		rs.emitted = true
+	}
+	st.countOut(len(sent))
+	st.emit(bodyReply(false, cr))
+}
+
+func (st *stream) onResponseTrailers() {
+	rs := &st.rs
+	if !st.done && !st.observe && rs.kind != respPass {
+		if streamedMode(rs.mode) {
+			// Trailers end a FULL_DUPLEX_STREAMED body: flush what is held
+			// (end_of_stream false: the trailers reply follows).
+			out, _, _ := st.feed(nil, true, false)
+			st.emitStreamed(false, out, false, false)
+		} else if len(rs.buf) > 0 || (rs.sse != nil && rs.sse.Held() > 0) {
+			st.pass(reasonHeldAtTrailers)
+			st.srv.log.Warn("response trailers arrived while body bytes were held", "stream", st.id)
+		}
+		st.giveUp()
+	}
+	st.emit(trailersReply(false))
+}
+
+// giveUp stops rewriting and releases the decoder.
+func (st *stream) giveUp() {
+	rs := &st.rs
+	rs.kind = respPass
+	rs.buf = nil
+	if rs.gz != nil {
+		_, _ = rs.gz.Close(nil)
+		rs.gz = nil
+	}
+}
+
+// feed runs one chunk through decoding and rewriting and returns the bytes
+// to release now. keep reports that they equal data (no body mutation
+// needed); restore reports a gzip failure on a body that can still be
+// passed as it came (restorable: nothing released yet and header mutations
+// apply), so the caller must put content-encoding back.
+func (st *stream) feed(data []byte, final, restorable bool) (out []byte, keep, restore bool) {
+	rs := &st.rs
+	if rs.dead {
+		return nil, false, false
+	}
+	in := data
+	if rs.gz != nil {
+		dec, err := rs.gz.Write(rs.decBuf[:0], data)
+		if err == nil && final {
+			dec, err = rs.gz.Close(dec)
+			rs.gzDone = true
+		}
+		if err != nil {
+			st.pass(reasonGzipError)
+			_, _ = rs.gz.Close(nil)
+			rs.gz = nil
+			if restorable && !rs.emitted {
+				rs.kind = respPass
+				rs.buf = nil
+				return data, true, true
+			}
+			// content-encoding is already gone and bytes were released:
+			// release what decoded cleanly and drop the rest rather than
+			// send compressed bytes as identity.
+			out = st.drain(dec)
+			rs.dead = true
+			return out, false, false
+		}
+		rs.decBuf = dec[:0]
+		in = dec
+		if rs.gzDone {
+			rs.gz = nil
+		}
+	}
+	switch rs.kind {
+	case respSSE:
+		out = rs.sse.Write(rs.outBuf[:0], in, final)
+		rs.outBuf = out[:0]
+		st.sseStats()
+	case respJSON:
+		max := st.cfg.Processing.MaxBodyBytes
+		switch {
+		case len(rs.buf)+len(in) > max:
+			st.pass(reasonBodyTooLarge)
+			if restorable && data != nil && rs.origEnc != "" {
+				// Still compressed as sent: pass the original.
+				st.giveUp()
+				return data, true, true
+			}
+			out = append(rs.buf, in...)
+			rs.buf = nil
+			rs.kind = respRaw
+		case final:
+			doc := in
+			if len(rs.buf) > 0 {
+				rs.buf = append(rs.buf, in...)
+				doc = rs.buf
+			}
+			out = st.rewriteJSON(doc)
+			rs.buf = nil
+		default:
+			rs.buf = append(rs.buf, in...)
+			out = nil
+		}
+	default: // respRaw
+		out = in
+	}
+	keep = rs.origEnc == "" && bytes.Equal(out, data)
+	return out, keep, false
+}
+
+// drain releases what is decoded and held after a gzip failure.
+func (st *stream) drain(dec []byte) []byte {
+	rs := &st.rs
+	var out []byte
+	switch rs.kind {
+	case respSSE:
+		out = rs.sse.Write(rs.outBuf[:0], dec, true)
+		st.sseStats()
+	case respJSON:
+		out = append(rs.buf, dec...)
+	default:
+		out = dec
+	}
+	rs.buf = nil
+	return out
+}
+
+func (st *stream) rewriteJSON(doc []byte) []byte {
+	rs := &st.rs
+	out, err := rs.rw.Rewrite(rs.outBuf[:0], doc)
+	if err != nil {
+		st.pass(reasonInvalidJSON)
+		return doc
+	}
+	rs.outBuf = out[:0]
+	if !bytes.Equal(out, doc) {
+		st.srv.m.events.Add(st.ctx, 1)
+	}
+	return out
+}
+
+// sseStats turns the framer's running counts into metrics.
+func (st *stream) sseStats() {
+	rs := &st.rs
+	s := rs.sse.Stats()
+	if d := s.Rewritten - rs.prev.Rewritten; d > 0 {
+		st.srv.m.events.Add(st.ctx, d)
+	}
+	if d := s.Invalid - rs.prev.Invalid; d > 0 {
+		st.srv.m.passthrough.Add(st.ctx, d, st.srv.m.reasonOpt[reasonInvalidJSON])
+	}
+	if s.FailedOpen && !rs.prev.FailedOpen {
+		st.pass(reasonHeldOverflow)
+	}
+	rs.prev = s
+}

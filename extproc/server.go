@@ -1,0 +1,155 @@
+// Package extproc is distillguard's Envoy external-processing server: it
+// implements envoy.service.ext_proc.v3.ExternalProcessor, scores each request
+// once its body is known, answers rejected requests with an OpenAI-style
+// error, and rewrites request and response bodies (streamed or buffered) with
+// the policy the verdict resolves to.
+//
+// The protocol contract is the one documented in go-control-plane
+// envoy@v1.40.0, service/ext_proc/v3/external_processor.pb.go and
+// extensions/filters/http/ext_proc/v3/{ext_proc,processing_mode}.pb.go
+// (https://www.envoyproxy.io/docs/envoy/latest/api-v3/service/ext_proc/v3/external_processor.proto).
+// Every design choice that depends on what Envoy does with a reply cites the
+// field it relies on.
+package extproc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/distillguard/distillguard/config"
+	"github.com/distillguard/distillguard/scoring"
+)
+
+// Options configures a Server.
+type Options struct {
+	// Config returns the configuration in force. It is called once per gRPC
+	// stream (one HTTP request/response exchange), so a configuration swapped
+	// on SIGHUP never changes a stream mid-flight. Nil means the embedded
+	// default.
+	Config func() *config.Config
+	// Scorer scores each request; nil allows everything.
+	Scorer scoring.Scorer
+	// MeterProvider receives the distillguard_* instruments; nil disables
+	// metrics.
+	MeterProvider metric.MeterProvider
+	// Logger gets a debug line per stream and warnings on protocol
+	// violations; nil discards.
+	Logger *slog.Logger
+	// Now is the server clock (default time.Now). Envoy's request.time
+	// attribute overrides it per request when it is plausible.
+	Now func() time.Time
+}
+
+// Server implements extprocv3.ExternalProcessorServer. It is safe for
+// concurrent use: all per-request state lives in the Process call that owns
+// it.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+
+	config func() *config.Config
+	scorer scoring.Scorer
+	log    *slog.Logger
+	now    func() time.Time
+	m      *metrics
+
+	active atomic.Int64
+	ids    atomic.Uint64
+}
+
+var _ extprocv3.ExternalProcessorServer = (*Server)(nil)
+
+// New returns a Server.
+func New(opts Options) (*Server, error) {
+	s := &Server{config: opts.Config, scorer: opts.Scorer, log: opts.Logger, now: opts.Now}
+	if s.config == nil {
+		def := config.Default()
+		s.config = func() *config.Config { return def }
+	}
+	if s.scorer == nil {
+		s.scorer = scoring.AllowAll{}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	mp := opts.MeterProvider
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	m, err := newMetrics(mp)
+	if err != nil {
+		return nil, err
+	}
+	s.m = m
+	if s.config() == nil {
+		return nil, errors.New("extproc: Options.Config returned nil")
+	}
+	return s, nil
+}
+
+// Active is the number of ext_proc streams in flight.
+func (s *Server) Active() int { return int(s.active.Load()) }
+
+// Drain waits until no stream is in flight or ctx ends. It does not refuse
+// new streams: grpc.Server.GracefulStop does that.
+func (s *Server) Drain(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for s.active.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Process serves one ext_proc stream, which Envoy opens per HTTP request.
+// The loop is deliberately small: receive, hand the message to the stream's
+// state machine (owned by this goroutine only), send its replies in order.
+// Every exit path (half-close, Envoy reset, client cancel, send error)
+// releases the state.
+func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) error {
+	ctx := ps.Context()
+	st := s.newStream(ctx)
+	s.active.Add(1)
+	s.m.streams.Add(ctx, 1)
+	defer func() {
+		st.release()
+		s.active.Add(-1)
+		s.m.streams.Add(context.Background(), -1)
+	}()
+	for {
+		req, err := ps.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				st.end = "eof"
+				return nil
+			}
+			// Envoy reset the stream or the client went away: the context
+			// is done and there is nobody left to answer.
+			st.end = "recv_error"
+			return err
+		}
+		start := time.Now()
+		replies := st.handle(req)
+		s.m.observeMessage(ctx, st.lastKind, time.Since(start))
+		for _, r := range replies {
+			if err := ps.Send(r); err != nil {
+				st.end = "send_error"
+				return err
+			}
+		}
+	}
+}

@@ -1,0 +1,421 @@
+package mutate
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Request is what the parser extracts from an OpenAI-compatible request body.
+type Request struct {
+	Model         string
+	Prompt        string // text of the newest user turn (or the prompt/input)
+	Messages      int    // messages in the conversation; 1 for prompt/input
+	Stream        bool
+	N             int // 0 when unset
+	MaxTokens     int // max_tokens / max_completion_tokens / max_output_tokens; 0 when unset
+	Temperature   *float64
+	Logprobs      bool // logprobs requested in any form
+	TopLogprobs   int  // top_logprobs, or the integer logprobs of legacy completions
+	LogitBiasSize int
+	Echo          bool
+	ShapeKeys     []string // sorted top-level keys
+}
+
+// respLogprobsInclude is the Responses API include value that asks for
+// output text logprobs
+// (https://platform.openai.com/docs/api-reference/responses/create#responses-create-include).
+const respLogprobsInclude = "message.output_text.logprobs"
+
+// ParseRequest parses a chat/completions/responses/embeddings request body.
+// maxPrompt caps the bytes of Prompt kept (cut at a UTF-8 boundary);
+// maxPrompt <= 0 keeps it whole.
+//
+// Fields are read leniently: a field of an unexpected type is ignored
+// rather than failing the request (the upstream server will reject it);
+// only a body that is not a JSON object, or nests deeper than 128 levels,
+// is an error (wrapping ErrNotJSON).
+//
+// Logprobs is true when the body asks for logprobs in any form: chat
+// "logprobs": true, legacy completions "logprobs": <int> (TopLogprobs is
+// then that int), "top_logprobs" > 0, the Responses API include value
+// "message.output_text.logprobs", or vLLM's "prompt_logprobs".
+//
+// Prompt is the text of the newest user message (chat: messages[], the
+// Responses API: input items), or the prompt / input when it is a string or
+// an array of strings (joined with "\n"; token arrays are rendered as
+// space-separated ids). When the Responses input has no user text, the
+// instructions are used.
+func ParseRequest(body []byte, maxPrompt int) (*Request, error) {
+	if err := validTop(body); err != nil {
+		return nil, notJSON(err)
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil {
+		return nil, &notJSONError{err}
+	}
+	req := &Request{ShapeKeys: make([]string, 0, len(top))}
+	for k := range top {
+		req.ShapeKeys = append(req.ShapeKeys, k)
+	}
+	slices.Sort(req.ShapeKeys)
+
+	req.Model, _ = jsonString(top["model"])
+	req.Stream, _ = jsonBool(top["stream"])
+	req.Echo, _ = jsonBool(top["echo"])
+	if v, ok := jsonInt(top["n"]); ok {
+		req.N = v
+	}
+	for _, k := range [...]string{"max_completion_tokens", "max_tokens", "max_output_tokens"} {
+		if v, ok := jsonInt(top[k]); ok {
+			req.MaxTokens = v
+			break
+		}
+	}
+	if v, ok := jsonNumber(top["temperature"]); ok {
+		req.Temperature = &v
+	}
+	if raw := top["logprobs"]; raw != nil {
+		if b, ok := jsonBool(raw); ok {
+			req.Logprobs = b
+		} else if v, ok := jsonInt(raw); ok {
+			req.Logprobs = true
+			req.TopLogprobs = v
+		}
+	}
+	if v, ok := jsonInt(top["top_logprobs"]); ok {
+		req.TopLogprobs = max(req.TopLogprobs, v)
+		if v > 0 {
+			req.Logprobs = true
+		}
+	}
+	if v, ok := jsonInt(top["prompt_logprobs"]); ok {
+		req.Logprobs = true
+		req.TopLogprobs = max(req.TopLogprobs, v)
+	}
+	var include []json.RawMessage
+	if json.Unmarshal(top["include"], &include) == nil {
+		for _, it := range include {
+			if s, _ := jsonString(it); s == respLogprobsInclude {
+				req.Logprobs = true
+			}
+		}
+	}
+	if raw := top["logit_bias"]; raw != nil {
+		var lb map[string]json.RawMessage
+		if json.Unmarshal(raw, &lb) == nil {
+			req.LogitBiasSize = len(lb)
+		}
+	}
+
+	p := promptBuilder{max: maxPrompt}
+	switch {
+	case top["messages"] != nil:
+		var msgs []json.RawMessage
+		if json.Unmarshal(top["messages"], &msgs) == nil {
+			req.Messages = len(msgs)
+			p.newestUser(msgs)
+		}
+	case top["prompt"] != nil:
+		req.Messages = 1
+		p.textOrList(top["prompt"])
+	case top["input"] != nil:
+		var items []json.RawMessage
+		if json.Unmarshal(top["input"], &items) == nil && len(items) > 0 && firstNonSpace(items[0]) == '{' {
+			req.Messages = len(items)
+			p.newestUser(items)
+		} else {
+			req.Messages = 1
+			p.textOrList(top["input"])
+		}
+		if p.b.Len() == 0 {
+			if s, ok := jsonString(top["instructions"]); ok {
+				p.add(s)
+			}
+		}
+	}
+	req.Prompt = p.b.String()
+	return req, nil
+}
+
+func jsonString(raw json.RawMessage) (string, bool) {
+	var s string
+	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+func jsonBool(raw json.RawMessage) (bool, bool) {
+	switch string(raw) {
+	case "true":
+		return true, true
+	case "false":
+		return false, true
+	}
+	return false, false
+}
+
+func jsonNumber(raw json.RawMessage) (float64, bool) {
+	if len(raw) == 0 || !(raw[0] == '-' || isDigit(raw[0])) {
+		return 0, false
+	}
+	return parseNumber(raw)
+}
+
+// jsonInt reads an integral number (2 or 2.0), clamped to the int32 range.
+func jsonInt(raw json.RawMessage) (int, bool) {
+	v, ok := jsonNumber(raw)
+	if !ok || v != math.Trunc(v) {
+		return 0, false
+	}
+	return int(max(min(v, math.MaxInt32), math.MinInt32)), true
+}
+
+// promptBuilder collects prompt text up to max bytes.
+type promptBuilder struct {
+	b    strings.Builder
+	max  int
+	full bool
+}
+
+func (p *promptBuilder) add(s string) {
+	if p.full {
+		return
+	}
+	if p.b.Len() > 0 {
+		p.addRaw("\n")
+	}
+	p.addRaw(s)
+}
+
+func (p *promptBuilder) addRaw(s string) {
+	if p.max > 0 && p.b.Len()+len(s) > p.max {
+		n := p.max - p.b.Len()
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n]
+		p.full = true
+	}
+	p.b.WriteString(s)
+}
+
+// newestUser adds the text of the last item whose role is "user".
+func (p *promptBuilder) newestUser(items []json.RawMessage) {
+	var m struct {
+		Role    string          `json:"role"`
+		Content json.RawMessage `json:"content"`
+	}
+	for i := len(items) - 1; i >= 0; i-- {
+		m.Role, m.Content = "", nil
+		if json.Unmarshal(items[i], &m) != nil || m.Role != "user" {
+			continue
+		}
+		if s, ok := jsonString(m.Content); ok {
+			p.add(s)
+			return
+		}
+		var parts []struct {
+			Text *string `json:"text"`
+		}
+		// Parts are {type: text|input_text, text}; image/audio parts carry
+		// no text and are skipped.
+		if json.Unmarshal(m.Content, &parts) == nil {
+			for _, part := range parts {
+				if part.Text != nil {
+					p.add(*part.Text)
+				}
+			}
+		}
+		return
+	}
+}
+
+// textOrList adds a string, an array of strings, a token array or an
+// array of token arrays.
+func (p *promptBuilder) textOrList(raw json.RawMessage) {
+	if s, ok := jsonString(raw); ok {
+		p.add(s)
+		return
+	}
+	var list []json.RawMessage
+	if json.Unmarshal(raw, &list) != nil {
+		return
+	}
+	if len(list) > 0 && (list[0][0] == '-' || isDigit(list[0][0])) {
+		p.tokens(list)
+		return
+	}
+	for _, it := range list {
+		if s, ok := jsonString(it); ok {
+			p.add(s)
+		} else {
+			var toks []json.RawMessage
+			if json.Unmarshal(it, &toks) == nil {
+				p.tokens(toks)
+			}
+		}
+	}
+}
+
+func (p *promptBuilder) tokens(list []json.RawMessage) {
+	var b []byte
+	for _, t := range list {
+		if len(b) > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, t...)
+		if p.max > 0 && len(b) > p.max {
+			break
+		}
+	}
+	p.add(string(b))
+}
+
+// RewriteRequest appends the body rewritten by p to dst and reports whether
+// anything changed. Untouched bytes are copied through.
+//
+// It caps top_logprobs, the integer logprobs of legacy completions and
+// vLLM's prompt_logprobs at p.MaxTopLogprobs, caps n and best_of at p.MaxN,
+// removes logit_bias (always with p.DropLogitBias; with
+// p.DropLogitBiasWithLogprobs when the body asks for logprobs in any form,
+// judged on the body as sent), and with p.StripLogprobs removes logprobs,
+// top_logprobs and prompt_logprobs and the include value
+// "message.output_text.logprobs". Only top-level members are considered.
+// A removed member goes with its comma; a capped number is replaced in
+// place. When the body is not a JSON object it is appended unchanged with
+// an error wrapping ErrNotJSON.
+func RewriteRequest(dst, body []byte, p RequestPolicy) ([]byte, bool, error) {
+	if p.IsNoop() {
+		return append(dst, body...), false, nil
+	}
+	var r Rewriter
+	r.s.reset(body)
+	s := &r.s
+	s.ws()
+	if s.peek() != '{' {
+		return append(dst, body...), false, notJSON(errNotObject)
+	}
+	open := s.i
+	type member struct {
+		name   string
+		vs, ve int
+	}
+	var members []member
+	var ms []alt
+	empty, err := s.objectBegin()
+	for err == nil && !empty {
+		ks := s.i
+		var kcs, kce int
+		if kcs, kce, err = s.key(); err != nil {
+			break
+		}
+		vs := s.i
+		if err = s.skipValue(1); err != nil {
+			break
+		}
+		members = append(members, member{string(body[kcs:kce]), vs, s.i})
+		ms = append(ms, alt{s: ks, e: s.i, keep: true})
+		var more bool
+		if more, err = s.objectNext(); !more {
+			break
+		}
+	}
+	closeAt := s.i - 1 // the '}' objectNext or objectBegin consumed
+	if err == nil {
+		s.ws()
+		if s.i != len(body) {
+			err = errTrailing
+		}
+	}
+	if err != nil {
+		return append(dst, body...), false, notJSON(err)
+	}
+
+	asks := false
+	for _, m := range members {
+		v := body[m.vs:m.ve]
+		switch m.name {
+		case "logprobs":
+			asks = asks || string(v) == "true" || isNumberStart(v)
+		case "top_logprobs":
+			n, ok := jsonNumber(v)
+			asks = asks || ok && n > 0
+		case "prompt_logprobs":
+			asks = asks || isNumberStart(v)
+		case "include":
+			asks = asks || bytes.Contains(v, []byte(`"`+respLogprobsInclude+`"`))
+		}
+	}
+	dropBias := p.DropLogitBias || p.DropLogitBiasWithLogprobs && asks
+	for i, m := range members {
+		switch m.name {
+		case "logit_bias":
+			ms[i].keep = !dropBias
+		case "logprobs", "top_logprobs", "prompt_logprobs":
+			ms[i].keep = !p.StripLogprobs
+		}
+	}
+	for i, m := range members {
+		if !ms[i].keep {
+			continue
+		}
+		v := body[m.vs:m.ve]
+		switch m.name {
+		case "logprobs", "top_logprobs", "prompt_logprobs":
+			if p.MaxTopLogprobs >= 0 {
+				r.capNumber(m.vs, m.ve, v, p.MaxTopLogprobs)
+			}
+		case "n", "best_of":
+			if p.MaxN > 0 {
+				r.capNumber(m.vs, m.ve, v, p.MaxN)
+			}
+		case "include":
+			if p.StripLogprobs && len(v) > 0 && v[0] == '[' {
+				r.dropIncludeLogprobs(m.vs)
+			}
+		}
+	}
+	r.deleteDropped(open, closeAt, ms)
+	out, changed := r.apply(dst, body)
+	return out, changed, nil
+}
+
+func isNumberStart(v []byte) bool { return len(v) > 0 && (v[0] == '-' || isDigit(v[0])) }
+
+// capNumber replaces the number at vs:ve with limit when it is larger.
+func (r *Rewriter) capNumber(vs, ve int, v []byte, limit int) {
+	n, ok := jsonNumber(v)
+	if !ok || n <= float64(limit) {
+		return
+	}
+	r.add(patch{s: vs, e: ve, kind: pStr, str: strconv.Itoa(limit)})
+}
+
+// dropIncludeLogprobs removes "message.output_text.logprobs" from the
+// include array at off.
+func (r *Rewriter) dropIncludeLogprobs(off int) {
+	var t scanner
+	t.b, t.i = r.s.b, off
+	var els []alt
+	drop := false
+	empty, _ := t.arrayBegin()
+	for !empty {
+		vs := t.i
+		_ = t.skipValue(2) // validated
+		keep := string(t.b[vs:t.i]) != `"`+respLogprobsInclude+`"`
+		drop = drop || !keep
+		els = append(els, alt{s: vs, e: t.i, keep: keep})
+		if more, _ := t.arrayNext(); !more {
+			break
+		}
+	}
+	if drop {
+		r.deleteDropped(off, t.i-1, els)
+	}
+}

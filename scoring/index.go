@@ -1,0 +1,161 @@
+package scoring
+
+import (
+	"sort"
+	"sync"
+	"time"
+)
+
+// riskIndex is a bounded index of the riskiest recent sessions, for the
+// admin API: the session cache cannot be listed cheaply, and listing
+// millions of sessions is not what an operator wants anyway. A session
+// enters once its score reaches minScore; when full, the lowest-scored
+// entry makes room for a higher one.
+type riskIndex struct {
+	mu       sync.Mutex
+	max      int
+	minScore float64
+	m        map[[16]byte]*indexEntry
+}
+
+type indexEntry struct {
+	score, peak float64
+	tier        Verdict
+	requests    uint32
+	first, last int64
+	signals     []Signal
+}
+
+func newRiskIndex(max int, minScore float64) *riskIndex {
+	return &riskIndex{max: max, minScore: minScore, m: make(map[[16]byte]*indexEntry)}
+}
+
+// update records the session's state after a request (a copy made under
+// the session's lock).
+func (x *riskIndex) update(id [16]byte, in indexEntry, signals []Signal) {
+	score := in.score
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	e := x.m[id]
+	if e == nil {
+		if score < x.minScore && in.tier == Allow {
+			return
+		}
+		if len(x.m) >= x.max {
+			var low [16]byte
+			lowScore := 2.0
+			for k, v := range x.m {
+				if v.score < lowScore {
+					low, lowScore = k, v.score
+				}
+			}
+			if lowScore >= score {
+				return
+			}
+			delete(x.m, low)
+		}
+		e = &indexEntry{}
+		x.m[id] = e
+	}
+	sig := e.signals[:0]
+	*e = in
+	if len(signals) > 3 {
+		signals = signals[:3]
+	}
+	e.signals = append(sig, signals...)
+}
+
+func (x *riskIndex) remove(id [16]byte) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	_, ok := x.m[id]
+	delete(x.m, id)
+	return ok
+}
+
+// SessionSummary is one row of the admin session list.
+type SessionSummary struct {
+	ID         string    `json:"id"`
+	Verdict    string    `json:"verdict"`
+	Score      float64   `json:"score"`
+	PeakScore  float64   `json:"peak_score"`
+	Requests   uint32    `json:"requests"`
+	FirstSeen  time.Time `json:"first_seen"`
+	LastSeen   time.Time `json:"last_seen"`
+	TopSignals []Signal  `json:"top_signals"`
+}
+
+func (x *riskIndex) top(n int) []SessionSummary {
+	x.mu.Lock()
+	out := make([]SessionSummary, 0, len(x.m))
+	for id, e := range x.m {
+		out = append(out, SessionSummary{
+			ID: sessionIDString(id), Verdict: e.tier.String(), Score: round3(e.score), PeakScore: round3(e.peak),
+			Requests: e.requests, FirstSeen: time.Unix(0, e.first).UTC(), LastSeen: time.Unix(0, e.last).UTC(),
+			TopSignals: append([]Signal(nil), e.signals...),
+		})
+	}
+	x.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Score != out[j].Score {
+			return out[i].Score > out[j].Score
+		}
+		return out[i].ID < out[j].ID
+	})
+	if n < len(out) {
+		out = out[:n]
+	}
+	return out
+}
+
+// quarantineList remembers blocked sessions until their quarantine ends,
+// independently of the session cache, so that evicting a blocked session
+// (by a key flood, or idleness) does not lift its block early.
+type quarantineList struct {
+	mu  sync.Mutex
+	max int
+	m   map[[16]byte]int64
+}
+
+func newQuarantineList(max int) *quarantineList {
+	return &quarantineList{max: max, m: make(map[[16]byte]int64)}
+}
+
+func (q *quarantineList) add(id [16]byte, until, now int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if _, ok := q.m[id]; !ok && len(q.m) >= q.max {
+		// Drop expired entries seen in a sample, else the soonest to end.
+		var victim [16]byte
+		soonest := int64(1<<63 - 1)
+		i := 0
+		for k, u := range q.m {
+			if u <= now {
+				delete(q.m, k)
+				continue
+			}
+			if u < soonest {
+				victim, soonest = k, u
+			}
+			if i++; i >= 16 {
+				break
+			}
+		}
+		if len(q.m) >= q.max {
+			delete(q.m, victim)
+		}
+	}
+	q.m[id] = until
+}
+
+func (q *quarantineList) until(id [16]byte) int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.m[id]
+}
+
+func (q *quarantineList) remove(id [16]byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	delete(q.m, id)
+}

@@ -1,0 +1,206 @@
+package scoring
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/distillguard/distillguard/bench/lab/traffic"
+)
+
+// fromTraffic turns a generated request into what the ext_proc server hands
+// the scorer: headers, address, and the fields its body parser extracts
+// (the newest user turn as Prompt, sampling parameters, sorted top-level
+// keys). It mirrors mutate.ParseRequest's contract.
+func fromTraffic(tr *traffic.Request) *Request {
+	r := &Request{
+		Time:          tr.Time,
+		SourceAddress: tr.SourceAddress,
+		Path:          tr.Path,
+	}
+	h := tr.Header
+	r.Header = func(name string) string { return h[name] }
+	switch tr.Path {
+	case traffic.PathChat:
+		r.Endpoint = "chat"
+	case traffic.PathCompletions:
+		r.Endpoint = "completions"
+	case traffic.PathEmbeddings:
+		r.Endpoint = "embeddings"
+	}
+	var body map[string]json.RawMessage
+	if err := json.Unmarshal(tr.Body, &body); err != nil {
+		return r
+	}
+	for k := range body {
+		r.ShapeKeys = append(r.ShapeKeys, k)
+	}
+	sort.Strings(r.ShapeKeys)
+	get := func(k string, v any) bool { raw, ok := body[k]; return ok && json.Unmarshal(raw, v) == nil }
+	get("model", &r.Model)
+	get("stream", &r.Stream)
+	get("n", &r.N)
+	if !get("max_tokens", &r.MaxTokens) {
+		get("max_completion_tokens", &r.MaxTokens)
+	}
+	var temp float64
+	if get("temperature", &temp) {
+		r.Temperature = &temp
+	}
+	get("echo", &r.Echo)
+	var bias map[string]float64
+	if get("logit_bias", &bias) {
+		r.LogitBiasSize = len(bias)
+	}
+	switch r.Endpoint {
+	case "chat":
+		var msgs []struct {
+			Role    string          `json:"role"`
+			Content json.RawMessage `json:"content"`
+		}
+		get("messages", &msgs)
+		r.Messages = len(msgs)
+		for i := len(msgs) - 1; i >= 0; i-- {
+			if msgs[i].Role == "user" {
+				var s string
+				if json.Unmarshal(msgs[i].Content, &s) == nil {
+					r.Prompt = s
+				}
+				break
+			}
+		}
+		get("logprobs", &r.Logprobs)
+		get("top_logprobs", &r.TopLogprobs)
+	case "completions":
+		r.Messages = 1
+		get("prompt", &r.Prompt)
+		var lp int
+		if get("logprobs", &lp) && lp > 0 {
+			r.Logprobs, r.TopLogprobs = true, lp
+		}
+	case "embeddings":
+		r.Messages = 1
+		get("input", &r.Prompt)
+	}
+	return r
+}
+
+// loadTraffic generates traffic or skips (fails under CI=true) without
+// corpora.
+func loadTraffic(t testing.TB, o traffic.Options) []traffic.Request {
+	t.Helper()
+	reqs, err := traffic.Generate(o)
+	if errors.Is(err, traffic.ErrNoCorpus) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("corpus missing under CI: %v", err)
+		}
+		t.Skipf("corpus not available (set DISTILLGUARD_CORPUS): %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reqs
+}
+
+// accountResult is one account's replay outcome.
+type accountResult struct {
+	family    string
+	attack    bool
+	requests  int
+	firstFlag int // 1-based index of the first request at degrade or above; 0: never
+	maxTier   Verdict
+	peak      float64
+	scores    []float64
+}
+
+// familyResult aggregates a family.
+type familyResult struct {
+	name                      string
+	attack                    bool
+	accounts, requests        int
+	flagged, throttled, block int
+	firstFlags                []int
+	peaks                     []float64
+}
+
+func (f *familyResult) flaggedShare() float64 { return float64(f.flagged) / float64(f.accounts) }
+
+func (f *familyResult) medianFirstFlag() int {
+	if len(f.firstFlags) == 0 {
+		return 0
+	}
+	x := append([]int(nil), f.firstFlags...)
+	sort.Ints(x)
+	return x[len(x)/2]
+}
+
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	x := append([]float64(nil), xs...)
+	sort.Float64s(x)
+	return x[min(int(q*float64(len(x))), len(x)-1)]
+}
+
+// replay scores every request in order and returns per-family results.
+func replay(t testing.TB, e *Engine, reqs []traffic.Request) (map[string]*familyResult, map[string]*accountResult) {
+	t.Helper()
+	accts := map[string]*accountResult{}
+	for i := range reqs {
+		tr := &reqs[i]
+		d := e.Score(fromTraffic(tr))
+		a := accts[tr.Account]
+		if a == nil {
+			a = &accountResult{family: tr.Family, attack: tr.Attack}
+			accts[tr.Account] = a
+		}
+		a.requests++
+		if d.Verdict >= Degrade && a.firstFlag == 0 {
+			a.firstFlag = a.requests
+		}
+		a.maxTier = max(a.maxTier, d.Verdict)
+		a.peak = max(a.peak, d.Score)
+	}
+	fams := map[string]*familyResult{}
+	for _, a := range accts {
+		f := fams[a.family]
+		if f == nil {
+			f = &familyResult{name: a.family, attack: a.attack}
+			fams[a.family] = f
+		}
+		f.accounts++
+		f.requests += a.requests
+		f.peaks = append(f.peaks, a.peak)
+		if a.firstFlag > 0 {
+			f.flagged++
+			f.firstFlags = append(f.firstFlags, a.firstFlag)
+		}
+		if a.maxTier >= Throttle {
+			f.throttled++
+		}
+		if a.maxTier >= Block {
+			f.block++
+		}
+	}
+	return fams, accts
+}
+
+func resultTable(fams map[string]*familyResult) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-20s %8s %8s %8s %9s %8s %10s %8s %8s %8s\n", "family", "accounts", "requests", "flagged", "throttled", "blocked", "median1st", "peak50", "peak90", "peakmax")
+	for _, f := range traffic.Families() {
+		r := fams[f.Name]
+		if r == nil {
+			continue
+		}
+		fmt.Fprintf(&b, "%-20s %8d %8d %7.1f%% %8.1f%% %7.1f%% %10d %8.3f %8.3f %8.3f\n", r.name, r.accounts, r.requests,
+			100*r.flaggedShare(), 100*float64(r.throttled)/float64(r.accounts), 100*float64(r.block)/float64(r.accounts),
+			r.medianFirstFlag(), quantile(r.peaks, 0.5), quantile(r.peaks, 0.9), quantile(r.peaks, 1))
+	}
+	return b.String()
+}

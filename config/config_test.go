@@ -132,7 +132,7 @@ func TestValidationErrors(t *testing.T) {
 		"policies:\n  default:\n    allow:\n      output: {perturb: -1}\n":        "perturb",
 		"policies:\n  default:\n    degrade:\n      request: {max_n: -2}\n":       "max_n",
 		"processing:\n  max_clock_skew: -1s\n":                                    "max_clock_skew",
-		"server:\n  drain_grace: soon\n": "line 2",
+		"server:\n  drain_grace: soon\n":                                          "line 2",
 	}
 	for in, want := range cases {
 		_, err := Parse([]byte(in))

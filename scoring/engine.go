@@ -221,16 +221,16 @@ func (e *Engine) Score(r *Request) (d Decision) {
 	now := e.now(r)
 	for l := e.latest.Load(); now > l && !e.latest.CompareAndSwap(l, now); l = e.latest.Load() {
 	}
+	sc := e.scratch.Get().(*textScratch)
+	defer e.scratch.Put(sc)
 	ip, haveIP := e.id.clientIP(r)
-	id, kind := e.id.sessionID(r, ip, haveIP)
+	id, kind := e.id.sessionID(r, ip, haveIP, &sc.mac)
 	if kind == 0 {
 		e.m.badInput(badNoIdentity)
 	}
 	d.Session = sessionIDString(id)
 	lk := e.id.links(r, ip, haveIP)
 
-	sc := e.scratch.Get().(*textScratch)
-	defer e.scratch.Put(sc)
 	f := e.an.analyze(r.Prompt, sc)
 	if f.invalidUTF8 {
 		e.m.badInput(badInvalidUTF8)
@@ -556,11 +556,11 @@ func (e *Engine) record(d Decision, st *strengths) {
 	if d.Shadow {
 		sh = 1
 	}
-	e.m.verdicts.Add(ctx, 1, e.m.verdictAt[d.Verdict][sh])
+	e.m.verdicts.Add(ctx, 1, e.m.verdictAt[d.Verdict][sh]...)
 	e.m.score.Record(ctx, d.Score)
 	for i, v := range st {
 		if v >= fireLevel {
-			e.m.firings.Add(ctx, 1, e.m.signalAt[i])
+			e.m.firings.Add(ctx, 1, e.m.signalAt[i]...)
 		}
 	}
 }

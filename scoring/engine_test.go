@@ -370,3 +370,30 @@ func FuzzScore(f *testing.F) {
 		}
 	})
 }
+
+func TestPromotionBucket(t *testing.T) {
+	b := tokenBucket{rate: 2, burst: 4, tokens: 4}
+	now := t0.UnixNano()
+	got := 0
+	for i := 0; i < 10; i++ {
+		if b.take(now) {
+			got++
+		}
+	}
+	if got != 4 {
+		t.Fatalf("burst allowed %d, want 4", got)
+	}
+	if b.take(now - int64(time.Hour)) {
+		t.Fatal("time running backwards refilled the bucket")
+	}
+	now += int64(1500 * time.Millisecond) // 3 tokens at 2/s
+	got = 0
+	for i := 0; i < 10; i++ {
+		if b.take(now) {
+			got++
+		}
+	}
+	if got != 3 {
+		t.Fatalf("after 1.5 s: %d promotions, want 3", got)
+	}
+}

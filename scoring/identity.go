@@ -123,7 +123,9 @@ func parseHostPort(s string) (netip.Addr, bool) {
 // sessionID is the HMAC of the first present source. ok is false when no
 // source yields a value (the request is scored under a shared "anonymous"
 // id so it is still counted).
-func (id *identity) sessionID(r *Request, ip netip.Addr, haveIP bool) (out [16]byte, kind byte) {
+// buf is scratch space reused across calls (the MAC input is assembled in
+// it so that hashing does not allocate).
+func (id *identity) sessionID(r *Request, ip netip.Addr, haveIP bool, buf *[]byte) (out [16]byte, kind byte) {
 	mac := id.macs.Get().(hash.Hash)
 	defer func() {
 		mac.Reset()
@@ -145,10 +147,12 @@ func (id *identity) sessionID(r *Request, ip netip.Addr, haveIP bool) (out [16]b
 		if v == "" {
 			continue
 		}
-		mac.Write([]byte{s.kind, 0})
-		mac.Write([]byte(s.header))
-		mac.Write([]byte{0})
-		mac.Write([]byte(v))
+		b := append((*buf)[:0], s.kind, 0)
+		b = append(b, s.header...)
+		b = append(b, 0)
+		b = append(b, v...)
+		mac.Write(b)
+		*buf = b
 		copy(out[:], mac.Sum(sum[:0]))
 		return out, s.kind
 	}
@@ -178,8 +182,11 @@ func (id *identity) links(r *Request, ip netip.Addr, haveIP bool) links {
 	var h maphash.Hash
 	h.SetSeed(id.seed)
 	if haveIP {
+		p := ipBlock(ip)
+		a := p.Addr().As16()
 		h.WriteString("ip\x00")
-		h.WriteString(ipBlock(ip).String())
+		h.Write(a[:])
+		h.WriteByte(byte(p.Bits()))
 		l[linkIP] = h.Sum64()
 	}
 	h.Reset()

@@ -24,15 +24,17 @@ var badReasons = [...]string{badInvalidUTF8, badBinary, badTruncated, badClockBa
 // instruments are the engine's OpenTelemetry instruments. Attribute sets are
 // built once so recording does not allocate.
 type instruments struct {
-	verdicts  metric.Int64Counter
-	score     metric.Float64Histogram
-	firings   metric.Int64Counter
-	changes   metric.Int64Counter
-	bad       metric.Int64Counter
-	reg       metric.Registration
-	verdictAt [4][2]metric.AddOption // [verdict][shadow]
-	signalAt  [numSignals]metric.AddOption
-	badAt     map[string]metric.AddOption
+	verdicts metric.Int64Counter
+	score    metric.Float64Histogram
+	firings  metric.Int64Counter
+	changes  metric.Int64Counter
+	bad      metric.Int64Counter
+	reg      metric.Registration
+	// Options are kept as one-element slices: passing a slice with ...
+	// does not allocate, building the variadic list on each call does.
+	verdictAt [4][2][]metric.AddOption // [verdict][shadow]
+	signalAt  [numSignals][]metric.AddOption
+	badAt     map[string][]metric.AddOption
 }
 
 func newInstruments(mp metric.MeterProvider, e *Engine) (*instruments, error) {
@@ -40,7 +42,7 @@ func newInstruments(mp metric.MeterProvider, e *Engine) (*instruments, error) {
 		mp = noop.NewMeterProvider()
 	}
 	m := mp.Meter("github.com/distillguard/distillguard/scoring")
-	in := &instruments{badAt: map[string]metric.AddOption{}}
+	in := &instruments{badAt: map[string][]metric.AddOption{}}
 	var err error
 	if in.verdicts, err = m.Int64Counter("distillguard.scoring.verdicts",
 		metric.WithDescription("Scored requests by verdict tier (shadow: computed but not enforced)."),
@@ -69,15 +71,15 @@ func newInstruments(mp metric.MeterProvider, e *Engine) (*instruments, error) {
 	}
 	for v := Allow; v <= Block; v++ {
 		for sh := 0; sh < 2; sh++ {
-			in.verdictAt[v][sh] = metric.WithAttributeSet(attribute.NewSet(
-				attribute.String("verdict", v.String()), attribute.Bool("shadow", sh == 1)))
+			in.verdictAt[v][sh] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
+				attribute.String("verdict", v.String()), attribute.Bool("shadow", sh == 1)))}
 		}
 	}
 	for i, n := range signalNames {
-		in.signalAt[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("signal", n)))
+		in.signalAt[i] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("signal", n)))}
 	}
 	for _, r := range badReasons {
-		in.badAt[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
+		in.badAt[r] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))}
 	}
 
 	sessions, err := m.Int64ObservableGauge("distillguard.scoring.sessions",
@@ -113,5 +115,5 @@ func newInstruments(mp metric.MeterProvider, e *Engine) (*instruments, error) {
 }
 
 func (in *instruments) badInput(reason string) {
-	in.bad.Add(context.Background(), 1, in.badAt[reason])
+	in.bad.Add(context.Background(), 1, in.badAt[reason]...)
 }

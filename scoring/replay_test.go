@@ -1,7 +1,6 @@
 package scoring
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -10,12 +9,12 @@ import (
 	"testing"
 
 	"github.com/distillguard/distillguard/bench/lab/traffic"
+	"github.com/distillguard/distillguard/mutate"
 )
 
 // fromTraffic turns a generated request into what the ext_proc server hands
-// the scorer: headers, address, and the fields its body parser extracts
-// (the newest user turn as Prompt, sampling parameters, sorted top-level
-// keys). It mirrors mutate.ParseRequest's contract.
+// the scorer: headers, address, and the body fields mutate.ParseRequest
+// extracts (the same parser and cap the server uses).
 func fromTraffic(tr *traffic.Request) *Request {
 	r := &Request{
 		Time:          tr.Time,
@@ -32,60 +31,15 @@ func fromTraffic(tr *traffic.Request) *Request {
 	case traffic.PathEmbeddings:
 		r.Endpoint = "embeddings"
 	}
-	var body map[string]json.RawMessage
-	if err := json.Unmarshal(tr.Body, &body); err != nil {
+	// processing.max_prompt_bytes defaults to the same 8 KiB.
+	p, err := mutate.ParseRequest(tr.Body, DefaultConfig().MaxPromptBytes)
+	if err != nil {
 		return r
 	}
-	for k := range body {
-		r.ShapeKeys = append(r.ShapeKeys, k)
-	}
-	sort.Strings(r.ShapeKeys)
-	get := func(k string, v any) bool { raw, ok := body[k]; return ok && json.Unmarshal(raw, v) == nil }
-	get("model", &r.Model)
-	get("stream", &r.Stream)
-	get("n", &r.N)
-	if !get("max_tokens", &r.MaxTokens) {
-		get("max_completion_tokens", &r.MaxTokens)
-	}
-	var temp float64
-	if get("temperature", &temp) {
-		r.Temperature = &temp
-	}
-	get("echo", &r.Echo)
-	var bias map[string]float64
-	if get("logit_bias", &bias) {
-		r.LogitBiasSize = len(bias)
-	}
-	switch r.Endpoint {
-	case "chat":
-		var msgs []struct {
-			Role    string          `json:"role"`
-			Content json.RawMessage `json:"content"`
-		}
-		get("messages", &msgs)
-		r.Messages = len(msgs)
-		for i := len(msgs) - 1; i >= 0; i-- {
-			if msgs[i].Role == "user" {
-				var s string
-				if json.Unmarshal(msgs[i].Content, &s) == nil {
-					r.Prompt = s
-				}
-				break
-			}
-		}
-		get("logprobs", &r.Logprobs)
-		get("top_logprobs", &r.TopLogprobs)
-	case "completions":
-		r.Messages = 1
-		get("prompt", &r.Prompt)
-		var lp int
-		if get("logprobs", &lp) && lp > 0 {
-			r.Logprobs, r.TopLogprobs = true, lp
-		}
-	case "embeddings":
-		r.Messages = 1
-		get("input", &r.Prompt)
-	}
+	r.Model, r.Prompt, r.Messages = p.Model, p.Prompt, p.Messages
+	r.Stream, r.N, r.MaxTokens, r.Temperature = p.Stream, p.N, p.MaxTokens, p.Temperature
+	r.Logprobs, r.TopLogprobs, r.LogitBiasSize, r.Echo = p.Logprobs, p.TopLogprobs, p.LogitBiasSize, p.Echo
+	r.ShapeKeys = p.ShapeKeys
 	return r
 }
 

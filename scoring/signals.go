@@ -1,9 +1,10 @@
 package scoring
 
 import (
+	"cmp"
 	"math"
 	"math/bits"
-	"sort"
+	"slices"
 )
 
 // Signals. Each has a strength in [0,1] computed from the session state and
@@ -198,13 +199,13 @@ func combine(st *strengths, w *[numSignals]float64, automationCap float64, skip 
 
 // explain returns the signals with a non-zero contribution, largest first.
 func explain(st *strengths, contrib *[numSignals]float64) []Signal {
-	var out []Signal
+	out := make([]Signal, 0, numSignals)
 	for i := 0; i < numSignals; i++ {
 		if contrib[i] > 0.0005 {
 			out = append(out, Signal{Name: signalNames[i], Value: round3(st[i]), Contribution: round3(contrib[i])})
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Contribution > out[j].Contribution })
+	slices.SortStableFunc(out, func(a, b Signal) int { return cmp.Compare(b.Contribution, a.Contribution) })
 	return out
 }
 

@@ -123,6 +123,7 @@ type textScratch struct {
 	hashes []uint64
 	shing  []uint64
 	out    []uint64
+	mac    []byte // identity MAC input
 	f      textFeatures
 }
 

@@ -45,7 +45,7 @@ lint:
 
 e2e:
 	@if ! command -v envoy >/dev/null 2>&1; then echo "e2e: envoy is not on PATH; skipping (see README, End-to-end with Envoy)"; exit 0; fi
-	./envoy/e2e.sh
+	$(GO) test -count=1 -run 'TestE2E' -v ./envoy/
 
 clean:
 	rm -rf $(BIN) lab-out bench-out

@@ -36,8 +36,19 @@ fuzz:
 	  done; \
 	done
 
+# The latency matrix: distillguard against a no-op processor, alternating
+# rounds, both as child processes. Writes bench-out/{results.md,results.json,*.svg}.
+bench:
+	$(GO) build -o $(BIN)/ ./cmd/distillguard ./cmd/distillguard-bench
+	$(BIN)/distillguard-bench run -distillguard $(BIN)/distillguard -out bench-out
+
+# Go micro-benchmarks; compare runs with benchstat.
 bench-micro:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./mutate/ ./extproc/ ./scoring/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./mutate/ ./extproc/ ./scoring/ ./bench/
+
+# A few seconds of every scenario; fails if any message errors (also part of make test).
+bench-smoke:
+	$(GO) test -race -count=1 -run 'TestSmoke|TestMatrixAA|TestRunCommand' -v ./bench/ ./cmd/distillguard-bench/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi

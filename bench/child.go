@@ -196,43 +196,71 @@ func (c *Child) Sample() (ProcSample, error) {
 	return ProcSample{CPU: time.Duration(st.CPUTime() * float64(time.Second)), RSS: int64(ss.VmRSS)}, nil
 }
 
-// Mallocs reads go_memstats_mallocs_total (cumulative heap allocations) from
-// the child's /metrics.
-func (c *Child) Mallocs() (uint64, error) {
+// Go runtime series read from a server's /metrics (the Prometheus Go
+// collector, which cmd/distillguard registers too).
+const (
+	metricMallocs    = "go_memstats_mallocs_total"
+	metricHeapInuse  = "go_memstats_heap_inuse_bytes"
+	metricStackInuse = "go_memstats_stack_inuse_bytes"
+)
+
+// RuntimeStats are the Go runtime figures of a server process.
+type RuntimeStats struct {
+	Mallocs    uint64 // cumulative heap allocations
+	HeapInuse  int64  // bytes in in-use heap spans
+	StackInuse int64  // bytes of goroutine stacks
+}
+
+// Runtime reads the child's Go runtime figures from its /metrics.
+func (c *Child) Runtime() (RuntimeStats, error) {
 	resp, err := c.http.Get("http://" + c.AdminAddr + "/metrics")
 	if err != nil {
-		return 0, err
+		return RuntimeStats{}, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("/metrics: %s", resp.Status)
+		return RuntimeStats{}, fmt.Errorf("/metrics: %s", resp.Status)
 	}
-	return scanCounter(resp.Body, "go_memstats_mallocs_total")
+	v, err := scanMetrics(resp.Body, metricMallocs, metricHeapInuse, metricStackInuse)
+	if err != nil {
+		return RuntimeStats{}, err
+	}
+	return RuntimeStats{Mallocs: uint64(v[0]), HeapInuse: int64(v[1]), StackInuse: int64(v[2])}, nil
 }
 
-// scanCounter reads the value of the unlabelled counter or gauge name from
-// the Prometheus text exposition format
+// scanMetrics reads the values of unlabelled counters or gauges from the
+// Prometheus text exposition format
 // (https://prometheus.io/docs/instrumenting/exposition_formats/#text-based-format),
-// reading at most 16 MiB.
-func scanCounter(r io.Reader, name string) (uint64, error) {
+// reading at most 16 MiB. Every name must be present with a value in
+// [0, 2^63].
+func scanMetrics(r io.Reader, names ...string) ([]float64, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(io.LimitReader(r, 16<<20))
 	if err != nil {
-		return 0, fmt.Errorf("/metrics: %w", err)
+		return nil, fmt.Errorf("/metrics: %w", err)
 	}
-	fam, ok := fams[name]
-	if !ok || len(fam.GetMetric()) == 0 {
-		return 0, fmt.Errorf("%s not exposed", name)
+	out := make([]float64, len(names))
+	for i, name := range names {
+		fam, ok := fams[name]
+		if !ok || len(fam.GetMetric()) == 0 {
+			return nil, fmt.Errorf("%s not exposed", name)
+		}
+		m := fam.GetMetric()[0]
+		var v float64
+		switch {
+		case m.GetCounter() != nil:
+			v = m.GetCounter().GetValue()
+		case m.GetGauge() != nil:
+			v = m.GetGauge().GetValue()
+		default:
+			v = m.GetUntyped().GetValue()
+		}
+		if !(v >= 0 && v <= 1<<63) {
+			return nil, fmt.Errorf("%s: value %g out of range", name, v)
+		}
+		out[i] = v
 	}
-	m := fam.GetMetric()[0]
-	v := m.GetCounter().GetValue()
-	if m.GetCounter() == nil {
-		v = m.GetUntyped().GetValue() + m.GetGauge().GetValue()
-	}
-	if v < 0 || v > 1<<63 {
-		return 0, fmt.Errorf("%s: value %g out of range", name, v)
-	}
-	return uint64(v), nil
+	return out, nil
 }
 
 // Profile fetches a CPU profile of seconds and then the allocation profile

@@ -12,6 +12,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // The test binary doubles as a server child: with BENCH_TEST_CHILD=noop it
@@ -56,9 +60,12 @@ func TestChildLifecycle(t *testing.T) {
 	if c.IdleRSS < 1<<20 {
 		t.Errorf("idle RSS %d bytes: not read from /proc", c.IdleRSS)
 	}
-	m0, err := c.Mallocs()
+	m0, err := c.Runtime()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if m0.StackInuse <= 0 || m0.HeapInuse <= 0 {
+		t.Errorf("runtime stats %+v", m0)
 	}
 	s0, _ := c.Sample()
 	wl, _ := BuildWorkload(WorkloadSpec{Kind: KindStream, Tokens: 10}, 1)
@@ -66,13 +73,23 @@ func TestChildLifecycle(t *testing.T) {
 	if err != nil || res.Errors != 0 {
 		t.Fatalf("%v %v", err, res.ErrorSamples)
 	}
-	m1, _ := c.Mallocs()
+	m1, _ := c.Runtime()
 	s1, _ := c.Sample()
-	if m1 <= m0 {
+	if m1.Mallocs <= m0.Mallocs {
 		t.Errorf("mallocs did not grow: %d -> %d", m0, m1)
 	}
 	if s1.CPU <= s0.CPU {
 		t.Errorf("server CPU did not grow: %v -> %v", s0.CPU, s1.CPU)
+	}
+	// The gRPC health service answers, as Envoy's health check needs.
+	cc, err := grpc.NewClient(c.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	hr, err := healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health check: %v %v", hr, err)
 	}
 	cpu, allocs := filepath.Join(dir, "cpu.pprof"), filepath.Join(dir, "allocs.pprof")
 	if err := c.Profile(context.Background(), 1, cpu, allocs); err != nil {
@@ -135,6 +152,9 @@ func TestMatrixAA(t *testing.T) {
 		}
 		if s.Ratios.P50 <= 0 || s.Ratios.Throughput <= 0 || s.Floor == nil {
 			t.Errorf("%s: ratios %+v floor %v", s.Scenario.Name, s.Ratios, s.Floor)
+		}
+		if s.PairSpread == nil || s.PairSpread.Throughput[0] <= 0 || s.PairSpread.Throughput[0] > s.PairSpread.Throughput[1] {
+			t.Errorf("%s: pair spread %+v", s.Scenario.Name, s.PairSpread)
 		}
 		if len(s.Rounds) != 4 || s.Rounds[0].Server != NameNoop || s.Rounds[1].Server != NameDistillguard || s.Rounds[2].Server != NameNoop {
 			t.Errorf("%s: rounds do not alternate: %+v", s.Scenario.Name, s.Rounds)

@@ -22,4 +22,17 @@
 //     machine drift cancels, and reports percentiles, throughput, server CPU,
 //     allocations and RSS per stream with distillguard/noop ratios as
 //     markdown, JSON and an SVG latency CDF.
+//
+// The command is cmd/distillguard-bench:
+//
+//	go build -o bin/ ./cmd/distillguard ./cmd/distillguard-bench
+//	bin/distillguard-bench run -distillguard bin/distillguard      # the matrix, into bench-out/
+//	bin/distillguard-bench run -aa                                  # noop against noop: the noise floor
+//	bin/distillguard-bench run -scenarios streams-1000 -rounds 1 -duration 60s   # 1,000-stream soak
+//	bin/distillguard-bench load -addr 127.0.0.1:50051 -c 32 -mix 0:1,5:1,20:1    # any ext_proc server
+//
+// Latency and throughput on a machine shared with other work are noisy; the
+// report records the load average and the spread of the ratios over round
+// pairs, and server CPU time and allocations per message are the steadier
+// figures.
 package bench

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	procmodev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/distillguard/distillguard/mutate"
 )
@@ -15,8 +16,9 @@ import (
 // embedded in the proxy (a dynamic module or Wasm filter) would still pay per
 // message.
 type FloorResult struct {
-	Messages     int64   `json:"messages"`
-	NsPerMsg     float64 `json:"ns_per_msg"`
+	Messages int64 `json:"messages"`
+	// NsPerMsg is CPU time of the rewriting thread per message.
+	NsPerMsg     float64 `json:"cpu_ns_per_msg"`
 	AllocsPerMsg float64 `json:"allocs_per_msg"`
 	BytesPerMsg  float64 `json:"bytes_per_msg"`
 }
@@ -38,9 +40,22 @@ func rewriteExchange(x *exchange, p mutate.OutputPolicy, seed uint64, maxHeld in
 	return dst
 }
 
+// threadCPU is the CPU time of the calling OS thread. The floor counts CPU
+// time rather than wall time so that other processes on a shared machine do
+// not inflate it.
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
+
 // RewriteFloor measures the rewrite of wl's response bodies under p for
-// about minTime on the calling goroutine.
+// about minTime of CPU on the calling goroutine, locked to its thread.
 func RewriteFloor(wl *Workload, p mutate.OutputPolicy, minTime time.Duration) FloorResult {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	var xs []*exchange
 	for _, v := range wl.exchanges {
 		xs = append(xs, v...)
@@ -53,14 +68,14 @@ func RewriteFloor(wl *Workload, p mutate.OutputPolicy, minTime time.Duration) Fl
 	var m0, m1 runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&m0)
-	start := time.Now()
+	start := threadCPU()
 	var msgs int64
-	for i := 0; time.Since(start) < minTime || i == 0; i++ {
+	for i := 0; threadCPU()-start < minTime || i == 0; i++ {
 		x := xs[i%len(xs)]
 		dst = rewriteExchange(x, p, uint64(i), 1<<20, dst)
 		msgs += int64(len(x.raw))
 	}
-	el := time.Since(start)
+	el := threadCPU() - start
 	runtime.ReadMemStats(&m1)
 	return FloorResult{
 		Messages:     msgs,

@@ -127,12 +127,11 @@ type LoadResult struct {
 	ModeOverrides uint64        `json:"mode_overrides"`
 	Elapsed       time.Duration `json:"elapsed_ns"`
 	// ClientCPU is the load generator's own CPU time in the window.
-	ClientCPU    time.Duration     `json:"client_cpu_ns"`
-	ErrorSamples []string          `json:"error_samples,omitempty"`
-	Latency      *Hist             `json:"-"`
-	ByKind       [numKinds]*Hist   `json:"-"`
-	SendLag      *Hist             `json:"-"`
-	Extra        map[string]string `json:"-"`
+	ClientCPU    time.Duration   `json:"client_cpu_ns"`
+	ErrorSamples []string        `json:"error_samples,omitempty"`
+	Latency      *Hist           `json:"-"`
+	ByKind       [numKinds]*Hist `json:"-"`
+	SendLag      *Hist           `json:"-"`
 }
 
 // MessagesPerSec is the reply rate in the window.

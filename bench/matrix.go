@@ -102,7 +102,10 @@ type serverRun struct {
 	peakRSS   int64
 	// steadyRSS is the largest per-round median of the RSS samples.
 	steadyRSS int64
-	samples   []string
+	// heapInuse and stackInuse are the largest end-of-window readings, to
+	// tell what the RSS is made of.
+	heapInuse, stackInuse int64
+	samples               []string
 }
 
 func runScenario(ctx context.Context, mc *MatrixConfig, sc Scenario, step *int, total int) (*ScenarioReport, error) {
@@ -182,7 +185,7 @@ func withPrompts(s WorkloadSpec, prompts []string) WorkloadSpec {
 func runRound(ctx context.Context, mc *MatrixConfig, sc Scenario, wl *Workload, c *Child, acc *serverRun, profile bool) (*LoadResult, error) {
 	var (
 		s0, s1   ProcSample
-		m0, m1   uint64
+		m0, m1   RuntimeStats
 		mErr     error
 		sampErr  error
 		peak     int64
@@ -215,7 +218,7 @@ func runRound(ctx context.Context, mc *MatrixConfig, sc Scenario, wl *Workload, 
 	onWindow := func(start bool) {
 		if start {
 			s0, sampErr = c.Sample()
-			m0, mErr = c.Mallocs()
+			m0, mErr = c.Runtime()
 			go sampler()
 			if profile {
 				secs := max(int(mc.Duration.Seconds())-1, 1)
@@ -232,7 +235,7 @@ func runRound(ctx context.Context, mc *MatrixConfig, sc Scenario, wl *Workload, 
 			s1, err = c.Sample()
 			sampErr = errors.Join(sampErr, err)
 			var e2 error
-			m1, e2 = c.Mallocs()
+			m1, e2 = c.Runtime()
 			mErr = errors.Join(mErr, e2)
 			close(stopSamp)
 			<-sampDone
@@ -276,10 +279,12 @@ func runRound(ctx context.Context, mc *MatrixConfig, sc Scenario, wl *Workload, 
 	acc.elapsed += res.Elapsed
 	acc.cpu += s1.CPU - s0.CPU
 	acc.clientCPU += res.ClientCPU
-	if mErr != nil || m1 < m0 {
+	if mErr != nil || m1.Mallocs < m0.Mallocs {
 		acc.allocsOK = false
 	} else {
-		acc.mallocs += m1 - m0
+		acc.mallocs += m1.Mallocs - m0.Mallocs
+		acc.heapInuse = max(acc.heapInuse, m1.HeapInuse)
+		acc.stackInuse = max(acc.stackInuse, m1.StackInuse)
 	}
 	acc.peakRSS = max(acc.peakRSS, peak)
 	if len(rss) > 0 {
@@ -327,6 +332,8 @@ func (r *serverRun) result(concurrency int) *ServerResult {
 	if concurrency > 0 {
 		out.RSSPerStreamKiB = float64(max(r.steadyRSS-r.idleRSS, 0)) / 1024 / float64(concurrency)
 		out.PeakRSSPerStreamKiB = float64(max(r.peakRSS-r.idleRSS, 0)) / 1024 / float64(concurrency)
+		out.HeapInuseKiB = float64(r.heapInuse) / 1024
+		out.StackInuseKiB = float64(r.stackInuse) / 1024
 	}
 	return out
 }

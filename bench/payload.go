@@ -45,6 +45,20 @@ func (k BodyKind) String() string {
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
 
+// MarshalText writes the kind's name in JSON reports.
+func (k BodyKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText is the inverse of MarshalText.
+func (k *BodyKind) UnmarshalText(b []byte) error {
+	for _, c := range []BodyKind{KindStream, KindJSON, KindEmbeddings} {
+		if c.String() == string(b) {
+			*k = c
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown body kind %q", b)
+}
+
 // MixEntry weights one top_logprobs width in a workload. Alternatives 0 means
 // the request does not ask for logprobs and events carry "logprobs":null.
 type MixEntry struct {

@@ -306,3 +306,20 @@ func TestLoadPrompts(t *testing.T) {
 		t.Errorf("request does not carry the corpus prompt: %v %s", err, wl.exchanges[0][0].reqRaw)
 	}
 }
+
+func TestBodyKindText(t *testing.T) {
+	for _, k := range []BodyKind{KindStream, KindJSON, KindEmbeddings} {
+		b, err := k.MarshalText()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back BodyKind
+		if err := back.UnmarshalText(b); err != nil || back != k {
+			t.Errorf("%v: round trip gave %v, %v", k, back, err)
+		}
+	}
+	var k BodyKind
+	if err := k.UnmarshalText([]byte("video")); err == nil {
+		t.Error("unknown kind accepted")
+	}
+}

@@ -19,6 +19,10 @@ func drawBar(w io.Writer, label string, in, total time.Duration, msgs, errs uint
 	if in > 0 {
 		rate = float64(msgs) / in.Seconds()
 	}
+	if in == 0 {
+		fmt.Fprintf(w, "\r\x1b[K%-34s warming up", label)
+		return
+	}
 	fmt.Fprintf(w, "\r\x1b[K%-34s [%s%s] %4.1fs/%.0fs %8.0f msg/s errors %d",
 		label, strings.Repeat("#", n), strings.Repeat(".", width-n), in.Seconds(), total.Seconds(), rate, errs)
 }

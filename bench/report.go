@@ -115,9 +115,13 @@ type ServerResult struct {
 	// RSSPerStreamKiB is (steady RSS - idle RSS) / streams, steady being
 	// the median of the samples taken every 100ms in a window;
 	// PeakRSSPerStreamKiB uses the largest sample instead.
-	RSSPerStreamKiB     float64  `json:"rss_per_stream_kib"`
-	PeakRSSPerStreamKiB float64  `json:"peak_rss_per_stream_kib"`
-	ErrorSamples        []string `json:"error_samples,omitempty"`
+	RSSPerStreamKiB     float64 `json:"rss_per_stream_kib"`
+	PeakRSSPerStreamKiB float64 `json:"peak_rss_per_stream_kib"`
+	// HeapInuseKiB and StackInuseKiB are the Go runtime's heap and
+	// goroutine-stack figures at the end of a window (largest over rounds).
+	HeapInuseKiB  float64  `json:"heap_inuse_kib"`
+	StackInuseKiB float64  `json:"stack_inuse_kib"`
+	ErrorSamples  []string `json:"error_samples,omitempty"`
 
 	hist *Hist
 }
@@ -239,6 +243,14 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	b.WriteString("The load generator runs on the same cores. Latency is per ext_proc message, send to reply; " +
 		"noop is a processor that returns empty replies; CPU, allocations and RSS are the server process's " +
 		"(RSS/stream: median RSS in the window minus idle RSS, over concurrent streams).\n\n")
+	busiest := 0.0
+	for _, s := range r.Scenarios {
+		busiest = max(busiest, s.LoadAvg)
+	}
+	if busiest > float64(m.Cores) {
+		fmt.Fprintf(b, "**The machine was shared and busy during this run (load average up to %.1f on %d cores): "+
+			"latency and throughput ratios are unreliable; CPU and allocations per message are the steadier columns.**\n\n", busiest, m.Cores)
+	}
 	b.WriteString("| scenario | server | p50 | p90 | p99 | p99.9 | msg/s | CPU/msg | allocs/msg | RSS/stream | errors |\n")
 	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, s := range r.Scenarios {
@@ -281,7 +293,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			fmt.Fprintf(b, " Load average at start %.1f.", s.LoadAvg)
 		}
 		if f := s.Floor; f != nil {
-			fmt.Fprintf(b, " Rewrite alone, in process: %.2f µs/msg, %.1f allocs/msg.", f.NsPerMsg/1000, f.AllocsPerMsg)
+			fmt.Fprintf(b, " Rewrite alone, in process: %.2f µs CPU/msg, %.1f allocs/msg.", f.NsPerMsg/1000, f.AllocsPerMsg)
 		}
 		if dg := s.Servers[NameDistillguard]; dg != nil && dg.Rejected > 0 {
 			fmt.Fprintf(b, " distillguard rejected %d exchanges.", dg.Rejected)
@@ -298,9 +310,12 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 				fmt.Sprintf("- %s p99 %s (target <= %.2fx): %s", s.Scenario.Name, fmtRatio(q.P99), Targets.P99, passFail(q.P99 <= Targets.P99)),
 				fmt.Sprintf("- %s throughput %s (target >= %.2fx): %s", s.Scenario.Name, fmtRatio(q.Throughput), Targets.Throughput, passFail(q.Throughput >= Targets.Throughput)))
 		}
-		if dg := s.Servers[NameDistillguard]; s.Scenario.RSS && dg != nil {
-			lines = append(lines, fmt.Sprintf("- %s: distillguard RSS %.1f KiB per concurrent stream (target <= %.0f KiB): %s; %d errors",
-				s.Scenario.Name, dg.RSSPerStreamKiB, Targets.RSSPerStreamKiB, passFail(dg.RSSPerStreamKiB <= Targets.RSSPerStreamKiB), dg.Errors))
+		if dg, noop := s.Servers[NameDistillguard], s.Servers[NameNoop]; s.Scenario.RSS && dg != nil && noop != nil {
+			n := float64(s.Scenario.Concurrency)
+			lines = append(lines, fmt.Sprintf("- %s: distillguard RSS %.1f KiB per concurrent stream (target <= %.0f KiB): %s; %d errors. "+
+				"For scale, per stream: noop RSS %.1f KiB; goroutine stacks %.1f KiB (noop %.1f), Go heap in use %.1f KiB (noop %.1f).",
+				s.Scenario.Name, dg.RSSPerStreamKiB, Targets.RSSPerStreamKiB, passFail(dg.RSSPerStreamKiB <= Targets.RSSPerStreamKiB), dg.Errors,
+				noop.RSSPerStreamKiB, dg.StackInuseKiB/n, noop.StackInuseKiB/n, dg.HeapInuseKiB/n, noop.HeapInuseKiB/n))
 		}
 	}
 	if len(lines) > 0 {

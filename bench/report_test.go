@@ -23,7 +23,7 @@ func TestCPUModel(t *testing.T) {
 	}
 }
 
-func TestScanCounter(t *testing.T) {
+func TestScanMetrics(t *testing.T) {
 	cases := []struct {
 		in   string
 		want uint64
@@ -37,20 +37,32 @@ func TestScanCounter(t *testing.T) {
 		{"garbage {{{\n", 0, true},
 	}
 	for _, tc := range cases {
-		got, err := scanCounter(strings.NewReader(tc.in), "go_memstats_mallocs_total")
-		if (err != nil) != tc.err || got != tc.want {
-			t.Errorf("scanCounter(%q) = %d, %v; want %d, error %v", tc.in, got, err, tc.want, tc.err)
+		got, err := scanMetrics(strings.NewReader(tc.in), "go_memstats_mallocs_total")
+		if (err != nil) != tc.err || (err == nil && uint64(got[0]) != tc.want) {
+			t.Errorf("scanMetrics(%q) = %v, %v; want %d, error %v", tc.in, got, err, tc.want, tc.err)
 		}
 	}
 }
 
-func FuzzScanCounter(f *testing.F) {
+func TestScanMetricsSeveral(t *testing.T) {
+	in := "# TYPE a gauge\na 2\n# TYPE b counter\nb 3\nc 4\n"
+	v, err := scanMetrics(strings.NewReader(in), "a", "b", "c")
+	if err != nil || v[0] != 2 || v[1] != 3 || v[2] != 4 {
+		t.Errorf("got %v, %v", v, err)
+	}
+	if _, err := scanMetrics(strings.NewReader(in), "a", "missing"); err == nil {
+		t.Error("a missing series must be an error")
+	}
+}
+
+func FuzzScanMetrics(f *testing.F) {
 	f.Add("# TYPE go_memstats_mallocs_total counter\ngo_memstats_mallocs_total 12345\n")
 	f.Add("go_memstats_mallocs_total{a=\"b\"} 3\n")
+	f.Add("go_memstats_mallocs_total NaN\n")
 	f.Fuzz(func(t *testing.T, s string) {
-		v, err := scanCounter(strings.NewReader(s), "go_memstats_mallocs_total")
-		if err == nil && float64(v) > 1<<63 {
-			t.Fatalf("value %d out of range", v)
+		v, err := scanMetrics(strings.NewReader(s), "go_memstats_mallocs_total")
+		if err == nil && !(v[0] >= 0 && v[0] <= 1<<63) {
+			t.Fatalf("value %v out of range", v[0])
 		}
 	})
 }

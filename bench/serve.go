@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 )
 
@@ -56,6 +58,10 @@ func Serve(ctx context.Context, p extprocv3.ExternalProcessorServer, o ServeOpti
 	// the same gRPC settings.
 	gs := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
 	extprocv3.RegisterExternalProcessorServer(gs, p)
+	// envoy/envoy.yaml health-checks the processor over gRPC; the e2e mode
+	// needs every server to answer it.
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
 	gl, err := net.Listen("tcp", o.GRPCAddr)
 	if err != nil {
 		return err
@@ -72,7 +78,7 @@ func Serve(ctx context.Context, p extprocv3.ExternalProcessorServer, o ServeOpti
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
@@ -85,7 +91,7 @@ func Serve(ctx context.Context, p extprocv3.ExternalProcessorServer, o ServeOpti
 	}()
 	go func() {
 		defer wg.Done()
-		if err := hs.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := hsrv.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()
@@ -97,7 +103,7 @@ func Serve(ctx context.Context, p extprocv3.ExternalProcessorServer, o ServeOpti
 	gs.Stop()
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = hs.Shutdown(sctx)
+	_ = hsrv.Shutdown(sctx)
 	wg.Wait()
 	return runErr
 }

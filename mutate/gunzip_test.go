@@ -5,6 +5,8 @@ import (
 	"compress/gzip"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -83,21 +85,30 @@ func TestGunzipFlushedOutputIsPromptlyAvailable(t *testing.T) {
 }
 
 func TestGunzipBomb(t *testing.T) {
-	if testing.Short() {
-		t.Skip("compresses 1 GiB")
+	// testdata/bomb_1gib_zeros.gz.gz is gzip -9 of (gzip -9 of 1 GiB of
+	// zeros): the outer layer only keeps the file small (2.6 KB); the inner
+	// one is the bomb, a single 1 MB gzip member.
+	raw, err := os.ReadFile(filepath.Join("testdata", "bomb_1gib_zeros.gz.gz"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-	zeros := make([]byte, 1<<20)
-	for i := 0; i < 1024; i++ {
-		zw.Write(zeros)
+	single, err := io.ReadAll(must(gzip.NewReader(bytes.NewReader(raw))))
+	if err != nil {
+		t.Fatal(err)
 	}
-	zw.Close()
-	t.Logf("1 GiB of zeros compresses to %d bytes", buf.Len())
-	g := NewGunzip(64 << 20)
+	// The same 1 GiB as 1024 concatenated members of 1 MiB.
+	multi := bytes.Repeat(gzipped(string(make([]byte, 1<<20))), 1024)
+	for name, bomb := range map[string][]byte{"single member": single, "1024 members": multi} {
+		t.Run(name, func(t *testing.T) { checkBomb(t, bomb) })
+	}
+}
+
+func checkBomb(t *testing.T, bomb []byte) {
+	t.Logf("1 GiB of zeros as %d compressed bytes", len(bomb))
+	g := NewGunzip(16 << 20)
 	var out []byte
 	var err error
-	in := buf.Bytes()
+	in := bomb
 	for len(in) > 0 && err == nil {
 		n := min(16<<10, len(in))
 		out, err = g.Write(out[:0], in[:n])
@@ -105,6 +116,9 @@ func TestGunzipBomb(t *testing.T) {
 	}
 	if !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("err = %v, want ErrTooLarge", err)
+	}
+	if len(in) < len(bomb)/2 {
+		t.Fatalf("bomb detected late: %d of %d input bytes consumed", len(bomb)-len(in), len(bomb))
 	}
 	if _, err := g.Close(nil); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Close after bomb: %v", err)

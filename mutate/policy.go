@@ -7,8 +7,9 @@ package mutate
 
 // OutputPolicy says how response bodies are rewritten.
 type OutputPolicy struct {
-	// StripLogprobs replaces every logprobs value (choices[].logprobs,
-	// prompt_logprobs, Responses API logprobs) with null.
+	// StripLogprobs replaces every logprobs value with the form its API
+	// uses for "absent": null for choices[].logprobs and prompt_logprobs,
+	// [] for Responses API logprobs arrays.
 	StripLogprobs bool
 	// RoundDecimals rounds every logprob value to this many decimals.
 	// Negative leaves values as they are.

@@ -31,7 +31,10 @@ type Request struct {
 // (https://platform.openai.com/docs/api-reference/responses/create#responses-create-include).
 const respLogprobsInclude = "message.output_text.logprobs"
 
-// ParseRequest parses a chat/completions/responses/embeddings request body.
+// ParseRequest parses a chat/completions/responses/embeddings request body
+// (https://platform.openai.com/docs/api-reference/chat/create,
+// .../completions/create, .../responses/create, .../embeddings/create;
+// prompt_logprobs is vLLM's extension).
 // maxPrompt caps the bytes of Prompt kept (cut at a UTF-8 boundary);
 // maxPrompt <= 0 keeps it whole.
 //

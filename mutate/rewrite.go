@@ -34,6 +34,19 @@ import (
 // send null when logprobs were not requested), [] for Responses API logprobs
 // arrays (the Responses API always sends an array).
 //
+// Order of operations per position: noise (Perturb), then rounding
+// (RoundDecimals, on the decimal text when there is no noise: exact, half
+// away from zero), then the cut to MaxAlternatives. The noise is uniform in
+// [-Perturb, Perturb), drawn from a splitmix64 hash of (seed, choice,
+// token position, alternative rank) only, so the same stream gives the
+// same output in any chunking and in streamed or buffered mode. Values are
+// clamped to <= 0 and each alternative to the one ranked above it; the
+// sampled token takes the value of its own entry in the alternatives when
+// it is listed there, and otherwise stays above them if it was the most
+// likely. top_logprobs arrays keep their first k entries (the API sorts
+// them most likely first); legacy top_logprobs and prompt_logprobs objects
+// keep their k largest members, in their original order.
+//
 // Member names are matched as raw bytes: a key spelled with escapes
 // ("\u006cogprobs") is not recognised. Upstream inference servers never
 // emit such keys; clients cannot influence response keys.
@@ -46,6 +59,10 @@ type Rewriter struct {
 	round    int  // RoundDecimals clamped to [-1, 22]
 	embRound int  // EmbeddingDecimals clamped to [-1, 22]
 	maxAlt   int
+	// keepLF makes every replacement keep the line feeds it removes: set
+	// by SSEStream for multi-line data events, which are split back into
+	// lines at the LFs.
+	keepLF bool
 
 	s        scanner
 	patches  []patch
@@ -108,12 +125,14 @@ const (
 	pNum
 	pStr
 	pBytes
+	pScaled
 )
 
 // patch replaces doc[s:e].
 type patch struct {
 	s, e   int
 	v      float64
+	m      int64
 	str    string
 	lo, hi int
 	kind   uint8
@@ -163,11 +182,12 @@ func (r *Rewriter) Stats() RewriterStats { return r.stats }
 // Rewrite appends the rewritten doc to dst. When doc is not a JSON object it
 // appends doc unchanged and returns an error wrapping ErrNotJSON.
 //
-// Documents that contain nothing the policy touches (no `logprobs"` key and
-// no `"embedding"` key) take a fast path: they are copied through after
-// checking only that they start like an object, so a malformed document
-// without those keys is passed through without an error. The output is the
-// same either way: invalid documents are never changed.
+// Documents that contain nothing the policy touches (no `logprobs"` or
+// `"embedding"` member, or only with a null value) take a fast path: they
+// are copied through after checking only that they start like an object,
+// so a malformed document without those keys is passed through without an
+// error. The output is the same either way: invalid documents are never
+// changed.
 func (r *Rewriter) Rewrite(dst, doc []byte) ([]byte, error) {
 	dst, _, err := r.rewrite(dst, doc)
 	return dst, err
@@ -207,8 +227,47 @@ var (
 )
 
 func (r *Rewriter) mayTouch(doc []byte) bool {
-	return r.touchLP && bytes.Contains(doc, keyLogprobs) ||
-		r.touchEmb && bytes.Contains(doc, keyEmbedding)
+	return r.touchLP && hasLiveKey(doc, keyLogprobs) ||
+		r.touchEmb && hasLiveKey(doc, keyEmbedding)
+}
+
+// hasLiveKey reports whether doc may hold key as a member name with a
+// value other than null. It is a conservative pre-filter run before any
+// parsing: an occurrence not followed by ':' is a string value
+// ("object":"embedding") and one followed by ': null' has nothing to
+// rewrite ("logprobs":null in every vLLM chunk). Inside strings the quote
+// of a match would be escaped, so text cannot produce a false key; a
+// false positive only costs a full parse.
+func hasLiveKey(doc, key []byte) bool {
+	for off := 0; off < len(doc); {
+		i := bytes.Index(doc[off:], key)
+		if i < 0 {
+			return false
+		}
+		j := skipSpace(doc, off+i+len(key))
+		if j >= len(doc) || doc[j] != ':' {
+			off = j
+			continue
+		}
+		j = skipSpace(doc, j+1)
+		if !bytes.HasPrefix(doc[j:], litNull) {
+			return true
+		}
+		off = j
+	}
+	return false
+}
+
+var (
+	litNull = []byte("null")
+	lf      = []byte{'\n'}
+)
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 // notJSONError wraps a scanner error in ErrNotJSON.
@@ -281,6 +340,34 @@ func (r *Rewriter) addNum(s, e int, orig, out float64, k int) {
 	r.add(patch{s: s, e: e, kind: pNum, v: out, k: int8(k)})
 }
 
+// patchNum rewrites a logprob: with noise from its value, otherwise by
+// rounding its text.
+func (r *Rewriter) patchNum(s, e int, orig, out float64, k int) {
+	if r.p.Perturb == 0 {
+		r.addRound(s, e, k)
+		return
+	}
+	r.addNum(s, e, orig, out, k)
+}
+
+// addRound rounds the number at s:e to k decimals when that changes its
+// value.
+func (r *Rewriter) addRound(s, e, k int) {
+	if k < 0 {
+		return
+	}
+	m, changed, ok := roundText(r.s.b[s:e], k)
+	if !ok {
+		if v, ok := parseNumber(r.s.b[s:e]); ok {
+			r.addNum(s, e, v, v, k)
+		}
+		return
+	}
+	if changed {
+		r.add(patch{s: s, e: e, kind: pScaled, m: m, k: int8(k)})
+	}
+}
+
 func (r *Rewriter) apply(dst, doc []byte) ([]byte, bool) {
 	if len(r.patches) == 0 {
 		return append(dst, doc...), false
@@ -300,6 +387,8 @@ func (r *Rewriter) apply(dst, doc []byte) ([]byte, bool) {
 		switch p.kind {
 		case pNum:
 			dst = appendRounded(dst, p.v, int(p.k))
+		case pScaled:
+			dst = appendScaled(dst, p.m, int(p.k))
 		case pStr:
 			dst = append(dst, p.str...)
 		case pBytes:
@@ -307,6 +396,14 @@ func (r *Rewriter) apply(dst, doc []byte) ([]byte, bool) {
 		}
 		if !changed && !bytes.Equal(dst[at:], doc[p.s:p.e]) {
 			changed = true
+		}
+		if r.keepLF {
+			// Keep the line breaks of what was replaced (as whitespace
+			// after the replacement, which JSON allows) so the document
+			// keeps its line count.
+			for n := bytes.Count(doc[p.s:p.e], lf); n > 0; n-- {
+				dst = append(dst, '\n')
+			}
 		}
 		last = p.e
 	}
@@ -748,7 +845,7 @@ func (r *Rewriter) entry(depth int, key, pos uint64) error {
 			}
 		case "logprob":
 			if err = s.skipValue(depth + 1); err == nil {
-				r.chosen = append(r.chosen, r.number(vs, s.i))
+				r.chosen = append(r.chosen, r.number(vs, s.i, r.p.Perturb != 0))
 			}
 		case "top_logprobs":
 			if s.peek() == '[' {
@@ -774,12 +871,16 @@ func (r *Rewriter) entry(depth int, key, pos uint64) error {
 	return nil
 }
 
-// number reads the value at s:e as a logprob (a number, or anything else
-// which is then left alone).
-func (r *Rewriter) number(s, e int) chosenLP {
+// number reads the value at s:e as a logprob: ok when it is a number
+// (anything else is left alone). The value is parsed only when parse is
+// set: rounding alone works on the text (see roundText).
+func (r *Rewriter) number(s, e int, parse bool) chosenLP {
 	c := chosenLP{s: s, e: e}
 	if b := r.s.b[s]; b == '-' || isDigit(b) {
-		c.v, c.ok = parseNumber(r.s.b[s:e])
+		c.ok = true
+		if parse {
+			c.v, c.ok = parseNumber(r.s.b[s:e])
+		}
 	}
 	return c
 }
@@ -834,7 +935,7 @@ func (r *Rewriter) altObject(depth int, a *alt) error {
 				a.tok = span{vs + 1, s.i - 1}
 			}
 		case "logprob":
-			c := r.number(vs, s.i)
+			c := r.number(vs, s.i, false) // parsed when needed (parseAlts)
 			a.lp = span{vs, s.i}
 			a.v, a.ok = c.v, c.ok
 		}
@@ -853,29 +954,77 @@ func (r *Rewriter) finishEntry(key, pos uint64, tok span) {
 		cv, cok = r.chosen[n-1].v, r.chosen[n-1].ok
 	}
 	cout := cv
-	for gi, g := range r.groups {
-		alts := r.alts[g.lo:g.hi]
-		r.perturbArray(key, pos, alts)
-		if gi == len(r.groups)-1 && cok {
-			cout = r.chosenValue(key, pos, cv, tok, alts)
+	if r.p.Perturb != 0 {
+		for gi, g := range r.groups {
+			alts := r.alts[g.lo:g.hi]
+			// Only the alternatives that are kept, and those the chosen
+			// value depends on (the first, for the ranking, and up to the
+			// same token listed), need their values.
+			need := len(alts)
+			if r.maxAlt >= 0 {
+				need = min(need, r.maxAlt)
+			}
+			last := gi == len(r.groups)-1
+			if last && cok && len(alts) > 0 {
+				need = max(need, 1, r.sameToken(tok, alts)+1)
+			}
+			r.parseAlts(alts[:need])
+			r.perturbArray(key, pos, alts[:need])
+			if last && cok {
+				cout = r.chosenValue(key, pos, cv, tok, alts[:need])
+			}
 		}
+		if cok && len(r.groups) == 0 {
+			cout = r.chosenValue(key, pos, cv, tok, nil)
+		}
+	}
+	// Patches in document order (the sampled token's logprob usually comes
+	// before its top_logprobs), so that no sort is needed.
+	ci := 0
+	for _, g := range r.groups {
+		for ; ci < len(r.chosen) && r.chosen[ci].s < g.open; ci++ {
+			r.patchChosen(ci, cout)
+		}
+		alts := r.alts[g.lo:g.hi]
 		for j := range alts {
 			a := &alts[j]
 			a.keep = r.maxAlt < 0 || j < r.maxAlt
 			if a.keep && a.ok && r.numLP {
-				r.addNum(a.lp.s, a.lp.e, a.v, a.out, r.round)
+				r.patchNum(a.lp.s, a.lp.e, a.v, a.out, r.round)
 			}
 		}
 		r.deleteDropped(g.open, g.close, alts)
 	}
-	if cok && len(r.groups) == 0 && r.p.Perturb != 0 {
-		cout = r.chosenValue(key, pos, cv, tok, nil)
+	for ; ci < len(r.chosen); ci++ {
+		r.patchChosen(ci, cout)
 	}
-	if r.numLP {
-		for _, c := range r.chosen {
-			if c.ok {
-				r.addNum(c.s, c.e, c.v, cout, r.round)
-			}
+}
+
+func (r *Rewriter) patchChosen(i int, out float64) {
+	if c := r.chosen[i]; c.ok && r.numLP {
+		r.patchNum(c.s, c.e, c.v, out, r.round)
+	}
+}
+
+// sameToken returns the index of the first alternative whose token has
+// the same bytes as tok, or -1.
+func (r *Rewriter) sameToken(tok span, alts []alt) int {
+	if tok.s < 0 {
+		return -1
+	}
+	b := r.s.b
+	for j := range alts {
+		if a := &alts[j]; a.tok.s >= 0 && bytes.Equal(b[tok.s:tok.e], b[a.tok.s:a.tok.e]) {
+			return j
+		}
+	}
+	return -1
+}
+
+func (r *Rewriter) parseAlts(alts []alt) {
+	for j := range alts {
+		if a := &alts[j]; a.ok {
+			a.v, a.ok = parseNumber(r.s.b[a.lp.s:a.lp.e])
 		}
 	}
 }
@@ -982,7 +1131,7 @@ func (r *Rewriter) legacy(depth int, idx uint64, tok, lp, top span) {
 			for !empty {
 				vs := t.i
 				_ = t.skipValue(depth + 2)
-				r.legLP = append(r.legLP, r.number(vs, t.i))
+				r.legLP = append(r.legLP, r.number(vs, t.i, r.p.Perturb != 0))
 				if more, _ := t.arrayNext(); !more {
 					break
 				}
@@ -1012,7 +1161,7 @@ func (r *Rewriter) legacy(depth int, idx uint64, tok, lp, top span) {
 			}
 			out := r.chosenValue(idx, pos, c.v, t, r.alts)
 			if r.numLP {
-				r.addNum(c.s, c.e, c.v, out, r.round)
+				r.patchNum(c.s, c.e, c.v, out, r.round)
 			}
 		}
 		r.patchAlts(obj)
@@ -1046,6 +1195,7 @@ func (r *Rewriter) collectElems(dst []span, sp span) []span {
 // member holds the number (vLLM prompt_logprobs); otherwise the value is the
 // number (legacy top_logprobs). tok spans the member name.
 func (r *Rewriter) collectMembers(depth, off int, nested bool) {
+	rank := r.p.Perturb != 0 || r.maxAlt >= 0 // values are needed to rank
 	var t scanner
 	t.b, t.i = r.s.b, off
 	empty, _ := t.objectBegin()
@@ -1056,7 +1206,7 @@ func (r *Rewriter) collectMembers(depth, off int, nested bool) {
 		_ = t.skipValue(depth + 1)
 		a := alt{s: ks, e: t.i, tok: span{kcs, kce}, lp: span{-1, -1}}
 		if !nested {
-			c := r.number(vs, t.i)
+			c := r.number(vs, t.i, rank)
 			a.lp, a.v, a.ok = span{vs, t.i}, c.v, c.ok
 		} else if t.b[vs] == '{' {
 			var u scanner
@@ -1067,7 +1217,7 @@ func (r *Rewriter) collectMembers(depth, off int, nested bool) {
 				v2 := u.i
 				_ = u.skipValue(depth + 2)
 				if string(u.b[k2s:k2e]) == "logprob" {
-					c := r.number(v2, u.i)
+					c := r.number(v2, u.i, rank)
 					a.lp, a.v, a.ok = span{v2, u.i}, c.v, c.ok
 				}
 				if more, _ := u.objectNext(); !more {
@@ -1136,7 +1286,7 @@ func (r *Rewriter) patchAlts(obj span) {
 	for j := range r.alts {
 		a := &r.alts[j]
 		if a.keep && a.ok && r.numLP {
-			r.addNum(a.lp.s, a.lp.e, a.v, a.out, r.round)
+			r.patchNum(a.lp.s, a.lp.e, a.v, a.out, r.round)
 		}
 	}
 	r.deleteDropped(obj.s, obj.e-1, r.alts)
@@ -1374,9 +1524,7 @@ func (r *Rewriter) embFloats(depth int) error {
 			if err = s.skipNumber(); err != nil {
 				return err
 			}
-			if v, ok := parseNumber(s.b[vs:s.i]); ok {
-				r.addNum(vs, s.i, v, v, k)
-			}
+			r.addRound(vs, s.i, k)
 		} else if err = s.skipValue(depth + 1); err != nil {
 			return err
 		}

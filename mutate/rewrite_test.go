@@ -184,7 +184,7 @@ func TestRewriteInvalid(t *testing.T) {
 		{"string", `"logprobs"`, false},
 		{"empty", ``, false},
 		{"truncated", `{"choices":[{"logprobs":{"content":[{"token":"a","logprob":-0.1`, false},
-		{"trailing", `{"choices":[],"logprobs":null} {}`, false},
+		{"trailing", `{"choices":[],"logprobs":[]} {}`, false},
 		{"bad number", `{"choices":[{"logprobs":{"content":[{"logprob":-.5}]}}]}`, false},
 		{"bad escape", `{"choices":[{"logprobs":{"content":[{"token":"\x","logprob":-1}]}}]}`, false},
 		{"control char", "{\"logprobs\":[{\"token\":\"a\tb\"}]}", false},
@@ -199,7 +199,7 @@ func TestRewriteInvalid(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			in := tt.in
 			if tt.name == "deep" {
-				in = `{"logprobs":null,"x":` + deep + "}"
+				in = `{"logprobs":[],"x":` + deep + "}"
 			}
 			r := NewRewriter(allow, 1)
 			got, err := r.Rewrite(nil, []byte(in))
@@ -430,3 +430,31 @@ func TestCountersBounded(t *testing.T) {
 }
 
 func itoa(i int) string { return string(appendScaled(nil, int64(i), 0)) }
+
+func TestHasLiveKey(t *testing.T) {
+	tests := []struct {
+		doc  string
+		want bool
+	}{
+		{`{"logprobs":null}`, false},
+		{`{"logprobs" : null,"x":{"logprobs":null}}`, false},
+		{`{"logprobs":{"content":[]}}`, true},
+		{`{"logprobs":null,"prompt_logprobs":[null]}`, true},
+		{`{"delta":{"content":"logprobs"}}`, false},
+		{`{"delta":{"content":"\"logprobs\": [1]"}}`, false},
+		{`{"logprobs":nul`, true}, // conservative: the parse rejects it
+		{`{"logprobs":`, true},
+		{`{"a":"x"}`, false},
+	}
+	for _, tt := range tests {
+		if got := hasLiveKey([]byte(tt.doc), keyLogprobs); got != tt.want {
+			t.Errorf("%s: got %v", tt.doc, got)
+		}
+	}
+	if hasLiveKey([]byte(`{"object":"embedding","x":1}`), keyEmbedding) {
+		t.Errorf(`"object":"embedding" is not a key`)
+	}
+	if !hasLiveKey([]byte(`{"object":"embedding","embedding":[1]}`), keyEmbedding) {
+		t.Errorf("embedding key missed")
+	}
+}

@@ -47,13 +47,9 @@ func (s *scanner) peek() byte {
 
 func (s *scanner) ws() {
 	b, i := s.b, s.i
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-			continue
-		}
-		break
+	// Compact JSON (what servers send) has no whitespace: one compare.
+	for i < len(b) && b[i] <= ' ' && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
 	}
 	s.i = i
 }
@@ -139,18 +135,23 @@ func (s *scanner) skipNumber() error {
 	if i < len(b) && b[i] == '-' {
 		i++
 	}
-	switch {
-	case i >= len(b):
-		return errSyntax
-	case b[i] == '0':
-		i++
-	case '1' <= b[i] && b[i] <= '9':
-		for i < len(b) && isDigit(b[i]) {
-			i++
-		}
-	default:
-		return errSyntax
+	j := i
+	for j < len(b) && b[j]-'0' < 10 {
+		j++
 	}
+	if j == i || b[i] == '0' && j-i > 1 {
+		return errSyntax // no digits, or a leading zero
+	}
+	if j < len(b) && (b[j] == '.' || b[j] == 'e' || b[j] == 'E') {
+		return s.skipNumberTail(j)
+	}
+	s.i = j
+	return nil
+}
+
+// skipNumberTail moves past the fraction and exponent starting at i.
+func (s *scanner) skipNumberTail(i int) error {
+	b := s.b
 	if i < len(b) && b[i] == '.' {
 		i++
 		if i >= len(b) || !isDigit(b[i]) {
@@ -219,8 +220,20 @@ func (s *scanner) skipValue(depth int) error {
 			return err
 		}
 		for {
-			if err := s.skipValue(depth + 1); err != nil {
+			// Arrays of numbers (token bytes, embeddings, offsets) are
+			// common: skip those without the general dispatch.
+			if c := s.peek(); c == '-' || isDigit(c) {
+				err = s.skipNumber()
+			} else {
+				err = s.skipValue(depth + 1)
+			}
+			if err != nil {
 				return err
+			}
+			if s.i < len(s.b) && s.b[s.i] == ',' {
+				s.i++
+				s.ws()
+				continue
 			}
 			more, err := s.arrayNext()
 			if err != nil || !more {
@@ -487,4 +500,66 @@ func parseUint(b []byte) (uint64, bool) {
 		return 0, false
 	}
 	return uint64(v), true
+}
+
+// roundText rounds the plain decimal number b (no exponent) to k decimals
+// on its digits, half away from zero, and returns the scaled integer m
+// (value ~= m / 10^k) and whether rounding changed the value. Working on
+// the text is exact (no binary representation error at the midpoints) and
+// avoids parsing. ok is false for exponent forms or more than 18 digits;
+// the caller then goes through float64.
+func roundText(b []byte, k int) (m int64, changed, ok bool) {
+	i := 0
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		i = 1
+	}
+	var u uint64
+	nd := 0 // significant digits in u; at most 18 fit
+	for ; i < len(b) && isDigit(b[i]); i++ {
+		u = u*10 + uint64(b[i]-'0')
+		if u != 0 {
+			nd++
+		}
+	}
+	fd := 0
+	up := false
+	if i < len(b) && b[i] == '.' {
+		for i++; i < len(b) && isDigit(b[i]); i++ {
+			d := b[i]
+			switch {
+			case fd < k:
+				u = u*10 + uint64(d-'0')
+				if u != 0 {
+					nd++
+				}
+			case fd == k:
+				up = d >= '5'
+				changed = changed || d != '0'
+			default:
+				changed = changed || d != '0'
+			}
+			fd++
+		}
+	}
+	if i != len(b) {
+		return 0, false, false // exponent
+	}
+	for ; fd < k; fd++ {
+		u *= 10
+		if u != 0 {
+			nd++
+		}
+	}
+	if nd > 18 {
+		return 0, false, false
+	}
+	if up {
+		u++
+	}
+	m = int64(u)
+	if neg {
+		m = -m
+	}
+	return m, changed, true
 }

@@ -8,8 +8,9 @@ type StreamStats struct {
 	Rewritten  int64 // events whose bytes changed
 	Invalid    int64 // data events that were not JSON (passed through)
 	FailedOpen bool  // the held tail exceeded maxHeld; the rest passed through raw
-	// MultiLineSkipped counts events with several data lines whose rewrite
-	// moved or removed a line break, passed through untouched.
+	// MultiLineSkipped counts events with several data lines that could
+	// not be split back into the same lines after the rewrite and passed
+	// through untouched (a safeguard: the rewrite keeps line breaks).
 	MultiLineSkipped int64
 }
 
@@ -229,10 +230,11 @@ func (s *SSEStream) count(changed bool, err error) {
 }
 
 // multiLine rewrites an event with several data lines: the payload is the
-// lines joined with LF. The result is split back at its LFs only when it
-// has as many as the input (the rewrite kept every line break; JSON has
-// LFs only as whitespace between tokens); otherwise the event passes
-// through untouched and is counted.
+// lines joined with LF, and the result is split back at its LFs into the
+// same data lines. The Rewriter runs with keepLF, so a replacement that
+// spans line breaks (alternatives cut from a pretty-printed document)
+// keeps them as whitespace and the line count does not change. Should the
+// counts still differ, the event passes through untouched and is counted.
 func (s *SSEStream) multiLine(dst, ev []byte) []byte {
 	s.joined = s.joined[:0]
 	for k, d := range s.data {
@@ -243,7 +245,9 @@ func (s *SSEStream) multiLine(dst, ev []byte) []byte {
 	}
 	var changed bool
 	var err error
+	s.rw.keepLF = true
 	s.out, changed, err = s.rw.rewrite(s.out[:0], s.joined)
+	s.rw.keepLF = false
 	s.count(changed, err)
 	if err != nil || !changed {
 		return append(dst, ev...)

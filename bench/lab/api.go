@@ -89,7 +89,9 @@ type API struct {
 	model  Model
 	policy Policy
 	stream bool
-	// seed keys the perturbation: the server derives it from the session.
+	// seed keys the perturbation. The server derives it from the session id
+	// alone (extproc's seedOf) and starts a new Rewriter, at token position
+	// 0, for every response.
 	seed           uint64
 	perRequestSeed bool
 	chunks         *rand.Rand
@@ -111,7 +113,8 @@ type APIOptions struct {
 	Stream bool
 	// Session names the client's session; the perturbation seed derives from it.
 	Session string
-	// PerRequestSeed mixes the request number into the perturbation seed.
+	// PerRequestSeed mixes the request number into the perturbation seed,
+	// for comparison with the server's per-session seed.
 	PerRequestSeed bool
 	// Seed drives the chunk splitting.
 	Seed uint64

@@ -442,7 +442,6 @@ func detectionSection(seed uint64, p DetectionParams, where string, total int, f
 		YLabel: "share of accounts flagged",
 		LogX:   true,
 		YRange: [2]float64{0, 1.02},
-		Legend: "top-left",
 	}
 	var untagged int
 	for _, f := range fams {
@@ -486,7 +485,56 @@ func detectionSection(seed uint64, p DetectionParams, where string, total int, f
 	}
 	s.Tables = []Table{t1, t2, t3}
 	s.Figures = []Figure{fig}
+	s.Findings = detectionFindings(fams)
 	return s
+}
+
+func detectionFindings(fams []*familyStats) []string {
+	var caught, missed, falseFlag, falseBlock []string
+	for _, f := range fams {
+		var flagged, blocked int
+		var firsts []int
+		for _, a := range f.accounts {
+			if a.firstFlag > 0 {
+				flagged++
+				firsts = append(firsts, a.firstFlag)
+			}
+			if a.blocked {
+				blocked++
+			}
+		}
+		n := len(f.accounts)
+		switch {
+		case f.attack && flagged > 0:
+			caught = append(caught, fmt.Sprintf("%s %s (median %s requests)", f.name, fmtPct(frac(flagged, n)), fmtCount(quantileInt(firsts, 0.5))))
+		case f.attack:
+			missed = append(missed, f.name)
+		}
+		if !f.attack && flagged > 0 {
+			falseFlag = append(falseFlag, fmt.Sprintf("%s %s of accounts, %s of requests", f.name, fmtPct(frac(flagged, n)), fmtPct(frac(f.flaggedRequests, f.requests))))
+		}
+		if !f.attack && blocked > 0 {
+			falseBlock = append(falseBlock, fmt.Sprintf("%s %s", f.name, fmtPct(frac(blocked, n))))
+		}
+	}
+	var out []string
+	if len(caught) > 0 {
+		out = append(out, "Attack accounts flagged: "+strings.Join(caught, "; ")+".")
+	}
+	if len(missed) > 0 {
+		out = append(out, "Attack families never flagged: "+strings.Join(missed, ", ")+".")
+	}
+	if len(falseFlag) > 0 {
+		out = append(out, "Benign families flagged (degrade or stronger): "+strings.Join(falseFlag, "; ")+".")
+	} else {
+		out = append(out, "No benign account was flagged.")
+	}
+	if len(falseBlock) > 0 {
+		out = append(out, "Benign families blocked: "+strings.Join(falseBlock, "; ")+".")
+	} else {
+		out = append(out, "No benign account was blocked.")
+	}
+	return out
 }
 
 func frac(a, b int) float64 {

@@ -220,3 +220,79 @@ func TestDetectionReplayAgainstFake(t *testing.T) {
 		t.Error("no detection figure")
 	}
 }
+
+// TestLabWithRealServer runs the detection replay through the real
+// in-process server and checks the report's structure and the replay's
+// bookkeeping. The scorer's verdicts themselves are the scoring package's
+// business; only their accounting is checked here.
+func TestLabWithRealServer(t *testing.T) {
+	dir := corpusDir(t)
+	if testing.Short() {
+		t.Skip("runs the small lab")
+	}
+	o := smallOptions(ExpDetection)
+	o.Scale = 0.05
+	o.CorpusDir = dir
+	rep, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(rep.Markdown())
+	for _, want := range []string{
+		"## 2. Detection replay",
+		"### Per family", "### Benign families: false positives", "### Distributed campaign", "](detection.svg)",
+		"in-process distillguard ext_proc server",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	reqs, err := traffic.Generate(traffic.Options{CorpusDir: dir, Seed: o.Seed, Scale: o.Scale})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accounts := map[string]map[string]bool{}
+	requests := map[string]int{}
+	for _, r := range reqs {
+		if accounts[r.Family] == nil {
+			accounts[r.Family] = map[string]bool{}
+		}
+		accounts[r.Family][r.Account] = true
+		requests[r.Family]++
+	}
+	fam := findTable(t, rep, "Per family")
+	if len(fam.Rows) != len(accounts) {
+		t.Errorf("%d family rows, traffic has %d families", len(fam.Rows), len(accounts))
+	}
+	for _, r := range fam.Rows {
+		name := r[0]
+		if got, want := cellOf(t, fam, name, "accounts"), strconv.Itoa(len(accounts[name])); got != want {
+			t.Errorf("%s: accounts %s, want %s", name, got, want)
+		}
+		if got, want := cellOf(t, fam, name, "requests"), strconv.Itoa(requests[name]); got != want {
+			t.Errorf("%s: requests %s, want %s", name, got, want)
+		}
+		// The verdict counts add up to the requests.
+		var sum int
+		for _, f := range strings.Split(cellOf(t, fam, name, "allow / degrade / throttle / block"), " / ") {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum += n
+		}
+		if sum != requests[name] {
+			t.Errorf("%s: verdicts add up to %d of %d requests", name, sum, requests[name])
+		}
+		// Every request carried the metadata, so every account has a session.
+		if cellOf(t, fam, name, "server sessions") == "0" {
+			t.Errorf("%s: no server sessions reported", name)
+		}
+	}
+	if strings.Contains(md, "carried no verdict metadata") {
+		t.Error("some replies carried no verdict metadata")
+	}
+	if err := rep.Write(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+}

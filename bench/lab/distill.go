@@ -499,7 +499,6 @@ func distillSection(seed uint64, p DistillParams, hard []fidelity, results []dis
 		Title:  "Distillation: student agreement vs. rounding",
 		XLabel: "decimals kept in logprobs",
 		YLabel: "top-1 agreement with teacher",
-		Legend: "bottom-right",
 	}
 	for bi, n := range p.Budgets {
 		soft := Series{Name: fmt.Sprintf("soft labels, %d queries", n)}

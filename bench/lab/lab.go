@@ -35,7 +35,7 @@ const (
 )
 
 // AllExperiments lists every experiment in report order.
-var AllExperiments = []string{ExpTramer, ExpCarlini, ExpDistill, ExpDetection}
+func AllExperiments() []string { return []string{ExpTramer, ExpCarlini, ExpDistill, ExpDetection} }
 
 // Options configure a lab run.
 type Options struct {
@@ -69,8 +69,8 @@ type Sizes struct {
 	Detection DetectionParams
 }
 
-// PerturbScales are the perturbation scales compared.
-var perturbScales = []float64{0.1, 0.3, 1}
+// perturbScales returns the perturbation scales compared.
+func perturbScales() []float64 { return []float64{0.1, 0.3, 1} }
 
 // SizesFor returns the experiment parameters for a scale.
 func SizesFor(scale float64, policies []Policy) Sizes {
@@ -93,11 +93,11 @@ func SizesFor(scale float64, policies []Policy) Sizes {
 func Run(ctx context.Context, o Options) (*Report, error) {
 	exps := o.Experiments
 	if len(exps) == 0 {
-		exps = AllExperiments
+		exps = AllExperiments()
 	}
 	for _, e := range exps {
-		if !slices.Contains(AllExperiments, e) {
-			return nil, fmt.Errorf("lab: unknown experiment %q (want %s)", e, strings.Join(AllExperiments, ", "))
+		if !slices.Contains(AllExperiments(), e) {
+			return nil, fmt.Errorf("lab: unknown experiment %q (want %s)", e, strings.Join(AllExperiments(), ", "))
 		}
 	}
 	cfg := o.Config
@@ -107,7 +107,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Scale <= 0 {
 		o.Scale = 1
 	}
-	policies := Policies(cfg, perturbScales)
+	policies := Policies(cfg, perturbScales())
 	sz := SizesFor(o.Scale, policies)
 	sz.Detection.CorpusDir = o.CorpusDir
 	sz.Detection.Addr = o.Addr
@@ -167,6 +167,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	for _, sl := range slots {
 		if sl.err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", sl.name, sl.err))
+			// A partial report says what is missing and why.
+			rep.Sections = append(rep.Sections, Section{
+				Title: "Experiment " + sl.name + " failed",
+				Intro: []string{"Not run to completion: " + sl.err.Error()},
+			})
 			continue
 		}
 		rep.Sections = append(rep.Sections, sl.sec)
@@ -176,7 +181,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 func ordered(exps []string) []string {
 	var out []string
-	for _, e := range AllExperiments {
+	for _, e := range AllExperiments() {
 		if slices.Contains(exps, e) {
 			out = append(out, e)
 		}
@@ -226,7 +231,8 @@ func policySection(ps []Policy) Section {
 			"Every defence experiment runs the same attack once per policy. Responses are rewritten by `mutate.Rewriter` " +
 				"(non-streamed) or `mutate.SSEStream` (streamed) and requests by `mutate.RewriteRequest`, the code the ext_proc " +
 				"server runs. The two `default` rows are the embedded configuration's actions for /v1/chat/completions " +
-				"(`config.Default().Resolve`).",
+				"(`config.Default().Resolve`). As in the server, the perturbation seed is derived from the session id alone and " +
+				"every response gets a new rewriter starting at token position 0.",
 		},
 		Tables: []Table{t},
 	}

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 )
 
 // Save renders f as SVG to path.
@@ -22,36 +22,45 @@ func (f Figure) Save(path string) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
-// SVG renders f as SVG. Points that cannot be drawn (NaN, or non-positive on a log
-// axis) are left out of their line.
+// SVG renders f as SVG.
 func (f Figure) SVG() ([]byte, error) { return f.render("svg") }
 
+// Figure geometry: the legend gets its own column right of the axes so it
+// never hides a line, however many series there are.
+const (
+	plotWidth   = 15 * vg.Centimeter
+	legendWidth = 6 * vg.Centimeter
+	plotHeight  = 10 * vg.Centimeter
+)
+
 // render draws f in a format gonum/plot supports ("svg", "png", ...).
+// Points that cannot be drawn (NaN, or non-positive on a log axis) are left
+// out of their line.
 func (f Figure) render(format string) ([]byte, error) {
 	p := plot.New()
 	p.Title.Text = f.Title
 	p.X.Label.Text = f.XLabel
 	p.Y.Label.Text = f.YLabel
-	p.Legend.Top = !strings.HasPrefix(f.Legend, "bottom")
-	p.Legend.Left = strings.HasSuffix(f.Legend, "left")
-	if f.YRange[0] != f.YRange[1] {
-		p.Y.Min, p.Y.Max = f.YRange[0], f.YRange[1]
-	}
-	if f.LogY {
-		p.Y.Scale = plot.LogScale{}
-		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
-	}
 	if f.LogX {
 		p.X.Scale = plot.LogScale{}
 		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	}
+	if f.LogY {
+		p.Y.Scale = plot.LogScale{}
+		p.Y.Tick.Marker = plot.LogTicks{Prec: 1}
+	}
+	if f.YRange[0] != f.YRange[1] {
+		p.Y.Min, p.Y.Max = f.YRange[0], f.YRange[1]
+	}
 	p.Add(plotter.NewGrid())
+	legend := plot.NewLegend()
+	legend.Top, legend.Left = true, true
+	legend.TextStyle.Font.Size = vg.Points(10)
 	for i, s := range f.Series {
 		var pts plotter.XYs
 		for j := range s.X {
-			y := s.Y[j]
-			x := s.X[j]
-			if math.IsNaN(y) || math.IsInf(y, 0) || (f.LogY && y <= 0) || (f.LogX && x <= 0) {
+			x, y := s.X[j], s.Y[j]
+			if math.IsNaN(x) || math.IsNaN(y) || math.IsInf(y, 0) || (f.LogY && y <= 0) || (f.LogX && x <= 0) {
 				continue
 			}
 			pts = append(pts, plotter.XY{X: x, Y: y})
@@ -68,14 +77,17 @@ func (f Figure) render(format string) ([]byte, error) {
 		sc.Color = plotutil.Color(i)
 		sc.Shape = plotutil.Shape(i)
 		p.Add(l, sc)
-		p.Legend.Add(s.Name, l, sc)
+		legend.Add(s.Name, l, sc)
 	}
-	wt, err := p.WriterTo(16*vg.Centimeter, 10*vg.Centimeter, format)
+	c, err := draw.NewFormattedCanvas(plotWidth+legendWidth, plotHeight, format)
 	if err != nil {
 		return nil, err
 	}
+	dc := draw.New(c)
+	p.Draw(draw.Crop(dc, 0, -legendWidth, 0, 0))
+	legend.Draw(draw.Crop(dc, plotWidth+vg.Points(6), 0, 0, -vg.Points(24)))
 	var b bytes.Buffer
-	if _, err := wt.WriteTo(&b); err != nil {
+	if _, err := c.WriteTo(&b); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil

@@ -30,9 +30,6 @@ type Figure struct {
 	LogX, LogY     bool
 	// YRange fixes the y axis when its ends differ (shares: 0 to 1).
 	YRange [2]float64
-	// Legend places the legend: "top-left", "top-right" (default),
-	// "bottom-left" or "bottom-right".
-	Legend string
 	Series []Series
 }
 

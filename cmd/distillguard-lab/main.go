@@ -38,7 +38,7 @@ func run() error {
 	seed := fs.Uint64("seed", 1, "seed: the same seed gives the same report")
 	scale := fs.Float64("scale", 1, "size of the run: 1 is the full lab, smaller is quicker")
 	out := fs.String("out", "lab-out", "output directory for "+lab.ReportFile+" and figures")
-	exps := fs.String("experiments", strings.Join(lab.AllExperiments, ","), "comma-separated experiments: "+strings.Join(lab.AllExperiments, ", "))
+	exps := fs.String("experiments", strings.Join(lab.AllExperiments(), ","), "comma-separated experiments: "+strings.Join(lab.AllExperiments(), ", "))
 	addr := fs.String("addr", "", "external distillguard ext_proc address host:port (default: start one in-process)")
 	cfgPath := fs.String("config", "", "distillguard configuration file (default: the embedded default)")
 	parallel := fs.Int("parallel", 0, "experiment parts run at once (default GOMAXPROCS)")

@@ -26,7 +26,7 @@ func TestDefaultPolicyIsTheDocumentedOne(t *testing.T) {
 	if deg.Output.MaxAlternatives != 0 || deg.Output.RoundDecimals != 1 || deg.Output.Perturb <= 0 {
 		t.Errorf("degrade output = %+v", deg.Output)
 	}
-	if deg.Request.MaxN != 1 || !deg.Request.DropLogitBiasWithLogprobs {
+	if deg.Request.MaxN != 1 || !deg.Request.DropLogitBias {
 		t.Errorf("degrade request = %+v", deg.Request)
 	}
 	th := c.Resolve("/v1/completions", "", scoring.Throttle)

@@ -48,6 +48,7 @@ const (
 	reasonScorerPanic        = "scorer_panic"
 	reasonPartialBody        = "partial_body"     // BUFFERED_PARTIAL cut a JSON body
 	reasonHeldAtTrailers     = "held_at_trailers" // bytes held when trailers ended a non-duplex body
+	reasonHeldAtEnd          = "held_at_end"      // bytes still held when the stream ended
 	reasonNon2xx             = "non_2xx"
 	reasonNoDecision         = "no_decision" // response seen before the request was decided
 )
@@ -56,13 +57,15 @@ var allReasons = []string{
 	reasonInvalidJSON, reasonBodyTooLarge, reasonHeldOverflow, reasonGzipError,
 	reasonUnknownContentType, reasonUnknownEncoding, reasonBadRequestJSON,
 	reasonRequestEncoded, reasonClockSkew, reasonBadRequestTime, reasonScorerPanic,
-	reasonPartialBody, reasonHeldAtTrailers, reasonNon2xx, reasonNoDecision,
+	reasonPartialBody, reasonHeldAtTrailers, reasonHeldAtEnd, reasonNon2xx, reasonNoDecision,
 }
 
 // Protocol violations (warned and counted in
 // distillguard_protocol_errors{kind}).
 const (
 	protoEmptyRequest = "empty_request" // ProcessingRequest with no request oneof
+	protoOutOfOrder   = "out_of_order"  // a second headers message, or headers after the end
+	protoAfterEnd     = "after_end"     // body or trailers after end_of_stream or trailers
 )
 
 type metrics struct {

@@ -412,7 +412,9 @@ func (st *stream) reject(rj *config.Reject) *extprocv3.ProcessingResponse {
 	st.attachMeta(r)
 	st.done = true
 	st.rq.buf = nil
-	st.srv.m.immediateResponse(st.ctx, rj.Status)
+	if !st.observe { // in observability mode nothing reaches Envoy
+		st.srv.m.immediateResponse(st.ctx, rj.Status)
+	}
 	return r
 }
 

@@ -2,6 +2,7 @@ package extproc
 
 import (
 	"bytes"
+	"encoding/json"
 	"strconv"
 
 	procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -29,7 +30,6 @@ type respState struct {
 	hadLength bool
 
 	gz      *mutate.Gunzip
-	gzDone  bool
 	origEnc string
 	// dead: gzip failed after decoded bytes were released; the remaining
 	// input cannot be passed (content-encoding is gone) and is dropped.
@@ -46,6 +46,8 @@ type respState struct {
 	// emitted: body bytes were already released, so the original can no
 	// longer be restored.
 	emitted bool
+	// cut: the body turned out to be cut at Envoy's buffer limit.
+	cut bool
 }
 
 func (st *stream) onResponseHeaders(h *extprocv3.HttpHeaders) {
@@ -92,6 +94,14 @@ func (st *stream) onResponseHeaders(h *extprocv3.HttpHeaders) {
 	if kind != respPass && enc == encUnknown {
 		st.pass(reasonUnknownEncoding)
 		kind = respPass
+	}
+	if kind == respJSON && enc == encIdentity {
+		// A JSON body announced larger than the bound would be passed
+		// through anyway: do not ask Envoy to buffer it.
+		if n, err := strconv.ParseInt(getHeader(hdr, "content-length"), 10, 64); err == nil && n > int64(st.cfg.Processing.MaxBodyBytes) {
+			st.pass(reasonBodyTooLarge)
+			kind = respPass
+		}
 	}
 	mode := st.respMode
 	var override *procv3.ProcessingMode
@@ -155,58 +165,63 @@ func (st *stream) onResponseBody(b *extprocv3.HttpBody) {
 		st.emit(bodyReply(false, nil))
 		return
 	}
-	mode := rs.mode
-	if streamedMode(mode) {
-		out, keep, _ := st.feed(data, eos, false)
-		if keep {
+	if streamedMode(rs.mode) {
+		out, fr := st.feed(data, eos, false, false)
+		if fr == fedKeep {
 			out = data
 		}
 		st.emitStreamed(false, out, eos, false)
 		return
 	}
-	// BUFFERED delivers the whole body at once (end_of_stream false only
-	// when trailers follow); BUFFERED_PARTIAL without end_of_stream was cut
-	// at Envoy's buffer limit and the rest will bypass the processor.
+	mode := rs.mode
+	// BUFFERED delivers the whole body at once; end_of_stream is false there
+	// only when trailers follow, or when Envoy ignored our override and is
+	// really streaming (ambiguous, resolved by whether the JSON is whole).
+	// BUFFERED_PARTIAL without end_of_stream was cut at Envoy's buffer limit
+	// and the rest will bypass the processor.
 	final := eos || mode == modeBuffered
+	ambiguous := mode == modeBuffered && !eos
 	cut := mode == modePartial && !eos
 	restorable := headerMutationsApply(mode) && !rs.emitted
 	var out []byte
-	var keep, restore bool
+	var fr feedResult
 	if cut && (rs.kind == respJSON || rs.gz != nil) {
 		// A cut JSON document cannot be rewritten, and a cut gzip stream
 		// continues compressed past the processor: leave both as sent.
 		st.pass(reasonPartialBody)
-		out, keep = data, true
-		restore = rs.gz != nil && restorable
+		fr = fedKeep
+		if rs.gz != nil && restorable {
+			fr = fedRestore
+		}
 		st.giveUp()
 	} else {
-		out, keep, restore = st.feed(data, final || cut, restorable)
+		out, fr = st.feed(data, final || cut, restorable, ambiguous)
 	}
 	cr := &extprocv3.CommonResponse{}
 	var m mutation
 	sent := out
-	switch {
-	case restore:
-		// Header mutations on this reply take effect (BUFFERED or
-		// BUFFERED_PARTIAL while Envoy holds the headers): put the
-		// encoding back and pass the original bytes.
+	switch fr {
+	case fedRestore:
+		// Header mutations on this reply take effect (BUFFERED, or
+		// BUFFERED_PARTIAL while Envoy holds the headers): put the encoding
+		// back and pass the original bytes.
 		sent = data
 		m.setHeader("content-encoding", rs.origEnc)
-		if rs.hadLength && !cut {
-			m.setHeader("content-length", strconv.Itoa(len(data)))
-		}
-	case keep:
+	case fedKeep:
 		sent = data
+	case fedHold:
+		sent = nil
+		cr.BodyMutation = replaceBody(nil)
 	default:
 		cr.BodyMutation = replaceBody(out)
 	}
-	if !restore && final && !rs.emitted && rs.hadLength && headerMutationsApply(mode) {
-		// The whole body is in this reply: a correct content-length is
-		// required for a replaced BUFFERED body (Envoy rejects a mismatch)
-		// and restores the header removed on the headers reply.
+	if fr != fedHold && final && !cut && !rs.cut && !rs.emitted && rs.hadLength {
+		// This reply carries the entire body: a replaced BUFFERED body needs
+		// a matching content-length (Envoy rejects a mismatch), and it
+		// restores the header removed on the headers reply.
 		m.setHeader("content-length", strconv.Itoa(len(sent)))
 	}
-	if headerMutationsApply(mode) {
+	if headerMutationsApply(rs.mode) {
 		cr.HeaderMutation = m.proto()
 	}
 	if len(sent) > 0 {
@@ -222,7 +237,7 @@ func (st *stream) onResponseTrailers() {
 		if streamedMode(rs.mode) {
 			// Trailers end a FULL_DUPLEX_STREAMED body: flush what is held
 			// (end_of_stream false: the trailers reply follows).
-			out, _, _ := st.feed(nil, true, false)
+			out, _ := st.feed(nil, true, false, false)
 			st.emitStreamed(false, out, false, false)
 		} else if len(rs.buf) > 0 || (rs.sse != nil && rs.sse.Held() > 0) {
 			st.pass(reasonHeldAtTrailers)
@@ -244,80 +259,126 @@ func (st *stream) giveUp() {
 	}
 }
 
-// feed runs one chunk through decoding and rewriting and returns the bytes
-// to release now. keep reports that they equal data (no body mutation
-// needed); restore reports a gzip failure on a body that can still be
-// passed as it came (restorable: nothing released yet and header mutations
-// apply), so the caller must put content-encoding back.
-func (st *stream) feed(data []byte, final, restorable bool) (out []byte, keep, restore bool) {
+type feedResult uint8
+
+const (
+	fedEmit    feedResult = iota // release the returned bytes in place of the chunk
+	fedKeep                      // the chunk goes on unchanged
+	fedRestore                   // gzip failed on a still-whole body: pass the original, restore content-encoding
+	fedHold                      // nothing to release yet
+)
+
+// feed runs one chunk through decoding and rewriting. final flushes what
+// is held; restorable says nothing was released yet and header mutations
+// apply, so a gzip failure can still hand back the original; ambiguous says
+// a BUFFERED message without end_of_stream may really be a STREAMED chunk.
+func (st *stream) feed(data []byte, final, restorable, ambiguous bool) ([]byte, feedResult) {
 	rs := &st.rs
 	if rs.dead {
-		return nil, false, false
+		return nil, fedHold
 	}
 	in := data
 	if rs.gz != nil {
 		dec, err := rs.gz.Write(rs.decBuf[:0], data)
-		if err == nil && final {
+		closed := false
+		if err == nil && final && !ambiguous {
 			dec, err = rs.gz.Close(dec)
-			rs.gzDone = true
+			closed = true
 		}
 		if err != nil {
 			st.pass(reasonGzipError)
 			_, _ = rs.gz.Close(nil)
 			rs.gz = nil
-			if restorable && !rs.emitted {
+			if restorable {
 				rs.kind = respPass
 				rs.buf = nil
-				return data, true, true
+				return data, fedRestore
 			}
 			// content-encoding is already gone and bytes were released:
 			// release what decoded cleanly and drop the rest rather than
 			// send compressed bytes as identity.
-			out = st.drain(dec)
+			out := st.drain(dec)
 			rs.dead = true
-			return out, false, false
+			return out, fedEmit
 		}
 		rs.decBuf = dec[:0]
 		in = dec
-		if rs.gzDone {
+		if closed {
 			rs.gz = nil
 		}
 	}
 	switch rs.kind {
 	case respSSE:
-		out = rs.sse.Write(rs.outBuf[:0], in, final)
+		out := rs.sse.Write(rs.outBuf[:0], in, final)
 		rs.outBuf = out[:0]
 		st.sseStats()
+		return out, st.keepOr(out, data)
 	case respJSON:
-		max := st.cfg.Processing.MaxBodyBytes
-		switch {
-		case len(rs.buf)+len(in) > max:
+		if len(rs.buf)+len(in) > st.cfg.Processing.MaxBodyBytes {
 			st.pass(reasonBodyTooLarge)
-			if restorable && data != nil && rs.origEnc != "" {
-				// Still compressed as sent: pass the original.
+			if restorable && rs.origEnc != "" {
 				st.giveUp()
-				return data, true, true
+				return data, fedRestore
 			}
-			out = append(rs.buf, in...)
+			out := append(rs.buf, in...)
 			rs.buf = nil
 			rs.kind = respRaw
-		case final:
-			doc := in
-			if len(rs.buf) > 0 {
-				rs.buf = append(rs.buf, in...)
-				doc = rs.buf
-			}
-			out = st.rewriteJSON(doc)
-			rs.buf = nil
-		default:
-			rs.buf = append(rs.buf, in...)
-			out = nil
+			return out, st.keepOr(out, data)
 		}
+		if !final {
+			rs.buf = append(rs.buf, in...)
+			return nil, fedHold
+		}
+		doc := in
+		if len(rs.buf) > 0 {
+			rs.buf = append(rs.buf, in...)
+			doc = rs.buf
+		}
+		if ambiguous && !json.Valid(doc) {
+			// Not a whole document, so Envoy ignored the BUFFERED override.
+			// (The rewriter cannot tell: it passes documents without
+			// logprobs through unvalidated.)
+			if st.respMode == modePartial {
+				// Cut at Envoy's buffer limit; the rest bypasses us.
+				st.pass(reasonPartialBody)
+				rs.cut = true
+				encoded := rs.origEnc != ""
+				st.giveUp()
+				if encoded {
+					return data, fedRestore
+				}
+				return data, fedKeep
+			}
+			// Streaming: hold and continue as STREAMED.
+			if len(rs.buf) == 0 {
+				rs.buf = append(rs.buf, in...)
+			}
+			rs.mode = modeStreamed
+			return nil, fedHold
+		}
+		out, err := rs.rw.Rewrite(rs.outBuf[:0], doc)
+		if err != nil {
+			st.pass(reasonInvalidJSON)
+			rs.buf = nil
+			return doc, st.keepOr(doc, data)
+		}
+		rs.outBuf = out[:0]
+		rs.buf = nil
+		if !bytes.Equal(out, doc) {
+			st.srv.m.events.Add(st.ctx, 1)
+		}
+		return out, st.keepOr(out, data)
 	default: // respRaw
-		out = in
+		return in, st.keepOr(in, data)
 	}
-	keep = rs.origEnc == "" && bytes.Equal(out, data)
-	return out, keep, false
+}
+
+// keepOr reports fedKeep when out is exactly the chunk Envoy sent.
+func (st *stream) keepOr(out, data []byte) feedResult {
+	if st.rs.origEnc == "" && bytes.Equal(out, data) {
+		return fedKeep
+	}
+	return fedEmit
 }
 
 // drain releases what is decoded and held after a gzip failure.
@@ -334,20 +395,6 @@ func (st *stream) drain(dec []byte) []byte {
 		out = dec
 	}
 	rs.buf = nil
-	return out
-}
-
-func (st *stream) rewriteJSON(doc []byte) []byte {
-	rs := &st.rs
-	out, err := rs.rw.Rewrite(rs.outBuf[:0], doc)
-	if err != nil {
-		st.pass(reasonInvalidJSON)
-		return doc
-	}
-	rs.outBuf = out[:0]
-	if !bytes.Equal(out, doc) {
-		st.srv.m.events.Add(st.ctx, 1)
-	}
 	return out
 }
 

@@ -10,6 +10,40 @@
 // (https://www.envoyproxy.io/docs/envoy/latest/api-v3/service/ext_proc/v3/external_processor.proto).
 // Every design choice that depends on what Envoy does with a reply cites the
 // field it relies on.
+//
+// Request bodies, by body mode (protocol_config when Envoy sends it, else
+// processing.request_body_mode):
+//
+//   - BUFFERED: the one body message is parsed, scored and answered with the
+//     rewritten body, a matching content-length and the decision metadata.
+//   - STREAMED: chunks are held (answered with clear_body) up to
+//     max_body_bytes; the reply to the last one carries the whole rewritten
+//     body. Content-length goes on the headers reply.
+//   - FULL_DUPLEX_STREAMED: the headers reply is held until the body ends,
+//     then headers, then the body as streamed_response chunks (<= 64 KiB).
+//   - BUFFERED_PARTIAL: as BUFFERED when end_of_stream is set; a cut body is
+//     scored from the headers and passed through.
+//   - NONE, or no body: decided at the request headers.
+//
+// Bodies beyond max_body_bytes are decided from the headers and passed
+// through; unparseable ones pass through; both are counted.
+//
+// Response bodies are rewritten when the resolved output policy changes
+// something, the status is 2xx, the content type is SSE or JSON and the
+// encoding is identity or gzip. SSE is framed incrementally (complete events
+// released per chunk, the unfinished tail held up to max_held_bytes); JSON
+// is rewritten whole (mode_override to BUFFERED when allowed, otherwise held
+// like a STREAMED request body). Gzip is decoded (bounded by
+// max_decompressed_bytes) and sent on as identity; a decoding failure hands
+// back the original body while it is still whole, else releases what
+// decoded cleanly and drops the rest.
+//
+// Known limit: in STREAMED, a body that ends with trailers instead of
+// end_of_stream while bytes are held cannot release them: a trailers reply
+// carries no body, and with the trailer mode SKIP Envoy sends nothing at
+// all. This is counted (held_at_trailers, held_at_end) and warned about.
+// OpenAI-compatible servers and clients do not send trailers;
+// FULL_DUPLEX_STREAMED has no such limit.
 package extproc
 
 import (
@@ -54,11 +88,12 @@ type Options struct {
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
 
-	config func() *config.Config
-	scorer scoring.Scorer
-	log    *slog.Logger
-	now    func() time.Time
-	m      *metrics
+	config   func() *config.Config
+	fallback *config.Config // used if config returns nil mid-run
+	scorer   scoring.Scorer
+	log      *slog.Logger
+	now      func() time.Time
+	m        *metrics
 
 	active atomic.Int64
 	ids    atomic.Uint64
@@ -68,10 +103,9 @@ var _ extprocv3.ExternalProcessorServer = (*Server)(nil)
 
 // New returns a Server.
 func New(opts Options) (*Server, error) {
-	s := &Server{config: opts.Config, scorer: opts.Scorer, log: opts.Logger, now: opts.Now}
+	s := &Server{config: opts.Config, scorer: opts.Scorer, log: opts.Logger, now: opts.Now, fallback: config.Default()}
 	if s.config == nil {
-		def := config.Default()
-		s.config = func() *config.Config { return def }
+		s.config = func() *config.Config { return s.fallback }
 	}
 	if s.scorer == nil {
 		s.scorer = scoring.AllowAll{}

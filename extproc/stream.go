@@ -82,6 +82,8 @@ type stream struct {
 	// later message of the stream (ProcessingResponse.immediate_response).
 	done            bool
 	seenReqTrailers bool
+	// Message-order bookkeeping, for protocol-violation warnings only.
+	reqEnded, respHeaders, respEnded bool
 
 	rq reqState
 	rs respState
@@ -116,7 +118,7 @@ type reqState struct {
 func (s *Server) newStream(ctx context.Context) *stream {
 	cfg := s.config()
 	if cfg == nil {
-		cfg = config.Default()
+		cfg = s.fallback
 	}
 	st := &stream{srv: s, ctx: ctx, cfg: cfg, id: s.ids.Add(1), arrival: s.now()}
 	st.reqTime = st.arrival
@@ -145,24 +147,40 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) []*extprocv3.Processi
 	if attrs := req.GetAttributes(); len(attrs) > 0 {
 		st.readAttributes(attrs)
 	}
+	// Envoy never sends a message after the end of its direction or a
+	// second headers message; such input is answered all the same (a
+	// missing reply would stall the stream) but warned about.
 	switch r := req.GetRequest().(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
 		st.lastKind = kindRequestHeaders
+		st.check(st.rq.sawHeaders || st.reqEnded, protoOutOfOrder)
+		st.reqEnded = r.RequestHeaders.GetEndOfStream()
 		st.onRequestHeaders(r.RequestHeaders)
 	case *extprocv3.ProcessingRequest_RequestBody:
 		st.lastKind = kindRequestBody
+		st.check(st.reqEnded, protoAfterEnd)
+		st.reqEnded = st.reqEnded || r.RequestBody.GetEndOfStream()
 		st.onRequestBody(r.RequestBody)
 	case *extprocv3.ProcessingRequest_RequestTrailers:
 		st.lastKind = kindRequestTrailers
+		st.check(st.reqEnded, protoAfterEnd)
+		st.reqEnded = true
 		st.onRequestTrailers()
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
 		st.lastKind = kindResponseHeaders
+		st.check(st.respHeaders || st.respEnded, protoOutOfOrder)
+		st.respHeaders = true
+		st.respEnded = r.ResponseHeaders.GetEndOfStream()
 		st.onResponseHeaders(r.ResponseHeaders)
 	case *extprocv3.ProcessingRequest_ResponseBody:
 		st.lastKind = kindResponseBody
+		st.check(st.respEnded, protoAfterEnd)
+		st.respEnded = st.respEnded || r.ResponseBody.GetEndOfStream()
 		st.onResponseBody(r.ResponseBody)
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
 		st.lastKind = kindResponseTrailers
+		st.check(st.respEnded, protoAfterEnd)
+		st.respEnded = true
 		st.onResponseTrailers()
 	default:
 		// Nothing to answer: a reply would be spurious. Flow-control-only
@@ -176,6 +194,15 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) []*extprocv3.Processi
 		return nil
 	}
 	return st.out
+}
+
+// check counts and warns about a protocol violation when bad holds.
+func (st *stream) check(bad bool, kind string) {
+	if !bad {
+		return
+	}
+	st.srv.m.protocolError(st.ctx, kind)
+	st.srv.log.Warn("ext_proc protocol violation", "stream", st.id, "violation", kind, "message", st.lastKind.String())
 }
 
 func (st *stream) emit(r *extprocv3.ProcessingResponse) {
@@ -229,6 +256,15 @@ func (st *stream) readAttributes(attrs map[string]*structpb.Struct) {
 // release drops everything the stream holds. It runs on every exit path of
 // Process.
 func (st *stream) release() {
+	if !st.done && (len(st.rq.buf) > 0 || len(st.rs.buf) > 0 || (st.rs.sse != nil && st.rs.sse.Held() > 0)) {
+		// The stream ended with body bytes still held back, which only a
+		// body ending without end_of_stream (trailers under STREAMED) or an
+		// aborted exchange leaves behind.
+		st.pass(reasonHeldAtEnd)
+		if st.end == "eof" {
+			st.srv.log.Warn("ext_proc stream closed while body bytes were held", "stream", st.id)
+		}
+	}
 	if st.rs.gz != nil {
 		_, _ = st.rs.gz.Close(nil)
 		st.rs.gz = nil

@@ -225,8 +225,9 @@ const (
 type run struct {
 	cfg    *Config
 	client extprocv3.ExternalProcessorClient
-	ctx    context.Context
-	cancel context.CancelFunc
+	ctx    context.Context    // the exchange (upstream calls)
+	sctx   context.Context    // the side stream
+	cancel context.CancelFunc // cancels sctx
 	st     extprocv3.ExternalProcessor_ProcessClient
 	res    *Result
 	mode   *procv3.ProcessingMode
@@ -258,8 +259,8 @@ func (e *Envoy) Do(ctx context.Context, ex *Exchange) (*Result, error) {
 		// set to SEND"; Envoy refuses the configuration otherwise.
 		return nil, errors.New("envoytest: FULL_DUPLEX_STREAMED needs the trailer mode of its direction set to SEND")
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	r := &run{cfg: &e.cfg, client: e.client, ctx: rctx, cancel: cancel,
+	sctx, cancel := context.WithCancel(ctx)
+	r := &run{cfg: &e.cfg, client: e.client, ctx: ctx, sctx: sctx, cancel: cancel,
 		res: &Result{Metadata: map[string]*structpb.Struct{}}, mode: proto.Clone(m).(*procv3.ProcessingMode)}
 	defer r.close()
 
@@ -367,7 +368,7 @@ func (r *run) open() error {
 	if r.st != nil {
 		return nil
 	}
-	st, err := r.client.Process(r.ctx)
+	st, err := r.client.Process(r.sctx)
 	if err != nil {
 		return err
 	}
@@ -701,8 +702,14 @@ func (r *run) sendTrailers(request bool) bool {
 	return r.mode.GetResponseTrailerMode() == procv3.ProcessingMode_SEND
 }
 
-// shouldRemoveContentLength is ProcessorState::shouldRemoveContentLength.
+// shouldRemoveContentLength is ProcessorState::shouldRemoveContentLength:
+// in these modes Envoy strips content-length after sending the headers and
+// skips content-length in set_headers, unless allow_content_length_header
+// makes the processor responsible for it.
 func (r *run) shouldRemoveContentLength(request bool) bool {
+	if r.cfg.AllowContentLengthHeader {
+		return false
+	}
 	switch r.bodyMode(request) {
 	case procv3.ProcessingMode_STREAMED, procv3.ProcessingMode_BUFFERED_PARTIAL, procv3.ProcessingMode_FULL_DUPLEX_STREAMED:
 		return true
@@ -790,7 +797,7 @@ func (r *run) path(request bool, h *headerList, body []byte, chunks [][]byte, tr
 		}
 		// decodeHeaders/encodeHeaders strip content-length right after
 		// sending headers, before any reply, by the mode in force then.
-		if !r.cfg.AllowContentLengthHeader && r.shouldRemoveContentLength(request) {
+		if r.shouldRemoveContentLength(request) {
 			h.remove("content-length")
 		}
 		if duplex {
@@ -820,7 +827,7 @@ func (r *run) path(request bool, h *headerList, body []byte, chunks [][]byte, tr
 				return body
 			}
 		}
-	} else if !r.cfg.AllowContentLengthHeader && r.shouldRemoveContentLength(request) {
+	} else if r.shouldRemoveContentLength(request) {
 		h.remove("content-length")
 	}
 	if eos || r.complete || replaced {
@@ -982,6 +989,13 @@ func (r *run) duplex(request bool, h *headerList, chunks [][]byte, trl *headerLi
 		return join(chunks)
 	}
 	var wg sync.WaitGroup
+	finished := false
+	defer func() {
+		if !finished {
+			r.cancel() // unblock the sender: this side stream is over
+		}
+		wg.Wait()
+	}()
 	sendErr := make(chan error, 1)
 	wg.Add(1)
 	go func() {
@@ -998,20 +1012,17 @@ func (r *run) duplex(request bool, h *headerList, chunks [][]byte, trl *headerLi
 			}
 		}
 	}()
-	defer wg.Wait()
 	var out []byte
 	if awaitHeaders {
 		m, res := r.await(expH, false)
 		switch res {
 		case ended:
-			r.cancel() // stop the sender
 			return nil
 		case bypassed:
-			return join(chunks)
+			return r.duplexLost()
 		}
 		if err := r.applyHeaderMutation(commonOf(m).GetHeaderMutation(), h, r.shouldRemoveContentLength(request)); err != nil {
 			r.mutationFailed(err)
-			r.cancel()
 			return nil
 		}
 	}
@@ -1020,10 +1031,9 @@ func (r *run) duplex(request bool, h *headerList, chunks [][]byte, trl *headerLi
 		m, err := r.recv(false)
 		if err != nil {
 			if r.streamFailed(err) == ended {
-				r.cancel()
 				return nil
 			}
-			return out
+			return r.duplexLost()
 		}
 		if m.GetModeOverride() != nil {
 			r.modeOverride(m.GetModeOverride(), false)
@@ -1032,7 +1042,6 @@ func (r *run) duplex(request bool, h *headerList, chunks [][]byte, trl *headerLi
 		r.acceptMetadata(m, kind)
 		if ir := m.GetImmediateResponse(); ir != nil {
 			r.immediate(ir)
-			r.cancel()
 			return nil
 		}
 		switch kind {
@@ -1040,10 +1049,9 @@ func (r *run) duplex(request bool, h *headerList, chunks [][]byte, trl *headerLi
 			sr := commonOf(m).GetBodyMutation().GetStreamedResponse()
 			if sr == nil {
 				if r.spurious("normal body mutation while the body mode is FULL_DUPLEX_STREAMED") == ended {
-					r.cancel()
 					return nil
 				}
-				return out
+				return r.duplexLost()
 			}
 			if bodyDone {
 				r.violate("streamed_response after end_of_stream")
@@ -1055,32 +1063,42 @@ func (r *run) duplex(request bool, h *headerList, chunks [][]byte, trl *headerLi
 		case expNames[expT]:
 			if !sendTrl {
 				if r.spurious("trailers reply without trailers") == ended {
-					r.cancel()
 					return nil
 				}
-				return out
+				return r.duplexLost()
 			}
 			if err := r.applyHeaderMutation(trailerMutationOf(m), trl, false); err != nil {
 				r.mutationFailed(err)
-				r.cancel()
 				return nil
 			}
 			trlDone = true
 			bodyDone = true
 		default:
 			if r.spurious("%s reply during a FULL_DUPLEX_STREAMED body", kind) == ended {
-				r.cancel()
 				return nil
 			}
-			return out
+			return r.duplexLost()
 		}
 	}
+	finished = true
+	wg.Wait()
 	select {
 	case err := <-sendErr:
 		r.violate("sending the body failed: %v", err)
 	default:
 	}
 	return out
+}
+
+// duplexLost handles a side stream that failed open in the middle of a
+// FULL_DUPLEX_STREAMED body. Envoy drains each chunk once it is sent to the
+// processor, so there is nothing left to continue with: it cannot fail open
+// (Filter::failureModeAllow is false once a duplex body was received) and
+// answers status_on_error.
+func (r *run) duplexLost() []byte {
+	r.violate("side stream ended during a FULL_DUPLEX_STREAMED body")
+	r.localReply(r.cfg.StatusOnError, nil, nil, "ext_proc_error_full_duplex_stream_lost")
+	return nil
 }
 
 func (r *run) trailers(request bool, trl *headerList) {

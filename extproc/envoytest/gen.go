@@ -238,8 +238,8 @@ func Join(events [][]byte) []byte {
 	return b
 }
 
-// Done is the terminating event of chat and legacy completion streams.
-var Done = []byte("data: [DONE]\n\n")
+// DoneEvent is the terminating event of chat and legacy completion streams.
+const DoneEvent = "data: [DONE]\n\n"
 
 func (g *Gen) chunkHead(dst []byte, id, object string) []byte {
 	dst = append(dst, `{"id":`...)
@@ -311,7 +311,7 @@ func (g *Gen) ChatStream(o Options) [][]byte {
 		b = appendUsage(b, o.PromptTok, o.Tokens*o.N)
 		ev = append(ev, Event("", append(b, '}')))
 	}
-	return append(ev, Done)
+	return append(ev, []byte(DoneEvent))
 }
 
 // ChatCompletion returns a non-streamed chat completion body.
@@ -455,7 +455,7 @@ func (g *Gen) CompletionStream(o Options) [][]byte {
 		b = appendUsage(b, o.PromptTok, o.Tokens)
 		ev = append(ev, Event("", append(b, '}')))
 	}
-	return append(ev, Done)
+	return append(ev, []byte(DoneEvent))
 }
 
 // Completion returns a non-streamed legacy completion body.

@@ -1,0 +1,132 @@
+package extproc
+
+import (
+	"context"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/distillguard/distillguard/config"
+	"github.com/distillguard/distillguard/extproc/envoytest"
+	"github.com/distillguard/distillguard/scoring"
+)
+
+func hmap(kv ...string) *corev3.HeaderMap {
+	m := &corev3.HeaderMap{}
+	for i := 0; i < len(kv); i += 2 {
+		m.Headers = append(m.Headers, &corev3.HeaderValue{Key: kv[i], RawValue: []byte(kv[i+1])})
+	}
+	return m
+}
+
+// benchEvents returns token events of a streamed chat completion (no role,
+// finish, usage or [DONE] events), each one SSE event.
+func benchEvents(top int, logprobs bool) [][]byte {
+	ev := envoytest.NewGen(77).ChatStream(envoytest.Options{Tokens: 64, Logprobs: logprobs, TopLogprobs: top})
+	return ev[1 : len(ev)-2]
+}
+
+// openResponse brings a stream to the response body of a streamed chat
+// completion in mode (STREAMED or FULL_DUPLEX_STREAMED).
+func openResponse(b *testing.B, srv *Server, mode *extprocv3.ProtocolConfiguration) *stream {
+	st := srv.newStream(context.Background())
+	st.handle(&extprocv3.ProcessingRequest{ProtocolConfig: mode, Request: &extprocv3.ProcessingRequest_RequestHeaders{
+		RequestHeaders: &extprocv3.HttpHeaders{Headers: hmap(":path", "/v1/chat/completions", ":method", "POST", "content-type", "application/json")}}})
+	st.handle(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+		RequestBody: &extprocv3.HttpBody{Body: chatBody, EndOfStream: true}}})
+	r := st.handle(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
+		ResponseHeaders: &extprocv3.HttpHeaders{Headers: hmap(":status", "200", "content-type", "text/event-stream")}}})
+	if len(r) != 1 || st.rs.kind != respSSE {
+		b.Fatalf("stream not set up for SSE rewriting: %v", r)
+	}
+	return st
+}
+
+// BenchmarkProcessChunk: one SSE token event per STREAMED (or duplex)
+// response message through the state machine, no gRPC.
+func BenchmarkProcessChunk(b *testing.B) {
+	cases := []struct {
+		name     string
+		top      int
+		logprobs bool
+		mode     *extprocv3.ProtocolConfiguration
+	}{
+		{"streamed/top5", 5, true, &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mStreamed}},
+		{"streamed/top20", 20, true, &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mStreamed}},
+		{"streamed/nologprobs", 0, false, &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mStreamed}},
+		{"duplex/top5", 5, true, &extprocv3.ProtocolConfiguration{RequestBodyMode: mDuplex, ResponseBodyMode: mDuplex}},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			cfg := testConfig(nil)
+			srv, err := New(Options{Config: func() *config.Config { return cfg }, Scorer: verdictScorer(scoring.Allow)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			st := openResponse(b, srv, tc.mode)
+			defer st.release()
+			events := benchEvents(tc.top, tc.logprobs)
+			msgs := make([]*extprocv3.ProcessingRequest, len(events))
+			var n int
+			for i, e := range events {
+				n += len(e)
+				msgs[i] = &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: e}}}
+			}
+			b.SetBytes(int64(n / len(events)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if r := st.handle(msgs[i%len(msgs)]); len(r) != 1 {
+					b.Fatalf("%d replies", len(r))
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkGRPCRoundTrip: one SSE token event per message over an
+// in-memory gRPC connection (send, server processing, receive).
+func BenchmarkGRPCRoundTrip(b *testing.B) {
+	h := newHarness(b, testConfig(nil), verdictScorer(scoring.Allow))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ps, err := h.client.Process(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	setup := []*extprocv3.ProcessingRequest{
+		{ProtocolConfig: &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mStreamed},
+			Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+				Headers: hmap(":path", "/v1/chat/completions", ":method", "POST", "content-type", "application/json")}}},
+		{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: chatBody, EndOfStream: true}}},
+		{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+			Headers: hmap(":status", "200", "content-type", "text/event-stream")}}},
+	}
+	for _, m := range setup {
+		if err := ps.Send(m); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ps.Recv(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	events := benchEvents(5, true)
+	msgs := make([]*extprocv3.ProcessingRequest, len(events))
+	for i, e := range events {
+		msgs[i] = &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: e}}}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := ps.Send(msgs[i%len(msgs)]); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ps.Recv(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	ps.CloseSend()
+	ps.Recv()
+}

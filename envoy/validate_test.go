@@ -21,6 +21,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"gopkg.in/yaml.v3"
 
+	"github.com/distillguard/distillguard/config"
+
 	// Register every type a shipped config may name in a typed_config.
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
@@ -298,6 +300,29 @@ func TestIstioFilterPatchValidates(t *testing.T) {
 		}
 		if !ep.GetAllowModeOverride() || ep.GetProcessingMode().GetResponseBodyMode().String() != "STREAMED" {
 			t.Errorf("patch %d: ext_proc settings differ from envoy.yaml", i)
+		}
+	}
+}
+
+// TestBufferLimitsFitMaxBody: Envoy refuses a BUFFERED body above its
+// buffer limit, so the limit must cover distillguard's max_body_bytes.
+func TestBufferLimitsFitMaxBody(t *testing.T) {
+	bs, err := loadBootstrap("envoy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := uint32(config.Default().Processing.MaxBodyBytes)
+	for _, l := range bs.GetStaticResources().GetListeners() {
+		if got := l.GetPerConnectionBufferLimitBytes().GetValue(); got < want {
+			t.Errorf("listener %s buffer limit %d < %d", l.GetName(), got, want)
+		}
+	}
+	for _, c := range bs.GetStaticResources().GetClusters() {
+		if c.GetName() != "inference" {
+			continue
+		}
+		if got := c.GetPerConnectionBufferLimitBytes().GetValue(); got < want {
+			t.Errorf("cluster %s buffer limit %d < %d", c.GetName(), got, want)
 		}
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"github.com/distillguard/distillguard/extproc"
 	"math"
 	"math/rand/v2"
 	"strconv"
@@ -89,12 +89,13 @@ type API struct {
 	model  Model
 	policy Policy
 	stream bool
-	// seed keys the perturbation. The server derives it from the session id
-	// alone (extproc's seedOf) and starts a new Rewriter, at token position
-	// 0, for every response.
-	seed           uint64
-	perRequestSeed bool
-	chunks         *rand.Rand
+	// The perturbation is keyed as the server keys it,
+	// extproc.PerturbSeed(session, request body), with a new Rewriter (token
+	// position 0) for every response. sessionOnly keys it by the session
+	// alone, a rejected design kept for comparison.
+	session     string
+	sessionOnly bool
+	chunks      *rand.Rand
 
 	stats  APIStats
 	logits []float64
@@ -113,26 +114,24 @@ type APIOptions struct {
 	Stream bool
 	// Session names the client's session; the perturbation seed derives from it.
 	Session string
-	// PerRequestSeed mixes the request number into the perturbation seed,
-	// for comparison with the server's per-session seed.
-	PerRequestSeed bool
+	// SessionOnlySeed keys the perturbation by the session alone instead of
+	// (session, request body), for comparison with the server's keying.
+	SessionOnlySeed bool
 	// Seed drives the chunk splitting.
 	Seed uint64
 }
 
 // NewAPI returns an API serving m under policy p.
 func NewAPI(m Model, p Policy, o APIOptions) *API {
-	h := fnv.New64a()
-	h.Write([]byte(o.Session))
 	return &API{
-		model:          m,
-		policy:         p,
-		stream:         o.Stream,
-		seed:           h.Sum64(),
-		perRequestSeed: o.PerRequestSeed,
-		chunks:         rand.New(rand.NewPCG(o.Seed, 0x5eed)),
-		logits:         make([]float64, m.Vocab()),
-		lp:             make([]float64, m.Vocab()),
+		model:       m,
+		policy:      p,
+		stream:      o.Stream,
+		session:     o.Session,
+		sessionOnly: o.SessionOnlySeed,
+		chunks:      rand.New(rand.NewPCG(o.Seed, 0x5eed)),
+		logits:      make([]float64, m.Vocab()),
+		lp:          make([]float64, m.Vocab()),
 	}
 }
 
@@ -163,9 +162,9 @@ func (a *API) Query(q Query) (Response, error) {
 	}
 	out := a.body
 	if !a.policy.Output.IsNoop() {
-		seed := a.seed
-		if a.perRequestSeed {
-			seed = mix(seed, uint64(a.stats.Queries))
+		seed := extproc.PerturbSeed(a.session, a.req)
+		if a.sessionOnly {
+			seed = extproc.PerturbSeed(a.session, nil)
 		}
 		rw := mutate.NewRewriter(a.policy.Output, seed)
 		if a.stream {
@@ -195,14 +194,6 @@ func (a *API) Query(q Query) (Response, error) {
 		return parseSSE(out)
 	}
 	return parseCompletion(out)
-}
-
-func mix(a, b uint64) uint64 {
-	x := a ^ (b + 0x9e3779b97f4a7c15 + (a << 6) + (a >> 2))
-	x ^= x >> 31
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 29
-	return x
 }
 
 func appendRequest(b []byte, q Query, stream bool) []byte {

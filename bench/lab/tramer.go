@@ -316,9 +316,10 @@ type tramerResult struct {
 	budgets []int
 	queries int
 	// For perturbing policies: the offset-aware attacker on the same
-	// answers, and the plain attacker against a per-request seed.
-	offset     []tramerScore // NaN scores where the fit was impossible
-	perRequest []tramerScore
+	// answers, and both attackers against noise keyed by the session alone.
+	offset      []tramerScore // NaN scores where the fit was impossible
+	sessionOnly []tramerScore
+	sessionOff  []tramerScore
 }
 
 // RunTramer runs the equation-solving attack under every policy.
@@ -337,8 +338,8 @@ func RunTramer(ctx context.Context, seed uint64, p TramerParams, prog *Task) (Se
 	held := gaussians(r, p.HeldOut, d)
 
 	prog.Grow(len(p.Policies) * maxQ)
-	// perturbing policies are queried twice (second time with a
-	// per-request seed); that pass is not shown in the progress.
+	// perturbing policies are queried twice (second time with noise keyed by
+	// the session alone); that pass is not shown in the progress.
 	var results []tramerResult
 	for pi, pol := range p.Policies {
 		api := NewAPI(m, pol, APIOptions{Session: "tramer-attacker", Seed: seed + uint64(pi)})
@@ -358,7 +359,7 @@ func RunTramer(ctx context.Context, seed uint64, p TramerParams, prog *Task) (Se
 		var fresh []tramerObs
 		if pol.Output.Perturb != 0 {
 			fresh = make([]tramerObs, maxQ)
-			papi := NewAPI(m, pol, APIOptions{Session: "tramer-attacker", Seed: seed + uint64(pi), PerRequestSeed: true})
+			papi := NewAPI(m, pol, APIOptions{Session: "tramer-attacker", Seed: seed + uint64(pi), SessionOnlySeed: true})
 			for i, x := range xs {
 				resp, err := papi.Query(Query{Prompt: formatRecord(x), TopLogprobs: 2})
 				if err != nil {
@@ -374,19 +375,24 @@ func RunTramer(ctx context.Context, seed uint64, p TramerParams, prog *Task) (Se
 			res.fits = append(res.fits, f)
 			res.scores = append(res.scores, scoreTramer(m, f.theta, held))
 			if fresh != nil {
-				nan := tramerScore{paramErr: math.NaN(), agreement: math.NaN(), probErr: math.NaN()}
-				if of, ok := fitOffset(xs[:n], obs[:n]); ok {
-					res.offset = append(res.offset, scoreTramer(m, of.theta, held))
-				} else {
-					res.offset = append(res.offset, nan)
-				}
+				res.offset = append(res.offset, offsetScore(m, xs[:n], obs[:n], held))
 				pf := fitTramer(xs[:n], fresh[:n])
-				res.perRequest = append(res.perRequest, scoreTramer(m, pf.theta, held))
+				res.sessionOnly = append(res.sessionOnly, scoreTramer(m, pf.theta, held))
+				res.sessionOff = append(res.sessionOff, offsetScore(m, xs[:n], fresh[:n], held))
 			}
 		}
 		results = append(results, res)
 	}
 	return tramerSection(seed, p, results), nil
+}
+
+// offsetScore runs the offset-aware attacker; NaN scores where the fit was
+// impossible.
+func offsetScore(m *logisticModel, xs [][]float64, obs []tramerObs, held [][]float64) tramerScore {
+	if of, ok := fitOffset(xs, obs); ok {
+		return scoreTramer(m, of.theta, held)
+	}
+	return tramerScore{paramErr: math.NaN(), agreement: math.NaN(), probErr: math.NaN()}
 }
 
 func gaussians(r interface{ NormFloat64() float64 }, n, d int) [][]float64 {
@@ -450,12 +456,12 @@ func tramerSection(seed uint64, p TramerParams, results []tramerResult) Section 
 		t2.Rows = append(t2.Rows, append(row, need))
 	}
 	t3 := Table{
-		Title:  "Perturbation: per-session noise against an attacker who models it",
+		Title:  "Perturbation: noise keying against an attacker who models a fixed offset",
 		Header: t2.Header[:len(t2.Header)-1],
-		Notes: []string{"The server seeds the perturbation with the session id and starts every response at token position 0, and " +
-			"mutate keys the noise by (seed, position, rank): every one-token answer of a session carries the same offsets. " +
-			"\"rank offset\" rows are an attacker who adds one unknown for that offset (margin = w·x + b + c·label); " +
-			"\"seed per request\" rows are the plain attacker against noise drawn afresh for every request, for comparison. " +
+		Notes: []string{"The server keys the noise by (session, request body) and mutate by (key, position, rank): a repeated " +
+			"request gets the same noise, distinct requests independent noise. \"rank offset\" rows are an attacker who adds one " +
+			"unknown for a per-rank offset (margin = w·x + b + c·label). \"session-only key\" rows query again with the noise keyed " +
+			"by the session alone, a design under which every one-token answer carries the same offsets. " +
 			"Cells: relative parameter error / held-out agreement."},
 	}
 	for _, r := range results {
@@ -472,8 +478,13 @@ func tramerSection(seed uint64, p TramerParams, results []tramerResult) Section 
 			row = append(row, fmt.Sprintf("%s / %s", fmtSci(sc.paramErr), fmtPct2(sc.agreement)))
 		}
 		t3.Rows = append(t3.Rows, row)
-		row = []string{r.policy.Name + ", seed per request"}
-		for _, sc := range r.perRequest {
+		row = []string{r.policy.Name + ", session-only key, plain attacker"}
+		for _, sc := range r.sessionOnly {
+			row = append(row, fmt.Sprintf("%s / %s", fmtSci(sc.paramErr), fmtPct2(sc.agreement)))
+		}
+		t3.Rows = append(t3.Rows, row)
+		row = []string{r.policy.Name + ", session-only key, rank offset"}
+		for _, sc := range r.sessionOff {
 			row = append(row, fmt.Sprintf("%s / %s", fmtSci(sc.paramErr), fmtPct2(sc.agreement)))
 		}
 		t3.Rows = append(t3.Rows, row)
@@ -538,9 +549,9 @@ func tramerFindings(results []tramerResult) []string {
 		if r.offset == nil {
 			continue
 		}
-		out = append(out, fmt.Sprintf("%s: the per-session noise is a fixed offset per rank; the plain attacker ends at parameter error %s "+
-			"after %d queries, one who models the offset at %s (with a fresh seed per request the plain attacker would reach %s).",
-			r.policy.Name, fmtSci(r.scores[last].paramErr), r.budgets[last], fmtSci(r.offset[last].paramErr), fmtSci(r.perRequest[last].paramErr)))
+		out = append(out, fmt.Sprintf("%s: after %d queries the plain attacker ends at parameter error %s and one who models a fixed offset at %s; "+
+			"had the noise been keyed by the session alone, the offset attacker would reach %s.",
+			r.policy.Name, r.budgets[last], fmtSci(r.scores[last].paramErr), fmtSci(r.offset[last].paramErr), fmtSci(r.sessionOff[last].paramErr)))
 	}
 	if labels != nil {
 		out = append(out, fmt.Sprintf("The generated label is never rewritten, so every policy leaves the attacker at least the labels-only "+

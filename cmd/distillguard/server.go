@@ -126,6 +126,10 @@ func run(ctx context.Context, o *options, sigs <-chan os.Signal, logOut io.Write
 		// Envoy keeps one long-lived HTTP/2 connection per worker; keepalive
 		// pings from it must not be treated as abuse.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// A BUFFERED body arrives as one message; grpc-go's 4 MiB default
+		// would refuse bodies the config allows. The slack covers headers
+		// and framing. Reloads cannot raise it (restart).
+		grpc.MaxRecvMsgSize(cfg.Processing.MaxBodyBytes + 1<<20),
 	}
 	if cfg.Server.MaxConcurrentStreams > 0 {
 		gopts = append(gopts, grpc.MaxConcurrentStreams(cfg.Server.MaxConcurrentStreams))

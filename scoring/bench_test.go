@@ -2,7 +2,6 @@ package scoring
 
 import (
 	"fmt"
-	"hash/maphash"
 	"os"
 	"runtime"
 	"sort"
@@ -73,7 +72,7 @@ func BenchmarkScore2KPrompt(b *testing.B) {
 
 // BenchmarkAnalyze2K is the text analysis alone.
 func BenchmarkAnalyze2K(b *testing.B) {
-	a := newAnalyzer(testSeed(), 8192)
+	a := newAnalyzer(testHashKey(), 8192)
 	p := prompt2K(1)
 	sc := &textScratch{}
 	b.ReportAllocs()
@@ -144,4 +143,11 @@ func idleSessionMemory(tb testing.TB, n int) (heapPer, metricPer float64) {
 	return heapPer, metricPer
 }
 
-func testSeed() maphash.Seed { return maphash.MakeSeed() }
+// testHashKey is a random hash key, as a production engine has.
+func testHashKey() hashKey {
+	km, err := newKeyMaterial(nil)
+	if err != nil {
+		panic(err)
+	}
+	return newHashKey(km.derive("test"))
+}

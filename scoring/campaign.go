@@ -2,6 +2,7 @@ package scoring
 
 import (
 	"math"
+	"math/rand/v2"
 	"sort"
 	"sync"
 
@@ -172,12 +173,19 @@ var linkWeight = [linkKinds]float64{1, 0.5}
 // the content half-life, so a cluster's flagged share reflects recent
 // behaviour.
 type clusterTable struct {
-	mu      sync.Mutex
-	m       map[uint64]*cluster
+	mu sync.Mutex
+	m  map[uint64]*cluster
+	// keys lists the clusters densely, so eviction samples them with the table's own generator instead of
+	// relying on map iteration order, which is random and unseedable.
+	keys    []uint64
+	rng     *rand.Rand
 	max     int
 	half    int64
 	evicted int64
 }
+
+// clusterSample is how many clusters eviction compares.
+const clusterSample = 8
 
 type cluster struct {
 	kind     uint8
@@ -189,8 +197,10 @@ type cluster struct {
 	nm       int
 }
 
-func newClusterTable(max int, half int64) *clusterTable {
-	return &clusterTable{m: make(map[uint64]*cluster), max: max, half: half}
+// newClusterTable builds the table; seed1 and seed2 seed its eviction
+// sampler.
+func newClusterTable(max int, half int64, seed1, seed2 uint64) *clusterTable {
+	return &clusterTable{m: make(map[uint64]*cluster), max: max, half: half, rng: rand.New(rand.NewPCG(seed1, seed2))}
 }
 
 func (c *cluster) decayTo(now int64, half int64) {
@@ -211,27 +221,33 @@ func (t *clusterTable) get(key uint64, kind int, label string, now int64) *clust
 		}
 		c = &cluster{kind: uint8(kind), label: label, last: now}
 		t.m[key] = c
+		t.keys = append(t.keys, key)
 	}
 	c.decayTo(now, t.half)
 	return c
 }
 
-// evictOne drops the smallest of a few clusters (map order is random, so
-// this samples). Called with mu held.
+// evictOne drops the smallest of a few clusters sampled at random (the
+// first sampled on ties). Called with mu held.
 func (t *clusterTable) evictOne(now int64) {
-	var victim uint64
+	if len(t.keys) == 0 {
+		return
+	}
+	victim := 0
 	best := math.Inf(1)
-	i := 0
-	for k, c := range t.m {
+	for range clusterSample {
+		i := t.rng.IntN(len(t.keys))
+		c := t.m[t.keys[i]]
 		c.decayTo(now, t.half)
 		if w := c.sessions + 4*c.flagged; w < best {
-			victim, best = k, w
-		}
-		if i++; i >= 8 {
-			break
+			victim, best = i, w
 		}
 	}
-	delete(t.m, victim)
+	// Move the last key into the victim's place.
+	last := len(t.keys) - 1
+	delete(t.m, t.keys[victim])
+	t.keys[victim] = t.keys[last]
+	t.keys = t.keys[:last]
 	t.evicted++
 }
 
@@ -270,7 +286,8 @@ func (t *clusterTable) campaigns(now int64, minFlagged float64) []Campaign {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []Campaign
-	for _, c := range t.m {
+	for _, k := range t.keys { // not the map: its order is random
+		c := t.m[k]
 		c.decayTo(now, t.half)
 		if c.flagged < minFlagged {
 			continue

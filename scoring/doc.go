@@ -23,13 +23,23 @@ package scoring
 // request time (Request.Time), which makes replays exact; per session, time
 // never runs backwards.
 //
+// Keys and replays. Everything secret or random (the session-id MAC key
+// unless Config.Secret is set, the token and link hash keys, the samplers
+// that pick cluster and quarantine victims) derives from one root key,
+// random per process. Options.Seed fixes that root and swaps ristretto for
+// a synchronous store with the same policy and seeded sampling (ristretto
+// samples victims in map order and applies writes on its own goroutine),
+// so a replay of the same requests gives bit-identical decisions; the
+// attack lab runs its in-process server that way.
+//
 // Text. The newest user turn (capped at Config.MaxPromptBytes) is
 // normalized (case-folded, numbers replaced by a placeholder, punctuation
 // and whitespace ignored) and cut into tokens: words for spaced scripts,
 // single characters for Han, kana, Thai and their neighbours. Token hashes
-// are keyed (per-process maphash seed), shingles are token 4-grams, and at
-// most 16 are sampled per prompt by hash level, so prompts sharing a
-// passage sample the same shingles. Languages come from the scripts used
+// are keyed (the runtime's wyhash construction with 256 secret key bits,
+// see keys.go), shingles are token 4-grams, and at most 16 are sampled per
+// prompt by hash level, so prompts sharing a passage sample the same
+// shingles. Languages come from the scripts used
 // and, for Latin script, a small stopword vote; step-by-step demands are
 // matched against a multilingual phrase table on the same tokens.
 //

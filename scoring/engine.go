@@ -2,17 +2,14 @@ package scoring
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/ristretto/v2"
 	"go.opentelemetry.io/otel/metric"
 )
 
@@ -26,6 +23,21 @@ type Options struct {
 	// Clock supplies the time of requests whose Time is zero; nil means
 	// time.Now.
 	Clock func() time.Time
+	// Seed, when non-empty, makes the engine deterministic, for replays
+	// and the attack lab: what is otherwise random per process is derived
+	// from it (the session-id MAC key when Config.Secret is empty, the
+	// token and link hash keys, the samplers that pick eviction victims),
+	// and session state is kept in a synchronous store with seeded
+	// sampling instead of ristretto, whose admission and eviction depend
+	// on goroutine scheduling and map order. The same configuration, Seed
+	// and sequence of requests (with Request.Time set, or a Clock that
+	// follows them) then give bit-identical decisions; concurrent callers
+	// get the order in which their requests reach the engine.
+	//
+	// Leave it empty in production: whoever knows the seed can predict
+	// hash values (and craft bloom-filter collisions), and the synchronous
+	// store serializes access to session state.
+	Seed []byte
 }
 
 // Engine is the session-risk Scorer. It is safe for concurrent use; Close
@@ -40,7 +52,7 @@ type Engine struct {
 	joinSalt uint64
 	flagSalt uint64
 
-	main, prob *ristretto.Cache[string, *session]
+	main, prob stateTier
 	stripes    [256]stripe
 
 	tmpl       *templateSketch
@@ -90,40 +102,49 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	}
 	e.params = signalParams{volumeH: cfg.VolumeHalfLife.Hours(), burstH: cfg.BurstHalfLife.Hours()}
 
-	secret := []byte(cfg.Secret)
-	if len(secret) == 0 {
-		secret = make([]byte, 32)
-		if _, err := rand.Read(secret); err != nil {
-			return nil, fmt.Errorf("scoring: random secret: %w", err)
-		}
-	}
-	// Shingle and link hashes are keyed per process (maphash seeds are
-	// random): bloom positions cannot be predicted, let alone collided,
-	// offline.
-	seed := maphash.MakeSeed()
-	var err error
-	if e.id, err = newIdentity(&cfg, secret, seed); err != nil {
+	keys, err := newKeyMaterial(opts.Seed)
+	if err != nil {
 		return nil, fmt.Errorf("scoring: %w", err)
 	}
-	e.an = newAnalyzer(seed, cfg.MaxPromptBytes)
-	e.markSalt = maphash.Comparable(seed, "template-mark")
-	e.joinSalt = maphash.Comparable(seed, "cluster-join")
-	e.flagSalt = maphash.Comparable(seed, "cluster-flag")
+	secret := []byte(cfg.Secret)
+	if len(secret) == 0 {
+		secret = keys.derive("session-id")
+	}
+	// Token, shingle and link hashes are keyed (random per process unless
+	// Options.Seed is set): bloom positions cannot be predicted, let alone
+	// collided, offline.
+	if e.id, err = newIdentity(&cfg, secret, newHashKey(keys.derive("link-hash"))); err != nil {
+		return nil, fmt.Errorf("scoring: %w", err)
+	}
+	tokenKey := newHashKey(keys.derive("token-hash"))
+	e.an = newAnalyzer(tokenKey, cfg.MaxPromptBytes)
+	e.markSalt = tokenKey.sumString(0, "template-mark")
+	e.joinSalt = tokenKey.sumString(0, "cluster-join")
+	e.flagSalt = tokenKey.sumString(0, "cluster-flag")
 	e.scratch.New = func() any { return &textScratch{} }
 
+	newTier := func(maxCost int64, name string) (stateTier, error) {
+		if len(opts.Seed) == 0 {
+			return newRistrettoTier(maxCost)
+		}
+		s1, s2 := keys.seeds(name + "-eviction")
+		return newSampledTier(maxCost, newHashKey(keys.derive(name+"-sketch")), s1, s2), nil
+	}
 	probBytes := int64(float64(cfg.MemoryBytes) * cfg.ProbationShare)
 	mainBytes := cfg.MemoryBytes - probBytes
-	if e.main, err = newCache(mainBytes); err != nil {
+	if e.main, err = newTier(mainBytes, "main"); err != nil {
 		return nil, fmt.Errorf("scoring: state cache: %w", err)
 	}
-	if e.prob, err = newCache(probBytes); err != nil {
+	if e.prob, err = newTier(probBytes, "probation"); err != nil {
 		e.main.Close()
 		return nil, fmt.Errorf("scoring: probation cache: %w", err)
 	}
 	e.tmpl = newTemplateSketch(int64(cfg.CampaignWindow), cfg.CampaignSlices, cfg.CampaignMinSessions, cfg.CampaignCapacity)
-	e.clusters = newClusterTable(cfg.MaxClusters, int64(cfg.ContentHalfLife))
+	s1, s2 := keys.seeds("cluster-eviction")
+	e.clusters = newClusterTable(cfg.MaxClusters, int64(cfg.ContentHalfLife), s1, s2)
 	e.index = newRiskIndex(cfg.IndexSize, cfg.Thresholds.Degrade/2)
-	e.quarantine = newQuarantineList(cfg.QuarantineEntries)
+	s1, s2 = keys.seeds("quarantine-eviction")
+	e.quarantine = newQuarantineList(cfg.QuarantineEntries, s1, s2)
 	e.promote = tokenBucket{rate: cfg.PromoteRate, burst: 10 * cfg.PromoteRate, tokens: 10 * cfg.PromoteRate}
 	if e.m, err = newInstruments(opts.MeterProvider, e); err != nil {
 		e.main.Close()
@@ -131,19 +152,6 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("scoring: metrics: %w", err)
 	}
 	return e, nil
-}
-
-// newCache sizes a ristretto cache for maxCost bytes of ~512-byte sessions:
-// ten frequency counters per expected entry, as ristretto recommends. Its
-// TinyLFU admission keeps a flood of never-seen keys from displacing
-// sessions that keep coming back.
-func newCache(maxCost int64) (*ristretto.Cache[string, *session], error) {
-	return ristretto.NewCache(&ristretto.Config[string, *session]{
-		NumCounters: max(10*maxCost/512, 1024),
-		MaxCost:     maxCost,
-		BufferItems: 64,
-		Metrics:     true,
-	})
 }
 
 // Close stops the caches' goroutines and unregisters metric callbacks.
@@ -182,15 +190,11 @@ func (e *Engine) Stats() Stats {
 	// counted in both tiers.
 	e.main.Wait()
 	e.prob.Wait()
-	keys := func(c *ristretto.Cache[string, *session]) int64 {
-		return int64(c.Metrics.KeysAdded()) - int64(c.Metrics.KeysEvicted())
-	}
-	used := func(c *ristretto.Cache[string, *session]) int64 { return c.MaxCost() - c.RemainingCost() }
 	n := e.clusters.len()
 	return Stats{
-		MainSessions:      keys(e.main),
-		ProbationSessions: keys(e.prob),
-		SessionBytes:      used(e.main) + used(e.prob),
+		MainSessions:      e.main.sessions(),
+		ProbationSessions: e.prob.sessions(),
+		SessionBytes:      e.main.usedBytes() + e.prob.usedBytes(),
 		TemplateBytes:     int64(e.tmpl.bytes()),
 		// map entry, cluster struct and label, measured roughly
 		ClusterBytes: int64(n) * 320,

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/maphash"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -55,11 +54,11 @@ type identity struct {
 	xffName string
 	hops    int
 	macs    sync.Pool // of hash.Hash (HMAC-SHA256 keyed with the secret)
-	seed    maphash.Seed
+	key     hashKey   // keys the link hashes
 }
 
-func newIdentity(cfg *Config, secret []byte, seed maphash.Seed) (*identity, error) {
-	id := &identity{xffName: strings.ToLower(cfg.ClientIPHeader), hops: cfg.TrustedHops, seed: seed}
+func newIdentity(cfg *Config, secret []byte, linkKey hashKey) (*identity, error) {
+	id := &identity{xffName: strings.ToLower(cfg.ClientIPHeader), hops: cfg.TrustedHops, key: linkKey}
 	for _, s := range cfg.Identity {
 		src, err := parseSource(s)
 		if err != nil {
@@ -179,23 +178,21 @@ const maxUALabel = 96
 
 func (id *identity) links(r *Request, ip netip.Addr, haveIP bool) links {
 	var l links
-	var h maphash.Hash
-	h.SetSeed(id.seed)
 	if haveIP {
 		p := ipBlock(ip)
 		a := p.Addr().As16()
-		h.WriteString("ip\x00")
-		h.Write(a[:])
-		h.WriteByte(byte(p.Bits()))
-		l[linkIP] = h.Sum64()
+		var b [20]byte
+		copy(b[:], "ip\x00")
+		copy(b[3:], a[:])
+		b[19] = byte(p.Bits())
+		l[linkIP] = id.key.sum(0, b[:])
 	}
-	h.Reset()
-	h.WriteString("client\x00")
-	h.WriteString(uaLabel(r))
-	h.WriteByte(0)
+	// Fields are chained (each hash seeds the next), so the boundary
+	// between user-agent and shape is part of the hash.
+	h := id.key.sumString(0, "client")
+	h = id.key.sumString(h, uaLabel(r))
 	var buf [160]byte
-	h.Write(appendShape(buf[:0], r))
-	l[linkClient] = h.Sum64()
+	l[linkClient] = id.key.sum(h, appendShape(buf[:0], r))
 	return l
 }
 

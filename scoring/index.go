@@ -1,6 +1,8 @@
 package scoring
 
 import (
+	"bytes"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
@@ -45,7 +47,8 @@ func (x *riskIndex) update(id [16]byte, in indexEntry, signals []Signal) {
 			var low [16]byte
 			lowScore := 2.0
 			for k, v := range x.m {
-				if v.score < lowScore {
+				// Ties go to the smaller id, not to map order.
+				if v.score < lowScore || v.score == lowScore && bytes.Compare(k[:], low[:]) < 0 {
 					low, lowScore = k, v.score
 				}
 			}
@@ -114,48 +117,85 @@ func (x *riskIndex) top(n int) []SessionSummary {
 type quarantineList struct {
 	mu  sync.Mutex
 	max int
-	m   map[[16]byte]int64
+	m   map[[16]byte]int32 // index in e
+	// e lists the entries densely, so that eviction samples them with the
+	// list's own generator rather than in (random, unseedable) map order.
+	e       []quarantined
+	rng     *rand.Rand
+	evicted int64 // entries dropped before their quarantine ended
 }
 
-func newQuarantineList(max int) *quarantineList {
-	return &quarantineList{max: max, m: make(map[[16]byte]int64)}
+type quarantined struct {
+	id    [16]byte
+	until int64
+}
+
+// quarantineSample is how many entries eviction looks at.
+const quarantineSample = 16
+
+// newQuarantineList builds the list; seed1 and seed2 seed its eviction
+// sampler.
+func newQuarantineList(max int, seed1, seed2 uint64) *quarantineList {
+	return &quarantineList{max: max, m: make(map[[16]byte]int32), rng: rand.New(rand.NewPCG(seed1, seed2))}
 }
 
 func (q *quarantineList) add(id [16]byte, until, now int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if _, ok := q.m[id]; !ok && len(q.m) >= q.max {
-		// Drop expired entries seen in a sample, else the soonest to end.
-		var victim [16]byte
-		soonest := int64(1<<63 - 1)
-		i := 0
-		for k, u := range q.m {
-			if u <= now {
-				delete(q.m, k)
-				continue
-			}
-			if u < soonest {
-				victim, soonest = k, u
-			}
-			if i++; i >= 16 {
-				break
+	if i, ok := q.m[id]; ok {
+		q.e[i].until = until
+		return
+	}
+	if len(q.e) >= q.max {
+		// Drop the expired entries of a sample, else the sampled entry
+		// whose quarantine ends soonest.
+		victim, soonest, freed := 0, int64(1<<63-1), false
+		for range quarantineSample {
+			i := q.rng.IntN(len(q.e))
+			if u := q.e[i].until; u <= now {
+				q.removeAt(i) // moves another entry to i: victim is moot now
+				freed = true
+				if len(q.e) == 0 {
+					break
+				}
+			} else if !freed && u < soonest {
+				victim, soonest = i, u
 			}
 		}
-		if len(q.m) >= q.max {
-			delete(q.m, victim)
+		if !freed {
+			q.removeAt(victim)
+			q.evicted++
 		}
 	}
-	q.m[id] = until
+	q.m[id] = int32(len(q.e))
+	q.e = append(q.e, quarantined{id: id, until: until})
+}
+
+// removeAt deletes entry i, moving the last entry into its place. Called
+// with mu held.
+func (q *quarantineList) removeAt(i int) {
+	delete(q.m, q.e[i].id)
+	last := len(q.e) - 1
+	if i != last {
+		q.e[i] = q.e[last]
+		q.m[q.e[i].id] = int32(i)
+	}
+	q.e = q.e[:last]
 }
 
 func (q *quarantineList) until(id [16]byte) int64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.m[id]
+	if i, ok := q.m[id]; ok {
+		return q.e[i].until
+	}
+	return 0
 }
 
 func (q *quarantineList) remove(id [16]byte) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	delete(q.m, id)
+	if i, ok := q.m[id]; ok {
+		q.removeAt(int(i))
+	}
 }

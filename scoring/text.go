@@ -1,7 +1,6 @@
 package scoring
 
 import (
-	"hash/maphash"
 	"math/bits"
 	"unicode"
 	"unicode/utf8"
@@ -129,7 +128,7 @@ type textScratch struct {
 
 // analyzer holds the keyed tables built once per Engine.
 type analyzer struct {
-	seed    maphash.Seed
+	key     hashKey
 	maxText int
 	// vocab maps token hashes to stopword languages and to the reasoning
 	// phrases starting with that token.
@@ -142,7 +141,7 @@ type phrase struct {
 	tokens []uint64
 }
 
-func (a *analyzer) tokenHash(b []byte) uint64 { return maphash.Bytes(a.seed, b) }
+func (a *analyzer) tokenHash(b []byte) uint64 { return a.key.sum(0, b) }
 
 // mix64 is the splitmix64 finalizer: it spreads the combined token hashes
 // over all 64 bits before the trailing-zero sampling and bloom indexing.
@@ -472,8 +471,8 @@ var reasoningPhrases = [...]struct {
 }
 
 // newAnalyzer builds the keyed vocabulary table.
-func newAnalyzer(seed maphash.Seed, maxText int) *analyzer {
-	a := &analyzer{seed: seed, maxText: maxText}
+func newAnalyzer(key hashKey, maxText int) *analyzer {
+	a := &analyzer{key: key, maxText: maxText}
 	n := 0
 	for _, s := range stopwords {
 		n += len(s.words)

@@ -1,14 +1,13 @@
 package scoring
 
 import (
-	"hash/maphash"
 	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
 )
 
-func newTestAnalyzer() *analyzer { return newAnalyzer(maphash.MakeSeed(), 8192) }
+func newTestAnalyzer() *analyzer { return newAnalyzer(testHashKey(), 8192) }
 
 func shinglesOf(a *analyzer, s string) []uint64 {
 	sc := &textScratch{}
@@ -181,7 +180,7 @@ func TestBadTextIsRepairedAndFlagged(t *testing.T) {
 		}
 	}
 	// Truncation cuts on a rune boundary: the kept part is valid UTF-8.
-	small := newAnalyzer(maphash.MakeSeed(), 101)
+	small := newAnalyzer(testHashKey(), 101)
 	sc := &textScratch{}
 	f := small.analyze(strings.Repeat("日本", 100), sc)
 	if !f.truncated || f.tokens != 33 { // 101 bytes -> 99 bytes -> 33 characters
@@ -194,7 +193,7 @@ func FuzzAnalyze(f *testing.F) {
 	for _, s := range []string{"", "step by step", "请一步一步地", "\xff\xfe", "1,2,3...", strings.Repeat("a ", 5000), "Résous étape par étape"} {
 		f.Add(s)
 	}
-	a := newAnalyzer(maphash.MakeSeed(), 4096)
+	a := newAnalyzer(testHashKey(), 4096)
 	f.Fuzz(func(t *testing.T, s string) {
 		sc := &textScratch{}
 		x := a.analyze(s, sc)

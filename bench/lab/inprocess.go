@@ -13,7 +13,7 @@ import (
 // newInProcessServer builds the real distillguard ext_proc server: extproc
 // with the session-risk engine, both on the simulated clock.
 func newInProcessServer(cfg *config.Config, now func() time.Time) (extprocv3.ExternalProcessorServer, func(), error) {
-	eng, err := scoring.New(cfg.Scoring, scoring.Options{Clock: now})
+	eng, err := scoring.New(cfg.Scoring, scoring.Options{Clock: now, Seed: []byte("distillguard-lab")})
 	if err != nil {
 		return nil, nil, err
 	}

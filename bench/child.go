@@ -8,11 +8,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
@@ -39,10 +37,9 @@ type Child struct {
 	IdleRSS int64
 	Log     string
 
-	cmd    *exec.Cmd
-	proc   procfs.Proc
-	exited chan struct{}
-	http   *http.Client
+	*process
+	proc procfs.Proc
+	http *http.Client
 }
 
 // freeLoopbackPort asks the kernel for an unused loopback port.
@@ -88,44 +85,30 @@ func StartChild(ctx context.Context, spec ServerSpec, dir string) (*Child, error
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// The child dies with the suite even if the suite is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	p, err := startProcess(args, logf, logf, logf)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
 	}
 	c := &Child{
 		Name: spec.Name, GRPCAddr: grpcAddr, AdminAddr: adminAddr, Log: logPath,
-		cmd: cmd, exited: make(chan struct{}),
-		http: &http.Client{Timeout: 60 * time.Second},
+		process: p,
+		http:    &http.Client{Timeout: 60 * time.Second},
 	}
-	// The waiter goroutine is owned by the Child and ends with the process.
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(c.exited)
-	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if c.ready() {
-			break
-		}
-		select {
-		case <-c.exited:
-			return nil, fmt.Errorf("%s exited during start; see %s: %s", spec.Name, logPath, tail(logPath))
-		case <-ctx.Done():
-			c.Stop()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			c.Stop()
-			return nil, fmt.Errorf("%s not ready after 20s; see %s", spec.Name, logPath)
-		}
+	probe := &http.Client{Timeout: time.Second}
+	err = p.awaitReady(ctx, 20*time.Second, 20*time.Millisecond, func() bool {
+		return httpOK(probe, "http://"+adminAddr+"/readyz")
+	})
+	switch {
+	case errors.Is(err, errExited):
+		return nil, fmt.Errorf("%s exited during start; see %s: %s", spec.Name, logPath, tail(logPath))
+	case errors.Is(err, errNotReady):
+		c.Stop()
+		return nil, fmt.Errorf("%s not ready after 20s; see %s", spec.Name, logPath)
+	case err != nil:
+		c.Stop()
+		return nil, err
 	}
-	if c.proc, err = procfs.NewProc(cmd.Process.Pid); err != nil {
+	if c.proc, err = procfs.NewProc(p.cmd.Process.Pid); err != nil {
 		c.Stop()
 		return nil, err
 	}
@@ -140,16 +123,6 @@ func StartChild(ctx context.Context, spec ServerSpec, dir string) (*Child, error
 	return c, nil
 }
 
-func (c *Child) ready() bool {
-	cl := http.Client{Timeout: time.Second}
-	resp, err := cl.Get("http://" + c.AdminAddr + "/readyz")
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
 func tail(path string) string {
 	b, _ := os.ReadFile(path)
 	if len(b) > 2000 {
@@ -162,20 +135,7 @@ func tail(path string) string {
 func (c *Child) Pid() int { return c.cmd.Process.Pid }
 
 // Stop ends the child: SIGTERM, then SIGKILL after 10s.
-func (c *Child) Stop() {
-	select {
-	case <-c.exited:
-		return
-	default:
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(10 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.exited
-	}
-}
+func (c *Child) Stop() { c.stop() }
 
 // ProcSample is a reading of the child's /proc entries.
 type ProcSample struct {

@@ -10,12 +10,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -169,47 +167,29 @@ func e2eOne(ctx context.Context, cfg E2EConfig, spec ServerSpec, base []byte, up
 	if err := os.WriteFile(path, ecfg, 0o644); err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(dir, "envoy.log"))
+	logPath := filepath.Join(dir, "envoy.log")
+	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close()
-	cmd := exec.Command(cfg.Envoy, "-c", path, "--concurrency", "2", "-l", "warning", "--base-id", strconv.Itoa(int(time.Now().UnixNano()%100000)))
-	cmd.Stdout, cmd.Stderr = io.Discard, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	argv := []string{cfg.Envoy, "-c", path, "--concurrency", "2", "-l", "warning", "--base-id", strconv.Itoa(int(time.Now().UnixNano() % 100000))}
+	envoy, err := startProcess(argv, io.Discard, logf, logf)
+	if err != nil {
 		return nil, err
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
+	defer envoy.stop()
 	cl := &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: cfg.Streams}, Timeout: time.Minute}
 	// Envoy is ready when its admin endpoint says LIVE.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := cl.Get("http://" + admin + "/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		select {
-		case <-exited:
-			return nil, fmt.Errorf("envoy exited; see %s", filepath.Join(dir, "envoy.log"))
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return nil, errors.New("envoy not ready after 30s")
-		}
+	err = envoy.awaitReady(ctx, 30*time.Second, 100*time.Millisecond, func() bool {
+		return httpOK(cl, "http://"+admin+"/ready")
+	})
+	switch {
+	case errors.Is(err, errExited):
+		return nil, fmt.Errorf("envoy exited; see %s", logPath)
+	case errors.Is(err, errNotReady):
+		return nil, errors.New("envoy not ready after 30s")
+	case err != nil:
+		return nil, err
 	}
 	var (
 		mu        sync.Mutex

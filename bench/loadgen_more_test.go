@@ -111,8 +111,12 @@ func TestOpenLoopCountsFromIntendedTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p50 := closed.Latency.Quantile(0.5); p50 > 25*time.Millisecond || p50 < 4*time.Millisecond {
-		t.Errorf("closed-loop p50 %v, want about 4ms", p50)
+	// Closed loop waits for each reply, so it never sees the backlog: its
+	// median is the server's delay, far below the open-loop tail. (Compared
+	// with each other rather than with a wall-clock bound, so a loaded
+	// machine slows both alike.)
+	if p50, openP99 := closed.Latency.Quantile(0.5), res.Latency.Quantile(0.99); p50 < 4*time.Millisecond || p50 >= openP99/2 {
+		t.Errorf("closed-loop p50 %v, want the 4ms server delay and well below the open-loop p99 %v", p50, openP99)
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	procmodev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/distillguard/distillguard/internal/corpus"
 )
 
 // BodyKind is the shape of the upstream response an exchange carries.
@@ -310,12 +312,7 @@ func appendBytesArray(dst []byte, s string) []byte {
 // (https://platform.openai.com/docs/api-reference/chat/object#chat/object-choices).
 func (g *gen) appendTokenLogprob(dst []byte, tok string, k int) []byte {
 	lp := g.logprob()
-	dst = append(dst, `{"token":`...)
-	dst = appendJSONString(dst, tok)
-	dst = append(dst, `,"logprob":`...)
-	dst = appendFloat(dst, lp)
-	dst = append(dst, `,"bytes":`...)
-	dst = appendBytesArray(dst, tok)
+	dst = appendTokenFields(dst, tok, lp)
 	dst = append(dst, `,"top_logprobs":[`...)
 	alt := lp
 	for i := 0; i < k; i++ {
@@ -327,15 +324,22 @@ func (g *gen) appendTokenLogprob(dst []byte, tok string, k int) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = append(dst, `{"token":`...)
-		dst = appendJSONString(dst, t)
-		dst = append(dst, `,"logprob":`...)
-		dst = appendFloat(dst, alt)
-		dst = append(dst, `,"bytes":`...)
-		dst = appendBytesArray(dst, t)
+		dst = appendTokenFields(dst, t, alt)
 		dst = append(dst, '}')
 	}
 	return append(dst, "]}"...)
+}
+
+// appendTokenFields opens a logprob entry and writes the fields the chosen
+// token and its alternatives share: {"token":...,"logprob":...,"bytes":[...]
+// (the caller closes it).
+func appendTokenFields(dst []byte, tok string, lp float64) []byte {
+	dst = append(dst, `{"token":`...)
+	dst = appendJSONString(dst, tok)
+	dst = append(dst, `,"logprob":`...)
+	dst = appendFloat(dst, lp)
+	dst = append(dst, `,"bytes":`...)
+	return appendBytesArray(dst, tok)
 }
 
 const (
@@ -520,17 +524,7 @@ func (g *gen) streamExchange(tokens, k int) *exchange {
 
 func (g *gen) jsonExchange(size, k int) *exchange {
 	body := g.jsonCompletion(size, k)
-	req := g.chatRequest(false, k)
-	return &exchange{
-		path:         "/v1/chat/completions",
-		alternatives: k,
-		respMode:     procmodev3.ProcessingMode_BUFFERED,
-		reqRaw:       req,
-		reqBody:      requestBody(req),
-		respHeaders:  responseHeaders("application/json", len(body)),
-		chunks:       []*extprocv3.ProcessingRequest{responseBody(body, true)},
-		raw:          [][]byte{body},
-	}
+	return bufferedExchange("/v1/chat/completions", k, g.chatRequest(false, k), body)
 }
 
 func (g *gen) embeddingsExchange(dims int) *exchange {
@@ -538,33 +532,21 @@ func (g *gen) embeddingsExchange(dims int) *exchange {
 	req := []byte(`{"model":"` + embeddingModel + `","encoding_format":"float","input":`)
 	req = appendJSONString(req, g.prompt())
 	req = append(req, '}')
-	return &exchange{
-		path:        "/v1/embeddings",
-		respMode:    procmodev3.ProcessingMode_BUFFERED,
-		reqRaw:      req,
-		reqBody:     requestBody(req),
-		respHeaders: responseHeaders("application/json", len(body)),
-		chunks:      []*extprocv3.ProcessingRequest{responseBody(body, true)},
-		raw:         [][]byte{body},
-	}
+	return bufferedExchange("/v1/embeddings", 0, req, body)
 }
 
-// CorpusDir returns the prompt corpus directory: $DISTILLGUARD_CORPUS, or
-// ../shared/data relative to the repository root (found from dir upwards by
-// its go.mod).
-func CorpusDir(dir string) string {
-	if d := os.Getenv("DISTILLGUARD_CORPUS"); d != "" {
-		return d
-	}
-	for d := dir; ; {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return filepath.Join(d, "..", "shared", "data")
-		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			return ""
-		}
-		d = parent
+// bufferedExchange is a JSON request answered by one JSON body that Envoy
+// sends in a single BUFFERED message.
+func bufferedExchange(path string, k int, req, body []byte) *exchange {
+	return &exchange{
+		path:         path,
+		alternatives: k,
+		respMode:     procmodev3.ProcessingMode_BUFFERED,
+		reqRaw:       req,
+		reqBody:      requestBody(req),
+		respHeaders:  responseHeaders("application/json", len(body)),
+		chunks:       []*extprocv3.ProcessingRequest{responseBody(body, true)},
+		raw:          [][]byte{body},
 	}
 }
 
@@ -580,7 +562,7 @@ func LoadPrompts(dir string, limit int) ([]string, error) {
 		Input       string   `json:"input"`
 	}
 	var out []string
-	for _, name := range []string{"hh_rlhf_dialogs.jsonl", "gsm8k_test.jsonl", "selfinstruct_seed_tasks.jsonl"} {
+	for _, name := range corpus.Files() {
 		f, err := os.Open(filepath.Join(dir, name))
 		if err != nil {
 			continue

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/distillguard/distillguard/internal/corpus/corpustest"
+	"github.com/distillguard/distillguard/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -105,27 +107,7 @@ func TestStreamGolden(t *testing.T) {
 	for _, e := range g.streamEvents(3, 2) {
 		b.Write(e)
 	}
-	golden(t, "stream-3tokens-top2.golden", b.Bytes())
-}
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from golden file (run with -update if intended)\ngot:\n%s", name, got)
-	}
+	golden.Check(t, filepath.Join("testdata", "stream-3tokens-top2.golden"), b.Bytes(), *update)
 }
 
 func TestJSONAndEmbeddingsBodies(t *testing.T) {
@@ -272,14 +254,7 @@ func FuzzParseMix(f *testing.F) {
 }
 
 func TestLoadPrompts(t *testing.T) {
-	wd, _ := os.Getwd()
-	dir := CorpusDir(wd)
-	if _, err := os.Stat(filepath.Join(dir, "gsm8k_test.jsonl")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("corpus not found at %s (set DISTILLGUARD_CORPUS)", dir)
-		}
-		t.Skipf("corpus not found at %s (set DISTILLGUARD_CORPUS)", dir)
-	}
+	dir := corpustest.Require(t)
 	ps, err := LoadPrompts(dir, 100000)
 	if err != nil {
 		t.Fatal(err)

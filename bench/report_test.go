@@ -3,9 +3,12 @@ package bench
 import (
 	"bytes"
 	"math"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/distillguard/distillguard/internal/golden"
 )
 
 func TestCPUModel(t *testing.T) {
@@ -104,7 +107,7 @@ func TestMarkdownGolden(t *testing.T) {
 	if err := syntheticReport().WriteMarkdown(&b); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "results.md.golden", b.Bytes())
+	golden.Check(t, filepath.Join("testdata", "results.md.golden"), b.Bytes(), *update)
 }
 
 func TestRatiosAndTargets(t *testing.T) {

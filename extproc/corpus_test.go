@@ -12,25 +12,9 @@ import (
 
 	"github.com/distillguard/distillguard/config"
 	"github.com/distillguard/distillguard/extproc/envoytest"
+	"github.com/distillguard/distillguard/internal/corpus/corpustest"
 	"github.com/distillguard/distillguard/scoring"
 )
-
-// corpusDir is DISTILLGUARD_CORPUS, or ../shared/data next to the
-// repository root. Without it the test skips, except under CI=true.
-func corpusDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("DISTILLGUARD_CORPUS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "shared", "data") // from extproc/ to the repo root's sibling
-	}
-	if _, err := os.Stat(filepath.Join(dir, "hh_rlhf_dialogs.jsonl")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("prompt corpus not found in %s (set DISTILLGUARD_CORPUS): %v", dir, err)
-		}
-		t.Skipf("prompt corpus not found in %s (set DISTILLGUARD_CORPUS); skipping", dir)
-	}
-	return dir
-}
 
 func readJSONL(t *testing.T, path string, limit int, each func(line []byte)) {
 	t.Helper()
@@ -54,7 +38,7 @@ func readJSONL(t *testing.T, path string, limit int, each func(line []byte)) {
 // scorer sees the newest user turn, capped, and the upstream gets every
 // field but logit_bias unchanged, with top_logprobs capped.
 func TestCorpusRequests(t *testing.T) {
-	dir := corpusDir(t)
+	dir := corpustest.Require(t)
 	requireRealMutate(t)
 	sc := verdictScorer(scoring.Allow)
 	cfg := testConfig(func(p *config.Processing) { p.MaxPromptBytes = 64 })

@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/distillguard/distillguard/internal/corpus/corpustest"
 )
 
 func TestParseRequest(t *testing.T) {
@@ -163,22 +165,6 @@ func TestRewriteRequestInvalid(t *testing.T) {
 	}
 }
 
-// corpusDir returns the prompt corpus directory, skipping (or failing in
-// CI) when it is absent.
-func corpusDir(t testing.TB) string {
-	dir := os.Getenv("DISTILLGUARD_CORPUS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "shared", "data")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "hh_rlhf_dialogs.jsonl")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("prompt corpus not found in %s (set DISTILLGUARD_CORPUS): %v", dir, err)
-		}
-		t.Skipf("prompt corpus not found in %s (set DISTILLGUARD_CORPUS)", dir)
-	}
-	return dir
-}
-
 func readJSONL(t testing.TB, path string, each func(line []byte)) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -199,7 +185,7 @@ func readJSONL(t testing.TB, path string, each func(line []byte)) {
 // checks that the newest user turn comes back, whole or capped at a rune
 // boundary.
 func TestParseRequestCorpus(t *testing.T) {
-	dir := corpusDir(t)
+	dir := corpustest.Require(t)
 	n := 0
 	readJSONL(t, filepath.Join(dir, "hh_rlhf_dialogs.jsonl"), func(line []byte) {
 		var d struct {

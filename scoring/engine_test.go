@@ -198,26 +198,24 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	sums := map[string]int64{}
+	// add sums counter and gauge points by name and attributes.
+	add := func(name string, dps []metricdata.DataPoint[int64]) {
+		for _, dp := range dps {
+			key := name
+			for _, kv := range dp.Attributes.ToSlice() {
+				key += "," + string(kv.Key) + "=" + kv.Value.Emit()
+			}
+			sums[key] += dp.Value
+		}
+	}
 	var hist uint64
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			switch d := m.Data.(type) {
 			case metricdata.Sum[int64]:
-				for _, dp := range d.DataPoints {
-					key := m.Name
-					for _, kv := range dp.Attributes.ToSlice() {
-						key += "," + string(kv.Key) + "=" + kv.Value.Emit()
-					}
-					sums[key] += dp.Value
-				}
+				add(m.Name, d.DataPoints)
 			case metricdata.Gauge[int64]:
-				for _, dp := range d.DataPoints {
-					key := m.Name
-					for _, kv := range dp.Attributes.ToSlice() {
-						key += "," + string(kv.Key) + "=" + kv.Value.Emit()
-					}
-					sums[key] += dp.Value
-				}
+				add(m.Name, d.DataPoints)
 			case metricdata.Histogram[float64]:
 				for _, dp := range d.DataPoints {
 					hist += dp.Count

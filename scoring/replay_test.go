@@ -1,14 +1,13 @@
 package scoring
 
 import (
-	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/distillguard/distillguard/bench/lab/traffic"
+	"github.com/distillguard/distillguard/internal/corpus/corpustest"
 	"github.com/distillguard/distillguard/mutate"
 )
 
@@ -47,13 +46,8 @@ func fromTraffic(tr *traffic.Request) *Request {
 // corpora.
 func loadTraffic(t testing.TB, o traffic.Options) []traffic.Request {
 	t.Helper()
+	o.CorpusDir = corpustest.Require(t)
 	reqs, err := traffic.Generate(o)
-	if errors.Is(err, traffic.ErrNoCorpus) {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("corpus missing under CI: %v", err)
-		}
-		t.Skipf("corpus not available (set DISTILLGUARD_CORPUS): %v", err)
-	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/distillguard/distillguard/extproc"
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 
+	"github.com/distillguard/distillguard/extproc"
 	"github.com/distillguard/distillguard/mutate"
 )
 
@@ -34,6 +35,33 @@ type Model interface {
 	Token(id int) string
 	TokenID(text string) (int, bool)
 	Logits(prompt string, dst []float64) error
+}
+
+// tokVocab is the simulated models' tokenizer: token id i is the text
+// "tok<i>". Embedded in a model it provides Vocab, Token and TokenID.
+type tokVocab struct {
+	v     int
+	names []string
+}
+
+func newTokVocab(v int) tokVocab {
+	names := make([]string, v)
+	for i := range names {
+		names[i] = "tok" + strconv.Itoa(i)
+	}
+	return tokVocab{v: v, names: names}
+}
+
+func (t tokVocab) Vocab() int          { return t.v }
+func (t tokVocab) Token(id int) string { return t.names[id] }
+
+func (t tokVocab) TokenID(text string) (int, bool) {
+	s, ok := strings.CutPrefix(text, "tok")
+	if !ok {
+		return 0, false
+	}
+	id, err := strconv.Atoi(s)
+	return id, err == nil && id >= 0 && id < t.v
 }
 
 // Bias is one logit_bias entry.

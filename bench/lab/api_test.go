@@ -1,36 +1,18 @@
 package lab
 
 import (
-	"bytes"
 	"flag"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/distillguard/distillguard/internal/golden"
 	"github.com/distillguard/distillguard/mutate"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from golden:\ngot:  %s\nwant: %s", name, got, want)
-	}
-}
 
 func rawPolicy() Policy {
 	return Policy{Name: "raw", Output: mutate.Passthrough, Request: noRequestRewrite}
@@ -48,12 +30,12 @@ func TestAPIWireFormat(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			api := NewAPI(m, rawPolicy(), APIOptions{Stream: tc.stream})
 			req := appendRequest(nil, q, tc.stream)
-			golden(t, tc.name+".request.json", req)
+			golden.Check(t, filepath.Join("testdata", tc.name+".request.json"), req, *update)
 			body, err := api.serve(nil, req)
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, tc.name+".response", body)
+			golden.Check(t, filepath.Join("testdata", tc.name+".response"), body, *update)
 		})
 	}
 }

@@ -34,37 +34,21 @@ type CarliniParams struct {
 // "Logits of API-Protected LLMs Leak Proprietary Information" (2024) §3
 // exploit.
 type hiddenModel struct {
-	h, v  int
+	tokVocab
+	h     int
 	scale float64
 	w     []float64 // V×h, row-major
 	seed  uint64
 	cache map[string][]float64
-	names []string
 }
 
 func newHiddenModel(seed uint64, h, v int) *hiddenModel {
 	r := newRand(seed, 2)
-	m := &hiddenModel{h: h, v: v, scale: 3, w: make([]float64, v*h), seed: seed, cache: map[string][]float64{}}
+	m := &hiddenModel{tokVocab: newTokVocab(v), h: h, scale: 3, w: make([]float64, v*h), seed: seed, cache: map[string][]float64{}}
 	for i := range m.w {
 		m.w[i] = r.NormFloat64()
 	}
-	m.names = make([]string, v)
-	for i := range m.names {
-		m.names[i] = "tok" + strconv.Itoa(i)
-	}
 	return m
-}
-
-func (m *hiddenModel) Vocab() int          { return m.v }
-func (m *hiddenModel) Token(id int) string { return m.names[id] }
-
-func (m *hiddenModel) TokenID(t string) (int, bool) {
-	s, ok := strings.CutPrefix(t, "tok")
-	if !ok {
-		return 0, false
-	}
-	id, err := strconv.Atoi(s)
-	return id, err == nil && id >= 0 && id < m.v
 }
 
 // Logits computes W·g(prompt); results are cached per prompt as an

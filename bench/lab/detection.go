@@ -238,6 +238,28 @@ type familyStats struct {
 	distinctSessions int
 }
 
+// accountTally sums up a family's accounts.
+type accountTally struct {
+	n, flagged, blocked int
+	firsts              []int // each flagged account's request count at its first flag
+	sizes               []int // requests per account
+}
+
+func (f *familyStats) tally() accountTally {
+	t := accountTally{n: len(f.accounts)}
+	for _, a := range f.accounts {
+		t.sizes = append(t.sizes, a.requests)
+		if a.firstFlag > 0 {
+			t.flagged++
+			t.firsts = append(t.firsts, a.firstFlag)
+		}
+		if a.blocked {
+			t.blocked++
+		}
+	}
+	return t
+}
+
 // RunDetection replays generated traffic through an ext_proc server.
 func RunDetection(ctx context.Context, seed uint64, p DetectionParams, prog *Task) (Section, error) {
 	reqs, err := traffic.Generate(traffic.Options{CorpusDir: p.CorpusDir, Seed: seed, Scale: p.Scale, Families: p.Families})
@@ -446,29 +468,17 @@ func detectionSection(seed uint64, p DetectionParams, where string, total int, f
 	var untagged int
 	for _, f := range fams {
 		untagged += f.untagged
-		var flagged, blocked int
-		var firsts, sizes []int
-		for _, a := range f.accounts {
-			sizes = append(sizes, a.requests)
-			if a.firstFlag > 0 {
-				flagged++
-				firsts = append(firsts, a.firstFlag)
-			}
-			if a.blocked {
-				blocked++
-			}
-		}
-		n := len(f.accounts)
+		t := f.tally()
 		kind := "benign"
 		if f.attack {
 			kind = "attack"
 		}
-		t1.Rows = append(t1.Rows, []string{f.name, kind, itoa(n), itoa(f.requests), itoa(f.distinctSessions),
-			fmtPct(frac(flagged, n)), fmtPct(frac(blocked, n)), fmtCount(quantileInt(firsts, 0.5)), fmtCount(quantileInt(firsts, 0.9)),
+		t1.Rows = append(t1.Rows, []string{f.name, kind, itoa(t.n), itoa(f.requests), itoa(f.distinctSessions),
+			fmtPct(frac(t.flagged, t.n)), fmtPct(frac(t.blocked, t.n)), fmtCount(quantileInt(t.firsts, 0.5)), fmtCount(quantileInt(t.firsts, 0.9)),
 			fmtPct(frac(f.flaggedRequests, f.requests)),
 			fmt.Sprintf("%d / %d / %d / %d", f.verdicts[0], f.verdicts[1], f.verdicts[2], f.verdicts[3])})
 		if !f.attack {
-			t2.Rows = append(t2.Rows, []string{f.name, itoa(n), fmtPct2(frac(flagged, n)), fmtPct2(frac(blocked, n)),
+			t2.Rows = append(t2.Rows, []string{f.name, itoa(t.n), fmtPct2(frac(t.flagged, t.n)), fmtPct2(frac(t.blocked, t.n)),
 				fmtPct2(frac(f.flaggedRequests, f.requests)), fmtPct2(frac(f.verdicts[scoring.Block], f.requests))})
 		}
 		if strings.Contains(f.name, "distributed") {
@@ -476,7 +486,7 @@ func detectionSection(seed uint64, p DetectionParams, where string, total int, f
 			if f.campaignFirst > 0 {
 				first = itoa(f.campaignFirst)
 			}
-			t3.Rows = append(t3.Rows, []string{f.name, itoa(n), fmtPct(frac(flagged, n)), itoa(f.requests), first, fmtCount(quantileInt(sizes, 0.5))})
+			t3.Rows = append(t3.Rows, []string{f.name, itoa(t.n), fmtPct(frac(t.flagged, t.n)), itoa(f.requests), first, fmtCount(quantileInt(t.sizes, 0.5))})
 		}
 		fig.Series = append(fig.Series, detectionCurve(f))
 	}
@@ -492,29 +502,18 @@ func detectionSection(seed uint64, p DetectionParams, where string, total int, f
 func detectionFindings(fams []*familyStats) []string {
 	var caught, missed, falseFlag, falseBlock []string
 	for _, f := range fams {
-		var flagged, blocked int
-		var firsts []int
-		for _, a := range f.accounts {
-			if a.firstFlag > 0 {
-				flagged++
-				firsts = append(firsts, a.firstFlag)
-			}
-			if a.blocked {
-				blocked++
-			}
-		}
-		n := len(f.accounts)
+		t := f.tally()
 		switch {
-		case f.attack && flagged > 0:
-			caught = append(caught, fmt.Sprintf("%s %s (median %s requests)", f.name, fmtPct(frac(flagged, n)), fmtCount(quantileInt(firsts, 0.5))))
+		case f.attack && t.flagged > 0:
+			caught = append(caught, fmt.Sprintf("%s %s (median %s requests)", f.name, fmtPct(frac(t.flagged, t.n)), fmtCount(quantileInt(t.firsts, 0.5))))
 		case f.attack:
 			missed = append(missed, f.name)
 		}
-		if !f.attack && flagged > 0 {
-			falseFlag = append(falseFlag, fmt.Sprintf("%s %s of accounts, %s of requests", f.name, fmtPct(frac(flagged, n)), fmtPct(frac(f.flaggedRequests, f.requests))))
+		if !f.attack && t.flagged > 0 {
+			falseFlag = append(falseFlag, fmt.Sprintf("%s %s of accounts, %s of requests", f.name, fmtPct(frac(t.flagged, t.n)), fmtPct(frac(f.flaggedRequests, f.requests))))
 		}
-		if !f.attack && blocked > 0 {
-			falseBlock = append(falseBlock, fmt.Sprintf("%s %s", f.name, fmtPct(frac(blocked, n))))
+		if !f.attack && t.blocked > 0 {
+			falseBlock = append(falseBlock, fmt.Sprintf("%s %s", f.name, fmtPct(frac(t.blocked, t.n))))
 		}
 	}
 	var out []string

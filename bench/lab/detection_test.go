@@ -6,8 +6,6 @@ import (
 	"errors"
 	"hash/fnv"
 	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,25 +18,8 @@ import (
 
 	"github.com/distillguard/distillguard/bench/lab/traffic"
 	"github.com/distillguard/distillguard/config"
+	"github.com/distillguard/distillguard/internal/corpus/corpustest"
 )
-
-// corpusDir returns the prompt corpora directory, skipping the test when
-// they are not installed (failing under CI=true).
-func corpusDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("DISTILLGUARD_CORPUS")
-	if dir == "" {
-		dir = traffic.CorpusDir()
-	}
-	if _, err := os.Stat(filepath.Join(dir, traffic.QuestionsFile)); err != nil {
-		msg := "prompt corpora not found in " + dir + " (set DISTILLGUARD_CORPUS): " + err.Error()
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return dir
-}
 
 // countingProcessor is a fake ext_proc server with a rule simple enough to
 // predict exactly: per authorization header, requests after the 50th are
@@ -143,7 +124,7 @@ func (f *countingProcessor) Process(st extprocv3.ExternalProcessor_ProcessServer
 }
 
 func TestDetectionReplayAgainstFake(t *testing.T) {
-	dir := corpusDir(t)
+	dir := corpustest.Require(t)
 	fake := &countingProcessor{counts: map[string]int{}}
 	p := DetectionParams{
 		Scale:     0.05,
@@ -226,7 +207,7 @@ func TestDetectionReplayAgainstFake(t *testing.T) {
 // bookkeeping. The scorer's verdicts themselves are the scoring package's
 // business; only their accounting is checked here.
 func TestLabWithRealServer(t *testing.T) {
-	dir := corpusDir(t)
+	dir := corpustest.Require(t)
 	if testing.Short() {
 		t.Skip("runs the small lab")
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 )
 
@@ -29,15 +28,15 @@ type DistillParams struct {
 // it cannot match the teacher exactly; what the labels carry decides how
 // close it gets.
 type mlpModel struct {
-	din, hid, v int
-	w1, b1      []float64 // hid×din, hid
-	w2, b2      []float64 // v×hid, v
-	names       []string
+	tokVocab
+	din, hid int
+	w1, b1   []float64 // hid×din, hid
+	w2, b2   []float64 // v×hid, v
 }
 
 func newMLPModel(seed uint64, din, hid, v int) *mlpModel {
 	r := newRand(seed, 4)
-	m := &mlpModel{din: din, hid: hid, v: v,
+	m := &mlpModel{tokVocab: newTokVocab(v), din: din, hid: hid,
 		w1: make([]float64, hid*din), b1: make([]float64, hid),
 		w2: make([]float64, v*hid), b2: make([]float64, v)}
 	for i := range m.w1 {
@@ -52,23 +51,7 @@ func newMLPModel(seed uint64, din, hid, v int) *mlpModel {
 	for i := range m.b2 {
 		m.b2[i] = r.NormFloat64()
 	}
-	m.names = make([]string, v)
-	for i := range m.names {
-		m.names[i] = "tok" + strconv.Itoa(i)
-	}
 	return m
-}
-
-func (m *mlpModel) Vocab() int          { return m.v }
-func (m *mlpModel) Token(id int) string { return m.names[id] }
-
-func (m *mlpModel) TokenID(t string) (int, bool) {
-	s, ok := strings.CutPrefix(t, "tok")
-	if !ok {
-		return 0, false
-	}
-	id, err := strconv.Atoi(s)
-	return id, err == nil && id >= 0 && id < m.v
 }
 
 func (m *mlpModel) Logits(prompt string, dst []float64) error {

@@ -148,32 +148,57 @@ type tramerFit struct {
 // baseline).
 func fitTramer(xs [][]float64, obs []tramerObs) tramerFit {
 	d := len(xs[0])
+	rows := finiteRows(obs)
+	if len(rows) >= d+1 {
+		if theta, err := solveMargins(xs, obs, rows, false); err == nil {
+			method := "least squares"
+			if len(rows) == d+1 {
+				method = "exact solve"
+			}
+			return tramerFit{theta: theta, equations: len(rows), method: method}
+		}
+	}
+	return tramerFit{theta: fitLabels(xs, obs), method: "labels only"}
+}
+
+// finiteRows returns the indices of the observations that yield an
+// equation (a finite observed margin).
+func finiteRows(obs []tramerObs) []int {
 	var rows []int
 	for i, o := range obs {
 		if o.finite {
 			rows = append(rows, i)
 		}
 	}
-	if len(rows) >= d+1 {
-		a := mat.NewDense(len(rows), d+1, nil)
-		b := mat.NewVecDense(len(rows), nil)
-		for r, i := range rows {
-			for j, v := range xs[i] {
-				a.Set(r, j, v)
-			}
-			a.Set(r, d, 1)
-			b.SetVec(r, obs[i].z)
-		}
-		var theta mat.VecDense
-		if err := theta.SolveVec(a, b); err == nil {
-			method := "least squares"
-			if len(rows) == d+1 {
-				method = "exact solve"
-			}
-			return tramerFit{theta: theta.RawVector().Data, equations: len(rows), method: method}
-		}
+	return rows
+}
+
+// solveMargins solves margin = w·x + b, plus c·label when withLabel, over
+// the given rows (exactly when square, else by least squares) and returns
+// w, b then c.
+func solveMargins(xs [][]float64, obs []tramerObs, rows []int, withLabel bool) ([]float64, error) {
+	d := len(xs[0])
+	cols := d + 1
+	if withLabel {
+		cols++
 	}
-	return tramerFit{theta: fitLabels(xs, obs), method: "labels only"}
+	a := mat.NewDense(len(rows), cols, nil)
+	b := mat.NewVecDense(len(rows), nil)
+	for r, i := range rows {
+		for j, v := range xs[i] {
+			a.Set(r, j, v)
+		}
+		a.Set(r, d, 1)
+		if withLabel {
+			a.Set(r, d+1, obs[i].label)
+		}
+		b.SetVec(r, obs[i].z)
+	}
+	var theta mat.VecDense
+	if err := theta.SolveVec(a, b); err != nil {
+		return nil, err
+	}
+	return theta.RawVector().Data, nil
 }
 
 // fitOffset is the equation-solving attack adapted to a perturbation that
@@ -184,30 +209,14 @@ func fitTramer(xs [][]float64, obs []tramerObs) tramerFit {
 // and the system is linear again.
 func fitOffset(xs [][]float64, obs []tramerObs) (tramerFit, bool) {
 	d := len(xs[0])
-	var rows []int
-	for i, o := range obs {
-		if o.finite {
-			rows = append(rows, i)
-		}
-	}
+	rows := finiteRows(obs)
 	if len(rows) < d+2 {
 		return tramerFit{}, false
 	}
-	a := mat.NewDense(len(rows), d+2, nil)
-	b := mat.NewVecDense(len(rows), nil)
-	for r, i := range rows {
-		for j, v := range xs[i] {
-			a.Set(r, j, v)
-		}
-		a.Set(r, d, 1)
-		a.Set(r, d+1, obs[i].label)
-		b.SetVec(r, obs[i].z)
-	}
-	var theta mat.VecDense
-	if err := theta.SolveVec(a, b); err != nil {
+	t, err := solveMargins(xs, obs, rows, true)
+	if err != nil {
 		return tramerFit{}, false
 	}
-	t := theta.RawVector().Data
 	for _, v := range t {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return tramerFit{}, false
@@ -277,6 +286,12 @@ type tramerScore struct {
 	paramErr  float64 // ||θ̂-θ|| / ||θ||
 	agreement float64 // held-out label agreement
 	probErr   float64 // mean |σ(θ̂·x) - σ(θ·x)| on held-out inputs
+}
+
+// cell is the report's table cell: relative parameter error / held-out
+// agreement.
+func (sc tramerScore) cell() string {
+	return fmt.Sprintf("%s / %s", fmtSci(sc.paramErr), fmtPct2(sc.agreement))
 }
 
 func scoreTramer(m *logisticModel, theta []float64, held [][]float64) tramerScore {
@@ -448,7 +463,7 @@ func tramerSection(seed uint64, p TramerParams, results []tramerResult) Section 
 		row := []string{r.policy.Name}
 		need := "> " + itoa(r.budgets[len(r.budgets)-1])
 		for i, sc := range r.scores {
-			row = append(row, fmt.Sprintf("%s / %s", fmtSci(sc.paramErr), fmtPct2(sc.agreement)))
+			row = append(row, sc.cell())
 			if sc.agreement >= 0.999 && strings.HasPrefix(need, ">") {
 				need = itoa(r.budgets[i])
 			}
@@ -468,26 +483,21 @@ func tramerSection(seed uint64, p TramerParams, results []tramerResult) Section 
 		if r.offset == nil {
 			continue
 		}
-		row := []string{r.policy.Name + ", plain attacker (as above)"}
-		for _, sc := range r.scores {
-			row = append(row, fmt.Sprintf("%s / %s", fmtSci(sc.paramErr), fmtPct2(sc.agreement)))
+		for _, v := range []struct {
+			attacker string
+			scores   []tramerScore
+		}{
+			{"plain attacker (as above)", r.scores},
+			{"rank offset", r.offset},
+			{"session-only key, plain attacker", r.sessionOnly},
+			{"session-only key, rank offset", r.sessionOff},
+		} {
+			row := []string{r.policy.Name + ", " + v.attacker}
+			for _, sc := range v.scores {
+				row = append(row, sc.cell())
+			}
+			t3.Rows = append(t3.Rows, row)
 		}
-		t3.Rows = append(t3.Rows, row)
-		row = []string{r.policy.Name + ", rank offset"}
-		for _, sc := range r.offset {
-			row = append(row, fmt.Sprintf("%s / %s", fmtSci(sc.paramErr), fmtPct2(sc.agreement)))
-		}
-		t3.Rows = append(t3.Rows, row)
-		row = []string{r.policy.Name + ", session-only key, plain attacker"}
-		for _, sc := range r.sessionOnly {
-			row = append(row, fmt.Sprintf("%s / %s", fmtSci(sc.paramErr), fmtPct2(sc.agreement)))
-		}
-		t3.Rows = append(t3.Rows, row)
-		row = []string{r.policy.Name + ", session-only key, rank offset"}
-		for _, sc := range r.sessionOff {
-			row = append(row, fmt.Sprintf("%s / %s", fmtSci(sc.paramErr), fmtPct2(sc.agreement)))
-		}
-		t3.Rows = append(t3.Rows, row)
 	}
 	s.Tables = []Table{t1, t2, t3}
 

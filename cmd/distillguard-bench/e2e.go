@@ -32,23 +32,14 @@ func cmdE2E(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stdout, "e2e: envoy is not on PATH; skipping")
 		return nil
 	}
-	self, err := os.Executable()
+	noop, dg, err := serverSpecs(*dgBin)
 	if err != nil {
 		return err
 	}
-	dg := bench.ServerSpec{Name: bench.NameDistillguard, Config: []byte("scoring:\n  enabled: false\n"),
-		Argv: []string{self, "serve-distillguard", "-config", "{config}", "-grpc-addr", "{grpc}", "-admin-addr", "{admin}"}}
-	if *dgBin != "" {
-		p, err := filepath.Abs(*dgBin)
-		if err != nil {
-			return err
-		}
-		dg.Argv = []string{p, "-config", "{config}", "-grpc-addr", "{grpc}", "-admin-addr", "{admin}"}
-	}
+	dg.Config = []byte("scoring:\n  enabled: false\n")
 	rep, err := bench.RunE2E(ctx, bench.E2EConfig{
-		Envoy: envoy, EnvoyYAML: *envoyYAML,
-		Noop: bench.ServerSpec{Name: bench.NameNoop, Argv: []string{self, "serve-noop", "-grpc-addr", "{grpc}", "-admin-addr", "{admin}"}},
-		Dg:   dg, Streams: *streams, Requests: *requests, Tokens: *tokens, Interval: *interval, OutDir: *out,
+		Envoy: envoy, EnvoyYAML: *envoyYAML, Noop: noop, Dg: dg,
+		Streams: *streams, Requests: *requests, Tokens: *tokens, Interval: *interval, OutDir: *out,
 	})
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/distillguard/distillguard/bench"
+	"github.com/distillguard/distillguard/internal/corpus"
 )
 
 func isTerminal(f *os.File) bool {
@@ -32,7 +33,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	profile := fs.String("profile", "", "scenario in whose first distillguard round CPU and allocation profiles are captured")
 	floor := fs.Duration("floor", 300*time.Millisecond, "time to measure the in-process rewrite floor per scenario (0 skips)")
 	openRate := fs.Float64("open-rate", 8000, "message rate of the open-loop scenario (messages/s over all streams)")
-	corpus := fs.String("corpus", "", "prompt corpus directory (default $DISTILLGUARD_CORPUS or ../shared/data; synthetic prompts when absent)")
+	corpusFlag := fs.String("corpus", "", "prompt corpus directory (default $DISTILLGUARD_CORPUS or ../shared/data; synthetic prompts when absent)")
 	list := fs.Bool("list", false, "list the scenarios and exit")
 	enforce := fs.Bool("enforce-targets", false, "exit 1 when a published target is missed")
 	aa := fs.Bool("aa", false, "A/A calibration: run the no-op processor in the distillguard slot too, to see the noise floor of the ratios")
@@ -50,18 +51,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	self, err := os.Executable()
+	noop, dg, err := serverSpecs(*dgBin)
 	if err != nil {
 		return err
-	}
-	noop := bench.ServerSpec{Argv: []string{self, "serve-noop", "-grpc-addr", "{grpc}", "-admin-addr", "{admin}"}}
-	dg := bench.ServerSpec{Argv: []string{self, "serve-distillguard", "-config", "{config}", "-grpc-addr", "{grpc}", "-admin-addr", "{admin}"}}
-	if *dgBin != "" {
-		p, err := filepath.Abs(*dgBin)
-		if err != nil {
-			return err
-		}
-		dg.Argv = []string{p, "-config", "{config}", "-grpc-addr", "{grpc}", "-admin-addr", "{admin}"}
 	}
 	if *profile != "" {
 		dg.Argv = append(dg.Argv, "-pprof")
@@ -69,7 +61,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *aa {
 		dg.Argv = noop.Argv
 	}
-	prompts := loadPrompts(*corpus, stderr)
+	prompts := loadPrompts(*corpusFlag, stderr)
 
 	mc := bench.MatrixConfig{
 		Scenarios: scenarios, Rounds: *rounds, Warmup: *warmup, Duration: *duration,
@@ -102,11 +94,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 func loadPrompts(dir string, stderr io.Writer) []string {
 	if dir == "" {
-		wd, _ := os.Getwd()
-		dir = bench.CorpusDir(wd)
-	}
-	if dir == "" {
-		return nil
+		dir = corpus.Dir()
 	}
 	ps, err := bench.LoadPrompts(dir, 5000)
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/distillguard/distillguard/bench"
 )
@@ -33,4 +35,27 @@ func cmdServeDistillguard(ctx context.Context, args []string, stderr io.Writer) 
 		return err
 	}
 	return bench.ServeDistillguard(ctx, *cfg, *o, stderr)
+}
+
+// serverSpecs says how the suite starts the two servers under test: this
+// binary's serve-noop mode, and its serve-distillguard mode or, when dgBin
+// is set, that distillguard binary (which takes the same -config,
+// -grpc-addr and -admin-addr flags).
+func serverSpecs(dgBin string) (noop, dg bench.ServerSpec, err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return noop, dg, err
+	}
+	dgArgv := []string{self, "serve-distillguard"}
+	if dgBin != "" {
+		p, err := filepath.Abs(dgBin)
+		if err != nil {
+			return noop, dg, err
+		}
+		dgArgv = []string{p}
+	}
+	addrs := []string{"-grpc-addr", "{grpc}", "-admin-addr", "{admin}"}
+	noop = bench.ServerSpec{Name: bench.NameNoop, Argv: append([]string{self, "serve-noop"}, addrs...)}
+	dg = bench.ServerSpec{Name: bench.NameDistillguard, Argv: append(append(dgArgv, "-config", "{config}"), addrs...)}
+	return noop, dg, nil
 }

@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"github.com/distillguard/distillguard/bench/lab"
-	"github.com/distillguard/distillguard/bench/lab/traffic"
 	"github.com/distillguard/distillguard/config"
+	"github.com/distillguard/distillguard/internal/corpus"
 )
 
 func main() {
@@ -34,7 +34,7 @@ func main() {
 
 func run() error {
 	fs := flag.NewFlagSet("distillguard-lab", flag.ContinueOnError)
-	corpus := fs.String("corpus", "", "prompt corpus directory (default $DISTILLGUARD_CORPUS, else ../shared/data next to the module root)")
+	corpusFlag := fs.String("corpus", "", "prompt corpus directory (default $DISTILLGUARD_CORPUS, else ../shared/data next to the module root)")
 	seed := fs.Uint64("seed", 1, "seed: the same seed gives the same report")
 	scale := fs.Float64("scale", 1, "size of the run: 1 is the full lab, smaller is quicker")
 	out := fs.String("out", "lab-out", "output directory for "+lab.ReportFile+" and figures")
@@ -59,9 +59,9 @@ func run() error {
 		}
 		cfg = c
 	}
-	dir := *corpus
+	dir := *corpusFlag
 	if dir == "" {
-		dir = traffic.CorpusDir()
+		dir = corpus.Dir()
 	}
 	var list []string
 	for _, e := range strings.Split(*exps, ",") {

@@ -854,8 +854,35 @@ func (r *run) path(request bool, h *headerList, body []byte, chunks [][]byte, tr
 	return out
 }
 
-func (r *run) buffered(request bool, h *headerList, body []byte, trl *headerList) []byte {
+// bodyReply sends sent as one body message (BUFFERED sends the whole body
+// so, BUFFERED_PARTIAL what it has queued), awaits the reply and applies its
+// header mutation. With done the caller returns ret at once: nil when the
+// exchange ended (a local reply, or a header mutation Envoy rejects), body
+// when Envoy continues without the processor. Otherwise the caller applies
+// cr's body mutation.
+func (r *run) bodyReply(request bool, h *headerList, body, sent []byte, eos bool) (cr *extprocv3.CommonResponse, ret []byte, done bool) {
 	_, expB, _ := exps(request)
+	if err := r.send(bodyMsg(request, sent, eos), request); err != nil {
+		if r.streamFailed(err) == ended {
+			return nil, nil, true
+		}
+		return nil, body, true
+	}
+	m, out := r.await(expB, true)
+	if out != replied {
+		return nil, body, true
+	}
+	cr = commonOf(m)
+	if hm := cr.GetHeaderMutation(); hm != nil {
+		if err := r.applyHeaderMutation(hm, h, r.shouldRemoveContentLength(request)); err != nil {
+			r.mutationFailed(err)
+			return nil, nil, true
+		}
+	}
+	return cr, nil, false
+}
+
+func (r *run) buffered(request bool, h *headerList, body []byte, trl *headerList) []byte {
 	if len(body) > r.cfg.BufferLimit {
 		// StopIterationAndBuffer past the buffer limit: Envoy's own reply.
 		if request {
@@ -865,22 +892,9 @@ func (r *run) buffered(request bool, h *headerList, body []byte, trl *headerList
 		}
 		return nil
 	}
-	if err := r.send(bodyMsg(request, body, trl == nil), request); err != nil {
-		if r.streamFailed(err) == ended {
-			return nil
-		}
-		return body
-	}
-	m, out := r.await(expB, true)
-	if out != replied {
-		return body
-	}
-	cr := commonOf(m)
-	if hm := cr.GetHeaderMutation(); hm != nil {
-		if err := r.applyHeaderMutation(hm, h, r.shouldRemoveContentLength(request)); err != nil {
-			r.mutationFailed(err)
-			return nil
-		}
+	cr, ret, done := r.bodyReply(request, h, body, body, trl == nil)
+	if done {
+		return ret
 	}
 	if bm := cr.GetBodyMutation(); bm != nil {
 		nb, ok := r.applyBody(bm, body)
@@ -935,7 +949,6 @@ func (r *run) streamed(request bool, chunks [][]byte, trl *headerList) []byte {
 }
 
 func (r *run) partial(request bool, h *headerList, body []byte, chunks [][]byte, trl *headerList) []byte {
-	_, expB, _ := exps(request)
 	// Chunks queue up until end of stream or until the queue exceeds the
 	// buffer limit, then everything queued goes in one message.
 	n, i := 0, 0
@@ -948,22 +961,9 @@ func (r *run) partial(request bool, h *headerList, body []byte, chunks [][]byte,
 	}
 	sent, rest := body[:n], body[n:]
 	eos := i == len(chunks) && trl == nil
-	if err := r.send(bodyMsg(request, sent, eos), request); err != nil {
-		if r.streamFailed(err) == ended {
-			return nil
-		}
-		return body
-	}
-	m, out := r.await(expB, true)
-	if out != replied {
-		return body
-	}
-	cr := commonOf(m)
-	if hm := cr.GetHeaderMutation(); hm != nil {
-		if err := r.applyHeaderMutation(hm, h, r.shouldRemoveContentLength(request)); err != nil {
-			r.mutationFailed(err)
-			return nil
-		}
+	cr, ret, done := r.bodyReply(request, h, body, sent, eos)
+	if done {
+		return ret
 	}
 	nb, ok := r.applyBody(cr.GetBodyMutation(), sent)
 	if !ok {

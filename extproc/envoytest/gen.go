@@ -179,26 +179,28 @@ func appendBytes(dst []byte, s string) []byte {
 
 // appendChatLogprob writes one chat/responses logprob entry.
 func appendChatLogprob(dst []byte, t Token, top int) []byte {
-	dst = append(dst, `{"token":`...)
-	dst = appendString(dst, t.Token)
-	dst = append(dst, `,"logprob":`...)
-	dst = appendFloat(dst, t.Logprob)
-	dst = append(dst, `,"bytes":`...)
-	dst = appendBytes(dst, t.Token)
+	dst = appendTokenFields(dst, t.Token, t.Logprob)
 	dst = append(dst, `,"top_logprobs":[`...)
 	for i, a := range t.Top[:min(top, len(t.Top))] {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = append(dst, `{"token":`...)
-		dst = appendString(dst, a.Token)
-		dst = append(dst, `,"logprob":`...)
-		dst = appendFloat(dst, a.Logprob)
-		dst = append(dst, `,"bytes":`...)
-		dst = appendBytes(dst, a.Token)
+		dst = appendTokenFields(dst, a.Token, a.Logprob)
 		dst = append(dst, '}')
 	}
 	return append(dst, "]}"...)
+}
+
+// appendTokenFields opens a logprob entry and writes the fields the chosen
+// token and its alternatives share: {"token":...,"logprob":...,"bytes":[...]
+// (the caller closes it).
+func appendTokenFields(dst []byte, tok string, lp float64) []byte {
+	dst = append(dst, `{"token":`...)
+	dst = appendString(dst, tok)
+	dst = append(dst, `,"logprob":`...)
+	dst = appendFloat(dst, lp)
+	dst = append(dst, `,"bytes":`...)
+	return appendBytes(dst, tok)
 }
 
 func appendUsage(dst []byte, prompt, completion int) []byte {
@@ -241,7 +243,9 @@ func Join(events [][]byte) []byte {
 // DoneEvent is the terminating event of chat and legacy completion streams.
 const DoneEvent = "data: [DONE]\n\n"
 
-func (g *Gen) chunkHead(dst []byte, id, object string) []byte {
+// objectHead opens a completion object with the fields every one starts
+// with: id, object, created, model.
+func (g *Gen) objectHead(dst []byte, id, object string) []byte {
 	dst = append(dst, `{"id":`...)
 	dst = appendString(dst, id)
 	dst = append(dst, `,"object":"`...)
@@ -249,7 +253,20 @@ func (g *Gen) chunkHead(dst []byte, id, object string) []byte {
 	dst = append(dst, `","created":`...)
 	dst = strconv.AppendInt(dst, g.Created, 10)
 	dst = append(dst, `,"model":`...)
-	dst = appendString(dst, g.Model)
+	return appendString(dst, g.Model)
+}
+
+// joinTokens is the text of toks.
+func joinTokens(toks []Token) string {
+	var text string
+	for _, t := range toks {
+		text += t.Token
+	}
+	return text
+}
+
+func (g *Gen) chunkHead(dst []byte, id, object string) []byte {
+	dst = g.objectHead(dst, id, object)
 	dst = append(dst, `,"system_fingerprint":`...)
 	return appendString(dst, g.Fingerprint)
 }
@@ -317,12 +334,7 @@ func (g *Gen) ChatStream(o Options) [][]byte {
 // ChatCompletion returns a non-streamed chat completion body.
 func (g *Gen) ChatCompletion(o Options) []byte {
 	o = o.norm()
-	b := append([]byte(nil), `{"id":`...)
-	b = appendString(b, "chatcmpl-"+g.alnum(29))
-	b = append(b, `,"object":"chat.completion","created":`...)
-	b = strconv.AppendInt(b, g.Created, 10)
-	b = append(b, `,"model":`...)
-	b = appendString(b, g.Model)
+	b := g.objectHead(nil, "chatcmpl-"+g.alnum(29), "chat.completion")
 	b = append(b, `,"choices":[`...)
 	for c := range o.N {
 		toks := g.Tokens(o.Tokens, o.TopLogprobs)
@@ -332,11 +344,7 @@ func (g *Gen) ChatCompletion(o Options) []byte {
 		b = append(b, `{"index":`...)
 		b = strconv.AppendInt(b, int64(c), 10)
 		b = append(b, `,"message":{"role":"assistant","content":`...)
-		var text string
-		for _, t := range toks {
-			text += t.Token
-		}
-		b = appendString(b, text)
+		b = appendString(b, joinTokens(toks))
 		b = append(b, `,"refusal":null,"annotations":[]},"logprobs":`...)
 		if o.Logprobs {
 			b = append(b, `{"content":[`...)
@@ -462,18 +470,9 @@ func (g *Gen) CompletionStream(o Options) [][]byte {
 func (g *Gen) Completion(o Options) []byte {
 	o = o.norm()
 	toks := g.Tokens(o.Tokens, o.TopLogprobs)
-	var text string
-	for _, t := range toks {
-		text += t.Token
-	}
-	b := append([]byte(nil), `{"id":`...)
-	b = appendString(b, "cmpl-"+g.alnum(29))
-	b = append(b, `,"object":"text_completion","created":`...)
-	b = strconv.AppendInt(b, g.Created, 10)
-	b = append(b, `,"model":`...)
-	b = appendString(b, g.Model)
+	b := g.objectHead(nil, "cmpl-"+g.alnum(29), "text_completion")
 	b = append(b, `,"choices":[{"text":`...)
-	b = appendString(b, text)
+	b = appendString(b, joinTokens(toks))
 	b = append(b, `,"index":0,"logprobs":`...)
 	if o.Logprobs {
 		b = appendLegacyLogprobs(b, toks, o.TopLogprobs, 0)

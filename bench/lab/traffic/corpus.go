@@ -8,13 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-)
 
-// Corpus file names inside the corpus directory (see shared/data/README.md).
-const (
-	DialogsFile   = "hh_rlhf_dialogs.jsonl"
-	QuestionsFile = "gsm8k_test.jsonl"
-	TasksFile     = "selfinstruct_seed_tasks.jsonl"
+	"github.com/distillguard/distillguard/internal/corpus"
 )
 
 // ErrNoCorpus wraps the error returned when a corpus file is missing, so
@@ -37,36 +32,12 @@ type Corpus struct {
 	Tasks []Task
 }
 
-// CorpusDir resolves the corpus directory: $DISTILLGUARD_CORPUS when set,
-// otherwise ../shared/data relative to the module root (the directory holding
-// go.mod, searched upwards from the working directory). It does not check
-// that the directory exists.
-func CorpusDir() string {
-	if d := os.Getenv("DISTILLGUARD_CORPUS"); d != "" {
-		return d
-	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return filepath.Join("..", "shared", "data")
-	}
-	for d := wd; ; {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return filepath.Join(d, "..", "shared", "data")
-		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			return filepath.Join(wd, "..", "shared", "data")
-		}
-		d = parent
-	}
-}
-
 // LoadCorpus reads the three corpus files from dir. A missing file yields an
 // error wrapping ErrNoCorpus; a malformed line is an error naming file and
 // line.
 func LoadCorpus(dir string) (*Corpus, error) {
 	c := &Corpus{}
-	err := readJSONL(dir, DialogsFile, func(line []byte) error {
+	err := readJSONL(dir, corpus.DialogsFile, func(line []byte) error {
 		var d struct {
 			Turns []string `json:"turns"`
 		}
@@ -87,7 +58,7 @@ func LoadCorpus(dir string) (*Corpus, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = readJSONL(dir, QuestionsFile, func(line []byte) error {
+	err = readJSONL(dir, corpus.QuestionsFile, func(line []byte) error {
 		var q struct {
 			Question string `json:"question"`
 		}
@@ -102,7 +73,7 @@ func LoadCorpus(dir string) (*Corpus, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = readJSONL(dir, TasksFile, func(line []byte) error {
+	err = readJSONL(dir, corpus.TasksFile, func(line []byte) error {
 		var t Task
 		if err := json.Unmarshal(line, &t); err != nil {
 			return err
@@ -129,8 +100,8 @@ func readJSONL(dir, name string, each func([]byte) error) error {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("%w: %s (set DISTILLGUARD_CORPUS to the directory holding %s, %s and %s)",
-				ErrNoCorpus, path, DialogsFile, QuestionsFile, TasksFile)
+			return fmt.Errorf("%w: %s (set %s to the directory holding %s, %s and %s)",
+				ErrNoCorpus, path, corpus.EnvVar, corpus.DialogsFile, corpus.QuestionsFile, corpus.TasksFile)
 		}
 		return err
 	}

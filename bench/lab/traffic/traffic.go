@@ -21,6 +21,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/distillguard/distillguard/internal/corpus"
 )
 
 // Request is one generated API call. It is self-describing: everything the
@@ -151,7 +153,7 @@ func Families() []Family { return append([]Family(nil), families[:]...) }
 
 // Options configure Generate.
 type Options struct {
-	// CorpusDir holds the corpus files; "" means CorpusDir().
+	// CorpusDir holds the corpus files; "" means corpus.Dir().
 	CorpusDir string
 	// Seed makes the output deterministic.
 	Seed uint64
@@ -172,7 +174,7 @@ func DefaultStart() time.Time { return time.Date(2025, 3, 3, 0, 0, 0, 0, time.UT
 func Generate(o Options) ([]Request, error) {
 	dir := o.CorpusDir
 	if dir == "" {
-		dir = CorpusDir()
+		dir = corpus.Dir()
 	}
 	c, err := LoadCorpus(dir)
 	if err != nil {

@@ -9,20 +9,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/distillguard/distillguard/internal/corpus"
+	"github.com/distillguard/distillguard/internal/corpus/corpustest"
 )
 
 // loadCorpus returns the corpus or skips (fails under CI=true) when the
 // corpus directory is absent.
 func loadCorpus(t testing.TB) *Corpus {
 	t.Helper()
-	dir := CorpusDir()
-	c, err := LoadCorpus(dir)
-	if errors.Is(err, ErrNoCorpus) {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("corpus missing under CI: %v", err)
-		}
-		t.Skipf("corpus not available (set DISTILLGUARD_CORPUS): %v", err)
-	}
+	c, err := LoadCorpus(corpustest.Require(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +37,7 @@ func TestLoadCorpusMissingDir(t *testing.T) {
 
 func TestLoadCorpusMalformedLine(t *testing.T) {
 	dir := t.TempDir()
-	for _, f := range []string{DialogsFile, QuestionsFile, TasksFile} {
+	for _, f := range corpus.Files() {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte("{\"turns\": [\"hi\"]}\nnot json\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -49,17 +45,6 @@ func TestLoadCorpusMalformedLine(t *testing.T) {
 	_, err := LoadCorpus(dir)
 	if err == nil || errors.Is(err, ErrNoCorpus) || !strings.Contains(err.Error(), ":2:") {
 		t.Fatalf("err = %v, want a parse error naming line 2", err)
-	}
-}
-
-func TestCorpusDirEnv(t *testing.T) {
-	t.Setenv("DISTILLGUARD_CORPUS", "/some/where")
-	if got := CorpusDir(); got != "/some/where" {
-		t.Fatalf("CorpusDir() = %q", got)
-	}
-	t.Setenv("DISTILLGUARD_CORPUS", "")
-	if got := CorpusDir(); !strings.HasSuffix(filepath.ToSlash(got), "shared/data") {
-		t.Fatalf("CorpusDir() = %q, want .../shared/data", got)
 	}
 }
 

@@ -2,6 +2,7 @@ package extproc
 
 import (
 	"context"
+	"runtime"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -85,13 +86,61 @@ func BenchmarkProcessChunk(b *testing.B) {
 	}
 }
 
+// BenchmarkStreamHeap reports the live heap a stream in the middle of a
+// token stream keeps (heap-B/stream): what RSS per concurrent stream is
+// made of, beyond gRPC's own per-stream state. The streams have seen their
+// request and a few events, and wait for the next chunk.
+func BenchmarkStreamHeap(b *testing.B) {
+	cfg := testConfig(nil)
+	srv, err := New(Options{Config: func() *config.Config { return cfg }, Scorer: verdictScorer(scoring.Allow)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	events := benchEvents(5, true)
+	const n = 500
+	mode := &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mStreamed}
+	var perStream float64
+	for b.Loop() {
+		sts := make([]*stream, n)
+		var m0, m1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		for i := range sts {
+			st := openResponse(b, srv, mode)
+			for _, e := range events[:5] {
+				st.handle(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: e}}})
+				st.sent() // as Process does once the replies are sent
+			}
+			sts[i] = st
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		perStream = float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc)) / n
+		for _, st := range sts {
+			st.release()
+		}
+	}
+	b.ReportMetric(perStream, "heap-B/stream")
+}
+
 // BenchmarkGRPCRoundTrip: one SSE token event per message over an
 // in-memory gRPC connection (send, server processing, receive).
 func BenchmarkGRPCRoundTrip(b *testing.B) {
 	h := newHarness(b, testConfig(nil), verdictScorer(scoring.Allow))
+	benchRoundTrip(b, h.client)
+}
+
+// BenchmarkGRPCRoundTripNoop is BenchmarkGRPCRoundTrip against a processor
+// that answers every message with an empty reply: the gRPC floor the
+// distillguard figure is to be compared with.
+func BenchmarkGRPCRoundTripNoop(b *testing.B) {
+	benchRoundTrip(b, serveBufconn(b, noopProcessor{}))
+}
+
+func benchRoundTrip(b *testing.B, client extprocv3.ExternalProcessorClient) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ps, err := h.client.Process(ctx)
+	ps, err := client.Process(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -129,4 +178,35 @@ func BenchmarkGRPCRoundTrip(b *testing.B) {
 	b.StopTimer()
 	ps.CloseSend()
 	ps.Recv()
+}
+
+// noopProcessor answers every message with an empty reply of its kind
+// (STREAMED and BUFFERED modes only), like bench.Noop.
+type noopProcessor struct {
+	extprocv3.UnimplementedExternalProcessorServer
+}
+
+func (noopProcessor) Process(ps extprocv3.ExternalProcessor_ProcessServer) error {
+	req := new(extprocv3.ProcessingRequest)
+	for {
+		if err := ps.RecvMsg(req); err != nil {
+			return nil
+		}
+		r := &extprocv3.ProcessingResponse{}
+		switch req.GetRequest().(type) {
+		case *extprocv3.ProcessingRequest_RequestHeaders:
+			r.Response = &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}
+		case *extprocv3.ProcessingRequest_RequestBody:
+			r.Response = &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}
+		case *extprocv3.ProcessingRequest_ResponseHeaders:
+			r.Response = &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}
+		case *extprocv3.ProcessingRequest_ResponseBody:
+			r.Response = &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}
+		default:
+			r.Response = &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}
+		}
+		if err := ps.Send(r); err != nil {
+			return err
+		}
+	}
 }

@@ -173,6 +173,9 @@ func FuzzStateMachine(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Reply trees and output buffers reused across messages give the
+		// same replies as fresh ones.
+		checkReplyReuse(t, srv, msgs)
 		st := srv.newStream(context.Background())
 		defer st.release()
 		if flags&1 == 0 {

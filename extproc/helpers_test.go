@@ -108,9 +108,17 @@ func newHarness(t testing.TB, cfg *config.Config, sc scoring.Scorer) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	return &harness{srv: srv, client: serveBufconn(t, srv), reader: reader}
+}
+
+// serveBufconn serves p on an in-memory gRPC connection, with the server
+// options cmd/distillguard uses for the codec, and returns a client.
+func serveBufconn(t testing.TB, p extprocv3.ExternalProcessorServer) extprocv3.ExternalProcessorClient {
+	t.Helper()
 	lis := bufconn.Listen(4 << 20)
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(256 << 20))
-	extprocv3.RegisterExternalProcessorServer(gs, srv)
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(256<<20), grpc.ForceServerCodecV2(Codec()))
+	extprocv3.RegisterExternalProcessorServer(gs, p)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -127,9 +135,8 @@ func newHarness(t testing.TB, cfg *config.Config, sc scoring.Scorer) *harness {
 		conn.Close()
 		gs.Stop()
 		<-served
-		_ = mp.Shutdown(context.Background())
 	})
-	return &harness{srv: srv, client: extprocv3.NewExternalProcessorClient(conn), reader: reader}
+	return extprocv3.NewExternalProcessorClient(conn)
 }
 
 // counter sums an int64 counter's data points whose attributes include

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -79,13 +81,32 @@ type metrics struct {
 	immediate   metric.Int64Counter
 	protocol    metric.Int64Counter
 
-	// Precomputed attribute sets: read-only after newMetrics, so recording
-	// a measurement does not allocate.
-	kindOpt   [numKinds]metric.MeasurementOption
+	// Precomputed attribute sets, read-only after newMetrics. They are held
+	// as ready-made option slices: passing a slice on to a variadic
+	// parameter does not allocate, while a single option converted into a
+	// fresh ...Option slice per call does (it escapes through the interface
+	// method).
+	kindAdd   [numKinds][]metric.AddOption
+	kindRec   [numKinds][]metric.RecordOption
 	reasonOpt map[string]metric.MeasurementOption
-	inOpt     metric.MeasurementOption
-	outOpt    metric.MeasurementOption
+	inAdd     []metric.AddOption
+	outAdd    []metric.AddOption
+
+	// reqOpts caches the attribute sets of distillguard_requests by
+	// (verdict, policy, shadow): building and sorting a three-attribute set
+	// per request cost more than the Add itself. Policy names come from the
+	// configuration, which reloads can change, so the cache is bounded
+	// (maxReqOpts); combinations beyond it are built per call.
+	reqOpts sync.Map // requestKey -> []metric.AddOption
+	reqN    atomic.Int32
 }
+
+type requestKey struct {
+	verdict, policy string
+	shadow          bool
+}
+
+const maxReqOpts = 256
 
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	mt := mp.Meter("github.com/distillguard/distillguard/extproc")
@@ -105,7 +126,7 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	add(err)
 	m.duration, err = mt.Float64Histogram("distillguard_message_duration",
 		metric.WithUnit("s"),
-		metric.WithDescription("Time to process one ext_proc message (excluding gRPC send), by kind."),
+		metric.WithDescription("Time to process one ext_proc message (excluding gRPC send), by kind. Headers and trailers messages are all recorded; body messages are sampled, one in 8 per stream."),
 		metric.WithExplicitBucketBoundaries(5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25))
 	add(err)
 	m.requests, err = mt.Int64Counter("distillguard_requests",
@@ -131,20 +152,62 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		return nil, errors.Join(errs...)
 	}
 	for k := range numKinds {
-		m.kindOpt[k] = metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", k.String())))
+		o := metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", k.String())))
+		m.kindAdd[k] = []metric.AddOption{o}
+		m.kindRec[k] = []metric.RecordOption{o}
 	}
 	m.reasonOpt = make(map[string]metric.MeasurementOption, len(allReasons))
 	for _, r := range allReasons {
 		m.reasonOpt[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
 	}
-	m.inOpt = metric.WithAttributeSet(attribute.NewSet(attribute.String("direction", "in")))
-	m.outOpt = metric.WithAttributeSet(attribute.NewSet(attribute.String("direction", "out")))
+	m.inAdd = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("direction", "in")))}
+	m.outAdd = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("direction", "out")))}
 	return m, nil
 }
 
+// tallyFlushEvery bounds how many messages a stream's counts may lag behind
+// in the exported counters: a token stream lives for seconds to minutes, so
+// its counts show up while it runs, not only when it ends.
+const tallyFlushEvery = 64
+
+// tally accumulates one stream's per-message counts (messages by kind, body
+// bytes, events rewritten) in plain integers owned by the stream's
+// goroutine. They reach the shared counters every tallyFlushEvery messages
+// and when the stream ends: each counter Add in the SDK costs an option
+// resolution, an attribute-set dedup and an atomic update on a shared cache
+// line, which per message was a visible part of the per-message cost.
+type tally struct {
+	messages [numKinds]int64
+	bytesIn  int64
+	bytesOut int64
+	events   int64
+	pending  int // messages since the last flush
+}
+
+// flush adds the accumulated counts to the counters and clears them.
+func (m *metrics) flush(ctx context.Context, t *tally) {
+	for k, n := range t.messages {
+		if n > 0 {
+			m.messages.Add(ctx, n, m.kindAdd[k]...)
+		}
+	}
+	if t.bytesIn > 0 {
+		m.bytes.Add(ctx, t.bytesIn, m.inAdd...)
+	}
+	if t.bytesOut > 0 {
+		m.bytes.Add(ctx, t.bytesOut, m.outAdd...)
+	}
+	if t.events > 0 {
+		m.events.Add(ctx, t.events)
+	}
+	*t = tally{}
+}
+
+// observeMessage records one message's processing time (for the messages
+// stream.timed selects: the histogram's count is not the number of messages,
+// distillguard_messages is).
 func (m *metrics) observeMessage(ctx context.Context, k msgKind, d time.Duration) {
-	m.messages.Add(ctx, 1, m.kindOpt[k])
-	m.duration.Record(ctx, d.Seconds(), m.kindOpt[k])
+	m.duration.Record(ctx, d.Seconds(), m.kindRec[k]...)
 }
 
 func (m *metrics) pass(ctx context.Context, reason string) {
@@ -156,10 +219,21 @@ func (m *metrics) pass(ctx context.Context, reason string) {
 }
 
 func (m *metrics) request(ctx context.Context, verdict, policy string, shadow bool) {
-	m.requests.Add(ctx, 1, metric.WithAttributes(
+	k := requestKey{verdict, policy, shadow}
+	if o, ok := m.reqOpts.Load(k); ok {
+		m.requests.Add(ctx, 1, o.([]metric.AddOption)...)
+		return
+	}
+	o := []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
 		attribute.String("verdict", verdict),
 		attribute.String("policy", policy),
-		attribute.Bool("shadow", shadow)))
+		attribute.Bool("shadow", shadow)))}
+	if m.reqN.Load() < maxReqOpts {
+		if _, loaded := m.reqOpts.LoadOrStore(k, o); !loaded {
+			m.reqN.Add(1)
+		}
+	}
+	m.requests.Add(ctx, 1, o...)
 }
 
 func (m *metrics) immediateResponse(ctx context.Context, status int) {

@@ -69,7 +69,7 @@ func (st *stream) onRequestBody(b *extprocv3.HttpBody) {
 	streamed := streamedMode(st.reqMode)
 	if st.done {
 		if !streamed {
-			st.emit(bodyReply(true, nil))
+			st.emit(st.passBody(true))
 		}
 		return
 	}
@@ -110,7 +110,10 @@ func (st *stream) onRequestBody(b *extprocv3.HttpBody) {
 		rq.buf = append(rq.buf, data...)
 		if !streamed {
 			// Hold the chunk: it is re-injected with the whole body later.
-			st.emit(bodyReply(true, &extprocv3.CommonResponse{BodyMutation: replaceBody(nil)}))
+			rb := st.nextReply()
+			cr := rb.common()
+			cr.BodyMutation = rb.replaceBody(nil)
+			st.emit(rb.bodyReply(true, cr))
 		}
 		return
 	}
@@ -172,7 +175,7 @@ func (st *stream) passRequestChunk(data []byte, eos bool) {
 		return
 	}
 	st.countOut(len(data))
-	r := bodyReply(true, nil)
+	r := st.passBody(true)
 	st.attachMeta(r)
 	st.emit(r)
 }
@@ -187,15 +190,16 @@ func (st *stream) releaseRequest(held, data []byte, eos bool) {
 		st.emitStreamed(true, append(held, data...), eos, true)
 		return
 	}
-	cr := &extprocv3.CommonResponse{}
+	rb := st.nextReply()
+	cr := rb.common()
 	if len(held) > 0 {
-		cr.BodyMutation = replaceBody(append(held, data...))
+		cr.BodyMutation = rb.replaceBody(append(held, data...))
 	}
 	st.countOut(len(held) + len(data))
 	if headerMutationsApply(st.reqMode) {
 		cr.HeaderMutation = m.proto()
 	}
-	r := bodyReply(true, cr)
+	r := rb.bodyReply(true, cr)
 	st.attachMeta(r)
 	st.emit(r)
 }
@@ -240,9 +244,10 @@ func (st *stream) finishRequest(body []byte, held, eos, viaTrailers bool) {
 		st.emitStreamed(true, out, eos && !viaTrailers, true)
 		return
 	}
-	cr := &extprocv3.CommonResponse{}
+	rb := st.nextReply()
+	cr := rb.common()
 	if changed || held {
-		cr.BodyMutation = replaceBody(out)
+		cr.BodyMutation = rb.replaceBody(out)
 	}
 	st.countOut(len(out))
 	if headerMutationsApply(st.reqMode) {
@@ -255,7 +260,7 @@ func (st *stream) finishRequest(body []byte, held, eos, viaTrailers bool) {
 		}
 		cr.HeaderMutation = m.proto()
 	}
-	r := bodyReply(true, cr)
+	r := rb.bodyReply(true, cr)
 	st.attachMeta(r)
 	st.emit(r)
 }
@@ -333,12 +338,12 @@ func (st *stream) decide(body []byte, haveBody bool) *extprocv3.ProcessingRespon
 	if shadow {
 		acted = scoring.Allow
 	}
-	st.decision = d
+	st.verdict = d.Verdict
 	st.shadow = shadow
 	st.action = st.cfg.Resolve(rq.path, model, acted)
 	st.seed = PerturbSeed(d.Session, body)
 	st.meta = metadata(d, st.action, shadow)
-	st.srv.m.request(st.ctx, d.Verdict.String(), st.action.Policy, shadow)
+	st.srv.m.request(st.mctx, d.Verdict.String(), st.action.Policy, shadow)
 	if st.action.Reject != nil {
 		return st.reject(st.action.Reject)
 	}
@@ -424,7 +429,7 @@ func (st *stream) reject(rj *config.Reject) *extprocv3.ProcessingResponse {
 	st.done = true
 	st.rq.buf = nil
 	if !st.observe { // in observability mode nothing reaches Envoy
-		st.srv.m.immediateResponse(st.ctx, rj.Status)
+		st.srv.m.immediateResponse(st.mctx, rj.Status)
 	}
 	return r
 }

@@ -41,7 +41,11 @@ type respState struct {
 	buf  []byte // JSON held until complete
 
 	decBuf []byte // scratch: decoded gzip output
-	outBuf []byte // scratch: rewritten output
+	// outBuf is the scratch the rewritten output is appended to. It is
+	// borrowed from the server's pool for one message (see outScratch and
+	// sent), so an idle stream between two tokens holds none.
+	outBuf []byte
+	outPtr *[]byte // the pool's box for outBuf, reused to give it back
 
 	// emitted: body bytes were already released, so the original can no
 	// longer be restored.
@@ -152,7 +156,7 @@ func (st *stream) onResponseBody(b *extprocv3.HttpBody) {
 	rs := &st.rs
 	if st.done {
 		if !streamedMode(st.respMode) {
-			st.emit(bodyReply(false, nil))
+			st.emit(st.passBody(false))
 		}
 		return
 	}
@@ -162,7 +166,7 @@ func (st *stream) onResponseBody(b *extprocv3.HttpBody) {
 			return
 		}
 		st.countOut(len(data))
-		st.emit(bodyReply(false, nil))
+		st.emit(st.passBody(false))
 		return
 	}
 	if streamedMode(rs.mode) {
@@ -197,7 +201,8 @@ func (st *stream) onResponseBody(b *extprocv3.HttpBody) {
 	} else {
 		out, fr = st.feed(data, final || cut, restorable, ambiguous)
 	}
-	cr := &extprocv3.CommonResponse{}
+	rb := st.nextReply()
+	cr := rb.common()
 	var m mutation
 	sent := out
 	switch fr {
@@ -211,9 +216,9 @@ func (st *stream) onResponseBody(b *extprocv3.HttpBody) {
 		sent = data
 	case fedHold:
 		sent = nil
-		cr.BodyMutation = replaceBody(nil)
+		cr.BodyMutation = rb.replaceBody(nil)
 	default:
-		cr.BodyMutation = replaceBody(out)
+		cr.BodyMutation = rb.replaceBody(out)
 	}
 	if fr != fedHold && final && !cut && !rs.cut && !rs.emitted && rs.hadLength {
 		// This reply carries the entire body: a replaced BUFFERED body needs
@@ -228,7 +233,7 @@ func (st *stream) onResponseBody(b *extprocv3.HttpBody) {
 		rs.emitted = true
 	}
 	st.countOut(len(sent))
-	st.emit(bodyReply(false, cr))
+	st.emit(rb.bodyReply(false, cr))
 }
 
 func (st *stream) onResponseTrailers() {
@@ -309,7 +314,7 @@ func (st *stream) feed(data []byte, final, restorable, ambiguous bool) ([]byte, 
 	}
 	switch rs.kind {
 	case respSSE:
-		out := rs.sse.Write(rs.outBuf[:0], in, final)
+		out := rs.sse.Write(st.outScratch(), in, final)
 		rs.outBuf = out[:0]
 		st.sseStats()
 		return out, st.keepOr(out, data)
@@ -356,7 +361,7 @@ func (st *stream) feed(data []byte, final, restorable, ambiguous bool) ([]byte, 
 			rs.mode = modeStreamed
 			return nil, fedHold
 		}
-		out, err := rs.rw.Rewrite(rs.outBuf[:0], doc)
+		out, err := rs.rw.Rewrite(st.outScratch(), doc)
 		if err != nil {
 			st.pass(reasonInvalidJSON)
 			rs.buf = nil
@@ -365,7 +370,7 @@ func (st *stream) feed(data []byte, final, restorable, ambiguous bool) ([]byte, 
 		rs.outBuf = out[:0]
 		rs.buf = nil
 		if !bytes.Equal(out, doc) {
-			st.srv.m.events.Add(st.ctx, 1)
+			st.tally.events++
 		}
 		return out, st.keepOr(out, data)
 	default: // respRaw
@@ -387,7 +392,8 @@ func (st *stream) drain(dec []byte) []byte {
 	var out []byte
 	switch rs.kind {
 	case respSSE:
-		out = rs.sse.Write(rs.outBuf[:0], dec, true)
+		out = rs.sse.Write(st.outScratch(), dec, true)
+		rs.outBuf = out[:0]
 		st.sseStats()
 	case respJSON:
 		out = append(rs.buf, dec...)
@@ -403,10 +409,10 @@ func (st *stream) sseStats() {
 	rs := &st.rs
 	s := rs.sse.Stats()
 	if d := s.Rewritten - rs.prev.Rewritten; d > 0 {
-		st.srv.m.events.Add(st.ctx, d)
+		st.tally.events += d
 	}
 	if d := s.Invalid - rs.prev.Invalid; d > 0 {
-		st.srv.m.passthrough.Add(st.ctx, d, st.srv.m.reasonOpt[reasonInvalidJSON])
+		st.srv.m.passthrough.Add(st.mctx, d, st.srv.m.reasonOpt[reasonInvalidJSON])
 	}
 	if s.FailedOpen && !rs.prev.FailedOpen {
 		st.pass(reasonHeldOverflow)

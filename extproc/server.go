@@ -51,6 +51,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -97,6 +98,9 @@ type Server struct {
 
 	active atomic.Int64
 	ids    atomic.Uint64
+	// outBufs pools the output scratch of rewritten bodies (*[]byte) across
+	// streams: a reply points into it only until it is sent.
+	outBufs sync.Pool
 }
 
 var _ extprocv3.ExternalProcessorServer = (*Server)(nil)
@@ -158,15 +162,19 @@ func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) error {
 	ctx := ps.Context()
 	st := s.newStream(ctx)
 	s.active.Add(1)
-	s.m.streams.Add(ctx, 1)
+	s.m.streams.Add(st.mctx, 1)
 	defer func() {
 		st.release()
 		s.active.Add(-1)
-		s.m.streams.Add(context.Background(), -1)
+		s.m.streams.Add(st.mctx, -1)
 	}()
+	// One request message per stream, unmarshalled into again for every
+	// message (proto.Unmarshal resets it first, and sub-messages the state
+	// keeps, such as the request header map, are fresh each time).
+	req := new(extprocv3.ProcessingRequest)
+	epoch := time.Now()
 	for {
-		req, err := ps.Recv()
-		if err != nil {
+		if err := ps.RecvMsg(req); err != nil {
 			if errors.Is(err, io.EOF) {
 				st.end = "eof"
 				return nil
@@ -176,14 +184,28 @@ func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) error {
 			st.end = "recv_error"
 			return err
 		}
-		start := time.Now()
+		// Durations come from the monotonic clock alone (time.Since on a
+		// fixed time.Time reads it once, where time.Now also reads the
+		// wall clock), and only for the messages whose duration is
+		// recorded (see timed).
+		var start time.Duration
+		timed := st.timed(req)
+		if timed {
+			start = time.Since(epoch)
+		}
 		replies := st.handle(req)
-		s.m.observeMessage(ctx, st.lastKind, time.Since(start))
+		if timed {
+			st.srv.m.observeMessage(st.mctx, st.lastKind, time.Since(epoch)-start)
+		}
+		st.account()
 		for _, r := range replies {
 			if err := ps.Send(r); err != nil {
 				st.end = "send_error"
 				return err
 			}
 		}
+		// Send has marshalled the replies: the bytes they pointed at are
+		// free again.
+		st.sent()
 	}
 }

@@ -8,6 +8,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/distillguard/distillguard/config"
@@ -58,12 +59,18 @@ func headerMutationsApply(m bodyMode) bool { return m == modeBuffered || m == mo
 // stream is the state of one ext_proc stream (one HTTP exchange). It is
 // owned by the goroutine running Server.Process and never shared. The
 // replies returned by handle, and the byte slices they carry, are valid
-// until the next call to handle: Process sends them before receiving again.
+// until the next call to handle or sent: their reply trees and output
+// buffers are reused (nextReply, outScratch), and Process sends them before
+// it calls either.
 type stream struct {
 	srv *Server
 	ctx context.Context
-	cfg *config.Config
-	id  uint64
+	// mctx is the context measurements are recorded with: ctx itself when
+	// it carries a span (exemplars), else context.Background(), so the
+	// SDK's per-measurement span lookup does not walk gRPC's context chain.
+	mctx context.Context
+	cfg  *config.Config
+	id   uint64
 
 	started  bool
 	observe  bool
@@ -71,6 +78,7 @@ type stream struct {
 	respMode bodyMode
 	lastKind msgKind
 	msgs     int
+	bodyMsgs int // body messages so far (duration sampling)
 	end      string
 
 	arrival time.Time
@@ -88,16 +96,25 @@ type stream struct {
 	rq reqState
 	rs respState
 
-	decided  bool
-	parsed   bool
-	decision scoring.Decision
-	action   config.Action
-	shadow   bool
-	seed     uint64
+	decided bool
+	parsed  bool
+	// verdict is the scorer's verdict (only it: the decision's signals
+	// live on in meta until that is sent, not for the whole stream).
+	verdict scoring.Verdict
+	action  config.Action
+	shadow  bool
+	seed    uint64
+	// meta is the decision's dynamic metadata until a reply carries it.
 	meta     *structpb.Struct
 	metaSent bool
 
 	out []*extprocv3.ProcessingResponse
+	// replies are the reply trees reused across messages (see nextReply);
+	// nreplies of them are in use by the current message's replies.
+	replies  []*replyBuf
+	nreplies int
+
+	tally tally
 }
 
 type reqState struct {
@@ -120,7 +137,7 @@ func (s *Server) newStream(ctx context.Context) *stream {
 	if cfg == nil {
 		cfg = s.fallback
 	}
-	st := &stream{srv: s, ctx: ctx, cfg: cfg, id: s.ids.Add(1), arrival: s.now()}
+	st := &stream{srv: s, ctx: ctx, mctx: metricsContext(ctx), cfg: cfg, id: s.ids.Add(1), arrival: s.now()}
 	st.reqTime = st.arrival
 	st.reqMode = parseMode(cfg.Processing.RequestBodyMode)
 	st.respMode = parseMode(cfg.Processing.ResponseBodyMode)
@@ -132,6 +149,7 @@ func (s *Server) newStream(ctx context.Context) *stream {
 // message; in observability mode it is none (Envoy does not wait).
 func (st *stream) handle(req *extprocv3.ProcessingRequest) []*extprocv3.ProcessingResponse {
 	st.out = st.out[:0]
+	st.nreplies = 0
 	st.msgs++
 	if !st.started {
 		st.started = true
@@ -186,8 +204,14 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) []*extprocv3.Processi
 		// Nothing to answer: a reply would be spurious. Flow-control-only
 		// messages are not implemented by Envoy, so this is a client bug.
 		st.lastKind = kindUnknown
-		st.srv.m.protocolError(st.ctx, protoEmptyRequest)
+		st.srv.m.protocolError(st.mctx, protoEmptyRequest)
 		st.srv.log.Warn("ext_proc message without a request", "stream", st.id)
+	}
+	if st.rq.bodyDone && !st.rq.hdrPending {
+		// The request side is finished (decided, its replies built): its
+		// header map, the largest thing a stream would otherwise keep
+		// for its whole life, is no longer read.
+		st.rq.hdr = nil
 	}
 	if st.observe {
 		st.out = st.out[:0]
@@ -201,7 +225,7 @@ func (st *stream) check(bad bool, kind string) {
 	if !bad {
 		return
 	}
-	st.srv.m.protocolError(st.ctx, kind)
+	st.srv.m.protocolError(st.mctx, kind)
 	st.srv.log.Warn("ext_proc protocol violation", "stream", st.id, "violation", kind, "message", st.lastKind.String())
 }
 
@@ -212,18 +236,47 @@ func (st *stream) emit(r *extprocv3.ProcessingResponse) {
 	st.out = append(st.out, r)
 }
 
-func (st *stream) pass(reason string) { st.srv.m.pass(st.ctx, reason) }
+func (st *stream) pass(reason string) { st.srv.m.pass(st.mctx, reason) }
 
-func (st *stream) countOut(n int) {
-	if n > 0 {
-		st.srv.m.bytes.Add(st.ctx, int64(n), st.srv.m.outOpt)
+func (st *stream) countOut(n int) { st.tally.bytesOut += int64(n) }
+
+func (st *stream) countIn(n int) { st.tally.bytesIn += int64(n) }
+
+// account counts a processed message; the counts reach the shared counters
+// in batches (see tally).
+func (st *stream) account() {
+	st.tally.messages[st.lastKind]++
+	if st.tally.pending++; st.tally.pending >= tallyFlushEvery {
+		st.srv.m.flush(st.mctx, &st.tally)
 	}
 }
 
-func (st *stream) countIn(n int) {
-	if n > 0 {
-		st.srv.m.bytes.Add(st.ctx, int64(n), st.srv.m.inOpt)
+// durationSampleEvery: one body message in this many, per stream, has its
+// processing time recorded in distillguard_message_duration; headers and
+// trailers messages (where requests are decided) always do. Reading the
+// clock twice and recording a histogram measurement cost about as much as
+// everything else the server does per streamed token besides the rewrite,
+// and a systematic sample of a stream's chunks estimates their distribution
+// as well.
+const durationSampleEvery = 8
+
+// timed reports whether the processing time of req is to be recorded.
+func (st *stream) timed(req *extprocv3.ProcessingRequest) bool {
+	switch req.GetRequest().(type) {
+	case *extprocv3.ProcessingRequest_RequestBody, *extprocv3.ProcessingRequest_ResponseBody:
+		st.bodyMsgs++
+		return st.bodyMsgs%durationSampleEvery == 1 // the 1st, 9th, 17th, ...
 	}
+	return true
+}
+
+// metricsContext is ctx when it carries a span context (the SDK's
+// trace-based exemplar filter looks for one), else context.Background().
+func metricsContext(ctx context.Context) context.Context {
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx
+	}
+	return context.Background()
 }
 
 // readAttributes takes request.time and source.address from Envoy's request
@@ -253,9 +306,47 @@ func (st *stream) readAttributes(attrs map[string]*structpb.Struct) {
 	}
 }
 
+// maxPooledOut bounds the output scratch buffers kept in the server's pool:
+// a token event needs about 1 KiB, and a large buffered JSON body's buffer
+// is better left to the garbage collector than kept around.
+const maxPooledOut = 64 << 10
+
+// outScratch returns the (empty) buffer rewritten output is appended to,
+// borrowed from the server's pool when the stream holds none. The bytes
+// appended to it stay valid until sent gives it back.
+func (st *stream) outScratch() []byte {
+	rs := &st.rs
+	if rs.outBuf == nil {
+		if p, ok := st.srv.outBufs.Get().(*[]byte); ok {
+			rs.outPtr, rs.outBuf = p, *p
+		}
+	}
+	return rs.outBuf[:0]
+}
+
+// sent is called once the replies of a message have been sent (Process) or
+// when the stream ends: the output scratch they pointed into goes back to
+// the server's pool, so streams waiting for their next chunk hold none.
+func (st *stream) sent() {
+	rs := &st.rs
+	if rs.outBuf == nil {
+		return
+	}
+	if cap(rs.outBuf) <= maxPooledOut {
+		p := rs.outPtr
+		if p == nil {
+			p = new([]byte)
+		}
+		*p = rs.outBuf[:0]
+		st.srv.outBufs.Put(p)
+	}
+	rs.outBuf, rs.outPtr = nil, nil
+}
+
 // release drops everything the stream holds. It runs on every exit path of
 // Process.
 func (st *stream) release() {
+	st.sent()
 	if !st.done && (len(st.rq.buf) > 0 || len(st.rs.buf) > 0 || (st.rs.sse != nil && st.rs.sse.Held() > 0)) {
 		// The stream ended with body bytes still held back, which only a
 		// body ending without end_of_stream (trailers under STREAMED) or an
@@ -269,15 +360,17 @@ func (st *stream) release() {
 		_, _ = st.rs.gz.Close(nil)
 		st.rs.gz = nil
 	}
+	st.srv.m.flush(st.mctx, &st.tally)
 	if st.srv.log.Enabled(st.ctx, slog.LevelDebug) {
 		st.srv.log.Debug("ext_proc stream done", "stream", st.id, "messages", st.msgs,
-			"end", st.end, "endpoint", endpointOf(st.rq.path), "verdict", st.decision.Verdict.String(),
+			"end", st.end, "endpoint", endpointOf(st.rq.path), "verdict", st.verdict.String(),
 			"policy", st.action.Policy, "shadow", st.shadow, "rejected", st.done,
 			"request_mode", st.reqMode.String(), "response_mode", st.respMode.String())
 	}
 	st.rq = reqState{}
 	st.rs = respState{}
 	st.out = nil
+	st.replies = nil
 	st.meta = nil
 }
 
@@ -288,6 +381,7 @@ func (st *stream) attachMeta(r *extprocv3.ProcessingResponse) {
 	}
 	r.DynamicMetadata = st.meta
 	st.metaSent = true
+	st.meta = nil // the reply holds it until sent; the stream no longer needs it
 }
 
 // --- reply builders ---
@@ -303,14 +397,6 @@ func headersReply(request bool, m *mutation) *extprocv3.ProcessingResponse {
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}}
 }
 
-func bodyReply(request bool, cr *extprocv3.CommonResponse) *extprocv3.ProcessingResponse {
-	br := &extprocv3.BodyResponse{Response: cr}
-	if request {
-		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}}
-	}
-	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}}
-}
-
 func trailersReply(request bool) *extprocv3.ProcessingResponse {
 	if request {
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}
@@ -318,14 +404,91 @@ func trailersReply(request bool) *extprocv3.ProcessingResponse {
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
 }
 
-// replaceBody builds a non-streamed body reply that replaces the chunk Envoy
-// sent with b (CommonResponse.body_mutation: "simply replace or clear the
-// body chunk that was sent with that request").
-func replaceBody(b []byte) *extprocv3.BodyMutation {
-	if len(b) == 0 {
-		return &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_ClearBody{ClearBody: true}}
+// replyBuf is the reply tree of one body message (ProcessingResponse ->
+// BodyResponse -> CommonResponse -> BodyMutation), kept by the stream and
+// reused for every body message instead of building six objects per
+// message. Reuse is safe because grpc-go's serverStream.SendMsg marshals
+// the message (prepareMsg -> encode) before it returns and keeps only the
+// encoded bytes, and Process sends a message's replies before it handles
+// the next message. The same holds for the body bytes a reply points at.
+type replyBuf struct {
+	resp     extprocv3.ProcessingResponse
+	reqBody  extprocv3.ProcessingResponse_RequestBody
+	respBody extprocv3.ProcessingResponse_ResponseBody
+	br       extprocv3.BodyResponse
+	cr       extprocv3.CommonResponse
+	bm       extprocv3.BodyMutation
+	body     extprocv3.BodyMutation_Body
+	clear    extprocv3.BodyMutation_ClearBody
+	streamed extprocv3.BodyMutation_StreamedResponse
+	sbr      extprocv3.StreamedBodyResponse
+}
+
+// maxKeptReplies bounds the reply trees a stream keeps. A message gets one
+// body reply, except a large FULL_DUPLEX_STREAMED release cut into 64 KiB
+// chunks: replies beyond this many are allocated and not kept.
+const maxKeptReplies = 2
+
+// nextReply returns an empty reply tree for the current message. Its
+// replies stay valid until the next call to handle.
+func (st *stream) nextReply() *replyBuf {
+	i := st.nreplies
+	st.nreplies++
+	if i < len(st.replies) {
+		b := st.replies[i]
+		*b = replyBuf{}
+		return b
 	}
-	return &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: b}}
+	b := new(replyBuf)
+	if i < maxKeptReplies {
+		st.replies = append(st.replies, b)
+	}
+	return b
+}
+
+// common returns the tree's (empty) CommonResponse.
+func (b *replyBuf) common() *extprocv3.CommonResponse { return &b.cr }
+
+// bodyReply wires the tree as a request or response body reply carrying cr
+// (nil: no common response, the chunk goes on unchanged).
+func (b *replyBuf) bodyReply(request bool, cr *extprocv3.CommonResponse) *extprocv3.ProcessingResponse {
+	b.br.Response = cr
+	if request {
+		b.reqBody.RequestBody = &b.br
+		b.resp.Response = &b.reqBody
+	} else {
+		b.respBody.ResponseBody = &b.br
+		b.resp.Response = &b.respBody
+	}
+	return &b.resp
+}
+
+// replaceBody is a non-streamed body mutation that replaces the chunk Envoy
+// sent with data (CommonResponse.body_mutation: "simply replace or clear the
+// body chunk that was sent with that request").
+func (b *replyBuf) replaceBody(data []byte) *extprocv3.BodyMutation {
+	if len(data) == 0 {
+		b.clear.ClearBody = true
+		b.bm.Mutation = &b.clear
+	} else {
+		b.body.Body = data
+		b.bm.Mutation = &b.body
+	}
+	return &b.bm
+}
+
+// streamedBody is a FULL_DUPLEX_STREAMED body mutation
+// (BodyMutation.streamed_response).
+func (b *replyBuf) streamedBody(chunk []byte, eos bool) *extprocv3.BodyMutation {
+	b.sbr.Body, b.sbr.EndOfStream = chunk, eos
+	b.streamed.StreamedResponse = &b.sbr
+	b.bm.Mutation = &b.streamed
+	return &b.bm
+}
+
+// passBody is a body reply that lets the chunk go on unchanged.
+func (st *stream) passBody(request bool) *extprocv3.ProcessingResponse {
+	return st.nextReply().bodyReply(request, nil)
 }
 
 // emitStreamed sends b as streamed_response chunks of at most 64 KiB; the
@@ -340,12 +503,10 @@ func (st *stream) emitStreamed(request bool, b []byte, eos, meta bool) {
 		n := min(len(b), maxStreamedChunk)
 		chunk := b[:n]
 		b = b[n:]
-		cr := &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{
-			Mutation: &extprocv3.BodyMutation_StreamedResponse{StreamedResponse: &extprocv3.StreamedBodyResponse{
-				Body: chunk, EndOfStream: eos && len(b) == 0,
-			}},
-		}}
-		r := bodyReply(request, cr)
+		rb := st.nextReply()
+		cr := rb.common()
+		cr.BodyMutation = rb.streamedBody(chunk, eos && len(b) == 0)
+		r := rb.bodyReply(request, cr)
 		if meta {
 			st.attachMeta(r)
 		}

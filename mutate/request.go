@@ -57,32 +57,33 @@ func ParseRequest(body []byte, maxPrompt int) (*Request, error) {
 	if err := validTop(body); err != nil {
 		return nil, notJSON(err)
 	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(body, &top); err != nil {
-		return nil, &notJSONError{err}
-	}
+	// One pass of the validating scanner over the top level, instead of
+	// encoding/json's validate-then-decode into a map of copied values
+	// (most of ParseRequest's cost); values stay slices of body.
+	top := topMembers(body)
 	req := &Request{ShapeKeys: make([]string, 0, len(top))}
-	for k := range top {
-		req.ShapeKeys = append(req.ShapeKeys, k)
+	for _, m := range top {
+		req.ShapeKeys = append(req.ShapeKeys, m.key)
 	}
 	slices.Sort(req.ShapeKeys)
+	req.ShapeKeys = slices.Compact(req.ShapeKeys) // a repeated key is one key, as in a map
 
-	req.Model, _ = jsonString(top["model"])
-	req.Stream, _ = jsonBool(top["stream"])
-	req.Echo, _ = jsonBool(top["echo"])
-	if v, ok := jsonInt(top["n"]); ok {
+	req.Model, _ = jsonString(top.get("model"))
+	req.Stream, _ = jsonBool(top.get("stream"))
+	req.Echo, _ = jsonBool(top.get("echo"))
+	if v, ok := jsonInt(top.get("n")); ok {
 		req.N = v
 	}
 	for _, k := range [...]string{"max_completion_tokens", "max_tokens", "max_output_tokens"} {
-		if v, ok := jsonInt(top[k]); ok {
+		if v, ok := jsonInt(top.get(k)); ok {
 			req.MaxTokens = v
 			break
 		}
 	}
-	if v, ok := jsonNumber(top["temperature"]); ok {
+	if v, ok := jsonNumber(top.get("temperature")); ok {
 		req.Temperature = &v
 	}
-	if raw := top["logprobs"]; raw != nil {
+	if raw := top.get("logprobs"); raw != nil {
 		if b, ok := jsonBool(raw); ok {
 			req.Logprobs = b
 		} else if v, ok := jsonInt(raw); ok {
@@ -90,25 +91,24 @@ func ParseRequest(body []byte, maxPrompt int) (*Request, error) {
 			req.TopLogprobs = v
 		}
 	}
-	if v, ok := jsonInt(top["top_logprobs"]); ok {
+	if v, ok := jsonInt(top.get("top_logprobs")); ok {
 		req.TopLogprobs = max(req.TopLogprobs, v)
 		if v > 0 {
 			req.Logprobs = true
 		}
 	}
-	if v, ok := jsonInt(top["prompt_logprobs"]); ok {
+	if v, ok := jsonInt(top.get("prompt_logprobs")); ok {
 		req.Logprobs = true
 		req.TopLogprobs = max(req.TopLogprobs, v)
 	}
-	var include []json.RawMessage
-	if json.Unmarshal(top["include"], &include) == nil {
+	if include, ok := jsonArray(top.get("include")); ok {
 		for _, it := range include {
 			if s, _ := jsonString(it); s == respLogprobsInclude {
 				req.Logprobs = true
 			}
 		}
 	}
-	if raw := top["logit_bias"]; raw != nil {
+	if raw := top.get("logit_bias"); raw != nil {
 		var lb map[string]json.RawMessage
 		if json.Unmarshal(raw, &lb) == nil {
 			req.LogitBiasSize = len(lb)
@@ -117,32 +117,124 @@ func ParseRequest(body []byte, maxPrompt int) (*Request, error) {
 
 	p := promptBuilder{max: maxPrompt}
 	switch {
-	case top["messages"] != nil:
-		var msgs []json.RawMessage
-		if json.Unmarshal(top["messages"], &msgs) == nil {
+	case top.get("messages") != nil:
+		if msgs, ok := jsonArray(top.get("messages")); ok {
 			req.Messages = len(msgs)
 			p.newestUser(msgs)
 		}
-	case top["prompt"] != nil:
+	case top.get("prompt") != nil:
 		req.Messages = 1
-		p.textOrList(top["prompt"])
-	case top["input"] != nil:
-		var items []json.RawMessage
-		if json.Unmarshal(top["input"], &items) == nil && len(items) > 0 && firstNonSpace(items[0]) == '{' {
+		p.textOrList(top.get("prompt"))
+	case top.get("input") != nil:
+		if items, ok := jsonArray(top.get("input")); ok && len(items) > 0 && firstNonSpace(items[0]) == '{' {
 			req.Messages = len(items)
 			p.newestUser(items)
 		} else {
 			req.Messages = 1
-			p.textOrList(top["input"])
+			p.textOrList(top.get("input"))
 		}
 		if p.b.Len() == 0 {
-			if s, ok := jsonString(top["instructions"]); ok {
+			if s, ok := jsonString(top.get("instructions")); ok {
 				p.add(s)
 			}
 		}
 	}
 	req.Prompt = p.b.String()
 	return req, nil
+}
+
+// topMember is a member of the request's top-level object.
+type topMember struct {
+	key string          // decoded as encoding/json decodes map keys
+	raw json.RawMessage // the value's bytes, a slice of the body
+}
+
+type topObject []topMember
+
+// topMembers lists the members of body's top-level object, which validTop
+// has accepted, in document order.
+func topMembers(body []byte) topObject {
+	var s scanner
+	s.reset(body)
+	s.ws()
+	var out topObject
+	empty, err := s.objectBegin()
+	for err == nil && !empty {
+		var ks, ke int
+		if ks, ke, err = s.key(); err != nil {
+			break
+		}
+		vs := s.i
+		if err = s.skipValue(1); err != nil {
+			break
+		}
+		out = append(out, topMember{decodeKey(body[ks-1 : ke+1]), body[vs:s.i]})
+		var more bool
+		if more, err = s.objectNext(); !more {
+			break
+		}
+	}
+	return out
+}
+
+// get returns the value of member k, the last one when k repeats (as
+// encoding/json keeps the last into a map), or nil when absent.
+func (t topObject) get(k string) json.RawMessage {
+	for i := len(t) - 1; i >= 0; i-- {
+		if t[i].key == k {
+			return t[i].raw
+		}
+	}
+	return nil
+}
+
+// decodeKey decodes a quoted member name. Plain ASCII names (all that
+// servers and SDKs send) are their bytes; names with escapes or non-ASCII
+// bytes go through encoding/json, which unescapes them and replaces invalid
+// UTF-8 as it does for map keys.
+func decodeKey(quoted []byte) string {
+	for _, c := range quoted {
+		if c == '\\' || c >= utf8.RuneSelf {
+			var k string
+			_ = json.Unmarshal(quoted, &k) // validated by validTop
+			return k
+		}
+	}
+	return string(quoted[1 : len(quoted)-1])
+}
+
+// jsonArray splits a JSON array into its elements (slices of raw), with
+// encoding/json's outcome for a []json.RawMessage: ok for an array or null
+// (no elements), not ok for anything else. raw must be valid JSON (a value
+// of a document validTop accepted), or nil.
+func jsonArray(raw json.RawMessage) ([]json.RawMessage, bool) {
+	switch firstNonSpace(raw) {
+	case 'n':
+		return nil, true
+	case '[':
+	default:
+		return nil, false
+	}
+	var s scanner
+	s.reset(raw)
+	s.ws()
+	var out []json.RawMessage
+	empty, err := s.arrayBegin()
+	for err == nil && !empty {
+		vs := s.i
+		if err = s.skipValue(1); err != nil {
+			return nil, false
+		}
+		out = append(out, raw[vs:s.i])
+		var more bool
+		if more, err = s.arrayNext(); !more {
+			break
+		}
+	}
+	if err != nil {
+		return nil, false
+	}
+	return out, true
 }
 
 func jsonString(raw json.RawMessage) (string, bool) {
@@ -246,8 +338,8 @@ func (p *promptBuilder) textOrList(raw json.RawMessage) {
 		p.add(s)
 		return
 	}
-	var list []json.RawMessage
-	if json.Unmarshal(raw, &list) != nil {
+	list, ok := jsonArray(raw)
+	if !ok {
 		return
 	}
 	if len(list) > 0 && (list[0][0] == '-' || isDigit(list[0][0])) {
@@ -258,8 +350,7 @@ func (p *promptBuilder) textOrList(raw json.RawMessage) {
 		if s, ok := jsonString(it); ok {
 			p.add(s)
 		} else {
-			var toks []json.RawMessage
-			if json.Unmarshal(it, &toks) == nil {
+			if toks, ok := jsonArray(it); ok {
 				p.tokens(toks)
 			}
 		}

@@ -221,7 +221,27 @@ func (s *scanner) skipValue(depth int) error {
 		}
 		for {
 			// Arrays of numbers (token bytes, embeddings, offsets) are
-			// common: skip those without the general dispatch.
+			// common: skip those without the general dispatch. The
+			// commonest element of all, a token byte value (an integer
+			// without sign, fraction or exponent, followed directly by
+			// ',' or ']'), is consumed right here.
+			if b, i := s.b, s.i; i < len(b) && b[i]-'1' < 9 {
+				j := i + 1
+				for j < len(b) && b[j]-'0' < 10 {
+					j++
+				}
+				if j < len(b) && b[j] == ',' {
+					s.i = j + 1
+					s.ws()
+					continue
+				}
+				if j < len(b) && b[j] == ']' {
+					s.i = j + 1
+					return nil
+				}
+				// Anything else ('.', 'e', whitespace, the end): the
+				// general path below, from the same element.
+			}
 			if c := s.peek(); c == '-' || isDigit(c) {
 				err = s.skipNumber()
 			} else {

@@ -130,6 +130,11 @@ func run(ctx context.Context, o *options, sigs <-chan os.Signal, logOut io.Write
 		// would refuse bodies the config allows. The slack covers headers
 		// and framing. Reloads cannot raise it (restart).
 		grpc.MaxRecvMsgSize(cfg.Processing.MaxBodyBytes + 1<<20),
+		// Replies are marshalled into pooled buffers: grpc-go's codec
+		// allocates a fresh one for every message under 1 KiB, which is
+		// what a rewritten SSE event is (see extproc.Codec). Same bytes
+		// on the wire.
+		grpc.ForceServerCodecV2(extproc.Codec()),
 	}
 	if cfg.Server.MaxConcurrentStreams > 0 {
 		gopts = append(gopts, grpc.MaxConcurrentStreams(cfg.Server.MaxConcurrentStreams))

@@ -1,0 +1,164 @@
+package extproc
+
+import (
+	"bytes"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	grpcenc "google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+func bodyReplyOf(n int, fill byte) *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{
+		Response: &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{
+			Mutation: &extprocv3.BodyMutation_Body{Body: bytes.Repeat([]byte{fill}, n)},
+		}},
+	}}}
+}
+
+// TestCodecMatchesDefault: the codec writes exactly the bytes grpc-go's
+// proto codec writes, for every size class (below, at and above the pooling
+// threshold, past each pool tier) and reads them back the same way.
+func TestCodecMatchesDefault(t *testing.T) {
+	c := Codec()
+	base := grpcenc.GetCodecV2(grpcproto.Name)
+	if c.Name() != base.Name() {
+		t.Fatalf("codec name %q, want %q (the content-subtype Envoy sends)", c.Name(), base.Name())
+	}
+	cases := []struct {
+		name string
+		msg  proto.Message
+	}{
+		{"headers reply", &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}}},
+		{"empty body reply", bodyReplyOf(0, 'x')},
+		{"small", bodyReplyOf(50, 'a')},
+		{"token event", bodyReplyOf(700, 'b')},
+		{"at threshold", bodyReplyOf(1015, 'c')},
+		{"above threshold", bodyReplyOf(1030, 'd')},
+		{"2 KiB", bodyReplyOf(2048, 'e')},
+		{"5 KiB", bodyReplyOf(5000, 'f')},
+		{"64 KiB", bodyReplyOf(64<<10, 'g')},
+		{"2 MiB", bodyReplyOf(2<<20, 'h')},
+		{"request", &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+			Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":path", RawValue: []byte("/v1/chat/completions")}}}}}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			want, err := base.Marshal(tc.msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer want.Free()
+			got, err := c.Marshal(tc.msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The point of the codec: every message but the smallest sits
+			// in a pooled buffer (mem.SliceBuffer is grpc-go's unpooled
+			// kind), returned to the pool when the transport frees it.
+			if _, plain := got[0].(mem.SliceBuffer); plain != (proto.Size(tc.msg) < smallMessage) {
+				t.Errorf("%d-byte message: unpooled buffer = %v", proto.Size(tc.msg), plain)
+			}
+			gotBytes := got.Materialize()
+			if !bytes.Equal(gotBytes, want.Materialize()) {
+				t.Fatalf("codec wrote %d bytes that differ from the default codec's %d", len(gotBytes), want.Len())
+			}
+			back := tc.msg.ProtoReflect().New().Interface()
+			if err := c.Unmarshal(got, back); err != nil {
+				t.Fatal(err)
+			}
+			got.Free()
+			if !proto.Equal(back, tc.msg) {
+				t.Fatal("round trip changed the message")
+			}
+		})
+	}
+}
+
+// TestCodecMetadata: a reply with dynamic metadata (map fields, whose
+// order proto does not fix) decodes to the same message.
+func TestCodecMetadata(t *testing.T) {
+	c := Codec()
+	meta, err := structpb.NewStruct(map[string]any{"distillguard": map[string]any{"verdict": "allow", "score": 0.5, "shadow": false}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := bodyReplyOf(900, 'm')
+	msg.DynamicMetadata = meta
+	bs, err := c.Marshal(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := &extprocv3.ProcessingResponse{}
+	if err := c.Unmarshal(bs, back); err != nil {
+		t.Fatal(err)
+	}
+	bs.Free()
+	if !proto.Equal(back, msg) {
+		t.Fatal("round trip changed the message")
+	}
+}
+
+// TestCodecPooledBuffersStayIntact: a buffer handed back to the pool is
+// reused for the next message, and a message still referenced is never
+// overwritten by a later one.
+func TestCodecPooledBuffersStayIntact(t *testing.T) {
+	c := Codec()
+	held := make([]mem.BufferSlice, 0, 8)
+	for i := range 8 {
+		bs, err := c.Marshal(bodyReplyOf(600+i*100, byte('a'+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			held = append(held, bs) // still "on the wire"
+		} else {
+			bs.Free() // written: back to the pool
+		}
+	}
+	for k, bs := range held {
+		i := 2 * k
+		back := &extprocv3.ProcessingResponse{}
+		if err := proto.Unmarshal(bs.Materialize(), back); err != nil {
+			t.Fatal(err)
+		}
+		body := back.GetResponseBody().GetResponse().GetBodyMutation().GetBody()
+		if want := bytes.Repeat([]byte{byte('a' + i)}, 600+i*100); !bytes.Equal(body, want) {
+			t.Fatalf("message %d was overwritten while held", i)
+		}
+		bs.Free()
+	}
+}
+
+func TestCodecRejectsNonProto(t *testing.T) {
+	if _, err := Codec().Marshal(struct{}{}); err == nil {
+		t.Fatal("marshalling a non-proto value succeeded")
+	}
+}
+
+// BenchmarkCodecMarshal: a token-event body reply through the pooled codec
+// and through grpc-go's default one (marshal, then the transport's Free).
+func BenchmarkCodecMarshal(b *testing.B) {
+	msg := bodyReplyOf(700, 'x')
+	for _, c := range []grpcenc.CodecV2{Codec(), grpcenc.GetCodecV2(grpcproto.Name)} {
+		name := "pooled"
+		if c == grpcenc.GetCodecV2(grpcproto.Name) {
+			name = "grpc-default"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				bs, err := c.Marshal(msg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				bs.Free()
+			}
+		})
+	}
+}

@@ -140,26 +140,7 @@ func BenchmarkGRPCRoundTripNoop(b *testing.B) {
 func benchRoundTrip(b *testing.B, client extprocv3.ExternalProcessorClient) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ps, err := client.Process(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	setup := []*extprocv3.ProcessingRequest{
-		{ProtocolConfig: &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mStreamed},
-			Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
-				Headers: hmap(":path", "/v1/chat/completions", ":method", "POST", "content-type", "application/json")}}},
-		{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: chatBody, EndOfStream: true}}},
-		{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
-			Headers: hmap(":status", "200", "content-type", "text/event-stream")}}},
-	}
-	for _, m := range setup {
-		if err := ps.Send(m); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := ps.Recv(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	ps, _, _ := sseStream(b, client, ctx)
 	events := benchEvents(5, true)
 	msgs := make([]*extprocv3.ProcessingRequest, len(events))
 	for i, e := range events {

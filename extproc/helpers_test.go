@@ -139,34 +139,44 @@ func serveBufconn(t testing.TB, p extprocv3.ExternalProcessorServer) extprocv3.E
 	return extprocv3.NewExternalProcessorClient(conn)
 }
 
-// counter sums an int64 counter's data points whose attributes include
-// every attrs pair.
-func (h *harness) counter(t testing.TB, name string, attrs ...attribute.KeyValue) int64 {
+// metric collects once and returns the data of every instrument named
+// name (one per meter scope).
+func (h *harness) metric(t testing.TB, name string) []metricdata.Aggregation {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
 	if err := h.reader.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
 	}
-	var total int64
+	var out []metricdata.Aggregation
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
+			if m.Name == name {
+				out = append(out, m.Data)
 			}
-			sum, ok := m.Data.(metricdata.Sum[int64])
-			if !ok {
-				t.Fatalf("%s is %T, not an int64 sum", name, m.Data)
-			}
-		dp:
-			for _, p := range sum.DataPoints {
-				for _, a := range attrs {
-					v, ok := p.Attributes.Value(a.Key)
-					if !ok || v != a.Value {
-						continue dp
-					}
+		}
+	}
+	return out
+}
+
+// counter sums an int64 counter's data points whose attributes include
+// every attrs pair.
+func (h *harness) counter(t testing.TB, name string, attrs ...attribute.KeyValue) int64 {
+	t.Helper()
+	var total int64
+	for _, data := range h.metric(t, name) {
+		sum, ok := data.(metricdata.Sum[int64])
+		if !ok {
+			t.Fatalf("%s is %T, not an int64 sum", name, data)
+		}
+	dp:
+		for _, p := range sum.DataPoints {
+			for _, a := range attrs {
+				v, ok := p.Attributes.Value(a.Key)
+				if !ok || v != a.Value {
+					continue dp
 				}
-				total += p.Value
 			}
+			total += p.Value
 		}
 	}
 	return total

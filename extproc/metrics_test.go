@@ -18,23 +18,14 @@ import (
 // histogramCount is the number of measurements in a float64 histogram.
 func (h *harness) histogramCount(t testing.TB, name string) uint64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := h.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
 	var n uint64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			hist, ok := m.Data.(metricdata.Histogram[float64])
-			if !ok {
-				t.Fatalf("%s is %T, not a float64 histogram", name, m.Data)
-			}
-			for _, p := range hist.DataPoints {
-				n += p.Count
-			}
+	for _, data := range h.metric(t, name) {
+		hist, ok := data.(metricdata.Histogram[float64])
+		if !ok {
+			t.Fatalf("%s is %T, not a float64 histogram", name, data)
+		}
+		for _, p := range hist.DataPoints {
+			n += p.Count
 		}
 	}
 	return n

@@ -519,73 +519,44 @@ func (r *Rewriter) walkTop() error {
 			return err
 		}
 	}
-	empty, err := s.objectBegin()
-	for err == nil && !empty {
-		var ks, ke int
-		if ks, ke, err = s.key(); err != nil {
-			return err
-		}
+	err := s.eachMember(func(ks, ke int) error {
 		c := s.peek()
 		switch string(s.b[ks:ke]) {
 		case "choices":
 			if r.touchLP && c == '[' {
-				err = r.choices(1)
-			} else {
-				err = s.skipValue(1)
+				return r.choices(1)
 			}
 		case "prompt_logprobs":
 			if r.touchLP {
-				err = r.promptLogprobs(1, keyPrompt)
-			} else {
-				err = s.skipValue(1)
+				return r.promptLogprobs(1, keyPrompt)
 			}
 		case "logprobs":
 			if r.touchLP && c == '[' {
-				err = r.respLogprobs(1, respKey(top.out, top.content), top.delta)
-			} else {
-				err = s.skipValue(1)
+				return r.respLogprobs(1, respKey(top.out, top.content), top.delta)
 			}
 		case "response":
 			if r.touchLP && c == '{' {
-				err = r.responseObj(1)
-			} else {
-				err = s.skipValue(1)
+				return r.responseObj(1)
 			}
 		case "output":
 			if r.touchLP && c == '[' {
-				err = r.outputArr(1)
-			} else {
-				err = s.skipValue(1)
+				return r.outputArr(1)
 			}
 		case "item":
 			if r.touchLP && c == '{' {
-				err = r.outputItem(1, top.out)
-			} else {
-				err = s.skipValue(1)
+				return r.outputItem(1, top.out)
 			}
 		case "part":
 			if r.touchLP && c == '{' {
-				err = r.contentPart(1, top.out, top.content)
-			} else {
-				err = s.skipValue(1)
+				return r.contentPart(1, top.out, top.content)
 			}
 		case "data":
 			if r.touchEmb && c == '[' {
-				err = r.embData(1)
-			} else {
-				err = s.skipValue(1)
+				return r.embData(1)
 			}
-		default:
-			err = s.skipValue(1)
 		}
-		if err != nil {
-			return err
-		}
-		var more bool
-		if more, err = s.objectNext(); !more {
-			break
-		}
-	}
+		return s.skipValue(1)
+	})
 	if err != nil {
 		return err
 	}
@@ -603,14 +574,9 @@ func (r *Rewriter) prescanTop(top *topInfo) error {
 	s := &r.s
 	save := s.i
 	defer func() { s.i = save }()
-	empty, err := s.objectBegin()
-	for err == nil && !empty {
-		var ks, ke int
-		if ks, ke, err = s.key(); err != nil {
-			return err
-		}
+	return s.eachMember(func(ks, ke int) error {
 		vs := s.i
-		if err = s.skipValue(1); err != nil {
+		if err := s.skipValue(1); err != nil {
 			return err
 		}
 		v := s.b[vs:s.i]
@@ -622,32 +588,18 @@ func (r *Rewriter) prescanTop(top *topInfo) error {
 		case "content_index":
 			top.content, _ = parseUint(v)
 		}
-		var more bool
-		if more, err = s.objectNext(); !more {
-			break
-		}
-	}
-	return err
+		return nil
+	})
 }
 
 func (r *Rewriter) choices(depth int) error {
 	s := &r.s
-	empty, err := s.arrayBegin()
-	for n := 0; err == nil && !empty; n++ {
+	return s.eachElem(func(n int) error {
 		if s.peek() == '{' {
-			err = r.choice(depth+1, uint64(n))
-		} else {
-			err = s.skipValue(depth + 1)
+			return r.choice(depth+1, uint64(n))
 		}
-		if err != nil {
-			return err
-		}
-		var more bool
-		if more, err = s.arrayNext(); !more {
-			break
-		}
-	}
-	return err
+		return s.skipValue(depth + 1)
+	})
 }
 
 // choice walks one element of choices[]. Its "index" member (not its place
@@ -656,42 +608,30 @@ func (r *Rewriter) choices(depth int) error {
 func (r *Rewriter) choice(depth int, idx uint64) error {
 	s := &r.s
 	have := false
-	empty, err := s.objectBegin()
-	for err == nil && !empty {
-		var ks, ke int
-		if ks, ke, err = s.key(); err != nil {
-			return err
-		}
+	return s.eachMember(func(ks, ke int) error {
 		switch string(s.b[ks:ke]) {
 		case "index":
 			vs := s.i
-			if err = s.skipValue(depth + 1); err == nil && !have {
+			err := s.skipValue(depth + 1)
+			if err == nil && !have {
 				if v, ok := parseUint(s.b[vs:s.i]); ok {
 					idx, have = v, true
 				}
 			}
+			return err
 		case "logprobs":
 			if r.p.Perturb != 0 && !have {
 				idx, have = r.lookaheadIndex(depth, idx), true
 			}
-			err = r.choiceLogprobs(depth+1, idx)
+			return r.choiceLogprobs(depth+1, idx)
 		case "prompt_logprobs":
 			if r.p.Perturb != 0 && !have {
 				idx, have = r.lookaheadIndex(depth, idx), true
 			}
-			err = r.promptLogprobs(depth+1, keyPrompt|idx&0xffffffff)
-		default:
-			err = s.skipValue(depth + 1)
+			return r.promptLogprobs(depth+1, keyPrompt|idx&0xffffffff)
 		}
-		if err != nil {
-			return err
-		}
-		var more bool
-		if more, err = s.objectNext(); !more {
-			break
-		}
-	}
-	return err
+		return s.skipValue(depth + 1)
+	})
 }
 
 // lookaheadIndex finds the "index" member that follows the current value
@@ -725,61 +665,62 @@ func (r *Rewriter) lookaheadIndex(depth int, def uint64) uint64 {
 	}
 }
 
-// choiceLogprobs walks choices[].logprobs: chat {content, refusal} or
-// legacy {tokens, token_logprobs, top_logprobs, text_offset}.
-func (r *Rewriter) choiceLogprobs(depth int, idx uint64) error {
+// nullOrStrip handles the start of choices[].logprobs and prompt_logprobs:
+// null is left alone, StripLogprobs replaces the value with null (what both
+// APIs send when logprobs were not requested) and a value that is not a
+// container opening with open is skipped. walk reports that the caller is
+// to walk the value at the cursor.
+func (r *Rewriter) nullOrStrip(depth int, open byte) (walk bool, err error) {
 	s := &r.s
 	start := s.i
 	c := s.peek()
 	if c == 'n' {
-		return s.skipValue(depth)
+		return false, s.skipValue(depth)
 	}
 	if r.p.StripLogprobs {
 		if err := s.skipValue(depth); err != nil {
-			return err
+			return false, err
 		}
 		r.addStr(start, s.i, "null")
-		return nil
+		return false, nil
 	}
-	if c != '{' {
-		return s.skipValue(depth)
+	if c != open {
+		return false, s.skipValue(depth)
+	}
+	return true, nil
+}
+
+// choiceLogprobs walks choices[].logprobs: chat {content, refusal} or
+// legacy {tokens, token_logprobs, top_logprobs, text_offset}.
+func (r *Rewriter) choiceLogprobs(depth int, idx uint64) error {
+	s := &r.s
+	if walk, err := r.nullOrStrip(depth, '{'); !walk {
+		return err
 	}
 	var tok, lp, top span
 	tok.s, lp.s, top.s = -1, -1, -1
-	empty, err := s.objectBegin()
-	for err == nil && !empty {
-		var ks, ke int
-		if ks, ke, err = s.key(); err != nil {
-			return err
-		}
+	err := s.eachMember(func(ks, ke int) error {
 		vs := s.i
 		switch string(s.b[ks:ke]) {
 		case "content", "refusal":
 			if s.peek() == '[' {
-				err = r.entryArray(depth+1, idx, true)
-			} else {
-				err = s.skipValue(depth + 1)
+				return r.entryArray(depth+1, idx, true)
 			}
 		case "tokens":
-			err = s.skipValue(depth + 1)
+			err := s.skipValue(depth + 1)
 			tok = span{vs, s.i}
+			return err
 		case "token_logprobs":
-			err = s.skipValue(depth + 1)
+			err := s.skipValue(depth + 1)
 			lp = span{vs, s.i}
+			return err
 		case "top_logprobs":
-			err = s.skipValue(depth + 1)
+			err := s.skipValue(depth + 1)
 			top = span{vs, s.i}
-		default:
-			err = s.skipValue(depth + 1)
-		}
-		if err != nil {
 			return err
 		}
-		var more bool
-		if more, err = s.objectNext(); !more {
-			break
-		}
-	}
+		return s.skipValue(depth + 1)
+	})
 	if err != nil {
 		return err
 	}
@@ -801,22 +742,13 @@ func (r *Rewriter) entryArray(depth int, key uint64, counted bool) error {
 		base = r.position(key)
 	}
 	n := 0
-	empty, err := s.arrayBegin()
-	for err == nil && !empty {
-		if s.peek() == '{' {
-			err = r.entry(depth+1, key, base+uint64(n))
-		} else {
-			err = s.skipValue(depth + 1)
-		}
-		if err != nil {
-			return err
-		}
+	err := s.eachElem(func(i int) error {
 		n++
-		var more bool
-		if more, err = s.arrayNext(); !more {
-			break
+		if s.peek() == '{' {
+			return r.entry(depth+1, key, base+uint64(i))
 		}
-	}
+		return s.skipValue(depth + 1)
+	})
 	if err == nil && counted && perturb && n > 0 {
 		r.advance(key, n)
 	}
@@ -831,39 +763,28 @@ func (r *Rewriter) entry(depth int, key, pos uint64) error {
 	r.groups = r.groups[:0]
 	r.chosen = r.chosen[:0]
 	tok := span{-1, -1}
-	empty, err := s.objectBegin()
-	for err == nil && !empty {
-		var ks, ke int
-		if ks, ke, err = s.key(); err != nil {
-			return err
-		}
+	err := s.eachMember(func(ks, ke int) error {
 		vs := s.i
 		switch string(s.b[ks:ke]) {
 		case "token":
-			if err = s.skipValue(depth + 1); err == nil && s.b[vs] == '"' {
+			err := s.skipValue(depth + 1)
+			if err == nil && s.b[vs] == '"' {
 				tok = span{vs + 1, s.i - 1}
 			}
+			return err
 		case "logprob":
-			if err = s.skipValue(depth + 1); err == nil {
+			err := s.skipValue(depth + 1)
+			if err == nil {
 				r.chosen = append(r.chosen, r.number(vs, s.i, r.p.Perturb != 0))
 			}
+			return err
 		case "top_logprobs":
 			if s.peek() == '[' {
-				err = r.collectAltArray(depth + 1)
-			} else {
-				err = s.skipValue(depth + 1)
+				return r.collectAltArray(depth + 1)
 			}
-		default:
-			err = s.skipValue(depth + 1)
 		}
-		if err != nil {
-			return err
-		}
-		var more bool
-		if more, err = s.objectNext(); !more {
-			break
-		}
-	}
+		return s.skipValue(depth + 1)
+	})
 	if err != nil {
 		return err
 	}
@@ -890,9 +811,9 @@ func (r *Rewriter) number(s, e int, parse bool) chosenLP {
 func (r *Rewriter) collectAltArray(depth int) error {
 	s := &r.s
 	g := group{open: s.i, lo: len(r.alts)}
-	empty, err := s.arrayBegin()
-	for err == nil && !empty {
+	err := s.eachElem(func(int) error {
 		a := alt{s: s.i, tok: span{-1, -1}, lp: span{-1, -1}}
+		var err error
 		if s.peek() == '{' {
 			err = r.altObject(depth+1, &a)
 		} else {
@@ -903,11 +824,8 @@ func (r *Rewriter) collectAltArray(depth int) error {
 		}
 		a.e = s.i
 		r.alts = append(r.alts, a)
-		var more bool
-		if more, err = s.arrayNext(); !more {
-			break
-		}
-	}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
@@ -919,14 +837,9 @@ func (r *Rewriter) collectAltArray(depth int) error {
 
 func (r *Rewriter) altObject(depth int, a *alt) error {
 	s := &r.s
-	empty, err := s.objectBegin()
-	for err == nil && !empty {
-		var ks, ke int
-		if ks, ke, err = s.key(); err != nil {
-			return err
-		}
+	return s.eachMember(func(ks, ke int) error {
 		vs := s.i
-		if err = s.skipValue(depth + 1); err != nil {
+		if err := s.skipValue(depth + 1); err != nil {
 			return err
 		}
 		switch string(s.b[ks:ke]) {
@@ -939,12 +852,8 @@ func (r *Rewriter) altObject(depth int, a *alt) error {
 			a.lp = span{vs, s.i}
 			a.v, a.ok = c.v, c.ok
 		}
-		var more bool
-		if more, err = s.objectNext(); !more {
-			break
-		}
-	}
-	return err
+		return nil
+	})
 }
 
 func (r *Rewriter) finishEntry(key, pos uint64, tok span) {
@@ -1127,15 +1036,12 @@ func (r *Rewriter) legacy(depth int, idx uint64, tok, lp, top span) {
 		var t scanner
 		t.b, t.i = r.s.b, lp.s
 		if t.peek() == '[' {
-			empty, _ := t.arrayBegin()
-			for !empty {
+			_ = t.eachElem(func(int) error {
 				vs := t.i
-				_ = t.skipValue(depth + 2)
+				_ = t.skipValue(depth + 2) // validated already
 				r.legLP = append(r.legLP, r.number(vs, t.i, r.p.Perturb != 0))
-				if more, _ := t.arrayNext(); !more {
-					break
-				}
-			}
+				return nil
+			})
 		}
 	}
 	n := max(len(r.legTok), len(r.legLP), len(r.legTop))
@@ -1178,15 +1084,12 @@ func (r *Rewriter) collectElems(dst []span, sp span) []span {
 	}
 	var t scanner
 	t.b, t.i = r.s.b, sp.s
-	empty, _ := t.arrayBegin()
-	for !empty {
+	_ = t.eachElem(func(int) error {
 		vs := t.i
 		_ = t.skipValue(1) // validated already
 		dst = append(dst, span{vs, t.i})
-		if more, _ := t.arrayNext(); !more {
-			break
-		}
-	}
+		return nil
+	})
 	return dst
 }
 
@@ -1198,38 +1101,30 @@ func (r *Rewriter) collectMembers(depth, off int, nested bool) {
 	rank := r.p.Perturb != 0 || r.maxAlt >= 0 // values are needed to rank
 	var t scanner
 	t.b, t.i = r.s.b, off
-	empty, _ := t.objectBegin()
-	for !empty {
-		ks := t.i
-		kcs, kce, _ := t.key()
+	_ = t.eachMember(func(kcs, kce int) error {
 		vs := t.i
-		_ = t.skipValue(depth + 1)
-		a := alt{s: ks, e: t.i, tok: span{kcs, kce}, lp: span{-1, -1}}
+		_ = t.skipValue(depth + 1) // validated already
+		// kcs-1 is the name's opening quote.
+		a := alt{s: kcs - 1, e: t.i, tok: span{kcs, kce}, lp: span{-1, -1}}
 		if !nested {
 			c := r.number(vs, t.i, rank)
 			a.lp, a.v, a.ok = span{vs, t.i}, c.v, c.ok
 		} else if t.b[vs] == '{' {
 			var u scanner
 			u.b, u.i = t.b, vs
-			e2, _ := u.objectBegin()
-			for !e2 {
-				k2s, k2e, _ := u.key()
+			_ = u.eachMember(func(k2s, k2e int) error {
 				v2 := u.i
 				_ = u.skipValue(depth + 2)
 				if string(u.b[k2s:k2e]) == "logprob" {
 					c := r.number(v2, u.i, rank)
 					a.lp, a.v, a.ok = span{v2, u.i}, c.v, c.ok
 				}
-				if more, _ := u.objectNext(); !more {
-					break
-				}
-			}
+				return nil
+			})
 		}
 		r.alts = append(r.alts, a)
-		if more, _ := t.objectNext(); !more {
-			break
-		}
-	}
+		return nil
+	})
 }
 
 // rankAndPerturb ranks object members by value (most likely first, stable;
@@ -1298,39 +1193,22 @@ func (r *Rewriter) patchAlts(obj span) {
 // documents: the list is sent once).
 func (r *Rewriter) promptLogprobs(depth int, key uint64) error {
 	s := &r.s
-	start := s.i
-	c := s.peek()
-	if c == 'n' {
-		return s.skipValue(depth)
+	if walk, err := r.nullOrStrip(depth, '['); !walk {
+		return err
 	}
-	if r.p.StripLogprobs {
-		if err := s.skipValue(depth); err != nil {
-			return err
-		}
-		r.addStr(start, s.i, "null")
-		return nil
-	}
-	if c != '[' {
-		return s.skipValue(depth)
-	}
-	empty, err := s.arrayBegin()
-	for pos := uint64(0); err == nil && !empty; pos++ {
+	return s.eachElem(func(n int) error {
 		vs := s.i
-		if err = s.skipValue(depth + 1); err != nil {
+		if err := s.skipValue(depth + 1); err != nil {
 			return err
 		}
 		if s.b[vs] == '{' {
 			r.alts = r.alts[:0]
 			r.collectMembers(depth+1, vs, true)
-			r.rankAndPerturb(key, pos, r.alts)
+			r.rankAndPerturb(key, uint64(n), r.alts)
 			r.patchAlts(span{vs, s.i})
 		}
-		var more bool
-		if more, err = s.arrayNext(); !more {
-			break
-		}
-	}
-	return err
+		return nil
+	})
 }
 
 // respLogprobs handles a Responses API logprobs array.
@@ -1350,190 +1228,98 @@ func (r *Rewriter) respLogprobs(depth int, key uint64, counted bool) error {
 // responseObj walks a Response object (response.completed & co.).
 func (r *Rewriter) responseObj(depth int) error {
 	s := &r.s
-	empty, err := s.objectBegin()
-	for err == nil && !empty {
-		var ks, ke int
-		if ks, ke, err = s.key(); err != nil {
-			return err
-		}
+	return s.eachMember(func(ks, ke int) error {
 		if string(s.b[ks:ke]) == "output" && s.peek() == '[' {
-			err = r.outputArr(depth + 1)
-		} else {
-			err = s.skipValue(depth + 1)
+			return r.outputArr(depth + 1)
 		}
-		if err != nil {
-			return err
-		}
-		var more bool
-		if more, err = s.objectNext(); !more {
-			break
-		}
-	}
-	return err
+		return s.skipValue(depth + 1)
+	})
 }
 
 func (r *Rewriter) outputArr(depth int) error {
 	s := &r.s
-	empty, err := s.arrayBegin()
-	for n := uint64(0); err == nil && !empty; n++ {
+	return s.eachElem(func(n int) error {
 		if s.peek() == '{' {
-			err = r.outputItem(depth+1, n)
-		} else {
-			err = s.skipValue(depth + 1)
+			return r.outputItem(depth+1, uint64(n))
 		}
-		if err != nil {
-			return err
-		}
-		var more bool
-		if more, err = s.arrayNext(); !more {
-			break
-		}
-	}
-	return err
+		return s.skipValue(depth + 1)
+	})
 }
 
 // outputItem walks an output item; its content[] parts may carry logprobs.
 func (r *Rewriter) outputItem(depth int, out uint64) error {
 	s := &r.s
-	empty, err := s.objectBegin()
-	for err == nil && !empty {
-		var ks, ke int
-		if ks, ke, err = s.key(); err != nil {
-			return err
-		}
+	return s.eachMember(func(ks, ke int) error {
 		if string(s.b[ks:ke]) == "content" && s.peek() == '[' {
-			e2, err2 := s.arrayBegin()
-			err = err2
-			for n := uint64(0); err == nil && !e2; n++ {
+			return s.eachElem(func(n int) error {
 				if s.peek() == '{' {
-					err = r.contentPart(depth+2, out, n)
-				} else {
-					err = s.skipValue(depth + 2)
+					return r.contentPart(depth+2, out, uint64(n))
 				}
-				if err != nil {
-					return err
-				}
-				var more bool
-				if more, err = s.arrayNext(); !more {
-					break
-				}
-			}
-		} else {
-			err = s.skipValue(depth + 1)
+				return s.skipValue(depth + 2)
+			})
 		}
-		if err != nil {
-			return err
-		}
-		var more bool
-		if more, err = s.objectNext(); !more {
-			break
-		}
-	}
-	return err
+		return s.skipValue(depth + 1)
+	})
 }
 
 // contentPart walks a content part (type output_text) whose logprobs
 // array holds the whole part's entries, positions from 0.
 func (r *Rewriter) contentPart(depth int, out, content uint64) error {
 	s := &r.s
-	empty, err := s.objectBegin()
-	for err == nil && !empty {
-		var ks, ke int
-		if ks, ke, err = s.key(); err != nil {
-			return err
-		}
+	return s.eachMember(func(ks, ke int) error {
 		if string(s.b[ks:ke]) == "logprobs" && s.peek() == '[' {
-			err = r.respLogprobs(depth+1, respKey(out, content), false)
-		} else {
-			err = s.skipValue(depth + 1)
+			return r.respLogprobs(depth+1, respKey(out, content), false)
 		}
-		if err != nil {
-			return err
-		}
-		var more bool
-		if more, err = s.objectNext(); !more {
-			break
-		}
-	}
-	return err
+		return s.skipValue(depth + 1)
+	})
 }
 
 // ---- embeddings ----
 
 func (r *Rewriter) embData(depth int) error {
 	s := &r.s
-	empty, err := s.arrayBegin()
-	for err == nil && !empty {
+	return s.eachElem(func(int) error {
 		if s.peek() == '{' {
-			err = r.embObject(depth + 1)
-		} else {
-			err = s.skipValue(depth + 1)
+			return r.embObject(depth + 1)
 		}
-		if err != nil {
-			return err
-		}
-		var more bool
-		if more, err = s.arrayNext(); !more {
-			break
-		}
-	}
-	return err
+		return s.skipValue(depth + 1)
+	})
 }
 
 func (r *Rewriter) embObject(depth int) error {
 	s := &r.s
-	empty, err := s.objectBegin()
-	for err == nil && !empty {
-		var ks, ke int
-		if ks, ke, err = s.key(); err != nil {
-			return err
-		}
+	return s.eachMember(func(ks, ke int) error {
 		if string(s.b[ks:ke]) == "embedding" {
 			switch s.peek() {
 			case '[':
-				err = r.embFloats(depth + 1)
+				return r.embFloats(depth + 1)
 			case '"':
 				vs := s.i
-				if err = s.skipString(); err == nil {
-					r.embBase64(vs+1, s.i-1)
+				if err := s.skipString(); err != nil {
+					return err
 				}
-			default:
-				err = s.skipValue(depth + 1)
+				r.embBase64(vs+1, s.i-1)
+				return nil
 			}
-		} else {
-			err = s.skipValue(depth + 1)
 		}
-		if err != nil {
-			return err
-		}
-		var more bool
-		if more, err = s.objectNext(); !more {
-			break
-		}
-	}
-	return err
+		return s.skipValue(depth + 1)
+	})
 }
 
 func (r *Rewriter) embFloats(depth int) error {
 	s := &r.s
 	k := r.embRound
-	empty, err := s.arrayBegin()
-	for err == nil && !empty {
+	return s.eachElem(func(int) error {
 		vs := s.i
 		if c := s.peek(); c == '-' || isDigit(c) {
-			if err = s.skipNumber(); err != nil {
+			if err := s.skipNumber(); err != nil {
 				return err
 			}
 			r.addRound(vs, s.i, k)
-		} else if err = s.skipValue(depth + 1); err != nil {
-			return err
+			return nil
 		}
-		var more bool
-		if more, err = s.arrayNext(); !more {
-			break
-		}
-	}
-	return err
+		return s.skipValue(depth + 1)
+	})
 }
 
 // embBase64 rounds a base64 embedding (little-endian float32, the OpenAI

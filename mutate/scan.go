@@ -352,6 +352,72 @@ func (s *scanner) arrayNext() (more bool, err error) {
 	return false, errSyntax
 }
 
+// eachMember walks the object at the cursor (which is '{'): for each
+// member it reads the name and calls fn with the name's span (ks:ke, without
+// quotes, still escaped) and the cursor at the value, which fn must consume.
+// It stops at the first error. fn does not escape, so a func literal passed
+// here stays on the stack.
+func (s *scanner) eachMember(fn func(ks, ke int) error) error {
+	empty, err := s.objectBegin()
+	if err != nil || empty {
+		return err
+	}
+	for {
+		// key, written out: a call per member is measurable on the
+		// logprob paths.
+		if s.peek() != '"' {
+			return errSyntax
+		}
+		ks := s.i + 1
+		if err := s.skipString(); err != nil {
+			return err
+		}
+		ke := s.i - 1
+		s.ws()
+		if s.peek() != ':' {
+			return errSyntax
+		}
+		s.i++
+		s.ws()
+		if err := fn(ks, ke); err != nil {
+			return err
+		}
+		// Compact JSON: ',' then the next name's quote, no whitespace.
+		if i := s.i; i+1 < len(s.b) && s.b[i] == ',' && s.b[i+1] == '"' {
+			s.i = i + 1
+			continue
+		}
+		more, err := s.objectNext()
+		if err != nil || !more {
+			return err
+		}
+	}
+}
+
+// eachElem walks the array at the cursor (which is '['): for each element
+// it calls fn with the element's index and the cursor at the element, which
+// fn must consume. It stops at the first error.
+func (s *scanner) eachElem(fn func(n int) error) error {
+	empty, err := s.arrayBegin()
+	if err != nil || empty {
+		return err
+	}
+	for n := 0; ; n++ {
+		if err := fn(n); err != nil {
+			return err
+		}
+		if s.i < len(s.b) && s.b[s.i] == ',' {
+			s.i++
+			s.ws()
+			continue
+		}
+		more, err := s.arrayNext()
+		if err != nil || !more {
+			return err
+		}
+	}
+}
+
 // validTop validates a whole document whose top-level value must be an
 // object, with nothing but whitespace after it.
 func validTop(b []byte) error {

@@ -312,14 +312,18 @@ func (s *scanner) key() (ks, ke int, err error) {
 
 // objectNext is called after a member's value: it consumes ',' (cursor at
 // the next key, more=true) or '}' (more=false).
-func (s *scanner) objectNext() (more bool, err error) {
+func (s *scanner) objectNext() (more bool, err error) { return s.next('}') }
+
+// next consumes the separator after a member or element: ',' (cursor at
+// the next one, more=true) or the container's closing byte (more=false).
+func (s *scanner) next(closing byte) (more bool, err error) {
 	s.ws()
 	switch s.peek() {
 	case ',':
 		s.i++
 		s.ws()
 		return true, nil
-	case '}':
+	case closing:
 		s.i++
 		return false, nil
 	}
@@ -338,19 +342,7 @@ func (s *scanner) arrayBegin() (empty bool, err error) {
 }
 
 // arrayNext is called after an element: ',' (more) or ']' (done).
-func (s *scanner) arrayNext() (more bool, err error) {
-	s.ws()
-	switch s.peek() {
-	case ',':
-		s.i++
-		s.ws()
-		return true, nil
-	case ']':
-		s.i++
-		return false, nil
-	}
-	return false, errSyntax
-}
+func (s *scanner) arrayNext() (more bool, err error) { return s.next(']') }
 
 // eachMember walks the object at the cursor (which is '{'): for each
 // member it reads the name and calls fn with the name's span (ks:ke, without

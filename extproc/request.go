@@ -341,7 +341,7 @@ func (st *stream) decide(body []byte, haveBody bool) *extprocv3.ProcessingRespon
 	st.verdict = d.Verdict
 	st.shadow = shadow
 	st.action = st.cfg.Resolve(rq.path, model, acted)
-	st.seed = PerturbSeed(d.Session, body)
+	st.seed = mutate.PerturbSeed(d.Session, body)
 	st.meta = metadata(d, st.action, shadow)
 	st.srv.m.request(st.mctx, d.Verdict.String(), st.action.Policy, shadow)
 	if st.action.Reject != nil {
@@ -365,28 +365,6 @@ func (st *stream) score(r *scoring.Request) (d scoring.Decision) {
 		d.Verdict = scoring.Block // config.Resolve treats unknown verdicts the same way
 	}
 	return d
-}
-
-// PerturbSeed keys the output perturbation of one request by its session
-// and its request body (FNV-1a 64). Repeating a request therefore returns
-// the same noise, so averaging repeated answers buys nothing; distinct
-// requests get independent noise, so an attacker cannot solve for a
-// per-session offset shared by every answer (the attack lab measured that
-// weakness of a session-only key on the Tramer et al. 2016 attack).
-func PerturbSeed(session string, body []byte) uint64 {
-	const prime = 1099511628211
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(session); i++ {
-		h ^= uint64(session[i])
-		h *= prime
-	}
-	h ^= 0xff // separator: no session/body split collides with another
-	h *= prime
-	for _, b := range body {
-		h ^= uint64(b)
-		h *= prime
-	}
-	return h
 }
 
 type apiError struct {

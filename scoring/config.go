@@ -114,7 +114,7 @@ type Thresholds struct {
 
 // DefaultConfig is the configuration used when the file has no scoring
 // section. The thresholds and weights were chosen by replaying the
-// bench/lab/traffic generator through the engine (see eval_test.go).
+// internal/traffic generator through the engine (see eval_test.go).
 func DefaultConfig() Config {
 	return Config{
 		Enabled:             true,

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/distillguard/distillguard/bench/lab/traffic"
+	"github.com/distillguard/distillguard/internal/traffic"
 )
 
 // decisionDiff describes how two decisions differ, bit for bit, or "".

@@ -72,7 +72,7 @@ package scoring
 // decision carries the would-be verdict with Shadow set. Every tier change
 // is one JSON line in the audit log.
 //
-// Defaults were chosen by replaying bench/lab/traffic (eval_test.go): with
+// Defaults were chosen by replaying internal/traffic (eval_test.go): with
 // them every attack family is flagged in all its accounts, no human chat
 // account is blocked (0-0.5% degraded, by seed), and batch and evaluation
 // workloads stay at degrade.

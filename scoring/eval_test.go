@@ -3,11 +3,11 @@ package scoring
 import (
 	"testing"
 
-	"github.com/distillguard/distillguard/bench/lab/traffic"
+	"github.com/distillguard/distillguard/internal/traffic"
 )
 
 // TestEvaluationOnGeneratedTraffic replays the labelled traffic of
-// bench/lab/traffic through the engine with the default configuration and
+// internal/traffic through the engine with the default configuration and
 // asserts the detection targets:
 //   - every attack family flagged (degrade or stronger) in >= 95% of its
 //     accounts, median first flag within 100 requests (10 for logit-bias

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/distillguard/distillguard/bench/lab/traffic"
 	"github.com/distillguard/distillguard/internal/corpus/corpustest"
+	"github.com/distillguard/distillguard/internal/traffic"
 	"github.com/distillguard/distillguard/mutate"
 )
 

@@ -20,9 +20,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/distillguard/distillguard/bench/lab"
 	"github.com/distillguard/distillguard/config"
 	"github.com/distillguard/distillguard/internal/corpus"
+	"github.com/distillguard/distillguard/lab"
 )
 
 func main() {

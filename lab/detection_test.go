@@ -16,9 +16,9 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/distillguard/distillguard/bench/lab/traffic"
 	"github.com/distillguard/distillguard/config"
 	"github.com/distillguard/distillguard/internal/corpus/corpustest"
+	"github.com/distillguard/distillguard/internal/traffic"
 )
 
 // countingProcessor is a fake ext_proc server with a rule simple enough to

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/distillguard/distillguard/extproc"
 	"github.com/distillguard/distillguard/mutate"
 )
 
@@ -118,7 +117,7 @@ type API struct {
 	policy Policy
 	stream bool
 	// The perturbation is keyed as the server keys it,
-	// extproc.PerturbSeed(session, request body), with a new Rewriter (token
+	// mutate.PerturbSeed(session, request body), with a new Rewriter (token
 	// position 0) for every response. sessionOnly keys it by the session
 	// alone, a rejected design kept for comparison.
 	session     string
@@ -190,9 +189,9 @@ func (a *API) Query(q Query) (Response, error) {
 	}
 	out := a.body
 	if !a.policy.Output.IsNoop() {
-		seed := extproc.PerturbSeed(a.session, a.req)
+		seed := mutate.PerturbSeed(a.session, a.req)
 		if a.sessionOnly {
-			seed = extproc.PerturbSeed(a.session, nil)
+			seed = mutate.PerturbSeed(a.session, nil)
 		}
 		rw := mutate.NewRewriter(a.policy.Output, seed)
 		if a.stream {

@@ -231,7 +231,7 @@ func policySection(ps []Policy) Section {
 			"Every defence experiment runs the same attack once per policy. Responses are rewritten by `mutate.Rewriter` " +
 				"(non-streamed) or `mutate.SSEStream` (streamed) and requests by `mutate.RewriteRequest`, the code the ext_proc " +
 				"server runs. The two `default` rows are the embedded configuration's actions for /v1/chat/completions " +
-				"(`config.Default().Resolve`). As in the server, the perturbation is keyed by the session and the request body (`extproc.PerturbSeed`) and " +
+				"(`config.Default().Resolve`). As in the server, the perturbation is keyed by the session and the request body (`mutate.PerturbSeed`) and " +
 				"every response gets a new rewriter starting at token position 0.",
 		},
 		Tables: []Table{t},

@@ -22,8 +22,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/distillguard/distillguard/bench/lab/traffic"
 	"github.com/distillguard/distillguard/config"
+	"github.com/distillguard/distillguard/internal/traffic"
 	"github.com/distillguard/distillguard/scoring"
 )
 
@@ -429,7 +429,7 @@ func detectionSection(seed uint64, p DetectionParams, where string, total int, f
 	s := Section{
 		Title: "Detection replay",
 		Intro: []string{
-			"Labelled traffic from `bench/lab/traffic` is replayed in simulated-time order through a real distillguard ext_proc " +
+			"Labelled traffic from `internal/traffic` is replayed in simulated-time order through a real distillguard ext_proc " +
 				"gRPC server, driven as Envoy drives it: one stream per request, request headers with the `request.time` (the " +
 				"simulated clock) and `source.address` attributes, then the whole body (BUFFERED). The verdict is read from the " +
 				"`distillguard` dynamic-metadata namespace of the reply, or from an immediate response (429 throttle, 403 block). " +

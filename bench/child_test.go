@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 		_ = fs.Parse(os.Args[1:])
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
-		if err := Serve(ctx, NewNoop(), ServeOptions{GRPCAddr: *g, AdminAddr: *a, Pprof: *p}); err != nil {
+		if err := Serve(ctx, ServeOptions{GRPCAddr: *g, AdminAddr: *a, Pprof: *p, Processor: NewNoop()}); err != nil {
 			os.Stderr.WriteString(err.Error() + "\n")
 			os.Exit(1)
 		}

@@ -5,26 +5,36 @@ import (
 	"testing"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"google.golang.org/grpc"
+
+	"github.com/distillguard/distillguard/config"
+	"github.com/distillguard/distillguard/server"
 )
 
-// serveInProcess serves p on a loopback port for the test's lifetime.
+// serveInProcess serves p on a loopback port for the test's lifetime,
+// through the same server assembly as the suite's children.
 func serveInProcess(t testing.TB, p extprocv3.ExternalProcessorServer) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return serveConfig(t, config.Default(), p)
+}
+
+// serveConfig serves cfg on loopback ports for the test's lifetime: p, or
+// distillguard itself when p is nil.
+func serveConfig(t testing.TB, cfg *config.Config, p extprocv3.ExternalProcessorServer) string {
+	t.Helper()
+	gl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
-	extprocv3.RegisterExternalProcessorServer(gs, p)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = gs.Serve(l)
-	}()
-	t.Cleanup(func() {
-		gs.Stop()
-		<-done
-	})
-	return l.Addr().String()
+	al, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		gl.Close()
+		t.Fatal(err)
+	}
+	srv, err := server.New(cfg, server.Options{Processor: p, GRPCListener: gl, AdminListener: al})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.GRPCAddr()
 }

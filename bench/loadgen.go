@@ -61,8 +61,20 @@ const (
 	numKinds
 )
 
-// KindNames names the message kinds in reports.
-var KindNames = [numKinds]string{"request_headers", "request_body", "response_headers", "response_body"}
+// KindName names message kind k in reports.
+func KindName(k int) string {
+	switch k {
+	case KindReqHeaders:
+		return "request_headers"
+	case KindReqBody:
+		return "request_body"
+	case KindRespHeaders:
+		return "response_headers"
+	case KindRespBody:
+		return "response_body"
+	}
+	return fmt.Sprintf("kind %d", k)
+}
 
 // attributesKey is the key under which Envoy's ext_proc filter puts the
 // request_attributes it evaluated (ProcessingRequest.attributes is keyed by
@@ -547,11 +559,11 @@ var errRejected = errors.New("rejected")
 func (w *worker) roundTrip(st extprocv3.ExternalProcessor_ProcessClient, m *extprocv3.ProcessingRequest, kind int) error {
 	start := w.pace()
 	if err := st.Send(m); err != nil {
-		return fmt.Errorf("send %s: %w", KindNames[kind], err)
+		return fmt.Errorf("send %s: %w", KindName(kind), err)
 	}
 	for {
 		if err := st.RecvMsg(w.resp); err != nil {
-			return fmt.Errorf("recv %s: %w", KindNames[kind], err)
+			return fmt.Errorf("recv %s: %w", KindName(kind), err)
 		}
 		if w.resp.ModeOverride != nil {
 			w.r.overrides.Add(1)
@@ -576,7 +588,7 @@ func (w *worker) roundTrip(st extprocv3.ExternalProcessor_ProcessClient, m *extp
 		ok = kind == KindRespBody
 	}
 	if !ok {
-		return fmt.Errorf("reply %T to %s", w.resp.Response, KindNames[kind])
+		return fmt.Errorf("reply %T to %s", w.resp.Response, KindName(kind))
 	}
 	return nil
 }

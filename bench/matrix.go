@@ -311,7 +311,7 @@ func (r *serverRun) result(concurrency int) *ServerResult {
 	}
 	for k := range r.byKind {
 		if r.byKind[k].Count > 0 {
-			out.ByKind[KindNames[k]] = summarize(&r.byKind[k])
+			out.ByKind[KindName(k)] = summarize(&r.byKind[k])
 		}
 	}
 	if r.lag.Count > 0 {

@@ -203,11 +203,14 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// Targets are the published goals for the headline scenario and the
-// many-streams scenario.
-var Targets = struct {
-	P50, P99, Throughput, RSSPerStreamKiB float64
-}{P50: 1.10, P99: 1.25, Throughput: 0.90, RSSPerStreamKiB: 16}
+// The published goals: distillguard/noop ratios for the headline scenario,
+// and RSS per concurrent stream for the many-streams scenario.
+const (
+	TargetP50             = 1.10 // p50 latency ratio, at most
+	TargetP99             = 1.25 // p99 latency ratio, at most
+	TargetThroughput      = 0.90 // throughput ratio, at least
+	TargetRSSPerStreamKiB = 16.0 // KiB per stream, at most
+)
 
 func fmtUs(v float64) string {
 	switch {
@@ -306,15 +309,15 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		if s.Scenario.Headline {
 			q := s.Ratios
 			lines = append(lines,
-				fmt.Sprintf("- %s p50 %s (target <= %.2fx): %s", s.Scenario.Name, fmtRatio(q.P50), Targets.P50, passFail(q.P50 <= Targets.P50)),
-				fmt.Sprintf("- %s p99 %s (target <= %.2fx): %s", s.Scenario.Name, fmtRatio(q.P99), Targets.P99, passFail(q.P99 <= Targets.P99)),
-				fmt.Sprintf("- %s throughput %s (target >= %.2fx): %s", s.Scenario.Name, fmtRatio(q.Throughput), Targets.Throughput, passFail(q.Throughput >= Targets.Throughput)))
+				fmt.Sprintf("- %s p50 %s (target <= %.2fx): %s", s.Scenario.Name, fmtRatio(q.P50), TargetP50, passFail(q.P50 <= TargetP50)),
+				fmt.Sprintf("- %s p99 %s (target <= %.2fx): %s", s.Scenario.Name, fmtRatio(q.P99), TargetP99, passFail(q.P99 <= TargetP99)),
+				fmt.Sprintf("- %s throughput %s (target >= %.2fx): %s", s.Scenario.Name, fmtRatio(q.Throughput), TargetThroughput, passFail(q.Throughput >= TargetThroughput)))
 		}
 		if dg, noop := s.Servers[NameDistillguard], s.Servers[NameNoop]; s.Scenario.RSS && dg != nil && noop != nil {
 			n := float64(s.Scenario.Concurrency)
 			lines = append(lines, fmt.Sprintf("- %s: distillguard RSS %.1f KiB per concurrent stream (target <= %.0f KiB): %s; %d errors. "+
 				"For scale, per stream: noop RSS %.1f KiB; goroutine stacks %.1f KiB (noop %.1f), Go heap in use %.1f KiB (noop %.1f).",
-				s.Scenario.Name, dg.RSSPerStreamKiB, Targets.RSSPerStreamKiB, passFail(dg.RSSPerStreamKiB <= Targets.RSSPerStreamKiB), dg.Errors,
+				s.Scenario.Name, dg.RSSPerStreamKiB, TargetRSSPerStreamKiB, passFail(dg.RSSPerStreamKiB <= TargetRSSPerStreamKiB), dg.Errors,
 				noop.RSSPerStreamKiB, dg.StackInuseKiB/n, noop.StackInuseKiB/n, dg.HeapInuseKiB/n, noop.HeapInuseKiB/n))
 		}
 	}
@@ -337,14 +340,14 @@ func (r *Report) Errors() uint64 {
 }
 
 // TargetsMet reports whether the headline and many-streams scenarios in the
-// report meet Targets (a report without them meets them vacuously).
+// report meet the targets (a report without them meets them vacuously).
 func (r *Report) TargetsMet() bool {
 	for _, s := range r.Scenarios {
 		q := s.Ratios
-		if s.Scenario.Headline && !(q.P50 <= Targets.P50 && q.P99 <= Targets.P99 && q.Throughput >= Targets.Throughput) {
+		if s.Scenario.Headline && !(q.P50 <= TargetP50 && q.P99 <= TargetP99 && q.Throughput >= TargetThroughput) {
 			return false
 		}
-		if dg := s.Servers[NameDistillguard]; s.Scenario.RSS && dg != nil && dg.RSSPerStreamKiB > Targets.RSSPerStreamKiB {
+		if dg := s.Servers[NameDistillguard]; s.Scenario.RSS && dg != nil && dg.RSSPerStreamKiB > TargetRSSPerStreamKiB {
 			return false
 		}
 	}

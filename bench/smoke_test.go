@@ -2,11 +2,8 @@ package bench
 
 import (
 	"context"
-	"io"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/distillguard/distillguard/config"
 )
@@ -21,12 +18,7 @@ func TestSmoke(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			dg, closeDG, err := NewDistillguard(cfg, prometheus.NewRegistry(), io.Discard)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer closeDG()
-			dgAddr := serveInProcess(t, dg)
+			dgAddr := serveConfig(t, cfg, nil)
 			wl, err := BuildWorkload(sc.Workload, 1)
 			if err != nil {
 				t.Fatal(err)

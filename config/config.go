@@ -269,15 +269,23 @@ func decodeStrict(b []byte, out *Config) error {
 	return nil
 }
 
-var bodyModes = map[string]bool{"NONE": true, "STREAMED": true, "BUFFERED": true, "BUFFERED_PARTIAL": true, "FULL_DUPLEX_STREAMED": true}
+// validBodyMode reports whether m names an ext_proc body send mode
+// (envoy.extensions.filters.http.ext_proc.v3.ProcessingMode.BodySendMode).
+func validBodyMode(m string) bool {
+	switch m {
+	case "NONE", "STREAMED", "BUFFERED", "BUFFERED_PARTIAL", "FULL_DUPLEX_STREAMED":
+		return true
+	}
+	return false
+}
 
 func (c *Config) resolve() error {
 	var errs []error
 	p := &c.Processing
-	if !bodyModes[p.RequestBodyMode] {
+	if !validBodyMode(p.RequestBodyMode) {
 		errs = append(errs, fmt.Errorf("processing.request_body_mode: %q is not one of NONE, STREAMED, BUFFERED, BUFFERED_PARTIAL, FULL_DUPLEX_STREAMED", p.RequestBodyMode))
 	}
-	if !bodyModes[p.ResponseBodyMode] {
+	if !validBodyMode(p.ResponseBodyMode) {
 		errs = append(errs, fmt.Errorf("processing.response_body_mode: %q is not one of NONE, STREAMED, BUFFERED, BUFFERED_PARTIAL, FULL_DUPLEX_STREAMED", p.ResponseBodyMode))
 	}
 	if p.MaxHeldBytes <= 0 {

@@ -145,8 +145,6 @@ func waitHTTP(t *testing.T, url string) {
 	t.Fatalf("%s not ready within 30s", url)
 }
 
-var decimalsRE = regexp.MustCompile(`"logprob":\s*(-?[0-9.eE+-]+)`)
-
 func TestE2EWithEnvoy(t *testing.T) {
 	envoyBin, err := exec.LookPath("envoy")
 	if err != nil {
@@ -155,6 +153,7 @@ func TestE2EWithEnvoy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test skipped in -short mode")
 	}
+	decimalsRE := regexp.MustCompile(`"logprob":\s*(-?[0-9.eE+-]+)`)
 	dir := t.TempDir()
 	up := &envoytest.Upstream{Seed: 7}
 	upSrv := httptest.NewServer(up)

@@ -15,7 +15,7 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files")
 
 func rawPolicy() Policy {
-	return Policy{Name: "raw", Output: mutate.Passthrough, Request: noRequestRewrite}
+	return Policy{Name: "raw", Output: mutate.Passthrough, Request: noRequestRewrite()}
 }
 
 // The simulated API's wire format is what clients of a real OpenAI-
@@ -213,7 +213,7 @@ func FuzzRecord(f *testing.F) {
 }
 
 func BenchmarkQueryTopK(b *testing.B) {
-	for _, pol := range []Policy{rawPolicy(), {Name: "round 2", Output: mutate.OutputPolicy{RoundDecimals: 2, MaxAlternatives: -1, EmbeddingDecimals: -1}, Request: noRequestRewrite}} {
+	for _, pol := range []Policy{rawPolicy(), {Name: "round 2", Output: mutate.OutputPolicy{RoundDecimals: 2, MaxAlternatives: -1, EmbeddingDecimals: -1}, Request: noRequestRewrite()}} {
 		for _, stream := range []bool{false, true} {
 			b.Run(pol.Name+map[bool]string{false: "/json", true: "/sse"}[stream], func(b *testing.B) {
 				m := newHiddenModel(1, 64, 1024)

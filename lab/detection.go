@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,9 +35,11 @@ type DetectionParams struct {
 	// Addr is an external ext_proc server; empty starts one in-process.
 	Addr   string
 	Config *config.Config
-	// NewServer builds the in-process server; nil means the real one
-	// (extproc with the scoring engine). now is the simulated clock: the
-	// time of the request being replayed. Tests substitute a fake.
+	// NewServer builds a substitute processor for the in-process server
+	// (served through server.New with the production gRPC settings); nil
+	// means distillguard itself (extproc with the scoring engine). now is
+	// the simulated clock: the time of the request being replayed. Tests
+	// substitute a fake.
 	NewServer func(cfg *config.Config, now func() time.Time) (extprocv3.ExternalProcessorServer, func(), error)
 	// Timeout bounds one request's exchange with the server.
 	Timeout time.Duration
@@ -282,7 +282,7 @@ func RunDetection(ctx context.Context, seed uint64, p DetectionParams, prog *Tas
 			return Section{}, err
 		}
 		defer stop()
-		addr, where = a, "in-process distillguard ext_proc server (extproc.New with scoring.New)"
+		addr, where = a, "in-process distillguard ext_proc server (server.New, as cmd/distillguard assembles it)"
 		if p.NewServer != nil {
 			where = "in-process substitute server"
 		}
@@ -369,41 +369,6 @@ func RunDetection(ctx context.Context, seed uint64, p DetectionParams, prog *Tas
 		f.distinctSessions = len(seen)
 	}
 	return detectionSection(seed, p, where, len(reqs), ordered), nil
-}
-
-// startServer serves the in-process ext_proc server on a loopback port.
-// The returned stop drains it and waits for its serving goroutine.
-func startServer(p DetectionParams, now func() time.Time) (string, func(), error) {
-	newServer := p.NewServer
-	if newServer == nil {
-		newServer = newInProcessServer
-	}
-	cfg := p.Config
-	if cfg == nil {
-		cfg = config.Default()
-	}
-	srv, closeSrv, err := newServer(cfg, now)
-	if err != nil {
-		return "", nil, err
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		closeSrv()
-		return "", nil, err
-	}
-	gs := grpc.NewServer()
-	extprocv3.RegisterExternalProcessorServer(gs, srv)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = gs.Serve(lis) // returns when stopped below
-	}()
-	return lis.Addr().String(), func() {
-		gs.GracefulStop()
-		wg.Wait()
-		closeSrv()
-	}, nil
 }
 
 func quantileInt(v []int, q float64) float64 {

@@ -1,30 +1,56 @@
 package lab
 
 import (
+	"net"
 	"time"
 
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-
 	"github.com/distillguard/distillguard/config"
-	"github.com/distillguard/distillguard/extproc"
-	"github.com/distillguard/distillguard/scoring"
+	"github.com/distillguard/distillguard/server"
 )
 
-// newInProcessServer builds the real distillguard ext_proc server: extproc
-// with the session-risk engine, both on the simulated clock.
-func newInProcessServer(cfg *config.Config, now func() time.Time) (extprocv3.ExternalProcessorServer, func(), error) {
-	eng, err := scoring.New(cfg.Scoring, scoring.Options{Clock: now, Seed: []byte("distillguard-lab")})
-	if err != nil {
-		return nil, nil, err
+// labSeed makes the in-process scoring engine deterministic
+// (scoring.Options.Seed): the same seed and traffic give the same report.
+const labSeed = "distillguard-lab"
+
+// startServer serves the in-process ext_proc server on loopback ports
+// through server.New, the assembly cmd/distillguard runs: extproc with the
+// session-risk engine on the simulated clock now, or the substitute
+// p.NewServer builds, with the production gRPC settings either way. The
+// returned stop drains it and waits for every goroutine it started.
+func startServer(p DetectionParams, now func() time.Time) (string, func(), error) {
+	cfg := p.Config
+	if cfg == nil {
+		cfg = config.Default()
 	}
-	srv, err := extproc.New(extproc.Options{
-		Config: func() *config.Config { return cfg },
-		Scorer: eng,
-		Now:    now,
-	})
-	if err != nil {
-		eng.Close()
-		return nil, nil, err
+	opts := server.Options{Clock: now, Seed: []byte(labSeed)}
+	closeSub := func() {}
+	if p.NewServer != nil {
+		sub, c, err := p.NewServer(cfg, now)
+		if err != nil {
+			return "", nil, err
+		}
+		opts.Processor, closeSub = sub, c
 	}
-	return srv, func() { eng.Close() }, nil
+	// Loopback ports of the kernel's choosing: the configured addresses
+	// are production ones, and several lab runs may share a machine.
+	var err error
+	if opts.GRPCListener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		closeSub()
+		return "", nil, err
+	}
+	if opts.AdminListener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		opts.GRPCListener.Close()
+		closeSub()
+		return "", nil, err
+	}
+	srv, err := server.New(cfg, opts)
+	if err != nil {
+		closeSub()
+		return "", nil, err
+	}
+	srv.Start()
+	return srv.GRPCAddr(), func() {
+		srv.Drain(cfg.Server.DrainGrace)
+		closeSub()
+	}, nil
 }

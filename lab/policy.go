@@ -18,7 +18,7 @@ type Policy struct {
 }
 
 // noRequestRewrite leaves every request as the client sent it.
-var noRequestRewrite = mutate.RequestPolicy{MaxTopLogprobs: -1}
+func noRequestRewrite() mutate.RequestPolicy { return mutate.RequestPolicy{MaxTopLogprobs: -1} }
 
 func outputPolicy(f func(*mutate.OutputPolicy)) mutate.OutputPolicy {
 	p := mutate.Passthrough
@@ -31,31 +31,31 @@ func outputPolicy(f func(*mutate.OutputPolicy)) mutate.OutputPolicy {
 // /v1/chat/completions so the lab measures what the shipped configuration
 // does, not a copy of it.
 func Policies(cfg *config.Config, perturbScales []float64) []Policy {
-	ps := []Policy{{Name: "raw API", Output: mutate.Passthrough, Request: noRequestRewrite}}
+	ps := []Policy{{Name: "raw API", Output: mutate.Passthrough, Request: noRequestRewrite()}}
 	for _, d := range []int{4, 3, 2, 1} {
 		ps = append(ps, Policy{
 			Name:    fmt.Sprintf("round %d", d),
 			Output:  outputPolicy(func(p *mutate.OutputPolicy) { p.RoundDecimals = d }),
-			Request: noRequestRewrite,
+			Request: noRequestRewrite(),
 		})
 	}
 	for _, s := range perturbScales {
 		ps = append(ps, Policy{
 			Name:    fmt.Sprintf("perturb %g", s),
 			Output:  outputPolicy(func(p *mutate.OutputPolicy) { p.Perturb = s }),
-			Request: noRequestRewrite,
+			Request: noRequestRewrite(),
 		})
 	}
 	ps = append(ps,
 		Policy{
 			Name:    "alternatives stripped",
 			Output:  outputPolicy(func(p *mutate.OutputPolicy) { p.MaxAlternatives = 0 }),
-			Request: noRequestRewrite,
+			Request: noRequestRewrite(),
 		},
 		Policy{
 			Name:    "logprobs stripped",
 			Output:  outputPolicy(func(p *mutate.OutputPolicy) { p.StripLogprobs = true }),
-			Request: noRequestRewrite,
+			Request: noRequestRewrite(),
 		},
 		Policy{
 			Name:    "logit_bias dropped",

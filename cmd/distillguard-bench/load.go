@@ -86,7 +86,7 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		h.Quantile(0.5), h.Quantile(0.9), h.Quantile(0.99), h.Quantile(0.999), time.Duration(h.Max))
 	for k, kh := range res.ByKind {
 		if kh.Count > 0 {
-			fmt.Fprintf(stdout, "  %-17s n=%-9d p50 %v  p99 %v\n", bench.KindNames[k], kh.Count, kh.Quantile(0.5), kh.Quantile(0.99))
+			fmt.Fprintf(stdout, "  %-17s n=%-9d p50 %v  p99 %v\n", bench.KindName(k), kh.Count, kh.Quantile(0.5), kh.Quantile(0.99))
 		}
 	}
 	if res.Messages > 0 {

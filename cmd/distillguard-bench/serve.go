@@ -25,16 +25,18 @@ func cmdServeNoop(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return bench.Serve(ctx, bench.NewNoop(), *o)
+	o.Processor = bench.NewNoop()
+	return bench.Serve(ctx, *o)
 }
 
 func cmdServeDistillguard(ctx context.Context, args []string, stderr io.Writer) error {
 	fs, o := serveFlags("serve-distillguard", stderr)
-	cfg := fs.String("config", "", "distillguard YAML config, layered over the embedded default")
+	fs.StringVar(&o.Config, "config", "", "distillguard YAML config, layered over the embedded default")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return bench.ServeDistillguard(ctx, *cfg, *o, stderr)
+	o.Log = stderr
+	return bench.Serve(ctx, *o)
 }
 
 // serverSpecs says how the suite starts the two servers under test: this

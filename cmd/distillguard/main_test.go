@@ -219,6 +219,44 @@ func TestReloadKeepsOldConfigOnError(t *testing.T) {
 	}
 }
 
+// TestReloadNamesRestartOnlySettings checks the reload warning: silent for
+// settings a swap applies, one line naming exactly the restart-only keys
+// otherwise, and the swap still happens.
+func TestReloadNamesRestartOnlySettings(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "c.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(cfgPath, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("scoring: {secret: one}\n")
+	h := start(t, "-config", cfgPath)
+	reloaded := func(n int) {
+		t.Helper()
+		waitFor(t, func() bool { return strings.Count(h.log.String(), `"msg":"config reloaded"`) == n })
+	}
+	const warning = `"msg":"config reload: these settings take effect after a restart"`
+
+	write("scoring: {secret: one}\nprocessing: {max_held_bytes: 2048}\nserver: {drain_grace: 5s}\n")
+	h.sigs <- syscall.SIGHUP
+	reloaded(1)
+	if strings.Contains(h.log.String(), warning) {
+		t.Errorf("reloadable change warned about:\n%s", h.log)
+	}
+
+	write("scoring: {secret: two}\nprocessing: {max_held_bytes: 2048, max_body_bytes: 33554432}\nserver: {drain_grace: 5s}\n")
+	h.sigs <- syscall.SIGHUP
+	reloaded(2)
+	want := warning + `,"restart_required":["processing.max_body_bytes","scoring.secret"]`
+	if n := strings.Count(h.log.String(), warning); n != 1 || !strings.Contains(h.log.String(), want) {
+		t.Errorf("want one warning %s, got:\n%s", want, h.log)
+	}
+	if err := h.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestDrainWaitsForInFlightStreams(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "c.yaml")

@@ -34,7 +34,6 @@ type corpusTexts struct {
 	texts []string
 }
 
-
 func loadCorpora(t testing.TB) []corpusTexts {
 	t.Helper()
 	dir := corpustest.Require(t)

@@ -243,7 +243,7 @@ func parseKeySet(s string) (*KeySet, error) {
 // nothing an attacker can compute without the secret predicts an output.
 // One prf per goroutine: the HMAC state is reused.
 type prf struct {
-	block cipher.Block
+	block  cipher.Block
 	macKey []byte
 	mac    hash.Hash // created on first long message
 	in     [16]byte

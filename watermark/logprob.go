@@ -195,9 +195,10 @@ type LogprobResult struct {
 	Power       float64 `json:"power"`
 	PowerPValue float64 `json:"power_p_value"`
 	// PeakRatio is Power over the mean power at the other frequencies
-	// 1..64, and Rank the key frequency's rank among them (1 = highest).
-	PeakRatio float64 `json:"peak_ratio"`
-	Rank      int     `json:"rank"`
+	// 1..64, and Rank the key frequency's rank among them (1 = highest);
+	// ScoreSpectrum fills them.
+	PeakRatio float64 `json:"peak_ratio,omitempty"`
+	Rank      int     `json:"rank,omitempty"`
 }
 
 // ErrNoLogprobs is returned when the input holds no alternatives to score.
@@ -334,35 +335,54 @@ func (ls *LogprobSample) Score(k *Key) LogprobResult {
 		g[i] = phase(&p, []byte(tok))
 		q += a[i] * a[i]
 	}
-	power := func(f int) (c, s float64) {
-		for i := range a {
-			sn, cs := math.Sincos(2 * math.Pi * float64(f) * g[i])
-			c += a[i] * cs
-			s += a[i] * sn
-		}
-		return c, s
-	}
 	r := LogprobResult{KeyID: k.ID(), Frequency: k.freq, Probes: ls.probes, Positions: ls.positions,
-		Candidates: len(a), Observations: ls.obs, Reference: ls.reference, PValue: 1, PowerPValue: 1, Rank: 1}
+		Candidates: len(a), Observations: ls.obs, Reference: ls.reference, PValue: 1, PowerPValue: 1}
 	if q == 0 {
 		return r
 	}
-	c, s := power(k.freq)
+	c, s := ls.project(a, g, k.freq)
 	r.Z = -c / math.Sqrt(q/2)
 	r.PValue = normalUpper(r.Z)
 	r.Power = (c*c + s*s) / q
 	r.PowerPValue = math.Exp(-r.Power)
+	return r
+}
+
+// project returns C and S at frequency f.
+func (ls *LogprobSample) project(a, g []float64, f int) (c, s float64) {
+	for i := range a {
+		sn, cs := math.Sincos(2 * math.Pi * float64(f) * g[i])
+		c += a[i] * cs
+		s += a[i] * sn
+	}
+	return c, s
+}
+
+// ScoreSpectrum is Score plus the periodogram at every frequency 1..64:
+// PeakRatio and Rank compare the key's frequency with the others (the
+// DRW-style display; 64 times the work of Score).
+func (ls *LogprobSample) ScoreSpectrum(k *Key) LogprobResult {
+	r := ls.Score(k)
+	p := prf{block: k.lpBlock, macKey: k.lpMAC}
+	a := ls.weights()
+	g := make([]float64, len(a))
+	var q float64
+	for i, tok := range ls.tokens {
+		g[i] = phase(&p, []byte(tok))
+		q += a[i] * a[i]
+	}
+	if q == 0 {
+		return r
+	}
 	var others []float64
+	var mean float64
 	for f := 1; f <= spectrumMax; f++ {
 		if f == k.freq {
 			continue
 		}
-		c, s := power(f)
+		c, s := ls.project(a, g, f)
 		others = append(others, (c*c+s*s)/q)
-	}
-	var mean float64
-	for _, o := range others {
-		mean += o
+		mean += others[len(others)-1]
 	}
 	mean /= float64(len(others))
 	if mean > 0 {

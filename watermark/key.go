@@ -248,6 +248,20 @@ type prf struct {
 	mac    hash.Hash // created on first long message
 	in     [16]byte
 	out    [sha256.Size]byte
+	long   []byte // scratch for long string messages
+}
+
+// sum64s is sum64 of a string's bytes, without converting it.
+func (p *prf) sum64s(msg string) uint64 {
+	if len(msg) <= 15 {
+		p.in = [16]byte{}
+		p.in[0] = byte(len(msg))
+		copy(p.in[1:], msg)
+		p.block.Encrypt(p.out[:16], p.in[:])
+		return binary.BigEndian.Uint64(p.out[:8])
+	}
+	p.long = append(p.long[:0], msg...)
+	return p.sum64(p.long)
 }
 
 func (p *prf) sum64(msg []byte) uint64 {

@@ -124,3 +124,13 @@ func TestLoadKeyFileAndRotation(t *testing.T) {
 		t.Error("missing file accepted")
 	}
 }
+
+func TestPRFStringMatchesBytes(t *testing.T) {
+	k := testKey(t, "", 4)
+	p := prf{block: k.lpBlock, macKey: k.lpMAC}
+	for _, s := range []string{"", "a", "fifteen bytes!!", "sixteen bytes!!!", strings.Repeat("long token ", 9)} {
+		if p.sum64s(s) != p.sum64([]byte(s)) {
+			t.Errorf("%q: sum64s != sum64", s)
+		}
+	}
+}

@@ -77,9 +77,9 @@ type Shifter struct {
 // Phase is the token's keyed phase g(w) in [0, 1).
 func (s *Shifter) Phase(token []byte) float64 { return phase(&s.p, token) }
 
-func phase(p *prf, token []byte) float64 {
-	return float64(p.sum64(token)>>11) * (1.0 / (1 << 53))
-}
+func phase(p *prf, token []byte) float64 { return phaseOf(p.sum64(token)) }
+
+func phaseOf(u uint64) float64 { return float64(u>>11) * (1.0 / (1 << 53)) }
 
 // Delta is the signal for token: -A (1 + cos(2 pi f g(w))) / 2, in [-A, 0].
 func (s *Shifter) Delta(token []byte) float64 {
@@ -109,8 +109,8 @@ type TokenLogprob struct {
 // and clamped to the value ranked above it, so the order survives.
 func (s *Shifter) ShiftTop(alts []TokenLogprob) {
 	for i := 1; i < len(alts); i++ {
-		v := s.Shift([]byte(alts[i].Token), alts[i].Logprob, false)
-		alts[i].Logprob = math.Min(v, alts[i-1].Logprob)
+		d := -s.m.amp * (1 + math.Cos(2*math.Pi*float64(s.m.key.freq)*phaseOf(s.p.sum64s(alts[i].Token)))) / 2
+		alts[i].Logprob = math.Min(math.Min(alts[i].Logprob+d, 0), alts[i-1].Logprob)
 	}
 }
 
@@ -332,7 +332,7 @@ func (ls *LogprobSample) Score(k *Key) LogprobResult {
 	g := make([]float64, len(a))
 	var q float64
 	for i, tok := range ls.tokens {
-		g[i] = phase(&p, []byte(tok))
+		g[i] = phaseOf(p.sum64s(tok))
 		q += a[i] * a[i]
 	}
 	r := LogprobResult{KeyID: k.ID(), Frequency: k.freq, Probes: ls.probes, Positions: ls.positions,
@@ -368,7 +368,7 @@ func (ls *LogprobSample) ScoreSpectrum(k *Key) LogprobResult {
 	g := make([]float64, len(a))
 	var q float64
 	for i, tok := range ls.tokens {
-		g[i] = phase(&p, []byte(tok))
+		g[i] = phaseOf(p.sum64s(tok))
 		q += a[i] * a[i]
 	}
 	if q == 0 {

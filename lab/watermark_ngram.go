@@ -1,0 +1,255 @@
+package lab
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"unicode"
+
+	"github.com/distillguard/distillguard/internal/corpus"
+)
+
+// Word-level n-gram language models for the text watermark experiments:
+// a trigram teacher trained on the corpora generates responses, a bigram
+// (or trigram) student trained on the harvested responses generates the
+// outputs the provider verifies. Interpolation is Witten-Bell (Witten and
+// Bell 1991; Chen and Goodman 1998, section 2.5): at a context seen c times
+// with t distinct successors, the model uses the context's successors with
+// weight c/(c+t) and backs off to the shorter context otherwise. Sampling
+// follows the same recursion, so no step needs the full vocabulary.
+
+const (
+	tokBOS = 0
+	tokEOS = 1
+)
+
+type succList struct {
+	toks  []int32
+	cum   []uint32 // cumulative counts
+	types int
+}
+
+func (s *succList) total() uint32 { return s.cum[len(s.cum)-1] }
+
+func (s *succList) sample(r *rand.Rand) int32 {
+	u := uint32(r.Uint64N(uint64(s.total())))
+	i, _ := slices.BinarySearch(s.cum, u+1)
+	return s.toks[i]
+}
+
+type ngramLM struct {
+	order int
+	vocab []string
+	ids   map[string]int32
+	// levels[L] maps a context of L tokens to its successors; levels[0]
+	// has the single empty context (unigrams).
+	levels []map[uint64]*succList
+}
+
+func newVocab() (map[string]int32, []string) {
+	return map[string]int32{"<s>": tokBOS, "</s>": tokEOS}, []string{"<s>", "</s>"}
+}
+
+// ctxKey packs the last L token ids (L <= 2) before position i.
+func ctxKey(seq []int32, i, l int) uint64 {
+	var k uint64
+	for j := i - l; j < i; j++ {
+		k = k<<32 | uint64(uint32(seq[j]))
+	}
+	return k
+}
+
+// trainNgram counts n-grams of the token sequences (each padded with
+// order-1 BOS and one EOS).
+func trainNgram(order int, docs [][]string) *ngramLM {
+	m := &ngramLM{order: order}
+	m.ids, m.vocab = newVocab()
+	counts := make([]map[uint64]map[int32]uint32, order)
+	for l := range counts {
+		counts[l] = map[uint64]map[int32]uint32{}
+	}
+	seq := make([]int32, 0, 128)
+	for _, d := range docs {
+		seq = seq[:0]
+		for i := 0; i < order-1; i++ {
+			seq = append(seq, tokBOS)
+		}
+		for _, w := range d {
+			id, ok := m.ids[w]
+			if !ok {
+				id = int32(len(m.vocab))
+				m.ids[w] = id
+				m.vocab = append(m.vocab, w)
+			}
+			seq = append(seq, id)
+		}
+		seq = append(seq, tokEOS)
+		for i := order - 1; i < len(seq); i++ {
+			for l := 0; l < order; l++ {
+				k := ctxKey(seq, i, l)
+				c := counts[l][k]
+				if c == nil {
+					c = map[int32]uint32{}
+					counts[l][k] = c
+				}
+				c[seq[i]]++
+			}
+		}
+	}
+	m.levels = make([]map[uint64]*succList, order)
+	for l, cs := range counts {
+		m.levels[l] = make(map[uint64]*succList, len(cs))
+		for k, c := range cs {
+			s := &succList{types: len(c)}
+			for t := range c {
+				s.toks = append(s.toks, t)
+			}
+			slices.Sort(s.toks) // map order must not reach the sampler
+			var cum uint32
+			for _, t := range s.toks {
+				cum += c[t]
+				s.cum = append(s.cum, cum)
+			}
+			m.levels[l][k] = s
+		}
+	}
+	return m
+}
+
+// generate samples one response of at most maxTok tokens.
+func (m *ngramLM) generate(r *rand.Rand, maxTok int) []string {
+	seq := make([]int32, m.order-1, m.order-1+maxTok)
+	var out []string
+	for len(out) < maxTok {
+		i := len(seq)
+		var next int32 = -1
+		for l := m.order - 1; l >= 1 && next < 0; l-- {
+			s := m.levels[l][ctxKey(seq, i, l)]
+			if s == nil {
+				continue
+			}
+			c, t := float64(s.total()), float64(s.types)
+			if r.Float64() < c/(c+t) {
+				next = s.sample(r)
+			}
+		}
+		if next < 0 {
+			next = m.levels[0][0].sample(r)
+		}
+		if next == tokBOS {
+			continue
+		}
+		if next == tokEOS {
+			break
+		}
+		seq = append(seq, next)
+		out = append(out, m.vocab[next])
+	}
+	return out
+}
+
+// tokenize splits text into words (letters and digits, with inner
+// apostrophes and hyphens), single punctuation characters and line feeds.
+func tokenize(s string) []string {
+	var out []string
+	rs := []rune(s)
+	for i := 0; i < len(rs); {
+		r := rs[i]
+		switch {
+		case r == '\n':
+			out = append(out, "\n")
+			i++
+		case unicode.IsSpace(r):
+			i++
+		case unicode.IsLetter(r) || unicode.IsDigit(r):
+			j := i + 1
+			for j < len(rs) && (unicode.IsLetter(rs[j]) || unicode.IsDigit(rs[j]) ||
+				(rs[j] == '\'' || rs[j] == '-' || rs[j] == '’') && j+1 < len(rs) && unicode.IsLetter(rs[j+1])) {
+				j++
+			}
+			out = append(out, string(rs[i:j]))
+			i = j
+		default:
+			out = append(out, string(r))
+			i++
+		}
+	}
+	return out
+}
+
+// detokenize joins tokens back into text: a space between tokens except
+// before closing punctuation, after opening punctuation and around line
+// feeds.
+func detokenize(toks []string) string {
+	var b strings.Builder
+	prev := "\n"
+	for _, t := range toks {
+		if t != "\n" && prev != "\n" && !strings.Contains(".,;:!?)%", t) && !strings.Contains("($", prev) {
+			b.WriteByte(' ')
+		}
+		b.WriteString(t)
+		prev = t
+	}
+	return b.String()
+}
+
+// textCorpus is the corpus text the teacher learns from, by source.
+type textCorpus struct {
+	name  string
+	texts []string
+}
+
+// loadTextCorpora reads GSM8K worked solutions (assistant-style text),
+// HH-RLHF human turns and self-instruct tasks from dir.
+func loadTextCorpora(dir string) ([]textCorpus, error) {
+	read := func(name string, each func(map[string]any) []string) ([]string, error) {
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		sc.Buffer(nil, 4<<20)
+		var out []string
+		for n := 1; sc.Scan(); n++ {
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				return nil, fmt.Errorf("%s:%d: %w", name, n, err)
+			}
+			out = append(out, each(m)...)
+		}
+		return out, sc.Err()
+	}
+	str := func(v any) string { s, _ := v.(string); return s }
+	gsm, err := read(corpus.QuestionsFile, func(m map[string]any) []string { return []string{str(m["answer"])} })
+	if err != nil {
+		return nil, err
+	}
+	hh, err := read(corpus.DialogsFile, func(m map[string]any) []string {
+		var out []string
+		turns, _ := m["turns"].([]any)
+		for _, t := range turns {
+			out = append(out, str(t))
+		}
+		return out
+	})
+	if err != nil {
+		return nil, err
+	}
+	si, err := read(corpus.TasksFile, func(m map[string]any) []string {
+		s := str(m["instruction"])
+		if in := str(m["input"]); in != "" {
+			s += "\n" + in
+		}
+		return []string{s}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return []textCorpus{{"GSM8K worked solutions", gsm}, {"HH-RLHF human turns", hh}, {"self-instruct tasks", si}}, nil
+}

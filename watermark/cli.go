@@ -1,0 +1,276 @@
+package watermark
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+)
+
+// RunVerify is the command `distillguard watermark verify`:
+//
+//	verify -key-file F [-mode text|logprobs] [-reference R] [-decoys N] FILE...
+//
+// Text mode reads each FILE as JSONL, one response a line ({"text": ...},
+// or an OpenAI chat.completion / text_completion object whose choices'
+// message.content or text are taken), or, when its first non-blank byte is
+// not '{', as one plain text; "-" is standard input. Logprobs mode reads
+// chat.completion objects with choices[].logprobs.content[].top_logprobs
+// (the suspect's answers to probe prompts), with -reference the provider's
+// own answers to the same probes in the same order. Every key of the key
+// file is tested; for each FILE one JSON object is written to stdout with
+// the best key's test and p_value_any_key, the Bonferroni bound over the
+// keys. -decoys N also scores N keys nobody holds (derived from a fixed
+// label) and reports how many of them reach the best key's p-value: an
+// empirical check of the p-value next to the analytic one.
+//
+// Exit status: 0 when every file was scored, 2 on a usage or input error.
+func RunVerify(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("watermark verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	keyFile := fs.String("key-file", "", "watermark key file (hex or raw secret, or key set)")
+	mode := fs.String("mode", "text", "text (lexical watermark) or logprobs (logprob watermark)")
+	refFile := fs.String("reference", "", "logprobs mode: the provider's own answers to the same probes")
+	decoys := fs.Int("decoys", 0, "also score this many decoy keys")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: distillguard watermark verify -key-file F [-mode text|logprobs] [-reference R] [-decoys N] FILE...")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "watermark verify:", err)
+		return 2
+	}
+	if *keyFile == "" || fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	if *mode != "text" && *mode != "logprobs" {
+		return fail(fmt.Errorf("-mode %q: want text or logprobs", *mode))
+	}
+	if *decoys < 0 || *decoys > 100000 {
+		return fail(fmt.Errorf("-decoys %d: want 0 to 100000", *decoys))
+	}
+	if *refFile != "" && *mode != "logprobs" {
+		return fail(errors.New("-reference applies to -mode logprobs"))
+	}
+	ks, err := LoadKeyFile(*keyFile)
+	if err != nil {
+		return fail(err)
+	}
+	dk, err := DecoyKeys(*decoys)
+	if err != nil {
+		return fail(err)
+	}
+	var ref []LogprobPosition
+	if *refFile != "" {
+		if ref, err = readLogprobFile(*refFile); err != nil {
+			return fail(err)
+		}
+	}
+	enc := json.NewEncoder(stdout)
+	lex := DefaultLexicon()
+	for _, name := range fs.Args() {
+		var rep any
+		if *mode == "text" {
+			rep, err = verifyTextFile(lex, name, ks, dk)
+		} else {
+			rep, err = verifyLogprobFile(name, ref, ks, dk)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		if err := enc.Encode(rep); err != nil {
+			return fail(err)
+		}
+	}
+	return 0
+}
+
+// DecoyKeys returns n keys derived from a fixed public label: keys nobody
+// marks with, whose scores show what chance alone gives.
+func DecoyKeys(n int) ([]*Key, error) {
+	out := make([]*Key, n)
+	for i := range out {
+		secret := []byte(fmt.Sprintf("distillguard watermark decoy key %032d", i))
+		k, err := NewKey(fmt.Sprintf("decoy-%d", i), secret)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = k
+	}
+	return out, nil
+}
+
+// TextReport is the output of text mode for one file.
+type TextReport struct {
+	File string `json:"file"`
+	Mode string `json:"mode"`
+	Result
+	// Statistic repeats Z under the generic name.
+	Statistic float64 `json:"statistic"`
+	// PValueAnyKey bounds the chance that any of the keys scores this
+	// well: min(1, keys * p_value).
+	PValueAnyKey float64  `json:"p_value_any_key"`
+	Keys         []Result `json:"keys,omitempty"`
+	// Decoys and DecoysAsExtreme: decoy keys scored, and how many had a
+	// p-value at most the best key's.
+	Decoys          int `json:"decoys,omitempty"`
+	DecoysAsExtreme int `json:"decoys_as_extreme,omitempty"`
+}
+
+// LogprobReport is the output of logprobs mode for one file.
+type LogprobReport struct {
+	File string `json:"file"`
+	Mode string `json:"mode"`
+	LogprobResult
+	Statistic       float64         `json:"statistic"`
+	PValueAnyKey    float64         `json:"p_value_any_key"`
+	Keys            []LogprobResult `json:"keys,omitempty"`
+	Decoys          int             `json:"decoys,omitempty"`
+	DecoysAsExtreme int             `json:"decoys_as_extreme,omitempty"`
+}
+
+func openInput(name string) (io.ReadCloser, error) {
+	if name == "-" {
+		return io.NopCloser(os.Stdin), nil
+	}
+	return os.Open(name)
+}
+
+func verifyTextFile(lex *Lexicon, name string, ks *KeySet, decoys []*Key) (*TextReport, error) {
+	f, err := openInput(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sm := NewVerifier(lex).NewSample()
+	if err := readTexts(f, sm.Add); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	rep := &TextReport{File: name, Mode: "text"}
+	for i, k := range ks.Keys() {
+		r := sm.Score(k)
+		if len(ks.Keys()) > 1 {
+			rep.Keys = append(rep.Keys, r)
+		}
+		if i == 0 || r.PValue < rep.PValue {
+			rep.Result = r
+		}
+	}
+	rep.Statistic = rep.Z
+	rep.PValueAnyKey = math.Min(1, float64(len(ks.Keys()))*rep.PValue)
+	rep.Decoys = len(decoys)
+	for _, k := range decoys {
+		if sm.Score(k).PValue <= rep.PValue {
+			rep.DecoysAsExtreme++
+		}
+	}
+	return rep, nil
+}
+
+func readLogprobFile(name string) ([]LogprobPosition, error) {
+	f, err := openInput(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	pos, err := ParseChatLogprobs(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return pos, nil
+}
+
+func verifyLogprobFile(name string, ref []LogprobPosition, ks *KeySet, decoys []*Key) (*LogprobReport, error) {
+	pos, err := readLogprobFile(name)
+	if err != nil {
+		return nil, err
+	}
+	ls, err := NewLogprobSample(pos, ref)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	rep := &LogprobReport{File: name, Mode: "logprobs"}
+	for i, k := range ks.Keys() {
+		r := ls.ScoreSpectrum(k)
+		if len(ks.Keys()) > 1 {
+			rep.Keys = append(rep.Keys, r)
+		}
+		if i == 0 || r.PValue < rep.PValue {
+			rep.LogprobResult = r
+		}
+	}
+	rep.Statistic = rep.Z
+	rep.PValueAnyKey = math.Min(1, float64(len(ks.Keys()))*rep.PValue)
+	rep.Decoys = len(decoys)
+	for _, k := range decoys {
+		if ls.Score(k).PValue <= rep.PValue {
+			rep.DecoysAsExtreme++
+		}
+	}
+	return rep, nil
+}
+
+// readTexts calls add for every text of r (see RunVerify for the forms).
+func readTexts(r io.Reader, add func([]byte)) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	head, _ := br.Peek(512)
+	if t := bytes.TrimLeft(head, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		b, err := io.ReadAll(io.LimitReader(br, maxLineBytes+1))
+		if err != nil {
+			return err
+		}
+		if len(b) > maxLineBytes {
+			return fmt.Errorf("plain text larger than %d bytes", maxLineBytes)
+		}
+		add(b)
+		return nil
+	}
+	sc := bufio.NewScanner(br)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
+	for line := 1; sc.Scan(); line++ {
+		b := trimSpace(sc.Bytes())
+		if len(b) == 0 {
+			continue
+		}
+		var doc struct {
+			Text    *string `json:"text"`
+			Choices []struct {
+				Text    *string `json:"text"`
+				Message *struct {
+					Content *string `json:"content"`
+				} `json:"message"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			return fmt.Errorf("line %d: %w", line, err)
+		}
+		n := 0
+		if doc.Text != nil {
+			add([]byte(*doc.Text))
+			n++
+		}
+		for _, c := range doc.Choices {
+			switch {
+			case c.Message != nil && c.Message.Content != nil:
+				add([]byte(*c.Message.Content))
+				n++
+			case c.Text != nil:
+				add([]byte(*c.Text))
+				n++
+			}
+		}
+		if n == 0 {
+			return fmt.Errorf("line %d: no \"text\" and no choices with message.content or text", line)
+		}
+	}
+	return sc.Err()
+}

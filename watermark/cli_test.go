@@ -1,0 +1,133 @@
+package watermark
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRunVerify(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	oldSecret, newSecret := strings.Repeat("a1", 32), strings.Repeat("b2", 32)
+	keys := write("keys", KeySetHeader+"\nold "+oldSecret+"\nnew "+newSecret+" active\n")
+	raw, _ := hex.DecodeString(oldSecret)
+	oldKey, _ := NewKey("old", raw)
+	lex := DefaultLexicon()
+	m := NewMarker(lex, oldKey)
+
+	// JSONL with {"text"} and chat completion lines, marked by the old key.
+	var jsonl bytes.Buffer
+	for i := 0; i < 30; i++ {
+		out, _ := m.Mark(synthText(uint64(100+i), 3))
+		b, _ := json.Marshal(out)
+		s, _ := json.Marshal(string(out))
+		_ = b
+		if i%2 == 0 {
+			fmt.Fprintf(&jsonl, "{\"text\":%s}\n", s)
+		} else {
+			fmt.Fprintf(&jsonl, "{\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":%s}}]}\n\n", s)
+		}
+	}
+	markedFile := write("marked.jsonl", jsonl.String())
+	plainFile := write("plain.txt", string(synthText(7, 60)))
+
+	var stdout, stderr bytes.Buffer
+	if code := RunVerify([]string{"-key-file", keys, "-decoys", "20", markedFile, plainFile}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want one JSON object per file, got %q", stdout.String())
+	}
+	var reps [2]map[string]any
+	for i, l := range lines {
+		if err := json.Unmarshal([]byte(l), &reps[i]); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"p_value", "statistic", "candidates", "matches", "key_id", "p_value_any_key", "scored", "method"} {
+			if _, ok := reps[i][f]; !ok {
+				t.Errorf("file %d: no %q in %s", i, f, l)
+			}
+		}
+	}
+	if reps[0]["key_id"] != "old" || reps[0]["p_value"].(float64) > 1e-6 || reps[0]["texts"].(float64) != 30 || reps[0]["decoys_as_extreme"] != nil {
+		t.Errorf("marked file: %s", lines[0])
+	}
+	if reps[1]["p_value_any_key"].(float64) < 0.01 || len(reps[1]["keys"].([]any)) != 2 {
+		t.Errorf("plain file: %s", lines[1])
+	}
+
+	// Logprobs mode with a reference.
+	k := oldKey
+	lm, _ := NewLogprobMark(k, 0.2)
+	toJSONL := func(ps []LogprobPosition) string {
+		var b bytes.Buffer
+		for _, p := range ps {
+			doc := map[string]any{"choices": []any{map[string]any{"logprobs": map[string]any{"content": []any{
+				map[string]any{"token": p.Top[0].Token, "logprob": p.Top[0].Logprob, "top_logprobs": p.Top}}}}}}
+			enc, _ := json.Marshal(doc)
+			b.Write(enc)
+			b.WriteByte('\n')
+		}
+		return b.String()
+	}
+	susp := write("suspect.jsonl", toJSONL(synthLogprobs(lm.NewShifter(), 300, 2000, 19, 1, 0.3)))
+	ref := write("reference.jsonl", toJSONL(synthLogprobs(nil, 300, 2000, 19, 1, 0)))
+	stdout.Reset()
+	if code := RunVerify([]string{"-key-file", keys, "-mode", "logprobs", "-reference", ref, susp}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	var lr map[string]any
+	if err := json.Unmarshal(stdout.Bytes(), &lr); err != nil {
+		t.Fatal(err)
+	}
+	if lr["key_id"] != "old" || lr["p_value"].(float64) > 1e-6 || lr["rank"].(float64) != 1 || lr["candidates"].(float64) < 100 {
+		t.Errorf("logprobs: %s", stdout.String())
+	}
+
+	// Errors exit 2 with a message.
+	bad := write("bad.jsonl", "{\"text\":\"ok\"}\n{not json}\n")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{markedFile}, "usage"},
+		{[]string{"-key-file", keys}, "usage"},
+		{[]string{"-key-file", filepath.Join(dir, "none"), markedFile}, "no such file"},
+		{[]string{"-key-file", keys, bad}, "line 2"},
+		{[]string{"-key-file", keys, "-mode", "x", markedFile}, "-mode"},
+		{[]string{"-key-file", keys, "-reference", ref, markedFile}, "-reference"},
+		{[]string{"-key-file", keys, write("empty.jsonl", "{\"id\":1}\n")}, "no \"text\""},
+		{[]string{"-key-file", keys, "-mode", "logprobs", markedFile}, "top_logprobs"},
+	} {
+		stdout.Reset()
+		stderr.Reset()
+		if code := RunVerify(c.args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: exit %d, stderr %q, want 2 and %q", c.args, code, stderr.String(), c.want)
+		}
+	}
+}
+
+func FuzzReadTexts(f *testing.F) {
+	f.Add([]byte("{\"text\":\"big dog\"}\n{\"choices\":[{\"text\":\"x\"}]}\n"))
+	f.Add([]byte("plain big text"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n := 0
+		_ = readTexts(bytes.NewReader(b), func(x []byte) { n += len(x) })
+		if n > 4*len(b)+16 {
+			t.Fatalf("texts total %d bytes from %d input bytes", n, len(b))
+		}
+	})
+}

@@ -48,8 +48,6 @@ type patch struct {
 	k      int8
 }
 
-var lf = []byte{'\n'}
-
 // reset empties the list for a new document.
 func (l *patchList) reset(doc []byte) {
 	l.doc = doc
@@ -215,7 +213,7 @@ func (l *patchList) apply(dst []byte) ([]byte, bool) {
 			// Keep the line breaks of what was replaced (as whitespace
 			// after the replacement, which JSON allows) so the document
 			// keeps its line count.
-			for n := bytes.Count(doc[p.s:p.e], lf); n > 0; n-- {
+			for n := bytes.Count(doc[p.s:p.e], []byte{'\n'}); n > 0; n-- {
 				dst = append(dst, '\n')
 			}
 		}

@@ -151,10 +151,11 @@ func (r *Rewriter) rewrite(dst, doc []byte) ([]byte, bool, error) {
 	return dst, changed, nil
 }
 
-var (
-	keyLogprobs  = []byte(`logprobs"`)
-	keyEmbedding = []byte(`"embedding"`)
-	keyOutputIdx = []byte(`"output_index"`)
+// Byte patterns of the fast path and of the Responses API prescan.
+const (
+	keyLogprobs  = `logprobs"`
+	keyEmbedding = `"embedding"`
+	keyOutputIdx = `"output_index"`
 )
 
 // mayTouch is the fast path's test: whether doc may hold a member the
@@ -171,27 +172,26 @@ func (r *Rewriter) mayTouch(doc []byte) bool {
 // rewrite ("logprobs":null in every vLLM chunk). Inside strings the quote
 // of a match would be escaped, so text cannot produce a false key; a
 // false positive only costs a full parse.
-func hasLiveKey(doc, key []byte) bool {
+func hasLiveKey(doc []byte, key string) bool {
+	k := []byte(key) // on the stack: keys are short
 	for off := 0; off < len(doc); {
-		i := bytes.Index(doc[off:], key)
+		i := bytes.Index(doc[off:], k)
 		if i < 0 {
 			return false
 		}
-		j := skipSpace(doc, off+i+len(key))
+		j := skipSpace(doc, off+i+len(k))
 		if j >= len(doc) || doc[j] != ':' {
 			off = j
 			continue
 		}
 		j = skipSpace(doc, j+1)
-		if !bytes.HasPrefix(doc[j:], litNull) {
+		if len(doc)-j < 4 || string(doc[j:j+4]) != "null" {
 			return true
 		}
 		off = j
 	}
 	return false
 }
-
-var litNull = []byte("null")
 
 // walkTop walks the document's top-level object and hands each member the
 // policy may touch to its walk: choices[] (Chat Completions, legacy
@@ -205,7 +205,7 @@ func (r *Rewriter) walkTop() error {
 		return errNotObject
 	}
 	var top topInfo
-	if r.p.Perturb != 0 && bytes.Contains(s.b, keyOutputIdx) {
+	if r.p.Perturb != 0 && bytes.Contains(s.b, []byte(keyOutputIdx)) {
 		if err := r.prescanTop(&top); err != nil {
 			return err
 		}

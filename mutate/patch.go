@@ -144,22 +144,30 @@ func (l *patchList) replaceLit(s, e int, buf []byte) {
 // kept is emptied. Feed it every item in document order, then call done.
 type dropper struct {
 	l       *patchList
-	n       int  // items seen
-	first   int  // start of the first item
+	first   int  // start of the first item; -1 before any
 	prevEnd int  // end of the previous item
 	kept    bool // an item was kept
 }
 
 // dropper starts the deletions of one container's dropped items.
-func (l *patchList) dropper() dropper { return dropper{l: l} }
+func (l *patchList) dropper() dropper { return dropper{l: l, first: -1} }
 
 // item reports the item at s:e (a member from its name's opening quote,
 // or an element) and whether it stays.
 func (d *dropper) item(s, e int, keep bool) {
-	if d.n == 0 {
+	if keep && d.kept {
+		d.prevEnd = e // the common case, kept after kept: small enough to inline
+		return
+	}
+	d.edge(s, e, keep)
+}
+
+// edge handles the items where something is deleted or about to be: the
+// first one, the first kept one and every dropped one after it.
+func (d *dropper) edge(s, e int, keep bool) {
+	if d.first < 0 {
 		d.first = s
 	}
-	d.n++
 	switch {
 	case !d.kept && keep:
 		d.kept = true
@@ -172,7 +180,7 @@ func (d *dropper) item(s, e int, keep bool) {
 
 // done ends the container whose brackets are at open and close.
 func (d *dropper) done(open, close int) {
-	if !d.kept && d.n > 0 {
+	if !d.kept && d.first >= 0 {
 		d.l.del(open+1, close)
 	}
 }

@@ -455,22 +455,3 @@ func (s *scanner) eachElem(fn func(n int) error) error {
 		}
 	}
 }
-
-// validTop validates a whole document whose top-level value must be an
-// object, with nothing but whitespace after it.
-func validTop(b []byte) error {
-	var s scanner
-	s.reset(b)
-	s.ws()
-	if s.peek() != '{' {
-		return errNotObject
-	}
-	if err := s.skipValue(0); err != nil {
-		return err
-	}
-	s.ws()
-	if s.i != len(s.b) {
-		return errTrailing
-	}
-	return nil
-}

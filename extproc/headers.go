@@ -130,15 +130,3 @@ func endpointOf(path string) string {
 	}
 	return ""
 }
-
-// firstNonSpace returns the first byte that is not JSON whitespace, or 0.
-func firstNonSpace(b []byte) byte {
-	for _, c := range b {
-		switch c {
-		case ' ', '\t', '\r', '\n':
-			continue
-		}
-		return c
-	}
-	return 0
-}

@@ -316,7 +316,7 @@ func (st *stream) decide(body []byte, haveBody bool) *extprocv3.ProcessingRespon
 		switch {
 		case rq.encoded:
 			st.pass(reasonRequestEncoded)
-		case firstNonSpace(body) != '{':
+		case !mutate.StartsLikeObject(body):
 			st.pass(reasonBadRequestJSON)
 		default:
 			p, err := mutate.ParseRequest(body, st.cfg.Processing.MaxPromptBytes)

@@ -15,7 +15,7 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files")
 
 func rawPolicy() Policy {
-	return Policy{Name: "raw", Output: mutate.Passthrough, Request: noRequestRewrite()}
+	return Policy{Name: "raw", Output: mutate.Passthrough(), Request: noRequestRewrite()}
 }
 
 // The simulated API's wire format is what clients of a real OpenAI-

@@ -21,7 +21,7 @@ type Policy struct {
 func noRequestRewrite() mutate.RequestPolicy { return mutate.RequestPolicy{MaxTopLogprobs: -1} }
 
 func outputPolicy(f func(*mutate.OutputPolicy)) mutate.OutputPolicy {
-	p := mutate.Passthrough
+	p := mutate.Passthrough()
 	f(&p)
 	return p
 }
@@ -31,7 +31,7 @@ func outputPolicy(f func(*mutate.OutputPolicy)) mutate.OutputPolicy {
 // /v1/chat/completions so the lab measures what the shipped configuration
 // does, not a copy of it.
 func Policies(cfg *config.Config, perturbScales []float64) []Policy {
-	ps := []Policy{{Name: "raw API", Output: mutate.Passthrough, Request: noRequestRewrite()}}
+	ps := []Policy{{Name: "raw API", Output: mutate.Passthrough(), Request: noRequestRewrite()}}
 	for _, d := range []int{4, 3, 2, 1} {
 		ps = append(ps, Policy{
 			Name:    fmt.Sprintf("round %d", d),
@@ -59,7 +59,7 @@ func Policies(cfg *config.Config, perturbScales []float64) []Policy {
 		},
 		Policy{
 			Name:    "logit_bias dropped",
-			Output:  mutate.Passthrough,
+			Output:  mutate.Passthrough(),
 			Request: mutate.RequestPolicy{MaxTopLogprobs: -1, DropLogitBias: true},
 		},
 	)

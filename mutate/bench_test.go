@@ -175,7 +175,7 @@ func BenchmarkSSEFramer(b *testing.B) {
 		name string
 		p    OutputPolicy
 		lp   bool
-	}{{"frame-only", Passthrough, false}, {"nologprobs-allow", allow, false}, {"top5-allow", allow, true}} {
+	}{{"frame-only", Passthrough(), false}, {"nologprobs-allow", allow, false}, {"top5-allow", allow, true}} {
 		b.Run(c.name, func(b *testing.B) {
 			stream := chatStream(200, c.lp)
 			rw := NewRewriter(c.p, 1)

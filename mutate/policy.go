@@ -26,8 +26,12 @@ type OutputPolicy struct {
 	EmbeddingDecimals int
 }
 
-// Passthrough is the policy that changes nothing.
-var Passthrough = OutputPolicy{RoundDecimals: -1, MaxAlternatives: -1, EmbeddingDecimals: -1}
+// Passthrough returns the policy that changes nothing. It is a function,
+// not a variable, so that no caller can change what every other caller
+// gets.
+func Passthrough() OutputPolicy {
+	return OutputPolicy{RoundDecimals: -1, MaxAlternatives: -1, EmbeddingDecimals: -1}
+}
 
 // IsNoop reports whether p leaves every body unchanged, so callers can skip
 // parsing entirely.

@@ -162,7 +162,7 @@ func randCuts(rng *rand.Rand, n int) []int {
 func eventsOf(t *testing.T, stream []byte) [][]byte {
 	t.Helper()
 	var payloads [][]byte
-	s := NewSSEStream(NewRewriter(Passthrough, 0), 0)
+	s := NewSSEStream(NewRewriter(Passthrough(), 0), 0)
 	_ = s.Write(nil, stream, true)
 	norm := strings.ReplaceAll(strings.ReplaceAll(string(stream), "\r\n", "\n"), "\r", "\n")
 	for _, l := range strings.Split(norm, "\n") {

@@ -1,11 +1,9 @@
 package mutate
 
 import (
-	"bytes"
 	"encoding/json"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -54,13 +52,13 @@ const respLogprobsInclude = "message.output_text.logprobs"
 // space-separated ids). When the Responses input has no user text, the
 // instructions are used.
 func ParseRequest(body []byte, maxPrompt int) (*Request, error) {
-	if err := validTop(body); err != nil {
-		return nil, notJSON(err)
-	}
 	// One pass of the validating scanner over the top level, instead of
 	// encoding/json's validate-then-decode into a map of copied values
 	// (most of ParseRequest's cost); values stay slices of body.
-	top := topMembers(body)
+	top, err := topMembers(body)
+	if err != nil {
+		return nil, notJSON(err)
+	}
 	req := &Request{ShapeKeys: make([]string, 0, len(top))}
 	for _, m := range top {
 		req.ShapeKeys = append(req.ShapeKeys, m.key)
@@ -143,7 +141,8 @@ func ParseRequest(body []byte, maxPrompt int) (*Request, error) {
 	return req, nil
 }
 
-// topMember is a member of the request's top-level object.
+// topMember is a member of the request's top-level object, as ParseRequest
+// reads it.
 type topMember struct {
 	key string          // decoded as encoding/json decodes map keys
 	raw json.RawMessage // the value's bytes, a slice of the body
@@ -151,30 +150,68 @@ type topMember struct {
 
 type topObject []topMember
 
-// topMembers lists the members of body's top-level object, which validTop
-// has accepted, in document order.
-func topMembers(body []byte) topObject {
+// member is one member of a request body's top-level object, as offsets
+// into the body.
+type member struct {
+	s      int  // the name's opening quote
+	ks, ke int  // the name without its quotes, still escaped
+	vs, e  int  // the value
+	keep   bool // RewriteRequest: the member stays
+}
+
+// scanTop validates body in one pass of the scanner (its top-level value
+// must be an object, with nothing but whitespace after it) and appends the
+// object's members to ms in document order. open and close are the
+// offsets of the object's braces.
+func scanTop(body []byte, ms []member) (_ []member, open, close int, err error) {
 	var s scanner
 	s.reset(body)
 	s.ws()
-	var out topObject
+	if s.peek() != '{' {
+		return ms, 0, 0, errNotObject
+	}
+	open = s.i
 	empty, err := s.objectBegin()
 	for err == nil && !empty {
-		var ks, ke int
-		if ks, ke, err = s.key(); err != nil {
+		m := member{s: s.i}
+		if m.ks, m.ke, err = s.key(); err != nil {
 			break
 		}
-		vs := s.i
+		m.vs = s.i
 		if err = s.skipValue(1); err != nil {
 			break
 		}
-		out = append(out, topMember{decodeKey(body[ks-1 : ke+1]), body[vs:s.i]})
+		m.e = s.i
+		ms = append(ms, m)
 		var more bool
 		if more, err = s.objectNext(); !more {
 			break
 		}
 	}
-	return out
+	if err != nil {
+		return ms, 0, 0, err
+	}
+	close = s.i - 1 // the '}' objectNext or objectBegin consumed
+	s.ws()
+	if s.i != len(body) {
+		return ms, 0, 0, errTrailing
+	}
+	return ms, open, close, nil
+}
+
+// topMembers validates body and lists the members of its top-level
+// object in document order, with their names decoded.
+func topMembers(body []byte) (topObject, error) {
+	var buf [16]member
+	ms, _, _, err := scanTop(body, buf[:0])
+	if err != nil {
+		return nil, err
+	}
+	out := make(topObject, len(ms))
+	for i, m := range ms {
+		out[i] = topMember{decodeKey(body[m.s : m.ke+1]), body[m.vs:m.e]}
+	}
+	return out, nil
 }
 
 // get returns the value of member k, the last one when k repeats (as
@@ -256,11 +293,13 @@ func jsonBool(raw json.RawMessage) (bool, bool) {
 }
 
 func jsonNumber(raw json.RawMessage) (float64, bool) {
-	if len(raw) == 0 || !(raw[0] == '-' || isDigit(raw[0])) {
+	if !isNumberStart(raw) {
 		return 0, false
 	}
 	return parseNumber(raw)
 }
+
+func isNumberStart(v []byte) bool { return len(v) > 0 && (v[0] == '-' || isDigit(v[0])) }
 
 // jsonInt reads an integral number (2 or 2.0), clamped to the int32 range.
 func jsonInt(raw json.RawMessage) (int, bool) {
@@ -342,7 +381,7 @@ func (p *promptBuilder) textOrList(raw json.RawMessage) {
 	if !ok {
 		return
 	}
-	if len(list) > 0 && (list[0][0] == '-' || isDigit(list[0][0])) {
+	if len(list) > 0 && isNumberStart(list[0]) {
 		p.tokens(list)
 		return
 	}
@@ -369,147 +408,4 @@ func (p *promptBuilder) tokens(list []json.RawMessage) {
 		}
 	}
 	p.add(string(b))
-}
-
-// RewriteRequest appends the body rewritten by p to dst and reports whether
-// anything changed. Untouched bytes are copied through.
-//
-// It caps top_logprobs, the integer logprobs of legacy completions and
-// vLLM's prompt_logprobs at p.MaxTopLogprobs, caps n and best_of at p.MaxN,
-// removes logit_bias (always with p.DropLogitBias; with
-// p.DropLogitBiasWithLogprobs when the body asks for logprobs in any form,
-// judged on the body as sent), and with p.StripLogprobs removes logprobs,
-// top_logprobs and prompt_logprobs and the include value
-// "message.output_text.logprobs". Only top-level members are considered.
-// A removed member goes with its comma; a capped number is replaced in
-// place. When the body is not a JSON object it is appended unchanged with
-// an error wrapping ErrNotJSON.
-func RewriteRequest(dst, body []byte, p RequestPolicy) ([]byte, bool, error) {
-	if p.IsNoop() {
-		return append(dst, body...), false, nil
-	}
-	var r Rewriter
-	r.s.reset(body)
-	s := &r.s
-	s.ws()
-	if s.peek() != '{' {
-		return append(dst, body...), false, notJSON(errNotObject)
-	}
-	open := s.i
-	type member struct {
-		name   string
-		vs, ve int
-	}
-	var members []member
-	var ms []alt
-	empty, err := s.objectBegin()
-	for err == nil && !empty {
-		ks := s.i
-		var kcs, kce int
-		if kcs, kce, err = s.key(); err != nil {
-			break
-		}
-		vs := s.i
-		if err = s.skipValue(1); err != nil {
-			break
-		}
-		members = append(members, member{string(body[kcs:kce]), vs, s.i})
-		ms = append(ms, alt{s: ks, e: s.i, keep: true})
-		var more bool
-		if more, err = s.objectNext(); !more {
-			break
-		}
-	}
-	closeAt := s.i - 1 // the '}' objectNext or objectBegin consumed
-	if err == nil {
-		s.ws()
-		if s.i != len(body) {
-			err = errTrailing
-		}
-	}
-	if err != nil {
-		return append(dst, body...), false, notJSON(err)
-	}
-
-	asks := false
-	for _, m := range members {
-		v := body[m.vs:m.ve]
-		switch m.name {
-		case "logprobs":
-			asks = asks || string(v) == "true" || isNumberStart(v)
-		case "top_logprobs":
-			n, ok := jsonNumber(v)
-			asks = asks || ok && n > 0
-		case "prompt_logprobs":
-			asks = asks || isNumberStart(v)
-		case "include":
-			asks = asks || bytes.Contains(v, []byte(`"`+respLogprobsInclude+`"`))
-		}
-	}
-	dropBias := p.DropLogitBias || p.DropLogitBiasWithLogprobs && asks
-	for i, m := range members {
-		switch m.name {
-		case "logit_bias":
-			ms[i].keep = !dropBias
-		case "logprobs", "top_logprobs", "prompt_logprobs":
-			ms[i].keep = !p.StripLogprobs
-		}
-	}
-	for i, m := range members {
-		if !ms[i].keep {
-			continue
-		}
-		v := body[m.vs:m.ve]
-		switch m.name {
-		case "logprobs", "top_logprobs", "prompt_logprobs":
-			if p.MaxTopLogprobs >= 0 {
-				r.capNumber(m.vs, m.ve, v, p.MaxTopLogprobs)
-			}
-		case "n", "best_of":
-			if p.MaxN > 0 {
-				r.capNumber(m.vs, m.ve, v, p.MaxN)
-			}
-		case "include":
-			if p.StripLogprobs && len(v) > 0 && v[0] == '[' {
-				r.dropIncludeLogprobs(m.vs)
-			}
-		}
-	}
-	r.deleteDropped(open, closeAt, ms)
-	out, changed := r.apply(dst, body)
-	return out, changed, nil
-}
-
-func isNumberStart(v []byte) bool { return len(v) > 0 && (v[0] == '-' || isDigit(v[0])) }
-
-// capNumber replaces the number at vs:ve with limit when it is larger.
-func (r *Rewriter) capNumber(vs, ve int, v []byte, limit int) {
-	n, ok := jsonNumber(v)
-	if !ok || n <= float64(limit) {
-		return
-	}
-	r.add(patch{s: vs, e: ve, kind: pStr, str: strconv.Itoa(limit)})
-}
-
-// dropIncludeLogprobs removes "message.output_text.logprobs" from the
-// include array at off.
-func (r *Rewriter) dropIncludeLogprobs(off int) {
-	var t scanner
-	t.b, t.i = r.s.b, off
-	var els []alt
-	drop := false
-	empty, _ := t.arrayBegin()
-	for !empty {
-		vs := t.i
-		_ = t.skipValue(2) // validated
-		keep := string(t.b[vs:t.i]) != `"`+respLogprobsInclude+`"`
-		drop = drop || !keep
-		els = append(els, alt{s: vs, e: t.i, keep: keep})
-		if more, _ := t.arrayNext(); !more {
-			break
-		}
-	}
-	if drop {
-		r.deleteDropped(off, t.i-1, els)
-	}
 }

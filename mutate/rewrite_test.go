@@ -11,7 +11,7 @@ import (
 )
 
 func pol(f func(*OutputPolicy)) OutputPolicy {
-	p := Passthrough
+	p := Passthrough()
 	f(&p)
 	return p
 }
@@ -121,7 +121,7 @@ func TestRewriteTable(t *testing.T) {
 		},
 		{
 			name: "passthrough policy",
-			p:    Passthrough,
+			p:    Passthrough(),
 			in:   `{"choices":[{"logprobs":{"content":[{"token":"a","logprob":-0.123456}]}}]}`,
 			want: `{"choices":[{"logprobs":{"content":[{"token":"a","logprob":-0.123456}]}}]}`,
 		},

@@ -141,3 +141,23 @@ func TestRoundText(t *testing.T) {
 		}
 	}
 }
+
+// validTop validates a whole document whose top-level value must be an
+// object, with nothing but whitespace after it: the reference the
+// single-pass member scans (scanTop, topMembers) are checked against.
+func validTop(b []byte) error {
+	var s scanner
+	s.reset(b)
+	s.ws()
+	if s.peek() != '{' {
+		return errNotObject
+	}
+	if err := s.skipValue(0); err != nil {
+		return err
+	}
+	s.ws()
+	if s.i != len(s.b) {
+		return errTrailing
+	}
+	return nil
+}

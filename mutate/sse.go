@@ -172,7 +172,9 @@ func (s *SSEStream) flushFinal(dst, ev []byte) []byte {
 	return s.event(dst, ev)
 }
 
-var bom = []byte("\xef\xbb\xbf")
+// bom is the UTF-8 byte order mark, which the SSE parsing rules skip at
+// the start of a stream.
+const bom = "\xef\xbb\xbf"
 
 // event appends one complete event (its lines in s.lines), rewritten.
 func (s *SSEStream) event(dst, ev []byte) []byte {
@@ -180,7 +182,7 @@ func (s *SSEStream) event(dst, ev []byte) []byte {
 	s.data = s.data[:0]
 	for li, l := range s.lines {
 		ls := l.s
-		if li == 0 && !s.started && bytes.HasPrefix(ev[ls:l.ce], bom) {
+		if li == 0 && !s.started && bytes.HasPrefix(ev[ls:l.ce], []byte(bom)) {
 			ls += len(bom) // a leading BOM is not part of the field name
 		}
 		line := ev[ls:l.ce]

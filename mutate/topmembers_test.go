@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -47,12 +48,22 @@ func FuzzTopMembers(f *testing.F) {
 	for _, c := range arrayCases {
 		f.Add([]byte(`{"a":` + c + `}`))
 	}
+	for _, c := range []string{``, ` `, `[1]`, `"x"`, `{`, `{"a":1}x`, `{"a" 1}`, `{"a":1,}`, `{"a":[1,]}`, `{a:1}`, "{\"a\":\"\x01\"}",
+		`{"a":` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `}`} {
+		f.Add([]byte(c))
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		if validTop(body) != nil {
+		// topMembers validates in the same pass: it fails exactly where
+		// validTop does, with the same error.
+		top, err := topMembers(body)
+		if want := validTop(body); err != want {
+			t.Fatalf("%q: topMembers error %v, validTop %v", body, err, want)
+		}
+		if err != nil {
 			return
 		}
 		checkTopMembers(t, body)
-		for _, m := range topMembers(body) {
+		for _, m := range top {
 			checkJSONArray(t, m.raw)
 		}
 	})
@@ -67,7 +78,10 @@ func checkTopMembers(t *testing.T, body []byte) {
 	if err := json.Unmarshal(body, &want); err != nil {
 		t.Fatalf("%q: %v", body, err)
 	}
-	top := topMembers(body)
+	top, err := topMembers(body)
+	if err != nil {
+		t.Fatalf("%q: topMembers: %v", body, err)
+	}
 	for k, v := range want {
 		if got := top.get(k); !bytes.Equal(got, v) {
 			t.Errorf("%q: member %q = %q, encoding/json %q", body, k, got, v)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/distillguard/distillguard/internal/hashmix"
 )
 
 // Options are the engine's runtime dependencies.
@@ -446,7 +448,7 @@ func (e *Engine) shingles(s *session, hs []uint64, t int64) (dups, hits int) {
 			}
 			// The first reuse of a shingle by this session is reported to
 			// the sketch once; the mark is a salted copy in the same filter.
-			ml := locate(mix64(h ^ e.markSalt))
+			ml := locate(hashmix.Mix64(h ^ e.markSalt))
 			if mCur, marked := s.set.has(&ml); !marked {
 				s.set.add(&ml)
 				tm.report(slice, &l)
@@ -502,7 +504,7 @@ func (e *Engine) joinClusters(s *session, r *Request, lk *links, t int64) (float
 // markOnce sets a salted mark in the session's filter and reports whether
 // it was new.
 func (e *Engine) markOnce(s *session, key uint64) bool {
-	l := locate(mix64(key))
+	l := locate(hashmix.Mix64(key))
 	inCur, seen := s.set.has(&l)
 	if !inCur {
 		s.set.add(&l)

@@ -5,6 +5,8 @@ import (
 	"unsafe"
 
 	"github.com/bits-and-blooms/bloom/v3"
+
+	"github.com/distillguard/distillguard/internal/hashmix"
 )
 
 // Bloom filters here are indexed with locations derived from the engine's
@@ -21,7 +23,7 @@ type locations [bloomK]uint64
 
 func locate(h uint64) locations {
 	var l locations
-	h2 := mix64(h^0x6a09e667f3bcc909) | 1
+	h2 := hashmix.Mix64(h^0x6a09e667f3bcc909) | 1
 	for i := range l {
 		l[i] = h + uint64(i)*h2
 	}

@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
+
+	"github.com/distillguard/distillguard/internal/hashmix"
 )
 
 // stateTier is one tier (probation or main) of the session state. Its
@@ -230,7 +232,7 @@ func newFreqSketch(entries int64) freqSketch {
 
 // step is the stride of h between rows (double hashing over one keyed
 // hash).
-func step(h uint64) uint64 { return mix64(h) | 1 }
+func step(h uint64) uint64 { return hashmix.Mix64(h) | 1 }
 
 func (f *freqSketch) add(h uint64) {
 	d := step(h)

@@ -4,6 +4,8 @@ import (
 	"math/bits"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/distillguard/distillguard/internal/hashmix"
 )
 
 // Text analysis: one pass over the prompt produces keyed token hashes, the
@@ -142,17 +144,6 @@ type phrase struct {
 }
 
 func (a *analyzer) tokenHash(b []byte) uint64 { return a.key.sum(0, b) }
-
-// mix64 is the splitmix64 finalizer: it spreads the combined token hashes
-// over all 64 bits before the trailing-zero sampling and bloom indexing.
-func mix64(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
-}
 
 // tokenize appends keyed token hashes of s to sc.hashes and fills script
 // counts. It is the single normalization routine, used for prompts and for
@@ -345,10 +336,10 @@ func (a *analyzer) sample(h []uint64, sc *textScratch) []uint64 {
 		for _, t := range h {
 			x = x*k1 + t
 		}
-		all = append(all, mix64(x))
+		all = append(all, hashmix.Mix64(x))
 	default:
 		for i := 0; i+shingleN <= len(h); i++ {
-			all = append(all, mix64(h[i]*k1+h[i+1]*k2+h[i+2]*k3+h[i+3]))
+			all = append(all, hashmix.Mix64(h[i]*k1+h[i+1]*k2+h[i+2]*k3+h[i+3]))
 		}
 	}
 	sc.shing = all
@@ -397,7 +388,7 @@ type vocabEntry struct {
 }
 
 func (t *tokenTable) slot(k uint64) uint64 {
-	for i := mix64(k) & t.mask; ; i = (i + 1) & t.mask {
+	for i := hashmix.Mix64(k) & t.mask; ; i = (i + 1) & t.mask {
 		if t.keys[i] == k || t.keys[i] == 0 {
 			return i
 		}

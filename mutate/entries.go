@@ -1,0 +1,272 @@
+package mutate
+
+import "bytes"
+
+// Logprob entries {token, logprob, bytes, top_logprobs[]}, the unit that
+// Chat Completions (choices[].logprobs.content/refusal) and the Responses
+// API (logprobs arrays) share: each entry is collected as a whole, its
+// values computed together (noise.go) and then patched.
+
+// span is a byte range s:e of the document; s < 0 means absent.
+type span struct{ s, e int }
+
+// alt is one alternative (an element of top_logprobs, a member of a legacy
+// top_logprobs object or of a prompt_logprobs position). s:e spans the
+// element or the member (from the key's opening quote to the value's end);
+// lp spans the logprob number; tok spans the token's string content.
+type alt struct {
+	s, e int
+	tok  span
+	lp   span
+	v    float64
+	out  float64
+	ok   bool // lp holds a number
+	keep bool
+}
+
+// chosenLP is a sampled token's logprob: the number at s:e, its value v
+// (parsed only when noise needs it), ok when it is a number.
+type chosenLP struct {
+	s, e int
+	v    float64
+	ok   bool
+}
+
+// group is one top_logprobs array: open is the '[' offset, close the ']'
+// offset, alts[lo:hi] its elements.
+type group struct{ open, close, lo, hi int }
+
+// entryArray walks an array of logprob entries {token, logprob, bytes,
+// top_logprobs[]}. counted entries take their positions from the stream's
+// running counter for key; uncounted ones (a document that repeats the
+// whole list, e.g. response.output_text.done) count from 0.
+func (r *Rewriter) entryArray(depth int, key uint64, counted bool) error {
+	s := &r.s
+	var base uint64
+	perturb := r.p.Perturb != 0
+	if counted && perturb {
+		base = r.position(key)
+	}
+	n := 0
+	err := s.eachElem(func(i int) error {
+		n++
+		if s.peek() == '{' {
+			return r.entry(depth+1, key, base+uint64(i))
+		}
+		return s.skipValue(depth + 1)
+	})
+	if err == nil && counted && perturb && n > 0 {
+		r.advance(key, n)
+	}
+	return err
+}
+
+// entry walks one logprob entry, then computes and patches it as a whole,
+// since the chosen token's value and its alternatives constrain each other.
+func (r *Rewriter) entry(depth int, key, pos uint64) error {
+	s := &r.s
+	r.alts = r.alts[:0]
+	r.groups = r.groups[:0]
+	r.chosen = r.chosen[:0]
+	tok := span{-1, -1}
+	err := s.eachMember(func(ks, ke int) error {
+		vs := s.i
+		switch string(s.b[ks:ke]) {
+		case "token":
+			err := s.skipValue(depth + 1)
+			if err == nil && s.b[vs] == '"' {
+				tok = span{vs + 1, s.i - 1}
+			}
+			return err
+		case "logprob":
+			err := s.skipValue(depth + 1)
+			if err == nil {
+				r.chosen = append(r.chosen, r.number(vs, s.i, r.p.Perturb != 0))
+			}
+			return err
+		case "top_logprobs":
+			if s.peek() == '[' {
+				return r.collectAltArray(depth + 1)
+			}
+		}
+		return s.skipValue(depth + 1)
+	})
+	if err != nil {
+		return err
+	}
+	r.finishEntry(key, pos, tok)
+	return nil
+}
+
+// number reads the value at s:e as a logprob: ok when it is a number
+// (anything else is left alone). The value is parsed only when parse is
+// set: rounding alone works on the text (see roundText).
+func (r *Rewriter) number(s, e int, parse bool) chosenLP {
+	c := chosenLP{s: s, e: e}
+	if b := r.s.b[s]; b == '-' || isDigit(b) {
+		c.ok = true
+		if parse {
+			c.v, c.ok = parseNumber(r.s.b[s:e])
+		}
+	}
+	return c
+}
+
+// collectAltArray records the elements of a top_logprobs array of
+// {token, logprob, bytes} objects.
+func (r *Rewriter) collectAltArray(depth int) error {
+	s := &r.s
+	g := group{open: s.i, lo: len(r.alts)}
+	err := s.eachElem(func(int) error {
+		a := alt{s: s.i, tok: span{-1, -1}, lp: span{-1, -1}}
+		var err error
+		if s.peek() == '{' {
+			err = r.altObject(depth+1, &a)
+		} else {
+			err = s.skipValue(depth + 1)
+		}
+		if err != nil {
+			return err
+		}
+		a.e = s.i
+		r.alts = append(r.alts, a)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	g.close = s.i - 1
+	g.hi = len(r.alts)
+	r.groups = append(r.groups, g)
+	return nil
+}
+
+// altObject reads one top_logprobs element {token, logprob, bytes} into a.
+func (r *Rewriter) altObject(depth int, a *alt) error {
+	s := &r.s
+	return s.eachMember(func(ks, ke int) error {
+		vs := s.i
+		if err := s.skipValue(depth + 1); err != nil {
+			return err
+		}
+		switch string(s.b[ks:ke]) {
+		case "token":
+			if s.b[vs] == '"' {
+				a.tok = span{vs + 1, s.i - 1}
+			}
+		case "logprob":
+			c := r.number(vs, s.i, false) // parsed when needed (parseAlts)
+			a.lp = span{vs, s.i}
+			a.v, a.ok = c.v, c.ok
+		}
+		return nil
+	})
+}
+
+// finishEntry computes the values of the entry just collected (r.chosen,
+// r.groups, r.alts) at position pos of key and patches them: the sampled
+// token's logprob, each top_logprobs array's kept values, and the cut to
+// MaxAlternatives.
+func (r *Rewriter) finishEntry(key, pos uint64, tok span) {
+	var cv float64
+	cok := false
+	if n := len(r.chosen); n > 0 {
+		cv, cok = r.chosen[n-1].v, r.chosen[n-1].ok
+	}
+	cout := cv
+	if r.p.Perturb != 0 {
+		for gi, g := range r.groups {
+			alts := r.alts[g.lo:g.hi]
+			// Only the alternatives that are kept, and those the chosen
+			// value depends on (the first, for the ranking, and up to the
+			// same token listed), need their values.
+			need := len(alts)
+			if r.maxAlt >= 0 {
+				need = min(need, r.maxAlt)
+			}
+			last := gi == len(r.groups)-1
+			if last && cok && len(alts) > 0 {
+				need = max(need, 1, r.sameToken(tok, alts)+1)
+			}
+			r.parseAlts(alts[:need])
+			r.perturbArray(key, pos, alts[:need])
+			if last && cok {
+				cout = r.chosenValue(key, pos, cv, tok, alts[:need])
+			}
+		}
+		if cok && len(r.groups) == 0 {
+			cout = r.chosenValue(key, pos, cv, tok, nil)
+		}
+	}
+	// Patches in document order (the sampled token's logprob usually comes
+	// before its top_logprobs), so that no sort is needed.
+	ci := 0
+	for _, g := range r.groups {
+		for ; ci < len(r.chosen) && r.chosen[ci].s < g.open; ci++ {
+			r.patchChosen(ci, cout)
+		}
+		alts := r.alts[g.lo:g.hi]
+		for j := range alts {
+			a := &alts[j]
+			a.keep = r.maxAlt < 0 || j < r.maxAlt
+			if a.keep && a.ok && r.numLP {
+				r.patchNum(a.lp.s, a.lp.e, a.v, a.out, r.round)
+			}
+		}
+		r.deleteDropped(g.open, g.close, alts)
+	}
+	for ; ci < len(r.chosen); ci++ {
+		r.patchChosen(ci, cout)
+	}
+}
+
+// patchChosen patches the i-th logprob member of the entry with out.
+func (r *Rewriter) patchChosen(i int, out float64) {
+	if c := r.chosen[i]; c.ok && r.numLP {
+		r.patchNum(c.s, c.e, c.v, out, r.round)
+	}
+}
+
+// patchNum rewrites a logprob: with noise from its value, otherwise by
+// rounding its text.
+func (r *Rewriter) patchNum(s, e int, orig, out float64, k int) {
+	if r.p.Perturb == 0 {
+		r.roundNum(s, e, k)
+		return
+	}
+	r.replaceNum(s, e, orig, out, k)
+}
+
+// sameToken returns the index of the first alternative whose token has
+// the same bytes as tok, or -1.
+func (r *Rewriter) sameToken(tok span, alts []alt) int {
+	if tok.s < 0 {
+		return -1
+	}
+	b := r.s.b
+	for j := range alts {
+		if a := &alts[j]; a.tok.s >= 0 && bytes.Equal(b[tok.s:tok.e], b[a.tok.s:a.tok.e]) {
+			return j
+		}
+	}
+	return -1
+}
+
+// parseAlts parses the values of alts, which collecting left as text.
+func (r *Rewriter) parseAlts(alts []alt) {
+	for j := range alts {
+		if a := &alts[j]; a.ok {
+			a.v, a.ok = parseNumber(r.s.b[a.lp.s:a.lp.e])
+		}
+	}
+}
+
+// deleteDropped removes the alternatives whose keep is false from the
+// container whose brackets are at open and close (see dropper).
+func (r *Rewriter) deleteDropped(open, close int, alts []alt) {
+	d := r.dropper()
+	for j := range alts {
+		d.item(alts[j].s, alts[j].e, alts[j].keep)
+	}
+	d.done(open, close)
+}

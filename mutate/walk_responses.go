@@ -1,0 +1,107 @@
+package mutate
+
+// The Responses API: logprobs arrays at the top of
+// response.output_text.delta/.done events and in output[].content[] of
+// response objects, output items and content parts
+// (https://platform.openai.com/docs/api-reference/responses-streaming).
+// Their entries are the same as Chat Completions' (entries.go).
+
+// topInfo is what a Responses API stream event says about where its
+// logprobs belong: the output item and content part they are counted
+// under, and whether the event is a delta (whose entries continue the
+// part's running position) rather than a document that repeats the whole
+// list from position 0.
+type topInfo struct {
+	out, content uint64
+	delta        bool
+}
+
+// prescanTop reads type, output_index and content_index of a Responses API
+// stream event, wherever they are in the object, so that the noise keys do
+// not depend on member order. The cursor is restored.
+func (r *Rewriter) prescanTop(top *topInfo) error {
+	s := &r.s
+	save := s.i
+	defer func() { s.i = save }()
+	return s.eachMember(func(ks, ke int) error {
+		vs := s.i
+		if err := s.skipValue(1); err != nil {
+			return err
+		}
+		v := s.b[vs:s.i]
+		switch string(s.b[ks:ke]) {
+		case "type":
+			top.delta = string(v) == `"response.output_text.delta"`
+		case "output_index":
+			top.out, _ = parseUint(v)
+		case "content_index":
+			top.content, _ = parseUint(v)
+		}
+		return nil
+	})
+}
+
+// respLogprobs handles a Responses API logprobs array.
+func (r *Rewriter) respLogprobs(depth int, key uint64, counted bool) error {
+	s := &r.s
+	if r.p.StripLogprobs {
+		start := s.i
+		if err := s.skipValue(depth); err != nil {
+			return err
+		}
+		r.replace(start, s.i, "[]")
+		return nil
+	}
+	return r.entryArray(depth, key, counted)
+}
+
+// responseObj walks a Response object (response.completed & co.).
+func (r *Rewriter) responseObj(depth int) error {
+	s := &r.s
+	return s.eachMember(func(ks, ke int) error {
+		if string(s.b[ks:ke]) == "output" && s.peek() == '[' {
+			return r.outputArr(depth + 1)
+		}
+		return s.skipValue(depth + 1)
+	})
+}
+
+// outputArr walks a Response's output array; an item's place in it is its
+// output_index.
+func (r *Rewriter) outputArr(depth int) error {
+	s := &r.s
+	return s.eachElem(func(n int) error {
+		if s.peek() == '{' {
+			return r.outputItem(depth+1, uint64(n))
+		}
+		return s.skipValue(depth + 1)
+	})
+}
+
+// outputItem walks an output item; its content[] parts may carry logprobs.
+func (r *Rewriter) outputItem(depth int, out uint64) error {
+	s := &r.s
+	return s.eachMember(func(ks, ke int) error {
+		if string(s.b[ks:ke]) == "content" && s.peek() == '[' {
+			return s.eachElem(func(n int) error {
+				if s.peek() == '{' {
+					return r.contentPart(depth+2, out, uint64(n))
+				}
+				return s.skipValue(depth + 2)
+			})
+		}
+		return s.skipValue(depth + 1)
+	})
+}
+
+// contentPart walks a content part (type output_text) whose logprobs
+// array holds the whole part's entries, positions from 0.
+func (r *Rewriter) contentPart(depth int, out, content uint64) error {
+	s := &r.s
+	return s.eachMember(func(ks, ke int) error {
+		if string(s.b[ks:ke]) == "logprobs" && s.peek() == '[' {
+			return r.respLogprobs(depth+1, respKey(out, content), false)
+		}
+		return s.skipValue(depth + 1)
+	})
+}

@@ -39,6 +39,8 @@ func fromTraffic(tr *traffic.Request) *Request {
 	r.Stream, r.N, r.MaxTokens, r.Temperature = p.Stream, p.N, p.MaxTokens, p.Temperature
 	r.Logprobs, r.TopLogprobs, r.LogitBiasSize, r.Echo = p.Logprobs, p.TopLogprobs, p.LogitBiasSize, p.Echo
 	r.ShapeKeys = p.ShapeKeys
+	r.System, r.Tools, r.ToolCount, r.FirstUser = p.System, p.Tools, p.ToolCount, p.FirstUser
+	r.UserTurns, r.AssistantTurns, r.ToolTurns, r.AfterUser = p.UserTurns, p.AssistantTurns, p.ToolTurns, p.AfterUser
 	return r
 }
 

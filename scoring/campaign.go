@@ -41,11 +41,17 @@ type templateSketch struct {
 const tmplDepth = 3
 
 type tmplCell struct {
-	s, c float32 // senders, conversational senders (forward-scaled)
+	// forward-scaled counts of sessions that sent the element in two or
+	// more requests (a template recurs; harvested content does not), that
+	// sent it in their very first request, and that went on to converse
+	s, f, c float32
 }
 
 // templateCount is one element's decayed counts.
-type templateCount struct{ sessions, conv float32 }
+type templateCount struct{ reuse, first, conv float32 }
+
+// sessions is how many distinct sessions the counts show at least.
+func (c templateCount) sessions() float32 { return max(c.reuse, c.first) }
 
 func newTemplateSketch(window int64, capacity int) *templateSketch {
 	w := uint64(1) << bits.Len64(uint64(capacity)-1)
@@ -56,7 +62,9 @@ func newTemplateSketch(window int64, capacity int) *templateSketch {
 	return t
 }
 
-func (t *templateSketch) bytes() int { return tmplDepth * len(t.rows[0]) * int(unsafe.Sizeof(tmplCell{})) }
+func (t *templateSketch) bytes() int {
+	return tmplDepth * len(t.rows[0]) * int(unsafe.Sizeof(tmplCell{}))
+}
 
 // scale returns 2^((now-land)/half), rebasing the landmark first when the
 // exponent would grow past what float32 holds comfortably. Called with mu
@@ -71,6 +79,7 @@ func (t *templateSketch) scale(now int64) float32 {
 		for i := range t.rows {
 			for j := range t.rows[i] {
 				t.rows[i][j].s *= f
+				t.rows[i][j].f *= f
 				t.rows[i][j].c *= f
 			}
 		}
@@ -91,9 +100,10 @@ func (t *templateSketch) cells(h uint64) [tmplDepth]*tmplCell {
 
 // Report kinds for observe.
 const (
-	repNone   uint8 = 0
-	repSender uint8 = 1 << 0
-	repConv   uint8 = 1 << 1
+	repNone  uint8 = 0
+	repReuse uint8 = 1 << 0 // the session sends the element again
+	repFirst uint8 = 1 << 1 // the element is in the session's first request
+	repConv  uint8 = 1 << 2 // the session conversed after a turn holding the element
 )
 
 // observe applies the reports rep[i] for hs[i] and returns every element's
@@ -104,34 +114,41 @@ func (t *templateSketch) observe(now int64, hs []uint64, rep []uint8, out []temp
 	sc := t.scale(now)
 	for i, h := range hs {
 		cs := t.cells(h)
-		ms, mc := cs[0].s, cs[0].c
+		ms, mf, mc := cs[0].s, cs[0].f, cs[0].c
 		for _, c := range cs[1:] {
-			ms, mc = min(ms, c.s), min(mc, c.c)
+			ms, mf, mc = min(ms, c.s), min(mf, c.f), min(mc, c.c)
 		}
 		r := repNone
 		if i < len(rep) {
 			r = rep[i]
 		}
-		if r&repSender != 0 {
-			if ms == 0 && t.mass/float64(sc) >= t.capacity {
+		if r&(repReuse|repFirst) != 0 {
+			if ms == 0 && mf == 0 && t.mass/float64(sc) >= t.capacity {
 				t.full++
-			} else {
-				if ms == 0 {
-					t.mass += float64(sc)
-				}
-				ms += sc
-				for _, c := range cs {
-					c.s = max(c.s, ms)
-				}
+				r = repNone
+			} else if ms == 0 && mf == 0 {
+				t.mass += float64(sc)
 			}
 		}
-		if r&repConv != 0 && ms > 0 {
-			mc = min(mc+sc, ms)
+		if r&repReuse != 0 {
+			ms += sc
+			for _, c := range cs {
+				c.s = max(c.s, ms)
+			}
+		}
+		if r&repFirst != 0 {
+			mf += sc
+			for _, c := range cs {
+				c.f = max(c.f, mf)
+			}
+		}
+		if r&repConv != 0 && max(ms, mf) > 0 {
+			mc = min(mc+sc, max(ms, mf))
 			for _, c := range cs {
 				c.c = max(c.c, mc)
 			}
 		}
-		out[i] = templateCount{sessions: ms / sc, conv: mc / sc}
+		out[i] = templateCount{reuse: ms / sc, first: mf / sc, conv: mc / sc}
 	}
 }
 
@@ -139,7 +156,7 @@ func (t *templateSketch) observe(now int64, hs []uint64, rep []uint8, out []temp
 // campaign's template: shared by at least minSessions accounts, and almost
 // none of them conversing afterwards.
 func campaignShare(c templateCount, minSessions float64) float64 {
-	s := float64(c.sessions)
+	s := float64(c.sessions())
 	if s <= 0 {
 		return 0
 	}

@@ -417,6 +417,9 @@ func (e *Engine) observe(s *session, r *Request, f *textFeatures, sc *textScratc
 	c.add(vVol, 1, &w)
 	c.add(bVol, 1, &w)
 	c.add(vTok, float32(len(r.Prompt)/4+max(r.MaxTokens, 0)), &w)
+	if g := generationDemand(r); g > 0 {
+		c.add(cGen, float32(g), &w)
+	}
 	if lp := harvestIntensity(r); lp > 0 {
 		c.add(cLp, float32(lp), &w)
 	}
@@ -509,12 +512,9 @@ func (e *Engine) text(s *session, r *Request, f *textFeatures, sc *textScratch, 
 	n := len(f.shingles)
 	var dupFrac float64
 	if n > 0 {
-		if cap(sc.rep) < n {
-			sc.rep = make([]uint8, maxSampled)
-			sc.counts = make([]templateCount, maxSampled)
-		}
+		sc.grow()
 		rep, counts := sc.rep[:n], sc.counts[:n]
-		fresh := s.texts <= freshRequests
+		first := s.texts == 1
 		dups := 0
 		for i, h := range f.shingles {
 			l := locate(h)
@@ -523,19 +523,29 @@ func (e *Engine) text(s *session, r *Request, f *textFeatures, sc *textScratch, 
 			if seen {
 				dups++
 			}
-			// A session reports an element to the shared sketch once: any
-			// element of its first requests, and later the elements it
-			// reuses (templates recur; one-off content does not).
-			if (fresh || seen) && !e.markSeen(s, h^e.repSalt) {
-				rep[i] = repSender
+			// A session reports an element to the shared sketch once as a
+			// reuser (templates recur within a session; harvested content
+			// does not), and the elements of its first request once.
+			if first {
+				rep[i] |= repFirst
 			}
+			if seen && !e.markSeen(s, h^e.repSalt) {
+				rep[i] |= repReuse
+			}
+			sc.seen[i] = seen
 		}
 		e.agg.observeTemplates(t, f.shingles, rep, counts)
+		// Only elements this session uses as a template (it sent them
+		// before, or this is its first request) are evidence against it:
+		// content that harvesters also sent once each is not a template.
 		shared, best := 0.0, templateCount{}
-		for _, ct := range counts {
+		for i, ct := range counts {
+			if !sc.seen[i] && !first {
+				continue
+			}
 			x := campaignShare(ct, float64(e.cfg.CampaignMinSessions))
 			shared += x
-			if x > 0 && ct.sessions > best.sessions {
+			if x > 0 && ct.sessions() > best.sessions() {
 				best = ct
 			}
 		}
@@ -545,9 +555,9 @@ func (e *Engine) text(s *session, r *Request, f *textFeatures, sc *textScratch, 
 		// few words).
 		frac := shared / float64(n)
 		abs := frac * float64(max(f.tokens-shingleN+1, 1))
-		if tm := ramp(frac, 0.1, 0.4) * ramp(abs, 4, 10); tm > 0 {
+		if tm := ramp(frac, 0.2, 0.5) * ramp(abs, 4, 10); tm > 0 {
 			c.add(cTmpl, float32(tm), w)
-			s.ev.tmplSessions, s.ev.tmplConv = best.sessions, best.conv
+			s.ev.tmplSessions, s.ev.tmplConv = best.sessions(), best.conv
 		}
 		dupFrac = float64(dups) / float64(n)
 		if s.texts > 1 {
@@ -597,10 +607,7 @@ func (e *Engine) reportConversational(s *session, first string, t int64) {
 	if n == 0 {
 		return
 	}
-	if cap(sc.rep) < n {
-		sc.rep = make([]uint8, maxSampled)
-		sc.counts = make([]templateCount, maxSampled)
-	}
+	sc.grow()
 	rep := sc.rep[:n]
 	any := false
 	for i, h := range f.shingles {
@@ -628,8 +635,9 @@ func (e *Engine) application(s *session, r *Request, conversing bool, t int64) b
 	h := e.key.sumString(e.key.sumString(e.appSalt, r.System), r.Tools)
 	rep := repNone
 	if !s.has(fAppReported) {
+		// The application element counts its sessions by their first use.
 		s.flags |= fAppReported
-		rep |= repSender
+		rep |= repFirst
 	}
 	if conversing && !s.has(fAppConv) {
 		s.flags |= fAppConv
@@ -639,8 +647,8 @@ func (e *Engine) application(s *session, r *Request, conversing bool, t int64) b
 	e.agg.observeTemplates(t, []uint64{h}, []uint8{rep}, out[:])
 	shared := campaignShare(out[0], float64(e.cfg.CampaignMinSessions)) >= 0.5
 	s.ev.appShared = shared
-	if shared && out[0].sessions > s.ev.tmplSessions {
-		s.ev.tmplSessions, s.ev.tmplConv = out[0].sessions, out[0].conv
+	if shared && out[0].sessions() > s.ev.tmplSessions {
+		s.ev.tmplSessions, s.ev.tmplConv = out[0].sessions(), out[0].conv
 	}
 	return shared
 }

@@ -73,6 +73,8 @@ func (e *Engine) explainText(s *session, st *strengths, contrib *[numSignals]flo
 				c[vConv], pct(float64(c[cFolRec]/max(c[cFol], 1e-9))))
 		case sigCadence:
 			d = fmt.Sprintf("cadence: one conversation partner active in %d of the last 24 hours", s.hours.activeWithin(s.last, 24))
+		case sigGeneration:
+			d = fmt.Sprintf("generation: single-turn prompts on a schedule asking for long sampled completions (demand %.2f per request)", float64(c[cGen])/n)
 		case sigOutput:
 			d = fmt.Sprintf("output: %.0f output tokens delivered (decayed over %s)", c[cOut], time.Duration(e.params.half.content))
 		}

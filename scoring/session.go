@@ -134,15 +134,16 @@ const (
 	cIaQ             // sum of ln(gap/1s)^2
 	cOut             // output tokens delivered (ResponseObserver)
 	cApp             // requests whose system prompt / tools are a campaign's, not an application's
+	cGen             // sum of per-request generation demands
 	numContent
 )
 
 // volume and burst groups
 const (
-	vVol     = numContent + iota // requests
-	vTok                         // prompt tokens (bytes/4) plus requested completion tokens
-	vConv                        // conversation starts
-	bVol                         // burst group: requests
+	vVol  = numContent + iota // requests
+	vTok                      // prompt tokens (bytes/4) plus requested completion tokens
+	vConv                     // conversation starts
+	bVol                      // burst group: requests
 	numCounters
 )
 

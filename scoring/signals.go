@@ -30,6 +30,7 @@ const (
 	sigScripted
 	sigCadence
 	sigOutput
+	sigGeneration
 	numSignals
 	firstHarvest = sigLogitBias
 )
@@ -37,7 +38,7 @@ const (
 var signalNames = [numSignals]string{
 	"near_duplicate", "volume", "single_turn", "regularity", "novelty",
 	"logit_bias", "logprobs", "reasoning", "campaign", "cluster",
-	"probe", "cohort", "scripted_chat", "cadence", "output",
+	"probe", "cohort", "scripted_chat", "cadence", "output", "generation",
 }
 
 // defaultWeights were tuned on the traffic generator (eval_test.go). A
@@ -53,12 +54,13 @@ var defaultWeights = [numSignals]float64{
 	sigLogprobs:   0.6,
 	sigReasoning:  0.7,
 	sigCampaign:   0.7,
-	sigCluster:    0.6,
+	sigCluster:    0.25,
 	sigProbe:      0.5,
 	sigCohort:     0.7,
 	sigScripted:   0.55,
 	sigCadence:    0.5,
 	sigOutput:     0.25,
+	sigGeneration: 0.45,
 }
 
 // fireLevel is the strength at which a signal counts as fired (metric).
@@ -170,14 +172,15 @@ func computeStrengths(s *session, p *signalParams, v *view) strengths {
 
 	// reasoning: step-by-step demands, by share of the analysed turns or by
 	// count (so mixing in other traffic does not hide a steady stream of
-	// them), stronger with every extra demand or prompt language (0.35 for
-	// one, full from four) and when the demand is translated around content
-	// in another language. Google's threat report on distillation of Gemini
-	// describes >100,000 prompts coercing reasoning traces, many of them
-	// non-English (GTIG, AI Threat Tracker, February 2026).
+	// them), stronger with every extra language the demands are written in
+	// (0.35 for one, full from four) and when a demand is translated around
+	// content in another language. Google's threat report on distillation
+	// of Gemini describes >100,000 prompts coercing reasoning traces, many
+	// of them non-English (GTIG, AI Threat Tracker, February 2026). The
+	// languages counted are the demands', not the prompts': over hundreds
+	// of prompts the stopword vote picks up stray languages.
 	if text > 0 && c[cCot] > 0 {
-		langs := max(v.langs, v.cot)
-		langF := 0.35 + 0.65*ramp(float64(langs-1), 0, 3)
+		langF := 0.35 + 0.65*ramp(float64(v.cot-1), 0, 3)
 		mixed := float64(c[cCotMixed] / c[cCot])
 		langF = math.Max(langF, 0.35+0.65*mixed)
 		share := float64(c[cCot]) / text
@@ -250,10 +253,38 @@ func computeStrengths(s *session, p *signalParams, v *view) strengths {
 		st[sigOutput] = ramp(perDay, 300_000, 2_000_000)
 	}
 
+	// generation: a scheduler sending single-turn prompts that ask for
+	// long, sampled completions: the shape of distillation data generation
+	// (Self-Instruct and Alpaca sampled their training answers at
+	// temperature 0.7-1 with budgets of hundreds of tokens; Wang et al.
+	// 2023, Taori et al. 2023). Batch classification and evaluation
+	// harnesses ask for a few deterministic tokens; people and
+	// applications serving them do not keep a schedule.
+	if c[cGen] > 0 {
+		auto := math.Max(st[sigRegularity], st[sigVolume])
+		st[sigGeneration] = ramp(float64(c[cSingle])/n, 0.8, 0.95) * auto * ramp(float64(c[cGen])/n, 0.3, 0.7)
+	}
+
 	for i := range st {
 		st[i] = clamp01(st[i])
 	}
 	return st
+}
+
+// generationDemand is how much one request asks for a long, sampled
+// completion: the requested budget (unset counts as half) times the
+// sampling temperature (unset is the API default of 1).
+// https://platform.openai.com/docs/api-reference/chat/create#chat-create-temperature
+func generationDemand(r *Request) float64 {
+	budget := 0.5
+	if r.MaxTokens > 0 {
+		budget = ramp(float64(r.MaxTokens), 200, 1000)
+	}
+	temp := 1.0
+	if r.Temperature != nil {
+		temp = ramp(*r.Temperature, 0.25, 0.7)
+	}
+	return budget * temp
 }
 
 // rampWarm is the filled part of a decay window of h hours after age hours.

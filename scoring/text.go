@@ -109,15 +109,15 @@ func classify(r rune) (script, bool) {
 
 // textFeatures is what one prompt contributes to the signals.
 type textFeatures struct {
-	shingles    []uint64 // sampled, distinct, keyed shingle hashes
-	tokens      int
-	langs       uint32 // bit per language detected
-	cot         bool   // demands step-by-step reasoning
-	cotLangs    uint32 // languages of the matched demands
+	shingles []uint64 // sampled, distinct, keyed shingle hashes
+	tokens   int
+	langs    uint32 // bit per language detected
+	cot      bool   // demands step-by-step reasoning
+	cotLangs uint32 // languages of the matched demands
 	// cotMixed: the demand is in a language the rest of the prompt is not
 	// written in (a harvesting wrapper translated around dataset content).
-	cotMixed bool
-	known    bool // a published distillation / instruction-data format
+	cotMixed    bool
+	known       bool // a published distillation / instruction-data format
 	invalidUTF8 bool
 	binary      bool
 	truncated   bool
@@ -132,7 +132,17 @@ type textScratch struct {
 	mac    []byte // identity MAC input
 	rep    []uint8
 	counts []templateCount
+	seen   []bool
 	f      textFeatures
+}
+
+// grow sizes the per-shingle buffers.
+func (sc *textScratch) grow() {
+	if len(sc.rep) < maxSampled {
+		sc.rep = make([]uint8, maxSampled)
+		sc.counts = make([]templateCount, maxSampled)
+		sc.seen = make([]bool, maxSampled)
+	}
 }
 
 // analyzer holds the keyed tables built once per Engine.

@@ -150,7 +150,8 @@ func DefaultConfig() Config {
 		QuarantineEntries:   1 << 16,
 		Thresholds:          Thresholds{Degrade: 0.3, Throttle: 0.6, Block: 0.8, Hysteresis: 0.1},
 		Quarantine:          time.Hour,
-		AutomationCap:       0.25,
+		AutomationCap:       0.2,
+		Trusted:             []Trusted{},
 	}
 }
 

@@ -446,6 +446,10 @@ func (e *Engine) observe(s *session, r *Request, f *textFeatures, sc *textScratc
 	}
 	if f != nil {
 		e.text(s, r, f, sc, hist, t, &w)
+	} else if r.AfterUser <= 2 {
+		// The first tool round of a task: the task's opening turn led to
+		// work, which is what an application's users do.
+		e.reportConversational(s, r.Prompt, t)
 	}
 
 	cohort := e.cohort(s, r, f, t)
@@ -579,7 +583,9 @@ func (e *Engine) text(s *session, r *Request, f *textFeatures, sc *textScratch, 
 		if r.FirstUser != "" {
 			conv = e.key.sumString(0, r.FirstUser)
 		}
-		if f.tokens >= 3 {
+		// Follow-ups of tool-using conversations (agents) are work on a
+		// task, not chat: they do not count as chat follow-ups.
+		if f.tokens >= 3 && r.ToolCount == 0 && r.ToolTurns == 0 {
 			c.add(cFol, 1, w)
 			if rawSeen || dupFrac >= 0.9 {
 				c.add(cFolRec, 1, w)

@@ -116,6 +116,11 @@ func replay(t testing.TB, e *Engine, reqs []traffic.Request) (map[string]*family
 		a.maxTier = max(a.maxTier, d.Verdict)
 		a.peak = max(a.peak, d.Score)
 	}
+	return aggregate(accts), accts
+}
+
+// aggregate sums accounts up by family.
+func aggregate(accts map[string]*accountResult) map[string]*familyResult {
 	fams := map[string]*familyResult{}
 	for _, a := range accts {
 		f := fams[a.family]
@@ -137,7 +142,7 @@ func replay(t testing.TB, e *Engine, reqs []traffic.Request) (map[string]*family
 			f.block++
 		}
 	}
-	return fams, accts
+	return fams
 }
 
 func resultTable(fams map[string]*familyResult) string {

@@ -361,7 +361,7 @@ func harvestIntensity(r *Request) float64 {
 		k := math.Min(float64(r.TopLogprobs), 20)
 		switch {
 		case k <= 3:
-			x += 0.04 * k
+			x += 0.02 * k
 		default:
 			x += 0.55 + 0.45*(k-5)/15
 		}

@@ -335,7 +335,7 @@ func (st *stream) decide(body []byte, haveBody bool) *extprocv3.ProcessingRespon
 		}
 	}
 	d := st.score(sr)
-	shadow := d.Shadow || st.cfg.Scoring.Shadow
+	shadow := d.Shadow || st.cfg.Scoring.Shadow || st.cfg.Resolve(rq.path, model, scoring.Allow).Shadow
 	acted := d.Verdict
 	if shadow {
 		acted = scoring.Allow

@@ -81,15 +81,17 @@ func checkFamily(f traffic.Family, r *familyResult) []string {
 //   - the flagged rate of every family varies by at most 2 points across
 //     the secrets.
 //
-// With -short it replays a 0.3-scale week under two secrets.
+// With -short or under the race detector it replays a 0.2-scale week
+// (attack families kept at 10 accounts or more, campaigns at full size)
+// under two secrets.
 func TestEvaluationOnGeneratedTraffic(t *testing.T) {
-	scale, secrets := 1.0, evalSecrets
-	if testing.Short() {
-		scale, secrets = 0.3, evalSecrets[:2]
+	scale, secrets, minAttack := 1.0, evalSecrets, 0
+	if testing.Short() || raceEnabled {
+		scale, secrets, minAttack = 0.2, evalSecrets[:2], 10
 	}
 	for _, variant := range []int{0, 1} {
 		t.Run(fmt.Sprintf("variant%d", variant), func(t *testing.T) {
-			reqs := loadTraffic(t, traffic.Options{Seed: 20250303 + uint64(variant), Scale: scale, Variant: variant})
+			reqs := loadTraffic(t, traffic.Options{Seed: 20250303 + uint64(variant), Scale: scale, Variant: variant, MinAttackAccounts: minAttack})
 			parsed := make([]*Request, len(reqs))
 			for i := range reqs {
 				parsed[i] = fromTraffic(&reqs[i])
@@ -131,6 +133,9 @@ func TestEvaluationOnGeneratedTraffic(t *testing.T) {
 				// At small scales one account is more than 2 points of a
 				// small family; the bound is one account or 2 points.
 				accounts := math.Max(1, math.Round(float64(f.Accounts)*scale))
+				if f.Attack {
+					accounts = math.Max(accounts, float64(minAttack))
+				}
 				if hi-lo > math.Max(spreadPoints, 1/accounts+1e-9) {
 					t.Errorf("variant %d, %s: flagged share varies %.1f-%.1f%% across secrets", variant, f.Name, 100*lo, 100*hi)
 				}

@@ -204,6 +204,12 @@ type Options struct {
 	Start time.Time
 	// Families restricts generation to the named families; empty means all.
 	Families []string
+	// MinAttackAccounts raises every attack family to at least this many
+	// accounts, and the campaign families (distributed, diffuse, logit-bias
+	// probes: their detection depends on their size) to their full size,
+	// so a small-scale run keeps meaningful attack statistics. 0 keeps the
+	// scaled counts (campaigns at least 40).
+	MinAttackAccounts int
 	// Variant selects the content tables and timing of the production-like
 	// families: 0 is the variant the scoring defaults were tuned on, 1 is
 	// held out (never tuned on; reported separately).
@@ -261,8 +267,15 @@ func GenerateFrom(c *Corpus, o Options) ([]Request, error) {
 		if n < 1 {
 			n = 1
 		}
-		if (f.Name == "attack-distributed" || f.Name == "attack-diffuse" || f.Name == "attack-lbdist") && n < 40 {
+		campaign := f.Name == "attack-distributed" || f.Name == "attack-diffuse" || f.Name == "attack-lbdist"
+		if campaign && n < 40 {
 			n = 40 // a campaign stays a campaign at small scales
+		}
+		if f.Attack && o.MinAttackAccounts > 0 {
+			n = max(n, o.MinAttackAccounts)
+			if campaign {
+				n = max(n, f.Accounts)
+			}
 		}
 		for i := 0; i < n; i++ {
 			a := b.newAccount(f, fi, i, o.Seed)

@@ -50,7 +50,7 @@ type Engine struct {
 	id      *identity
 	key     hashKey // keys raw-prompt, conversation, application and cohort hashes
 	// salts of the marks kept in session filters
-	repSalt, convSalt, rawSalt, joinSalt, flagSalt, appSalt uint64
+	repSalt, convSalt, rawSalt, normSalt, joinSalt, flagSalt, appSalt uint64
 
 	main, prob stateTier
 	stripes    [256]stripe
@@ -136,6 +136,7 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	e.repSalt = tokenKey.sumString(0, "template-report")
 	e.convSalt = tokenKey.sumString(0, "template-conversational")
 	e.rawSalt = tokenKey.sumString(0, "raw-prompt")
+	e.normSalt = tokenKey.sumString(0, "normalized-prompt")
 	e.joinSalt = tokenKey.sumString(0, "cluster-join")
 	e.flagSalt = tokenKey.sumString(0, "cluster-flag")
 	e.appSalt = tokenKey.sumString(0, "application")
@@ -508,9 +509,10 @@ func (e *Engine) text(s *session, r *Request, f *textFeatures, sc *textScratch, 
 	}
 	s.texts++
 	raw := e.key.sumString(0, r.Prompt)
-	rawSeen := false
+	rawSeen, normSeen := false, false
 	if r.Prompt != "" {
 		rawSeen = e.markSeen(s, raw^e.rawSalt)
+		normSeen = e.markSeen(s, f.norm^e.normSalt)
 	}
 
 	n := len(f.shingles)
@@ -587,7 +589,9 @@ func (e *Engine) text(s *session, r *Request, f *textFeatures, sc *textScratch, 
 		// task, not chat: they do not count as chat follow-ups.
 		if f.tokens >= 3 && r.ToolCount == 0 && r.ToolTurns == 0 {
 			c.add(cFol, 1, w)
-			if rawSeen || dupFrac >= 0.9 {
+			// Recycled: the same follow-up, word for word once
+			// normalized, as one the session sent before.
+			if normSeen {
 				c.add(cFolRec, 1, w)
 			}
 			if conv == s.lastConv {

@@ -233,7 +233,9 @@ func computeStrengths(s *session, p *signalParams, v *view) strengths {
 	if c[cFol] > 0 {
 		convRate := rate(c[vConv], p.volumeH)
 		rec := float64(c[cFolRec] / c[cFol])
-		st[sigScripted] = ramp(rec, 0.15, 0.45) * ramp(convRate, 2, 5) * conf(float64(c[cFol]), 6)
+		// At least three conversations: a young session's rate estimate
+		// is a guess.
+		st[sigScripted] = ramp(rec, 0.15, 0.45) * ramp(convRate, 2, 5) * ramp(float64(c[vConv]), 2, 4) * conf(float64(c[cFol]), 6)
 	}
 
 	// cadence: one conversation partner (follow-ups continue the previous

@@ -110,6 +110,7 @@ func classify(r rune) (script, bool) {
 // textFeatures is what one prompt contributes to the signals.
 type textFeatures struct {
 	shingles []uint64 // sampled, distinct, keyed shingle hashes
+	norm     uint64   // hash of the whole normalized token sequence
 	tokens   int
 	langs    uint32 // bit per language detected
 	cot      bool   // demands step-by-step reasoning
@@ -280,6 +281,12 @@ func (a *analyzer) analyze(prompt string, sc *textScratch) *textFeatures {
 	f.invalidUTF8, f.binary = a.tokenize(prompt, sc, &scripts)
 	h := sc.hashes
 	f.tokens = len(h)
+	// The whole normalized turn, for recognising a turn re-sent with other
+	// casing, punctuation or numbers.
+	f.norm = uint64(len(h))
+	for _, x := range h {
+		f.norm = mix64(f.norm*0x9e3779b97f4a7c15 + x)
+	}
 
 	// Scripts other than Latin name their language directly; a few letters
 	// are enough (a mixed prompt counts both).

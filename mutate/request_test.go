@@ -27,7 +27,7 @@ func TestParseRequest(t *testing.T) {
 			body: `{"model":"gpt-4o","messages":[{"role":"system","content":"sys"},{"role":"user","content":"first"},{"role":"assistant","content":"ok"},{"role":"user","content":"second"}],"stream":true,"n":2,"max_tokens":10,"temperature":0.7,"logprobs":true,"top_logprobs":5,"logit_bias":{"1":2,"3":4}}`,
 			want: Request{Model: "gpt-4o", Prompt: "second", Messages: 4, Stream: true, N: 2, MaxTokens: 10, Temperature: &temp, Logprobs: true, TopLogprobs: 5, LogitBiasSize: 2,
 				ShapeKeys: []string{"logit_bias", "logprobs", "max_tokens", "messages", "model", "n", "stream", "temperature", "top_logprobs"},
-				System: "sys", FirstUser: "first", UserTurns: 2, AssistantTurns: 1},
+				System:    "sys", FirstUser: "first", UserTurns: 2, AssistantTurns: 1},
 		},
 		{
 			name: "chat content parts, newest user last but one",
@@ -79,8 +79,8 @@ func TestParseRequest(t *testing.T) {
 			want:      Request{Prompt: "h", Messages: 1, ShapeKeys: []string{"messages"}, UserTurns: 1},
 		},
 		{
-			name: "agent tool loop: the user turn re-sent after tool calls and results",
-			body: `{"model":"m","tools":[{"type":"function","function":{"name":"read_file"}},{"type":"function","function":{"name":"run"}}],"messages":[{"role":"system","content":[{"type":"text","text":"You are a coding agent."}]},{"role":"user","content":"fix the build"},{"role":"assistant","content":null,"tool_calls":[{"id":"1","type":"function","function":{"name":"run","arguments":"{}"}}]},{"role":"tool","tool_call_id":"1","content":"error: x"}]}`,
+			name:      "agent tool loop: the user turn re-sent after tool calls and results",
+			body:      `{"model":"m","tools":[{"type":"function","function":{"name":"read_file"}},{"type":"function","function":{"name":"run"}}],"messages":[{"role":"system","content":[{"type":"text","text":"You are a coding agent."}]},{"role":"user","content":"fix the build"},{"role":"assistant","content":null,"tool_calls":[{"id":"1","type":"function","function":{"name":"run","arguments":"{}"}}]},{"role":"tool","tool_call_id":"1","content":"error: x"}]}`,
 			maxPrompt: 40,
 			want: Request{Model: "m", Prompt: "fix the build", Messages: 4, ShapeKeys: []string{"messages", "model", "tools"},
 				System: "You are a coding agent.", Tools: `[{"type":"function","function":{"name":"`, ToolCount: 2,

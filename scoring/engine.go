@@ -561,7 +561,7 @@ func (e *Engine) text(s *session, r *Request, f *textFeatures, sc *textScratch, 
 		// few words).
 		frac := shared / float64(n)
 		abs := frac * float64(max(f.tokens-shingleN+1, 1))
-		if tm := ramp(frac, 0.2, 0.5) * ramp(abs, 4, 10); tm > 0 {
+		if tm := ramp(frac, 0.3, 0.6) * ramp(abs, 4, 10); tm > 0 {
 			c.add(cTmpl, float32(tm), w)
 			s.ev.tmplSessions, s.ev.tmplConv = best.sessions(), best.conv
 		}

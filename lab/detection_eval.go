@@ -260,8 +260,12 @@ func evalFindings(first [2][]familyRates, worst float64) []string {
 			if !r.attack && (r.throttled > 0 || f > 0.01 && !mayDegradeFamily(r.name)) {
 				fp = append(fp, fmt.Sprintf("%s %s flagged, %s throttled or blocked", r.name, fmtPct(f), fmtPct(frac(r.throttled, r.accounts))))
 			}
-			if r.attack && f < 0.9 {
-				missed = append(missed, fmt.Sprintf("%s %s", r.name, fmtPct(f)))
+			want := 0.9
+			if r.name == "attack-distributed" || r.name == "attack-diffuse" {
+				want = 0.8
+			}
+			if r.attack && f < want {
+				missed = append(missed, fmt.Sprintf("%s %s (target %s)", r.name, fmtPct(f), fmtPct(want)))
 			}
 		}
 		line := name + ": "
@@ -271,9 +275,9 @@ func evalFindings(first [2][]familyRates, worst float64) []string {
 			line += "benign families over target: " + strings.Join(fp, "; ") + "; "
 		}
 		if len(missed) == 0 {
-			line += "every attack family at least 90% flagged."
+			line += "every attack family at its target (90% flagged, 80% for the distributed and diffuse campaigns)."
 		} else {
-			line += "attack families below 90%: " + strings.Join(missed, "; ") + "."
+			line += "attack families below target: " + strings.Join(missed, "; ") + "."
 		}
 		out = append(out, line)
 	}

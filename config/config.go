@@ -162,6 +162,10 @@ type Route struct {
 	// in '*'.
 	Model  string `yaml:"model"`
 	Policy string `yaml:"policy"`
+	// Shadow scores and tags the route's requests (metadata, metrics,
+	// audit) but acts as for allow, whatever scoring.shadow says: a route
+	// can be observed before it is enforced.
+	Shadow bool `yaml:"shadow"`
 }
 
 // Action is the resolved answer for one (route, model, verdict).
@@ -171,6 +175,9 @@ type Action struct {
 	Output  mutate.OutputPolicy
 	Request mutate.RequestPolicy
 	Reject  *Reject // non-nil: answer immediately, do not forward
+	// Shadow: the route is in shadow mode (the caller resolves the allow
+	// tier instead of enforcing the verdict).
+	Shadow bool
 }
 
 type resolvedSet [4]Action
@@ -194,7 +201,9 @@ func (c *Config) Resolve(path, model string, v scoring.Verdict) Action {
 		if r.Model != "" && !matchModel(r.Model, model) {
 			continue
 		}
-		return r.set[v]
+		a := r.set[v]
+		a.Shadow = r.Shadow
+		return a
 	}
 	return c.policies["default"][v]
 }

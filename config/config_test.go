@@ -188,3 +188,25 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestRouteShadow: a route in shadow mode resolves every tier with Shadow
+// set; other routes and the default set do not.
+func TestRouteShadow(t *testing.T) {
+	c, err := Parse([]byte(`
+routes:
+  - path_prefix: /v1/responses
+    policy: default
+    shadow: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v := scoring.Allow; v <= scoring.Block; v++ {
+		if a := c.Resolve("/v1/responses", "m", v); !a.Shadow || a.Verdict != v {
+			t.Errorf("shadow route, %v: %+v", v, a)
+		}
+		if a := c.Resolve("/v1/chat/completions", "m", v); a.Shadow {
+			t.Errorf("default route, %v: shadow set", v)
+		}
+	}
+}

@@ -330,10 +330,12 @@ func (st *stream) decide(body []byte, haveBody bool) *extprocv3.ProcessingRespon
 			sr.Stream, sr.N, sr.MaxTokens, sr.Temperature = p.Stream, p.N, p.MaxTokens, p.Temperature
 			sr.Logprobs, sr.TopLogprobs, sr.LogitBiasSize = p.Logprobs, p.TopLogprobs, p.LogitBiasSize
 			sr.Echo, sr.ShapeKeys = p.Echo, p.ShapeKeys
+			sr.System, sr.Tools, sr.ToolCount, sr.FirstUser = p.System, p.Tools, p.ToolCount, p.FirstUser
+			sr.UserTurns, sr.AssistantTurns, sr.ToolTurns, sr.AfterUser = p.UserTurns, p.AssistantTurns, p.ToolTurns, p.AfterUser
 		}
 	}
 	d := st.score(sr)
-	shadow := d.Shadow || st.cfg.Scoring.Shadow
+	shadow := d.Shadow || st.cfg.Scoring.Shadow || st.cfg.Resolve(rq.path, model, scoring.Allow).Shadow
 	acted := d.Verdict
 	if shadow {
 		acted = scoring.Allow

@@ -43,6 +43,9 @@ type DetectionParams struct {
 	NewServer func(cfg *config.Config, now func() time.Time) (extprocv3.ExternalProcessorServer, func(), error)
 	// Timeout bounds one request's exchange with the server.
 	Timeout time.Duration
+	// Variant selects the generator's content variant (traffic.Options.Variant):
+	// 0 tuned, 1 held out.
+	Variant int
 }
 
 // Metadata namespace and keys the server writes on the request-body reply
@@ -222,6 +225,8 @@ type accountStats struct {
 	requests  int
 	firstFlag int // 1-based request count at the first flag; 0: never
 	blocked   bool
+	throttled bool    // throttled or blocked at least once
+	peak      float64 // highest score the server reported
 	flaggedN  int
 	sessions  []string
 }
@@ -262,9 +267,20 @@ func (f *familyStats) tally() accountTally {
 
 // RunDetection replays generated traffic through an ext_proc server.
 func RunDetection(ctx context.Context, seed uint64, p DetectionParams, prog *Task) (Section, error) {
-	reqs, err := traffic.Generate(traffic.Options{CorpusDir: p.CorpusDir, Seed: seed, Scale: p.Scale, Families: p.Families})
+	fams, total, where, err := replayDetection(ctx, seed, p, prog)
 	if err != nil {
 		return Section{}, err
+	}
+	return detectionSection(seed, p, where, total, fams), nil
+}
+
+// replayDetection replays the traffic and returns the statistics per
+// family (in the generator's table order), the number of requests and a
+// description of the server.
+func replayDetection(ctx context.Context, seed uint64, p DetectionParams, prog *Task) ([]*familyStats, int, string, error) {
+	reqs, err := traffic.Generate(traffic.Options{CorpusDir: p.CorpusDir, Seed: seed, Scale: p.Scale, Families: p.Families, Variant: p.Variant})
+	if err != nil {
+		return nil, 0, "", err
 	}
 	prog.Grow(len(reqs))
 	addr := p.Addr
@@ -279,7 +295,7 @@ func RunDetection(ctx context.Context, seed uint64, p DetectionParams, prog *Tas
 	if addr == "" {
 		a, stop, err := startServer(p, now)
 		if err != nil {
-			return Section{}, err
+			return nil, 0, "", err
 		}
 		defer stop()
 		addr, where = a, "in-process distillguard ext_proc server (server.New, as cmd/distillguard assembles it)"
@@ -289,7 +305,7 @@ func RunDetection(ctx context.Context, seed uint64, p DetectionParams, prog *Tas
 	}
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return Section{}, err
+		return nil, 0, "", err
 	}
 	defer conn.Close()
 	timeout := p.Timeout
@@ -304,12 +320,12 @@ func RunDetection(ctx context.Context, seed uint64, p DetectionParams, prog *Tas
 	for i := range reqs {
 		r := &reqs[i]
 		if i%512 == 0 && ctx.Err() != nil {
-			return Section{}, ctx.Err()
+			return nil, 0, "", ctx.Err()
 		}
 		clock.Store(r.Time.UnixNano())
 		out, err := cl.send(ctx, r)
 		if err != nil {
-			return Section{}, fmt.Errorf("request %d (%s): %w", r.Seq, r.Account, err)
+			return nil, 0, "", fmt.Errorf("request %d (%s): %w", r.Seq, r.Account, err)
 		}
 		f := fams[r.Family]
 		if f == nil {
@@ -345,6 +361,10 @@ func RunDetection(ctx context.Context, seed uint64, p DetectionParams, prog *Tas
 		if out.verdict == scoring.Block {
 			a.blocked = true
 		}
+		if out.verdict >= scoring.Throttle {
+			a.throttled = true
+		}
+		a.peak = max(a.peak, out.score)
 		prog.Add(1)
 	}
 	// Families in the generator's table order, whatever arrived first.
@@ -368,7 +388,7 @@ func RunDetection(ctx context.Context, seed uint64, p DetectionParams, prog *Tas
 		}
 		f.distinctSessions = len(seen)
 	}
-	return detectionSection(seed, p, where, len(reqs), ordered), nil
+	return ordered, len(reqs), where, nil
 }
 
 func quantileInt(v []int, q float64) float64 {

@@ -277,3 +277,40 @@ func TestLabWithRealServer(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDetectionEvalThroughServer runs the evaluation through the real
+// in-process server at a small scale: both variants, two secrets, every
+// table filled, benign families never throttled.
+func TestDetectionEvalThroughServer(t *testing.T) {
+	dir := corpustest.Require(t)
+	p := DetectionEvalParams{Scale: 0.05, CorpusDir: dir, Secrets: 2,
+		Families: []string{"benign-chat", "benign-agent", "benign-rag", "attack-logitbias", "attack-diffuse"}}
+	sec, err := RunDetectionEval(context.Background(), 11, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := &Report{Sections: []Section{sec}}
+	fam := findTable(t, rep, "Per family")
+	if len(fam.Rows) != len(p.Families) {
+		t.Fatalf("per-family rows = %d, want %d", len(fam.Rows), len(p.Families))
+	}
+	for _, name := range []string{"benign-chat", "benign-agent", "benign-rag"} {
+		for _, col := range []string{"throttled or blocked (tuned)", "throttled or blocked (held out)"} {
+			if got := cellOf(t, fam, name, col); got != "0.0%" {
+				t.Errorf("%s / %s = %q, want 0.0%%", name, col, got)
+			}
+		}
+	}
+	if got := cellOf(t, fam, "attack-logitbias", "flagged (held out)"); got != "100.0%" {
+		t.Errorf("attack-logitbias flagged (held out) = %q", got)
+	}
+	findTable(t, rep, "Precision and recall by tier")
+	th := findTable(t, rep, "Over the degrade threshold")
+	if len(th.Rows) < 8 {
+		t.Errorf("threshold table has %d rows", len(th.Rows))
+	}
+	spread := findTable(t, rep, "Flagged share across 2 secrets")
+	if len(spread.Rows) != len(p.Families) {
+		t.Errorf("spread rows = %d", len(spread.Rows))
+	}
+}

@@ -32,10 +32,15 @@ const (
 	ExpCarlini   = "carlini"
 	ExpDistill   = "distill"
 	ExpDetection = "detection"
+	// ExpDetectionEval repeats the detection replay for the tuned and
+	// held-out traffic variants under several secrets.
+	ExpDetectionEval = "detection-eval"
 )
 
 // AllExperiments lists every experiment in report order.
-func AllExperiments() []string { return []string{ExpTramer, ExpCarlini, ExpDistill, ExpDetection} }
+func AllExperiments() []string {
+	return []string{ExpTramer, ExpCarlini, ExpDistill, ExpDetection, ExpDetectionEval}
+}
 
 // Options configure a lab run.
 type Options struct {
@@ -63,10 +68,11 @@ type Options struct {
 
 // Sizes are the parameters derived from Options.Scale.
 type Sizes struct {
-	Tramer    TramerParams
-	Carlini   CarliniParams
-	Distill   DistillParams
-	Detection DetectionParams
+	Tramer        TramerParams
+	Carlini       CarliniParams
+	Distill       DistillParams
+	Detection     DetectionParams
+	DetectionEval DetectionEvalParams
 }
 
 // perturbScales returns the perturbation scales compared.
@@ -84,7 +90,8 @@ func SizesFor(scale float64, policies []Policy) Sizes {
 			Policies: policies, LogprobFree: []string{"default allow", "default degrade", "logit_bias dropped"}},
 		Distill: DistillParams{Dim: 16, Hidden: 32, Vocab: 32, Budgets: []int{sc(50, 20), sc(200, 50), sc(800, 100)},
 			HeldOut: sc(5000, 1000), HonestQueries: sc(1000, 200), HonestTopLogprobs: 5, Epochs: sc(200, 100), Policies: policies},
-		Detection: DetectionParams{Scale: scale},
+		Detection:     DetectionParams{Scale: scale},
+		DetectionEval: DetectionEvalParams{Scale: scale, Secrets: 5},
 	}
 	return s
 }
@@ -112,6 +119,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	sz.Detection.CorpusDir = o.CorpusDir
 	sz.Detection.Addr = o.Addr
 	sz.Detection.Config = cfg
+	sz.DetectionEval.CorpusDir = o.CorpusDir
+	sz.DetectionEval.Config = cfg
 
 	par := o.Parallel
 	if par <= 0 {
@@ -153,6 +162,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				sl.err = p.do(ctx, func() (err error) { sl.sec, err = RunDistill(ctx, o.Seed, sz.Distill, task); return })
 			case ExpDetection:
 				sl.err = p.do(ctx, func() (err error) { sl.sec, err = RunDetection(ctx, o.Seed, sz.Detection, task); return })
+			case ExpDetectionEval:
+				sl.err = p.do(ctx, func() (err error) { sl.sec, err = RunDetectionEval(ctx, o.Seed, sz.DetectionEval, task); return })
 			}
 			if sl.err != nil {
 				task.Done("failed: " + sl.err.Error())

@@ -136,6 +136,12 @@ func FuzzParseRequest(f *testing.F) {
 			}
 			return
 		}
+		if maxPrompt > 0 && (len(req.System) > maxPrompt || len(req.Tools) > maxPrompt || len(req.FirstUser) > maxPrompt) {
+			t.Fatalf("conversation texts exceed %d bytes: %d, %d, %d", maxPrompt, len(req.System), len(req.Tools), len(req.FirstUser))
+		}
+		if req.AfterUser < 0 || req.UserTurns+req.AssistantTurns+req.ToolTurns > req.Messages {
+			t.Fatalf("turn counts %+v exceed %d messages", req, req.Messages)
+		}
 		if maxPrompt > 0 && len(req.Prompt) > maxPrompt {
 			t.Fatalf("Prompt %d bytes > %d", len(req.Prompt), maxPrompt)
 		}

@@ -22,6 +22,25 @@ type Request struct {
 	LogitBiasSize int
 	Echo          bool
 	ShapeKeys     []string // sorted top-level keys
+
+	// Conversation structure, for telling an application's fixed parts
+	// (system prompt, tool schema) and an agent's tool loop from what a
+	// user newly wrote. Texts are capped like Prompt.
+	System string // system and developer messages (Responses: also instructions), joined with "\n"
+	// Tools is the raw JSON of the tool definitions ("tools", or the legacy
+	// "functions"), capped; ToolCount is how many there are.
+	Tools     string
+	ToolCount int
+	// FirstUser is the text of the conversation's first user turn when it
+	// is not the newest one ("" otherwise).
+	FirstUser      string
+	UserTurns      int // user messages carrying user-authored content
+	AssistantTurns int // assistant messages and Responses output items (tool calls included)
+	ToolTurns      int // tool / function results (role tool or function, function_call_output, tool_result parts)
+	// AfterUser counts the messages after the newest user turn: an agent's
+	// tool loop re-sends the same user turn with assistant tool calls and
+	// tool results after it.
+	AfterUser int
 }
 
 // respLogprobsInclude is the Responses API include value that asks for
@@ -114,19 +133,37 @@ func ParseRequest(body []byte, maxPrompt int) (*Request, error) {
 	}
 
 	p := promptBuilder{max: maxPrompt}
+	var conv conversation
+	for _, k := range [...]string{"tools", "functions"} {
+		if raw := top.get(k); raw != nil {
+			if defs, ok := jsonArray(raw); ok && len(defs) > 0 {
+				req.ToolCount = len(defs)
+				t := promptBuilder{max: maxPrompt}
+				t.addRaw(string(raw))
+				req.Tools = t.b.String()
+				break
+			}
+		}
+	}
+	conv.system.max, conv.first.max = maxPrompt, maxPrompt
 	switch {
 	case top.get("messages") != nil:
 		if msgs, ok := jsonArray(top.get("messages")); ok {
 			req.Messages = len(msgs)
 			p.newestUser(msgs)
+			conv.walk(msgs)
 		}
 	case top.get("prompt") != nil:
 		req.Messages = 1
 		p.textOrList(top.get("prompt"))
 	case top.get("input") != nil:
+		if s, ok := jsonString(top.get("instructions")); ok {
+			conv.system.add(s)
+		}
 		if items, ok := jsonArray(top.get("input")); ok && len(items) > 0 && firstNonSpace(items[0]) == '{' {
 			req.Messages = len(items)
 			p.newestUser(items)
+			conv.walk(items)
 		} else {
 			req.Messages = 1
 			p.textOrList(top.get("input"))
@@ -138,7 +175,100 @@ func ParseRequest(body []byte, maxPrompt int) (*Request, error) {
 		}
 	}
 	req.Prompt = p.b.String()
+	req.System, req.FirstUser = conv.system.b.String(), conv.first.b.String()
+	req.UserTurns, req.AssistantTurns, req.ToolTurns, req.AfterUser = conv.user, conv.assistant, conv.tool, conv.afterUser
 	return req, nil
+}
+
+// conversation tallies the roles of chat messages or Responses input items
+// (https://platform.openai.com/docs/api-reference/chat/create#chat-create-messages,
+// https://platform.openai.com/docs/api-reference/responses/create#responses-create-input).
+type conversation struct {
+	system, first         promptBuilder
+	user, assistant, tool int
+	afterUser             int
+	firstIdx              int
+}
+
+// walk classifies every item: system/developer text is collected, user
+// turns counted (the first one's text kept), assistant messages, tool calls
+// and reasoning items count as assistant turns, and tool results (role tool
+// or function, Responses function_call_output, or a user message made only
+// of tool_result parts as some gateways forward them) as tool turns.
+func (c *conversation) walk(items []json.RawMessage) {
+	lastUser := -1
+	for i, it := range items {
+		if firstNonSpace(it) != '{' {
+			continue
+		}
+		m := innerMembers(it)
+		role, _ := jsonString(m.get("role"))
+		typ, _ := jsonString(m.get("type"))
+		content := m.get("content")
+		switch {
+		case role == "system" || role == "developer":
+			c.textOf(&c.system, content)
+		case role == "user":
+			if onlyToolResults(content) {
+				c.tool++
+				continue
+			}
+			c.user++
+			if c.user == 1 {
+				c.firstIdx = i
+			}
+			lastUser = i
+		case role == "assistant" || typ == "function_call" || typ == "reasoning" || typ == "custom_tool_call":
+			c.assistant++
+		case role == "tool" || role == "function" || typ == "function_call_output" || typ == "custom_tool_call_output":
+			c.tool++
+		}
+	}
+	if lastUser >= 0 {
+		c.afterUser = len(items) - 1 - lastUser
+	}
+	if c.user >= 2 {
+		c.textOf(&c.first, innerMembers(items[c.firstIdx]).get("content"))
+	}
+}
+
+// textOf adds the text of a message content: a string, or the text of its
+// parts.
+func (c *conversation) textOf(p *promptBuilder, content json.RawMessage) {
+	if s, ok := jsonString(content); ok {
+		p.add(s)
+		return
+	}
+	parts, ok := jsonArray(content)
+	if !ok {
+		return
+	}
+	for _, part := range parts {
+		if firstNonSpace(part) != '{' {
+			continue
+		}
+		if s, ok := jsonString(innerMembers(part).get("text")); ok {
+			p.add(s)
+		}
+	}
+}
+
+// onlyToolResults reports whether content is a non-empty array of parts all
+// of type tool_result.
+func onlyToolResults(content json.RawMessage) bool {
+	parts, ok := jsonArray(content)
+	if !ok || len(parts) == 0 {
+		return false
+	}
+	for _, part := range parts {
+		if firstNonSpace(part) != '{' {
+			return false
+		}
+		if t, _ := jsonString(innerMembers(part).get("type")); t != "tool_result" {
+			return false
+		}
+	}
+	return true
 }
 
 // topMember is a member of the request's top-level object, as ParseRequest
@@ -201,6 +331,13 @@ func scanTop(body []byte, ms []member) (_ []member, open, close int, err error) 
 
 // topMembers validates body and lists the members of its top-level
 // object in document order, with their names decoded.
+// innerMembers lists the members of an object nested in a body that
+// scanTop already validated as a whole, so it cannot fail.
+func innerMembers(b []byte) topObject {
+	t, _ := topMembers(b)
+	return t
+}
+
 func topMembers(body []byte) (topObject, error) {
 	var buf [16]member
 	ms, _, _, err := scanTop(body, buf[:0])

@@ -26,12 +26,14 @@ func TestParseRequest(t *testing.T) {
 			name: "chat",
 			body: `{"model":"gpt-4o","messages":[{"role":"system","content":"sys"},{"role":"user","content":"first"},{"role":"assistant","content":"ok"},{"role":"user","content":"second"}],"stream":true,"n":2,"max_tokens":10,"temperature":0.7,"logprobs":true,"top_logprobs":5,"logit_bias":{"1":2,"3":4}}`,
 			want: Request{Model: "gpt-4o", Prompt: "second", Messages: 4, Stream: true, N: 2, MaxTokens: 10, Temperature: &temp, Logprobs: true, TopLogprobs: 5, LogitBiasSize: 2,
-				ShapeKeys: []string{"logit_bias", "logprobs", "max_tokens", "messages", "model", "n", "stream", "temperature", "top_logprobs"}},
+				ShapeKeys: []string{"logit_bias", "logprobs", "max_tokens", "messages", "model", "n", "stream", "temperature", "top_logprobs"},
+				System:    "sys", FirstUser: "first", UserTurns: 2, AssistantTurns: 1},
 		},
 		{
 			name: "chat content parts, newest user last but one",
 			body: `{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"b"}]},{"role":"assistant","content":null}],"max_completion_tokens":7,"logprobs":false}`,
-			want: Request{Prompt: "a\nb", Messages: 2, MaxTokens: 7, ShapeKeys: []string{"logprobs", "max_completion_tokens", "messages"}},
+			want: Request{Prompt: "a\nb", Messages: 2, MaxTokens: 7, ShapeKeys: []string{"logprobs", "max_completion_tokens", "messages"},
+				UserTurns: 1, AssistantTurns: 1, AfterUser: 1},
 		},
 		{
 			name: "legacy completion with integer logprobs",
@@ -52,7 +54,8 @@ func TestParseRequest(t *testing.T) {
 		{
 			name: "responses API items with include",
 			body: `{"model":"gpt-4.1","instructions":"be brief","input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]},{"type":"message","role":"assistant","content":[{"type":"output_text","text":"yo"}]}],"include":["message.output_text.logprobs"],"max_output_tokens":50}`,
-			want: Request{Model: "gpt-4.1", Prompt: "hi", Messages: 2, MaxTokens: 50, Logprobs: true, ShapeKeys: []string{"include", "input", "instructions", "max_output_tokens", "model"}},
+			want: Request{Model: "gpt-4.1", Prompt: "hi", Messages: 2, MaxTokens: 50, Logprobs: true, ShapeKeys: []string{"include", "input", "instructions", "max_output_tokens", "model"},
+				System: "be brief", UserTurns: 1, AssistantTurns: 1, AfterUser: 1},
 		},
 		{
 			name: "responses API string input, top_logprobs",
@@ -62,7 +65,7 @@ func TestParseRequest(t *testing.T) {
 		{
 			name: "responses API: instructions when no user text",
 			body: `{"input":[{"role":"developer","content":"x"}],"instructions":"do it"}`,
-			want: Request{Prompt: "do it", Messages: 1, ShapeKeys: []string{"input", "instructions"}},
+			want: Request{Prompt: "do it", Messages: 1, ShapeKeys: []string{"input", "instructions"}, System: "do it\nx"},
 		},
 		{
 			name: "embeddings",
@@ -73,7 +76,26 @@ func TestParseRequest(t *testing.T) {
 			name:      "prompt capped at a UTF-8 boundary",
 			body:      `{"messages":[{"role":"user","content":"héllo"}]}`,
 			maxPrompt: 2,
-			want:      Request{Prompt: "h", Messages: 1, ShapeKeys: []string{"messages"}},
+			want:      Request{Prompt: "h", Messages: 1, ShapeKeys: []string{"messages"}, UserTurns: 1},
+		},
+		{
+			name:      "agent tool loop: the user turn re-sent after tool calls and results",
+			body:      `{"model":"m","tools":[{"type":"function","function":{"name":"read_file"}},{"type":"function","function":{"name":"run"}}],"messages":[{"role":"system","content":[{"type":"text","text":"You are a coding agent."}]},{"role":"user","content":"fix the build"},{"role":"assistant","content":null,"tool_calls":[{"id":"1","type":"function","function":{"name":"run","arguments":"{}"}}]},{"role":"tool","tool_call_id":"1","content":"error: x"}]}`,
+			maxPrompt: 40,
+			want: Request{Model: "m", Prompt: "fix the build", Messages: 4, ShapeKeys: []string{"messages", "model", "tools"},
+				System: "You are a coding agent.", Tools: `[{"type":"function","function":{"name":"`, ToolCount: 2,
+				UserTurns: 1, AssistantTurns: 1, ToolTurns: 1, AfterUser: 2},
+		},
+		{
+			name: "tool_result parts in a user message are tool turns; legacy functions",
+			body: `{"functions":[{"name":"f"}],"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"},{"role":"assistant","content":null},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"out"}]}]}`,
+			want: Request{Prompt: "", Messages: 5, ShapeKeys: []string{"functions", "messages"}, Tools: `[{"name":"f"}]`, ToolCount: 1,
+				FirstUser: "a", UserTurns: 2, AssistantTurns: 2, ToolTurns: 1, AfterUser: 2},
+		},
+		{
+			name: "responses API function call items",
+			body: `{"input":[{"role":"developer","content":"d"},{"role":"user","content":"go"},{"type":"function_call","call_id":"c","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c","output":"r"}],"tools":[]}`,
+			want: Request{Prompt: "go", Messages: 4, ShapeKeys: []string{"input", "tools"}, System: "d", UserTurns: 1, AssistantTurns: 1, ToolTurns: 1, AfterUser: 2},
 		},
 		{
 			name: "wrong types are ignored",

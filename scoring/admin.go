@@ -90,6 +90,9 @@ type SessionDetail struct {
 	Counts map[string]float64 `json:"decayed_counts"`
 	// FlaggedOwnEvidence: flagged without help from its clusters.
 	FlaggedOwnEvidence bool `json:"flagged_own_evidence"`
+	// Explanation says in words which signals contribute and on what
+	// evidence.
+	Explanation string `json:"explanation"`
 }
 
 // Session returns the admin view of a session by id.
@@ -111,26 +114,30 @@ func (e *Engine) Session(idStr string) (SessionDetail, error) {
 	if s.requests == 0 {
 		return SessionDetail{}, errNotFound
 	}
-	spread := float64(s.spread)
-	strg := computeStrengths(s, &e.params, popcount(s.langCur|s.langPrev), spread)
+	v := e.view(s, s.last, float64(s.spread), e.cohortStrength(s))
+	strg := computeStrengths(s, &e.params, &v)
 	score, contrib := combine(&strg, &e.weights, e.cfg.AutomationCap, -1)
 	d := SessionDetail{
 		ID: idStr, Verdict: s.tier.String(), Score: round3(score), PeakScore: round3(float64(s.peak)),
 		Requests: s.requests, FirstSeen: time.Unix(0, s.first).UTC(), LastSeen: time.Unix(0, s.last).UTC(),
 		Tier: "probation", Languages: langList(s.langCur | s.langPrev), Signals: explain(&strg, &contrib),
-		FlaggedOwnEvidence: s.ownFlag,
+		FlaggedOwnEvidence: s.has(fOwnFlag), Explanation: e.explainText(s, &strg, &contrib, nil),
 	}
-	if s.promoted {
+	if s.has(fPromoted) {
 		d.Tier = "main"
 	}
 	if s.quarantineUntil > s.last {
 		q := time.Unix(0, s.quarantineUntil).UTC()
 		d.QuarantineUntil = &q
 	}
-	c := &s.c
+	c := &v.c
 	d.Counts = map[string]float64{
-		"requests": round3(float64(c.n)), "single_turn": round3(float64(c.single)), "templates": round3(float64(c.tmpl)),
-		"reasoning_demands": round3(float64(c.cot)), "logit_bias": round3(float64(c.lbN)), "requests_last_hour": round3(float64(c.volLong)),
+		"requests": round3(float64(c[cN])), "single_turn": round3(float64(c[cSingle])), "templates": round3(float64(c[cTmpl])),
+		"reasoning_demands": round3(float64(c[cCot])), "logit_bias": round3(float64(c[cLbN])), "requests_last_hour": round3(float64(c[vVol])),
+		"probes": round3(float64(c[cProbe])), "follow_ups": round3(float64(c[cFol])), "recycled_follow_ups": round3(float64(c[cFolRec])),
+		"conversations_last_hour": round3(float64(c[vConv])), "output_tokens": round3(float64(c[cOut])),
+		"template_accounts": round3(float64(s.ev.tmplSessions)), "cohort_fresh_accounts": round3(float64(s.ev.cohortFresh)),
+		"active_hours_last_day": float64(s.hours.activeWithin(s.last, 24)),
 	}
 	return d, nil
 }

@@ -145,7 +145,7 @@ func idleSessionMemory(tb testing.TB, n int) (heapPer, metricPer float64) {
 
 // testHashKey is a random hash key, as a production engine has.
 func testHashKey() hashKey {
-	km, err := newKeyMaterial(nil)
+	km, err := newKeyMaterial("", nil)
 	if err != nil {
 		panic(err)
 	}

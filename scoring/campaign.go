@@ -1,154 +1,254 @@
 package scoring
 
 import (
+	"github.com/distillguard/distillguard/internal/hashmix"
+
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"sort"
 	"sync"
-
-	"github.com/bits-and-blooms/bloom/v3"
+	"time"
+	"unsafe"
 )
 
-// templateSketch counts, per shingle, how many distinct sessions have sent
-// it repeatedly within a sliding window: a wrapper template or a shared
-// chain-of-thought instruction is reused by every request of a session and
-// by every account of a campaign, while dataset content (benchmark
-// questions harvested by many) and human phrasing are not reused within a
-// session. Sessions report a shingle at most once (they mark it in their
-// own filter), so the count is of distinct sessions.
+// templateSketch counts, per template element (a sampled shingle of a
+// newest user turn, or the keyed hash of a system prompt and tool schema),
+// how many distinct sessions sent it and how many of those went on to hold
+// a conversation. A wrapper template of a harvesting campaign is sent by
+// many accounts that never converse; an application's system prompt, a
+// popular persona prompt or a common phrase is sent by accounts that do.
 //
-// The count is kept as levels of bloom filters per time slice: level j
-// holds the shingles reported by more than j sessions in that slice. A
-// report tests the levels upwards and adds the shingle to the first level
-// that misses it. The count over the window is the sum over slices, capped
-// at the number of levels. Slices rotate on request time, so replays are
-// exact; a slice that reached its capacity stops taking new entries
-// (counted) rather than degrading into false positives.
+// It is a Count-Min sketch (Cormode and Muthukrishnan, "An Improved Data
+// Stream Summary: The Count-Min Sketch and its Applications", J.
+// Algorithms 2005) with conservative update (Estan and Varghese, SIGCOMM
+// 2002), whose cells are forward-decayed sums (see counters): counts fade
+// with a half-life of half Config.CampaignWindow, increments are additions
+// and two sketches merge cell by cell. Sessions report an element at most
+// once (they mark it in their own filter), so counts are of distinct
+// sessions. Once the decayed number of distinct elements reaches the
+// sketch's capacity, new elements are refused (counted) rather than
+// degrading every estimate into a false positive.
 type templateSketch struct {
 	mu       sync.Mutex
-	sliceDur int64
-	levels   int
-	capTop   int // entries of level 0
-	capUp    int // entries of higher levels
-	slices   []templateSlice
-	newest   int64 // epoch of the newest slice
-	full     int64 // reports refused because a level was full
+	rows     [tmplDepth][]tmplCell
+	mask     uint64
+	half     float64 // nanoseconds
+	land     int64
+	mass     float64 // forward-scaled count of distinct elements inserted
+	capacity float64
+	full     int64 // reports refused because the sketch was full
 }
 
-type templateSlice struct {
-	epoch int64
-	f     []*bloom.BloomFilter
-	n     []int
+const tmplDepth = 3
+
+type tmplCell struct {
+	// forward-scaled counts of sessions that sent the element in two or
+	// more requests (a template recurs; harvested content does not), that
+	// sent it in their very first request, and that went on to converse
+	s, f, c float32
 }
 
-func newTemplateSketch(window int64, slices, levels, capacity int) *templateSketch {
-	t := &templateSketch{
-		sliceDur: max(window/int64(slices), 1),
-		levels:   levels,
-		capTop:   capacity,
-		capUp:    max(capacity/4, 256),
-		slices:   make([]templateSlice, slices),
-		newest:   math.MinInt64,
-	}
-	for i := range t.slices {
-		s := &t.slices[i]
-		s.epoch = math.MinInt64
-		s.f = make([]*bloom.BloomFilter, levels)
-		s.n = make([]int, levels)
-		for j := range s.f {
-			c := t.capUp
-			if j == 0 {
-				c = t.capTop
-			}
-			s.f[j] = bloom.New(uint(math.Ceil(float64(c)*bitsPerEntry)), bloomK)
-		}
+// templateCount is one element's decayed counts.
+type templateCount struct{ reuse, first, conv float32 }
+
+// sessions is how many distinct sessions the counts show at least.
+func (c templateCount) sessions() float32 { return max(c.reuse, c.first) }
+
+func newTemplateSketch(window int64, capacity int) *templateSketch {
+	w := uint64(1) << bits.Len64(uint64(capacity)-1)
+	t := &templateSketch{mask: w - 1, half: float64(window) / 2, capacity: float64(capacity), land: math.MinInt64}
+	for i := range t.rows {
+		t.rows[i] = make([]tmplCell, w)
 	}
 	return t
 }
 
 func (t *templateSketch) bytes() int {
-	n := 0
-	for i := range t.slices {
-		for _, f := range t.slices[i].f {
-			n += bloomBytes(f)
-		}
-	}
-	return n
+	return tmplDepth * len(t.rows[0]) * int(unsafe.Sizeof(tmplCell{}))
 }
 
-// advance rotates slices so that the newest covers now. Time never moves
-// the sketch backwards: an older request is counted in the newest slice.
-// Called with mu held.
-func (t *templateSketch) advance(now int64) *templateSlice {
-	epoch := now / t.sliceDur
-	if epoch > t.newest {
-		steps := epoch - t.newest
-		if t.newest == math.MinInt64 || steps > int64(len(t.slices)) {
-			steps = int64(len(t.slices))
-		}
-		for k := steps - 1; k >= 0; k-- {
-			e := epoch - k
-			s := &t.slices[int(((e%int64(len(t.slices)))+int64(len(t.slices)))%int64(len(t.slices)))]
-			if s.epoch != e {
-				for j, f := range s.f {
-					if s.n[j] > 0 {
-						f.ClearAll()
-					}
-					s.n[j] = 0
-				}
-				s.epoch = e
+// scale returns 2^((now-land)/half), rebasing the landmark first when the
+// exponent would grow past what float32 holds comfortably. Called with mu
+// held.
+func (t *templateSketch) scale(now int64) float32 {
+	if t.land == math.MinInt64 {
+		t.land = now
+	}
+	e := float64(now-t.land) / t.half
+	if e > 48 {
+		f := float32(math.Exp2(-e))
+		for i := range t.rows {
+			for j := range t.rows[i] {
+				t.rows[i][j].s *= f
+				t.rows[i][j].f *= f
+				t.rows[i][j].c *= f
 			}
 		}
-		t.newest = epoch
+		t.mass *= float64(f)
+		t.land, e = now, 0
 	}
-	n := int64(len(t.slices))
-	return &t.slices[int(((t.newest%n)+n)%n)]
+	return float32(math.Exp2(e))
 }
 
-// levelIn is how many sessions slice s has counted for l (0..levels).
-func (t *templateSketch) levelIn(s *templateSlice, l *locations) int {
-	j := 0
-	for j < t.levels && s.n[j] > 0 && s.f[j].TestLocations(l[:]) {
-		j++
+func (t *templateSketch) cells(h uint64) [tmplDepth]*tmplCell {
+	var out [tmplDepth]*tmplCell
+	h2 := hashmix.Mix64(h^0x3c6ef372fe94f82b) | 1
+	for i := range out {
+		out[i] = &t.rows[i][(h+uint64(i)*h2)&t.mask]
 	}
-	return j
+	return out
 }
 
-// count returns the number of sessions (capped at levels) that reused l in
-// the window. Called with mu held.
-func (t *templateSketch) count(l *locations) int {
-	c := 0
-	lo := t.newest - int64(len(t.slices))
-	for i := range t.slices {
-		s := &t.slices[i]
-		if s.epoch <= lo || s.epoch > t.newest {
-			continue
+// Report kinds for observe.
+const (
+	repNone  uint8 = 0
+	repReuse uint8 = 1 << 0 // the session sends the element again
+	repFirst uint8 = 1 << 1 // the element is in the session's first request
+	repConv  uint8 = 1 << 2 // the session conversed after a turn holding the element
+)
+
+// observe applies the reports rep[i] for hs[i] and returns every element's
+// counts after them.
+func (t *templateSketch) observe(now int64, hs []uint64, rep []uint8, out []templateCount) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sc := t.scale(now)
+	for i, h := range hs {
+		cs := t.cells(h)
+		ms, mf, mc := cs[0].s, cs[0].f, cs[0].c
+		for _, c := range cs[1:] {
+			ms, mf, mc = min(ms, c.s), min(mf, c.f), min(mc, c.c)
 		}
-		c += t.levelIn(s, l)
-		if c >= t.levels {
-			return t.levels
+		r := repNone
+		if i < len(rep) {
+			r = rep[i]
 		}
+		if r&(repReuse|repFirst) != 0 {
+			if ms == 0 && mf == 0 && t.mass/float64(sc) >= t.capacity {
+				t.full++
+				r = repNone
+			} else if ms == 0 && mf == 0 {
+				t.mass += float64(sc)
+			}
+		}
+		if r&repReuse != 0 {
+			ms += sc
+			for _, c := range cs {
+				c.s = max(c.s, ms)
+			}
+		}
+		if r&repFirst != 0 {
+			mf += sc
+			for _, c := range cs {
+				c.f = max(c.f, mf)
+			}
+		}
+		if r&repConv != 0 && max(ms, mf) > 0 {
+			mc = min(mc+sc, max(ms, mf))
+			for _, c := range cs {
+				c.c = max(c.c, mc)
+			}
+		}
+		out[i] = templateCount{reuse: ms / sc, first: mf / sc, conv: mc / sc}
 	}
-	return c
 }
 
-// report adds one session's reuse of l to the newest slice. Called with mu
-// held after advance.
-func (t *templateSketch) report(s *templateSlice, l *locations) {
-	j := t.levelIn(s, l)
-	if j >= t.levels {
-		return
+// campaignShare is how strongly one element's counts mark it as a
+// campaign's template: shared by at least minSessions accounts, and almost
+// none of them conversing afterwards.
+func campaignShare(c templateCount, minSessions float64) float64 {
+	s := float64(c.sessions())
+	if s <= 0 {
+		return 0
 	}
-	c := t.capUp
-	if j == 0 {
-		c = t.capTop
+	many := clamp01((s - (minSessions - 1)) / 3)
+	quiet := clamp01((0.3 - float64(c.conv)/s) / 0.25)
+	return many * quiet
+}
+
+// cohortSketch counts fresh sessions by behaviour class: how many accounts
+// less than freshAge old started sending the same shape of single-turn
+// request, with a fast (cohortFastHalf) and a slow (cohortSlowHalf)
+// forward-decayed count each, so a burst of new identities shows as a fast
+// count well above what the slow one predicts. Anthropic reports
+// distillation campaigns run through tens of thousands of fraudulent
+// accounts created for the purpose ("Detecting and preventing distillation
+// attacks", 2026); account creation bursts are the classic signature of
+// such fleets (Kleinberg, "Bursty and Hierarchical Structure in Streams",
+// KDD 2002, models bursts as a rate well above the base rate). Slots are
+// direct-mapped by the keyed class hash; two classes sharing a slot only
+// add up.
+type cohortSketch struct {
+	mu    sync.Mutex
+	slots []cohortSlot
+	land  int64
+}
+
+type cohortSlot struct {
+	fast, slow       float32 // forward-scaled counts
+	langs, langsPrev uint32  // reasoning-demand languages of the cohort, this and the previous epoch
+	epoch            int32
+}
+
+const (
+	cohortSlots    = 4096
+	cohortFastHalf = float64(2 * time.Hour)
+	cohortSlowHalf = float64(48 * time.Hour)
+	cohortLangSpan = int64(12 * time.Hour)
+)
+
+// cohortCount is a class's decayed counts.
+type cohortCount struct {
+	fresh, base float32 // fast count, and the fast count the slow rate predicts
+	langs       uint32
+}
+
+func newCohortSketch() *cohortSketch {
+	return &cohortSketch{slots: make([]cohortSlot, cohortSlots), land: math.MinInt64}
+}
+
+func (c *cohortSketch) bytes() int { return len(c.slots) * int(unsafe.Sizeof(cohortSlot{})) }
+
+// observe reports a fresh session into class when report is set, and
+// returns the class's counts.
+func (c *cohortSketch) observe(now int64, class uint32, report bool, langs uint32) cohortCount {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.land == math.MinInt64 {
+		c.land = now
 	}
-	if s.n[j] >= c {
-		t.full++
-		return
+	e := float64(now-c.land) / cohortFastHalf
+	if e > 48 {
+		ff, fs := float32(math.Exp2(-e)), float32(math.Exp2(-float64(now-c.land)/cohortSlowHalf))
+		for i := range c.slots {
+			c.slots[i].fast *= ff
+			c.slots[i].slow *= fs
+		}
+		c.land, e = now, 0
 	}
-	bloomAdd(s.f[j], l)
-	s.n[j]++
+	sf := float32(math.Exp2(e))
+	ss := float32(math.Exp2(float64(now-c.land) / cohortSlowHalf))
+	s := &c.slots[class%cohortSlots]
+	ep := int32(now / cohortLangSpan)
+	if ep != s.epoch {
+		if ep == s.epoch+1 {
+			s.langsPrev = s.langs
+		} else {
+			s.langsPrev = 0
+		}
+		s.langs, s.epoch = 0, ep
+	}
+	if report {
+		s.fast += sf
+		s.slow += ss
+		s.langs |= langs
+	}
+	fresh := s.fast / sf
+	slow := s.slow / ss
+	// A steady arrival rate r gives slow = r*Hs/ln2 and fast = r*Hf/ln2:
+	// the fast count the slow one predicts is slow*Hf/Hs.
+	return cohortCount{fresh: fresh, base: slow * float32(cohortFastHalf/cohortSlowHalf), langs: s.langs | s.langsPrev}
 }
 
 // Links tie accounts together: the client's network block, and its client

@@ -69,11 +69,15 @@ type Config struct {
 	VolumeHalfLife time.Duration `yaml:"volume_half_life"`
 	BurstHalfLife  time.Duration `yaml:"burst_half_life"`
 
-	// CampaignWindow is the span of the global template sketch, kept as
-	// CampaignSlices time slices; a shingle is a shared template once
-	// CampaignMinSessions distinct sessions have each sent it repeatedly
-	// within the window. CampaignCapacity is the number of entries one slice
-	// holds at a 1% false-positive rate.
+	// CampaignWindow sets the memory of the shared template sketch: its
+	// counts decay with a half-life of half the window. A template element
+	// (a sampled shingle of a user turn, or a system prompt with its tools)
+	// is a campaign's once CampaignMinSessions distinct sessions sent it
+	// and hardly any of them went on to converse. CampaignCapacity is the
+	// number of distinct elements the sketch holds (its width); past it new
+	// elements are refused rather than counted wrongly. CampaignSlices is
+	// accepted for compatibility with older files and no longer used: the
+	// sketch decays continuously instead of rotating slices.
 	CampaignWindow      time.Duration `yaml:"campaign_window"`
 	CampaignSlices      int           `yaml:"campaign_slices"`
 	CampaignMinSessions int           `yaml:"campaign_min_sessions"`
@@ -94,12 +98,21 @@ type Config struct {
 	Quarantine time.Duration `yaml:"quarantine"`
 	// AutomationCap bounds what automation evidence alone (volume,
 	// regularity, single-turn, near-duplicates, novelty) can add to the
-	// score: batch jobs and evaluation harnesses are automated without
-	// being extraction, so without harvesting evidence they stay below
-	// the throttle threshold.
+	// score. Applications, agents, retrieval pipelines, batch jobs and
+	// evaluation harnesses are automated without being extraction: the
+	// default sits below the degrade threshold, so automation alone never
+	// flags and only adds to harvesting evidence.
 	AutomationCap float64 `yaml:"automation_cap"`
 	// Weights overrides per-signal weights in [0,1] by signal name.
 	Weights map[string]float64 `yaml:"weights"`
+
+	// Trusted lists identities or tenants with their own thresholds or
+	// allow-always (see Trusted).
+	Trusted []Trusted `yaml:"trusted"`
+	// JWTPayloadHeader names the header in which Envoy's jwt_authn filter
+	// forwards the verified JWT payload (its forward_payload_header), for
+	// the claim matchers of Trusted.
+	JWTPayloadHeader string `yaml:"jwt_payload_header"`
 }
 
 // Thresholds are the score levels of the verdict tiers. A session moves up
@@ -137,7 +150,8 @@ func DefaultConfig() Config {
 		QuarantineEntries:   1 << 16,
 		Thresholds:          Thresholds{Degrade: 0.3, Throttle: 0.6, Block: 0.8, Hysteresis: 0.1},
 		Quarantine:          time.Hour,
-		AutomationCap:       0.5,
+		AutomationCap:       0.2,
+		Trusted:             []Trusted{},
 	}
 }
 
@@ -245,12 +259,11 @@ func (c *Config) Validate() error {
 	if v.MaxClusters < 16 || v.IndexSize < 1 || v.QuarantineEntries < 16 {
 		bad("max_clusters (>= 16), index_size (>= 1) and quarantine_entries (>= 16) must be positive")
 	}
-	t := v.Thresholds
-	if !(0 < t.Degrade && t.Degrade < t.Throttle && t.Throttle < t.Block && t.Block <= 1) {
-		bad("thresholds must satisfy 0 < degrade < throttle < block <= 1 (got %g, %g, %g)", t.Degrade, t.Throttle, t.Block)
+	if err := validThresholds(v.Thresholds); err != nil {
+		bad("%v", err)
 	}
-	if t.Hysteresis < 0 || t.Hysteresis >= t.Degrade {
-		bad("thresholds.hysteresis %g must be in [0, degrade)", t.Hysteresis)
+	if _, err := newTrustTable(v.Trusted, v.JWTPayloadHeader); err != nil {
+		bad("%v", err)
 	}
 	if v.AutomationCap <= 0 || v.AutomationCap > 1 {
 		bad("automation_cap %g must be in (0, 1]", v.AutomationCap)

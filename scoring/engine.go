@@ -1,6 +1,8 @@
 package scoring
 
 import (
+	"github.com/distillguard/distillguard/internal/hashmix"
+
 	"context"
 	"errors"
 	"fmt"
@@ -11,8 +13,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
-
-	"github.com/distillguard/distillguard/internal/hashmix"
 )
 
 // Options are the engine's runtime dependencies.
@@ -45,22 +45,23 @@ type Options struct {
 // Engine is the session-risk Scorer. It is safe for concurrent use; Close
 // releases its background goroutines (the state caches').
 type Engine struct {
-	cfg      Config
-	weights  [numSignals]float64
-	params   signalParams
-	an       *analyzer
-	id       *identity
-	markSalt uint64 // salts of the marks kept in session filters
-	joinSalt uint64
-	flagSalt uint64
+	cfg     Config
+	weights [numSignals]float64
+	params  signalParams
+	an      *analyzer
+	id      *identity
+	key     hashKey // keys raw-prompt, conversation, application and cohort hashes
+	// salts of the marks kept in session filters
+	repSalt, convSalt, rawSalt, normSalt, joinSalt, flagSalt, appSalt uint64
 
 	main, prob stateTier
 	stripes    [256]stripe
 
-	tmpl       *templateSketch
+	agg        aggregates
 	clusters   *clusterTable
 	index      *riskIndex
 	quarantine *quarantineList
+	trust      *trustTable
 
 	promote tokenBucket
 
@@ -80,11 +81,22 @@ type stripe struct {
 	_ [56]byte
 }
 
-var _ Scorer = (*Engine)(nil)
+var (
+	_ Scorer           = (*Engine)(nil)
+	_ ResponseObserver = (*Engine)(nil)
+)
 
 // interArrivalMax: gaps longer than this are breaks between sittings, not
 // part of a client's request rhythm.
 const interArrivalMax = 4 * time.Hour
+
+// freshAge: a session younger than this (request time) is a fresh account
+// for the cohort signal; freshRequests bounds how many of its requests
+// report template elements to the shared sketch.
+const (
+	freshAge      = 6 * time.Hour
+	freshRequests = 4
+)
 
 // New builds an Engine. Zero fields of cfg take their defaults.
 func New(cfg Config, opts Options) (*Engine, error) {
@@ -102,27 +114,34 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	if e.clock == nil {
 		e.clock = time.Now
 	}
-	e.params = signalParams{volumeH: cfg.VolumeHalfLife.Hours(), burstH: cfg.BurstHalfLife.Hours()}
+	e.params = signalParams{
+		volumeH: cfg.VolumeHalfLife.Hours(), burstH: cfg.BurstHalfLife.Hours(),
+		half:     halfLives{content: float64(cfg.ContentHalfLife), volume: float64(cfg.VolumeHalfLife), burst: float64(cfg.BurstHalfLife)},
+		freshAge: int64(freshAge),
+	}
 
-	keys, err := newKeyMaterial(opts.Seed)
+	keys, err := newKeyMaterial(cfg.Secret, opts.Seed)
 	if err != nil {
 		return nil, fmt.Errorf("scoring: %w", err)
 	}
-	secret := []byte(cfg.Secret)
-	if len(secret) == 0 {
-		secret = keys.derive("session-id")
+	// Every hash is keyed from the root: bloom and sketch positions cannot
+	// be predicted, let alone collided, without the secret.
+	if e.id, err = newIdentity(&cfg, keys.derive("session-id"), newHashKey(keys.derive("link-hash"))); err != nil {
+		return nil, fmt.Errorf("scoring: %w", err)
 	}
-	// Token, shingle and link hashes are keyed (random per process unless
-	// Options.Seed is set): bloom positions cannot be predicted, let alone
-	// collided, offline.
-	if e.id, err = newIdentity(&cfg, secret, newHashKey(keys.derive("link-hash"))); err != nil {
+	if e.trust, err = newTrustTable(cfg.Trusted, cfg.JWTPayloadHeader); err != nil {
 		return nil, fmt.Errorf("scoring: %w", err)
 	}
 	tokenKey := newHashKey(keys.derive("token-hash"))
 	e.an = newAnalyzer(tokenKey, cfg.MaxPromptBytes)
-	e.markSalt = tokenKey.sumString(0, "template-mark")
+	e.key = newHashKey(keys.derive("request-hash"))
+	e.repSalt = tokenKey.sumString(0, "template-report")
+	e.convSalt = tokenKey.sumString(0, "template-conversational")
+	e.rawSalt = tokenKey.sumString(0, "raw-prompt")
+	e.normSalt = tokenKey.sumString(0, "normalized-prompt")
 	e.joinSalt = tokenKey.sumString(0, "cluster-join")
 	e.flagSalt = tokenKey.sumString(0, "cluster-flag")
+	e.appSalt = tokenKey.sumString(0, "application")
 	e.scratch.New = func() any { return &textScratch{} }
 
 	newTier := func(maxCost int64, name string) (stateTier, error) {
@@ -141,7 +160,7 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		e.main.Close()
 		return nil, fmt.Errorf("scoring: probation cache: %w", err)
 	}
-	e.tmpl = newTemplateSketch(int64(cfg.CampaignWindow), cfg.CampaignSlices, cfg.CampaignMinSessions, cfg.CampaignCapacity)
+	e.agg = newLocalAggregates(int64(cfg.CampaignWindow), cfg.CampaignCapacity)
 	s1, s2 := keys.seeds("cluster-eviction")
 	e.clusters = newClusterTable(cfg.MaxClusters, int64(cfg.ContentHalfLife), s1, s2)
 	e.index = newRiskIndex(cfg.IndexSize, cfg.Thresholds.Degrade/2)
@@ -197,7 +216,7 @@ func (e *Engine) Stats() Stats {
 		MainSessions:      e.main.sessions(),
 		ProbationSessions: e.prob.sessions(),
 		SessionBytes:      e.main.usedBytes() + e.prob.usedBytes(),
-		TemplateBytes:     int64(e.tmpl.bytes()),
+		TemplateBytes:     int64(e.agg.bytes()),
 		// map entry, cluster struct and label, measured roughly
 		ClusterBytes: int64(n) * 320,
 		Clusters:     n,
@@ -236,34 +255,50 @@ func (e *Engine) Score(r *Request) (d Decision) {
 	}
 	d.Session = sessionIDString(id)
 	lk := e.id.links(r, ip, haveIP)
+	tr := e.trust.match(r, id)
 
-	f := e.an.analyze(r.Prompt, sc)
-	if f.invalidUTF8 {
-		e.m.badInput(badInvalidUTF8)
-	}
-	if f.binary {
-		e.m.badInput(badBinary)
-	}
-	if f.truncated {
-		e.m.badInput(badTruncated)
+	var f *textFeatures
+	cont := isContinuation(r)
+	if !cont {
+		f = e.an.analyze(r.Prompt, sc)
+		if f.invalidUTF8 {
+			e.m.badInput(badInvalidUTF8)
+		}
+		if f.binary {
+			e.m.badInput(badBinary)
+		}
+		if f.truncated {
+			e.m.badInput(badTruncated)
+		}
 	}
 
 	st := &e.stripes[id[0]]
 	st.Lock()
 	s := e.lookup(d.Session, id, now)
 	old := s.tier
-	ev := e.observe(s, r, f, &lk, now)
+	ev := e.observe(s, r, f, sc, &lk, now, tr)
 	e.store(d.Session, s)
 	requests := s.requests
+	var expl string
+	if ev.entry.tier != old {
+		expl = e.explainText(s, &ev.st, &ev.contrib, tr)
+	}
 	st.Unlock()
 
 	d.Verdict, d.Score, d.Signals, d.Shadow = ev.entry.tier, ev.score, ev.signals, e.cfg.Shadow
+	if tr != nil {
+		d.Trusted = tr.name
+		if tr.allowAlways {
+			d.Verdict = Allow
+		}
+	}
+	d.Explanation = expl
 	if ev.entry.tier != Allow || ev.entry.peak >= e.index.minScore {
 		e.index.update(id, ev.entry, ev.signals)
 	}
 	e.record(d, &ev.st)
-	if d.Verdict != old {
-		e.audit(d, old, requests)
+	if ev.entry.tier != old {
+		e.audit(d, ev.entry.tier, old, requests)
 	}
 	return d
 }
@@ -276,7 +311,7 @@ func (e *Engine) lookup(key string, id [16]byte, now int64) *session {
 	}
 	if ok && s.requests > 0 && now-s.last > int64(e.cfg.SessionTTL) {
 		// Idle past the TTL: start over in the same cache slot.
-		*s = session{id: id, promoted: s.promoted, wallSet: s.wallSet, cost: s.cost}
+		*s = session{id: id, flags: s.flags & fPromoted, wallSet: s.wallSet, cost: s.cost}
 	}
 	if !ok {
 		s = &session{id: id}
@@ -305,14 +340,14 @@ func (e *Engine) lookup(key string, id [16]byte, now int64) *session {
 func (e *Engine) store(key string, s *session) {
 	ttl := e.cfg.SessionTTL
 	wall := time.Now().UnixNano()
-	if !s.promoted && (int(s.requests) >= e.cfg.PromoteAfter || s.tier > Allow) &&
+	if !s.has(fPromoted) && (int(s.requests) >= e.cfg.PromoteAfter || s.tier > Allow) &&
 		int(s.requests)%e.cfg.PromoteAfter == int(s.setTries)%e.cfg.PromoteAfter && e.promote.take(s.last) {
 		s.setTries++
 		s.cost = s.bytes()
 		if e.main.SetWithTTL(key, s, s.cost, ttl) {
 			e.main.Wait()
 			if _, ok := e.main.Get(key); ok {
-				s.promoted = true
+				s.flags |= fPromoted
 				s.wallSet = wall
 				e.prob.Del(key)
 				return
@@ -323,7 +358,7 @@ func (e *Engine) store(key string, s *session) {
 	if c != s.cost || wall-s.wallSet > int64(ttl/4) {
 		s.cost, s.wallSet = c, wall
 		cache := e.prob
-		if s.promoted {
+		if s.has(fPromoted) {
 			cache = e.main
 		}
 		cache.SetWithTTL(key, s, c, ttl)
@@ -333,17 +368,20 @@ func (e *Engine) store(key string, s *session) {
 // evaluation is the outcome of observing one request.
 type evaluation struct {
 	st      strengths
+	contrib [numSignals]float64
 	score   float64
 	signals []Signal
 	entry   indexEntry // the session after the request, for the index
 }
 
-// observe folds r into s and decides the tier. Called with the stripe lock
+// observe folds r into s and decides the tier. f is nil for a tool-loop
+// continuation (its user turn is not new). Called with the stripe lock
 // held.
-func (e *Engine) observe(s *session, r *Request, f *textFeatures, lk *links, now int64) evaluation {
+func (e *Engine) observe(s *session, r *Request, f *textFeatures, sc *textScratch, lk *links, now int64, tr *trusted) evaluation {
 	cfg := &e.cfg
 	t := now
 	c := &s.c
+	hl := &e.params.half
 	if s.requests > 0 {
 		if t < s.last {
 			// Per-session time never runs backwards (clock skew between
@@ -351,119 +389,331 @@ func (e *Engine) observe(s *session, r *Request, f *textFeatures, lk *links, now
 			t = s.last
 			e.m.badInput(badClockBackward)
 		}
-		dt := t - s.last
-		c.decay(dt, int64(cfg.ContentHalfLife), int64(cfg.VolumeHalfLife), int64(cfg.BurstHalfLife))
-		if dt <= int64(interArrivalMax) {
-			x := math.Log(math.Max(float64(dt), 1e8) / 1e9) // seconds, floor 100 ms
-			c.iaN++
-			c.iaS += float32(x)
-			c.iaQ += float32(x * x)
-		}
 	} else {
 		s.first = t
+		s.allSingle = true
+	}
+	c.rebase(t, hl)
+	w := c.scalesAt(t, hl)
+	if s.requests > 0 {
+		if dt := t - s.last; dt <= int64(interArrivalMax) {
+			x := math.Log(math.Max(float64(dt), 1e8) / 1e9) // seconds, floor 100 ms
+			c.add(cIaN, 1, &w)
+			c.add(cIaS, float32(x), &w)
+			c.add(cIaQ, float32(x*x), &w)
+		}
 	}
 	s.last = t
 	s.requests++
+	s.hours.mark(t)
 
-	c.n++
-	if isSingleTurn(r) {
-		c.single++
+	hist := hasHistory(r)
+	cont := f == nil
+	c.add(cN, 1, &w)
+	if !hist && !cont {
+		c.add(cSingle, 1, &w)
+		c.add(vConv, 1, &w)
+	} else {
+		s.allSingle = false
+		s.flags |= fHadHistory
 	}
-	c.volLong++
-	c.volShort++
-	c.tokLong += float32(len(r.Prompt)/4 + max(r.MaxTokens, 0))
-	c.lp += float32(harvestIntensity(r))
+	c.add(vVol, 1, &w)
+	c.add(bVol, 1, &w)
+	c.add(vTok, float32(len(r.Prompt)/4+max(r.MaxTokens, 0)), &w)
+	if g := generationDemand(r); g > 0 {
+		c.add(cGen, float32(g), &w)
+	}
+	if lp := harvestIntensity(r); lp > 0 {
+		c.add(cLp, float32(lp), &w)
+	}
+	s.ev.maxTop = uint8(max(int(s.ev.maxTop), min(r.TopLogprobs, 255)))
 	if lbs := logitBiasStrength(r); lbs > 0 {
-		c.lb += float32(lbs)
-		c.lbN++
-	}
-	if f.cot {
-		c.cot++
+		c.add(cLb, float32(lbs), &w)
+		c.add(cLbN, 1, &w)
 	}
 	// Languages are remembered per window of two content half-lives (the
 	// current and the previous window count).
 	ep := int32(t / int64(2*cfg.ContentHalfLife))
 	if ep != s.langEpoch {
 		if ep == s.langEpoch+1 {
-			s.langPrev = s.langCur
+			s.langPrev, s.cotPrev = s.langCur, s.cotLangs
 		} else {
-			s.langPrev = 0
+			s.langPrev, s.cotPrev = 0, 0
 		}
-		s.langCur, s.langEpoch = 0, ep
-	}
-	s.langCur |= f.langs
-
-	if n := len(f.shingles); n > 0 {
-		dups, hits := e.shingles(s, f.shingles, t)
-		frac := float32(dups) / float32(n)
-		if s.requests > 1 {
-			c.dup += frac
-			c.dupN++
-		}
-		c.novel += 1 - frac
-		// A request carries a shared template when at least two of its
-		// sampled shingles, and an eighth of them, are templates.
-		if hits >= 2 && hits*8 >= n {
-			c.tmpl++
-		}
+		s.langCur, s.cotLangs, s.langEpoch = 0, 0, ep
 	}
 
+	app := e.application(s, r, hist || cont, t)
+	if app {
+		c.add(cApp, 1, &w)
+	}
+	if f != nil {
+		e.text(s, r, f, sc, hist, t, &w)
+	} else if r.AfterUser <= 2 {
+		// The first tool round of a task: the task's opening turn led to
+		// work, which is what an application's users do.
+		e.reportConversational(s, r.Prompt, t)
+	}
+
+	cohort := e.cohort(s, r, f, t)
 	spread, cl := e.joinClusters(s, r, lk, t)
 	s.spread = float32(spread)
-	st := computeStrengths(s, &e.params, popcount(s.langCur|s.langPrev), spread)
+	v := e.view(s, t, spread, cohort)
+	st := computeStrengths(s, &e.params, &v)
 	score, contrib := combine(&st, &e.weights, cfg.AutomationCap, -1)
-	if !s.ownFlag {
+	if !s.has(fOwnFlag) && (tr == nil || !tr.allowAlways) {
 		own, _ := combine(&st, &e.weights, cfg.AutomationCap, sigCluster)
 		if own >= cfg.Thresholds.Degrade {
-			s.ownFlag = true
+			s.flags |= fOwnFlag
 			e.flagInClusters(s, lk, cl, t)
 		}
 	}
 	s.score = float32(score)
 	s.peak = max(s.peak, s.score)
-	s.tier = e.nextTier(s, score, t)
-	return evaluation{st: st, score: round3(score), signals: explain(&st, &contrib), entry: indexEntry{
+	th := cfg.Thresholds
+	if tr != nil && tr.thresholds != nil {
+		th = *tr.thresholds
+	}
+	s.tier = e.nextTier(s, score, t, th)
+	return evaluation{st: st, contrib: contrib, score: round3(score), signals: explain(&st, &contrib), entry: indexEntry{
 		score: score, peak: float64(s.peak), tier: s.tier, requests: s.requests, first: s.first, last: s.last,
 	}}
 }
 
-// shingles checks the sampled shingles against the session's filter and the
-// template sketch. It returns how many the session had sent before and how
-// many are shared templates.
-func (e *Engine) shingles(s *session, hs []uint64, t int64) (dups, hits int) {
-	tm := e.tmpl
-	tm.mu.Lock()
-	defer tm.mu.Unlock()
-	slice := tm.advance(t)
-	for _, h := range hs {
-		l := locate(h)
-		inCur, seen := s.set.has(&l)
-		switch {
-		case !seen:
-			s.set.add(&l)
-		default:
-			dups++
-			if !inCur {
-				s.set.add(&l) // keep recurring shingles in the live generation
-			}
-			// The first reuse of a shingle by this session is reported to
-			// the sketch once; the mark is a salted copy in the same filter.
-			ml := locate(hashmix.Mix64(h ^ e.markSalt))
-			if mCur, marked := s.set.has(&ml); !marked {
-				s.set.add(&ml)
-				tm.report(slice, &l)
-			} else if !mCur {
-				s.set.add(&ml)
-			}
-		}
-		// A hit is a shingle this session reuses and that enough other
-		// sessions reuse too: a human who sends one templated question
-		// among natural chat does not count.
-		if seen && tm.count(&l) >= tm.levels {
-			hits++
+// view gathers the decayed counters and cross-account figures an
+// evaluation reads.
+func (e *Engine) view(s *session, t int64, spread, cohort float64) view {
+	sc := s.c.scalesAt(t, &e.params.half)
+	return view{
+		c: s.c.decayed(&sc), langs: popcount(s.langCur | s.langPrev), cot: popcount(s.cotLangs | s.cotPrev),
+		spread: spread, cohort: cohort, now: t,
+	}
+}
+
+// text folds the features of a newly written user turn into the session:
+// languages and reasoning demands, duplicates against the session's own
+// filter, template elements against the shared sketch, near variations of
+// earlier prompts, and the follow-up bookkeeping of conversations. Called
+// with the stripe lock held.
+func (e *Engine) text(s *session, r *Request, f *textFeatures, sc *textScratch, hist bool, t int64, w *scales) {
+	c := &s.c
+	c.add(cText, 1, w)
+	s.langCur |= f.langs
+	if f.cot {
+		c.add(cCot, 1, w)
+		s.cotLangs |= f.cotLangs
+		if f.cotMixed {
+			c.add(cCotMixed, 1, w)
 		}
 	}
-	return dups, hits
+	if f.known {
+		c.add(cKnown, 1, w)
+	}
+	s.texts++
+	raw := e.key.sumString(0, r.Prompt)
+	rawSeen, normSeen := false, false
+	if r.Prompt != "" {
+		rawSeen = e.markSeen(s, raw^e.rawSalt)
+		normSeen = e.markSeen(s, f.norm^e.normSalt)
+	}
+
+	n := len(f.shingles)
+	var dupFrac float64
+	if n > 0 {
+		sc.grow()
+		rep, counts := sc.rep[:n], sc.counts[:n]
+		first := s.texts == 1
+		dups := 0
+		for i, h := range f.shingles {
+			l := locate(h)
+			seen := s.set.testAndAdd(&l)
+			rep[i] = repNone
+			if seen {
+				dups++
+			}
+			// A session reports an element to the shared sketch once as a
+			// reuser (templates recur within a session; harvested content
+			// does not), and the elements of its first request once.
+			if first {
+				rep[i] |= repFirst
+			}
+			if seen && !e.markSeen(s, h^e.repSalt) {
+				rep[i] |= repReuse
+			}
+			sc.seen[i] = seen
+		}
+		e.agg.observeTemplates(t, f.shingles, rep, counts)
+		// Only elements this session uses as a template (it sent them
+		// before, or this is its first request) are evidence against it:
+		// content that harvesters also sent once each is not a template.
+		shared, best := 0.0, templateCount{}
+		for i, ct := range counts {
+			if !sc.seen[i] && !first {
+				continue
+			}
+			x := campaignShare(ct, float64(e.cfg.CampaignMinSessions))
+			shared += x
+			if x > 0 && ct.sessions() > best.sessions() {
+				best = ct
+			}
+		}
+		// The evidence of a request: the share of its sampled shingles that
+		// are a campaign's, and how much text that share stands for (a
+		// wrapper is a paragraph; a common phrase in a short question is a
+		// few words).
+		frac := shared / float64(n)
+		abs := frac * float64(max(f.tokens-shingleN+1, 1))
+		if tm := ramp(frac, 0.3, 0.6) * ramp(abs, 4, 10); tm > 0 {
+			c.add(cTmpl, float32(tm), w)
+			s.ev.tmplSessions, s.ev.tmplConv = best.sessions(), best.conv
+		}
+		dupFrac = float64(dups) / float64(n)
+		if s.texts > 1 {
+			c.add(cDup, float32(dupFrac), w)
+			c.add(cDupN, 1, w)
+		}
+		c.add(cNovel, float32(1-dupFrac), w)
+		// A near variation: almost all of the prompt was sent before, the
+		// few new shingles a number or a word, yet the prompt itself is
+		// new (an identical re-send is a retry, not a probe).
+		novel := (1 - dupFrac) * float64(max(f.tokens-shingleN+1, 1))
+		if !rawSeen && dupFrac >= 0.75 && novel <= 4.5 && f.tokens >= 6 {
+			c.add(cProbe, 1, w)
+		}
+	}
+
+	conv := raw
+	if hist {
+		if r.FirstUser != "" {
+			conv = e.key.sumString(0, r.FirstUser)
+		}
+		// Follow-ups of tool-using conversations (agents) are work on a
+		// task, not chat: they do not count as chat follow-ups.
+		if f.tokens >= 3 && r.ToolCount == 0 && r.ToolTurns == 0 {
+			c.add(cFol, 1, w)
+			// Recycled: the same follow-up, word for word once
+			// normalized, as one the session sent before.
+			if normSeen {
+				c.add(cFolRec, 1, w)
+			}
+			if conv == s.lastConv {
+				c.add(cFolSeq, 1, w)
+			}
+		}
+		// The first follow-up of a conversation tells the sketch that the
+		// elements of its opening turn led to a conversation.
+		if r.UserTurns == 2 && r.FirstUser != "" {
+			e.reportConversational(s, r.FirstUser, t)
+		}
+	}
+	s.lastConv = conv
+}
+
+// reportConversational marks the template elements of a conversation's
+// opening turn as followed by a conversation, once per session and element.
+func (e *Engine) reportConversational(s *session, first string, t int64) {
+	sc := e.scratch.Get().(*textScratch)
+	defer e.scratch.Put(sc)
+	f := e.an.analyze(first, sc)
+	n := len(f.shingles)
+	if n == 0 {
+		return
+	}
+	sc.grow()
+	rep := sc.rep[:n]
+	any := false
+	for i, h := range f.shingles {
+		rep[i] = repNone
+		if !e.markSeen(s, h^e.convSalt) {
+			rep[i] = repConv
+			any = true
+		}
+	}
+	if any {
+		e.agg.observeTemplates(t, f.shingles, rep, sc.counts[:n])
+	}
+}
+
+// application handles the request's application element: the keyed hash
+// of its system prompt and tool definitions. Many long-lived accounts that
+// converse or run tool loops behind the same element are an application's
+// users; many accounts behind it that never do are a campaign sharing a
+// wrapper. It reports whether the element is a campaign's. Called with the
+// stripe lock held.
+func (e *Engine) application(s *session, r *Request, conversing bool, t int64) bool {
+	if r.System == "" && r.Tools == "" {
+		return false
+	}
+	h := e.key.sumString(e.key.sumString(e.appSalt, r.System), r.Tools)
+	rep := repNone
+	if !s.has(fAppReported) {
+		// The application element counts its sessions by their first use.
+		s.flags |= fAppReported
+		rep |= repFirst
+	}
+	if conversing && !s.has(fAppConv) {
+		s.flags |= fAppConv
+		rep |= repConv
+	}
+	var out [1]templateCount
+	e.agg.observeTemplates(t, []uint64{h}, []uint8{rep}, out[:])
+	shared := campaignShare(out[0], float64(e.cfg.CampaignMinSessions)) >= 0.5
+	s.ev.appShared = shared
+	if shared && out[0].sessions() > s.ev.tmplSessions {
+		s.ev.tmplSessions, s.ev.tmplConv = out[0].sessions(), out[0].conv
+	}
+	return shared
+}
+
+// cohort reports a fresh, single-turn session into its behaviour class once
+// it has sent two analysed requests, and returns the burst strength of that
+// class (0 when the session is not fresh). Called with the stripe lock
+// held.
+func (e *Engine) cohort(s *session, r *Request, f *textFeatures, t int64) float64 {
+	if t-s.first > e.params.freshAge {
+		return 0
+	}
+	report := false
+	if !s.has(fCohortDone) && s.allSingle && f != nil && s.requests >= 2 {
+		// The class: endpoint, model, whether the opening requests demand
+		// reasoning, use a distillation format or carry a system prompt.
+		var b [4]byte
+		if s.c.v[cCot] > 0 {
+			b[0] = 1
+		}
+		if s.c.v[cKnown] > 0 {
+			b[1] = 1
+		}
+		if r.System != "" {
+			b[2] = 1
+		}
+		h := e.key.sumString(e.key.sumString(e.key.sum(0, b[:]), r.Endpoint), r.Model)
+		s.cohortClass = uint32(h)
+		s.flags |= fCohortDone
+		report = true
+	}
+	if !s.has(fCohortDone) {
+		return 0
+	}
+	cc := e.agg.observeCohort(t, s.cohortClass, report, s.cotLangs|s.cotPrev)
+	s.ev.cohortFresh, s.ev.cohortBase, s.ev.cohortLangs = cc.fresh, cc.base, cc.langs
+	return e.cohortStrength(s)
+}
+
+// cohortStrength is the burst strength of the session's cohort as of its
+// last request, from the figures it recorded (admin API).
+func (e *Engine) cohortStrength(s *session) float64 {
+	if !s.has(fCohortDone) || s.last-s.first > e.params.freshAge {
+		return 0
+	}
+	return ramp(float64(s.ev.cohortFresh-2*s.ev.cohortBase), 8, 24)
+}
+
+// markSeen sets a salted mark in the session's filter and reports whether
+// it was there already.
+func (e *Engine) markSeen(s *session, key uint64) bool {
+	l := locate(hashmix.Mix64(key))
+	return s.set.testAndAdd(&l)
 }
 
 // joinClusters records the session in the clusters of its links (once per
@@ -486,30 +736,19 @@ func (e *Engine) joinClusters(s *session, r *Request, lk *links, t int64) (float
 		} else {
 			c.decayTo(t, ct.half)
 		}
-		if e.markOnce(s, lk[k]^e.joinSalt) {
+		if !e.markSeen(s, lk[k]^e.joinSalt) {
 			c.sessions++
 		}
-		if s.ownFlag && e.markOnce(s, lk[k]^e.flagSalt) {
+		if s.has(fOwnFlag) && !e.markSeen(s, lk[k]^e.flagSalt) {
 			c.flagged++
 			c.addMember(s.id)
 		}
 		cl[k] = c
-		if !s.ownFlag {
+		if !s.has(fOwnFlag) {
 			spread = max(spread, linkWeight[k]*c.spread())
 		}
 	}
 	return spread, cl
-}
-
-// markOnce sets a salted mark in the session's filter and reports whether
-// it was new.
-func (e *Engine) markOnce(s *session, key uint64) bool {
-	l := locate(hashmix.Mix64(key))
-	inCur, seen := s.set.has(&l)
-	if !inCur {
-		s.set.add(&l)
-	}
-	return !seen
 }
 
 func (e *Engine) flagInClusters(s *session, lk *links, cl [linkKinds]*cluster, t int64) {
@@ -517,7 +756,7 @@ func (e *Engine) flagInClusters(s *session, lk *links, cl [linkKinds]*cluster, t
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
 	for k, c := range cl {
-		if c != nil && e.markOnce(s, lk[k]^e.flagSalt) {
+		if c != nil && !e.markSeen(s, lk[k]^e.flagSalt) {
 			c.decayTo(t, ct.half)
 			c.flagged++
 			c.addMember(s.id)
@@ -525,9 +764,9 @@ func (e *Engine) flagInClusters(s *session, lk *links, cl [linkKinds]*cluster, t
 	}
 }
 
-// nextTier applies thresholds, hysteresis and quarantine.
-func (e *Engine) nextTier(s *session, score float64, t int64) Verdict {
-	th := e.cfg.Thresholds
+// nextTier applies thresholds (the configured ones, or a trusted
+// identity's), hysteresis and quarantine.
+func (e *Engine) nextTier(s *session, score float64, t int64, th Thresholds) Verdict {
 	level := [4]float64{0, th.Degrade, th.Throttle, th.Block}
 	target := Allow
 	for v := Block; v > Allow; v-- {
@@ -571,8 +810,10 @@ func (e *Engine) record(d Decision, st *strengths) {
 	}
 }
 
-// audit writes one structured line per verdict change.
-func (e *Engine) audit(d Decision, old Verdict, requests uint32) {
+// audit writes one structured line per verdict change, with the top
+// signals and the explanation of the new tier. tier is the scored tier;
+// d.Verdict differs from it only for an allow-always trusted identity.
+func (e *Engine) audit(d Decision, tier, old Verdict, requests uint32) {
 	e.m.changes.Add(context.Background(), 1)
 	top := d.Signals
 	if len(top) > 3 {
@@ -582,15 +823,20 @@ func (e *Engine) audit(d Decision, old Verdict, requests uint32) {
 	for _, s := range top {
 		sig = append(sig, slog.Group(s.Name, slog.Float64("value", s.Value), slog.Float64("contribution", s.Contribution)))
 	}
-	e.log.LogAttrs(context.Background(), slog.LevelInfo, "scoring verdict changed",
+	attrs := []slog.Attr{
 		slog.String("session", d.Session),
 		slog.String("from", old.String()),
-		slog.String("to", d.Verdict.String()),
+		slog.String("to", tier.String()),
 		slog.Float64("score", d.Score),
 		slog.Uint64("requests", uint64(requests)),
 		slog.Bool("shadow", d.Shadow),
 		slog.Group("signals", sig...),
-	)
+		slog.String("explanation", d.Explanation),
+	}
+	if d.Trusted != "" {
+		attrs = append(attrs, slog.String("trusted", d.Trusted), slog.String("enforced", d.Verdict.String()))
+	}
+	e.log.LogAttrs(context.Background(), slog.LevelInfo, "scoring verdict changed", attrs...)
 }
 
 // errNotFound reports an unknown session id.

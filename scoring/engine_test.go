@@ -30,7 +30,7 @@ func TestNextTierHysteresis(t *testing.T) {
 	for _, c := range cases {
 		s := &session{}
 		for i, sc := range c.scores {
-			s.tier = e.nextTier(s, sc, t0.UnixNano())
+			s.tier = e.nextTier(s, sc, t0.UnixNano(), e.cfg.Thresholds)
 			if s.tier != c.want[i] {
 				t.Errorf("%s: after score %.2f (step %d) tier %v, want %v", c.name, sc, i, s.tier, c.want[i])
 			}

@@ -77,6 +77,24 @@ func withMaxTokens(n int) func(*Request) { return func(r *Request) { r.MaxTokens
 
 func withMessages(n int) func(*Request) { return func(r *Request) { r.Messages = n } }
 
+// withTurns sets the conversation structure: user and assistant turns and
+// the first user turn.
+func withTurns(user, assistant int, first string) func(*Request) {
+	return func(r *Request) {
+		r.UserTurns, r.AssistantTurns, r.FirstUser = user, assistant, first
+		r.Messages = user + assistant
+	}
+}
+
+// withToolLoop marks the request as a tool-loop continuation.
+func withToolLoop(calls int) func(*Request) {
+	return func(r *Request) {
+		r.UserTurns, r.AssistantTurns, r.ToolTurns, r.AfterUser = 1, calls, calls, 2*calls
+		r.Messages = 2 + 2*calls
+		r.System, r.Tools, r.ToolCount = "You are a coding agent.", `[{"type":"function","function":{"name":"run"}}]`, 1
+	}
+}
+
 // distinctPrompt returns a prompt of 12 pseudo-words that shares no 4-gram
 // with the prompts of other indices (with overwhelming probability).
 func distinctPrompt(i int) string {

@@ -11,16 +11,28 @@ import (
 )
 
 // Every secret or random choice the engine makes is derived from one root
-// key: the session-id MAC key (unless Config.Secret is set), the key of the
-// token, shingle and link hashes, and the seeds of the samplers that pick
-// eviction victims. The root is random per process, or Options.Seed when
-// set, which makes the engine a pure function of its configuration, seed
-// and request sequence (see Options.Seed).
+// key: the session-id MAC key, the key of the token, shingle, template,
+// cohort and link hashes, and the seeds of the samplers that pick eviction
+// victims. The root is extracted from Config.Secret when it is set
+// (HMAC-SHA256 keyed with a fixed label, the extract step of HKDF, RFC 5869
+// section 2.2), else taken from Options.Seed, else drawn at random per
+// process. Each purpose then gets its own key by HMAC(root, label), the
+// expand step. Verdicts are therefore a deterministic function of the
+// traffic and the secret: two replicas or two restarts with the same secret
+// hash alike.
 type keyMaterial struct {
 	root []byte
 }
 
-func newKeyMaterial(seed []byte) (keyMaterial, error) {
+// rootLabel is the HKDF salt of the root extraction.
+const rootLabel = "distillguard/scoring/root/v2"
+
+func newKeyMaterial(secret string, seed []byte) (keyMaterial, error) {
+	if secret != "" {
+		m := hmac.New(sha256.New, []byte(rootLabel))
+		m.Write([]byte(secret))
+		return keyMaterial{root: m.Sum(nil)}, nil
+	}
 	if len(seed) > 0 {
 		return keyMaterial{root: append([]byte(nil), seed...)}, nil
 	}

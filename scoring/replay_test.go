@@ -39,6 +39,8 @@ func fromTraffic(tr *traffic.Request) *Request {
 	r.Stream, r.N, r.MaxTokens, r.Temperature = p.Stream, p.N, p.MaxTokens, p.Temperature
 	r.Logprobs, r.TopLogprobs, r.LogitBiasSize, r.Echo = p.Logprobs, p.TopLogprobs, p.LogitBiasSize, p.Echo
 	r.ShapeKeys = p.ShapeKeys
+	r.System, r.Tools, r.ToolCount, r.FirstUser = p.System, p.Tools, p.ToolCount, p.FirstUser
+	r.UserTurns, r.AssistantTurns, r.ToolTurns, r.AfterUser = p.UserTurns, p.AssistantTurns, p.ToolTurns, p.AfterUser
 	return r
 }
 
@@ -114,6 +116,11 @@ func replay(t testing.TB, e *Engine, reqs []traffic.Request) (map[string]*family
 		a.maxTier = max(a.maxTier, d.Verdict)
 		a.peak = max(a.peak, d.Score)
 	}
+	return aggregate(accts), accts
+}
+
+// aggregate sums accounts up by family.
+func aggregate(accts map[string]*accountResult) map[string]*familyResult {
 	fams := map[string]*familyResult{}
 	for _, a := range accts {
 		f := fams[a.family]
@@ -135,7 +142,7 @@ func replay(t testing.TB, e *Engine, reqs []traffic.Request) (map[string]*family
 			f.block++
 		}
 	}
-	return fams, accts
+	return fams
 }
 
 func resultTable(fams map[string]*familyResult) string {

@@ -67,6 +67,20 @@ type Request struct {
 	// ShapeKeys are the sorted top-level JSON keys of the body, for the
 	// request-shape fingerprint.
 	ShapeKeys []string
+
+	// Conversation structure (mutate.Request's fields of the same names).
+	// An application's fixed parts (System, Tools) identify the
+	// application; an agent's tool loop re-sends the same newest user turn
+	// with tool calls and results after it (AfterUser > 0, ToolTurns > 0),
+	// which is not a new query.
+	System         string
+	Tools          string
+	ToolCount      int
+	FirstUser      string // first user turn of the conversation when it is not the newest
+	UserTurns      int
+	AssistantTurns int
+	ToolTurns      int
+	AfterUser      int // messages after the newest user turn
 }
 
 // Signal is one named contribution to a score, kept for explanation.
@@ -85,12 +99,44 @@ type Decision struct {
 	// Shadow is true when the scorer computed Verdict in shadow mode: the
 	// server tags the request but acts as for Allow.
 	Shadow bool
+	// Trusted names the trusted identity the request matched ("" for
+	// none); an allow-always identity gets Allow whatever its score.
+	Trusted string
+	// Explanation says in words why the session is at its tier (which
+	// signals, on what evidence). It is filled when the tier changes;
+	// the admin API explains any session on demand.
+	Explanation string
 }
 
 // Scorer scores a request. Implementations must be safe for concurrent use
 // and must not block on I/O: they run on the request path.
 type Scorer interface {
 	Score(r *Request) Decision
+}
+
+// Usage is what one response delivered, from the response's usage object
+// (chat/completions: usage.prompt_tokens, usage.completion_tokens and
+// usage.completion_tokens_details.reasoning_tokens; Responses API:
+// usage.input_tokens, usage.output_tokens and
+// usage.output_tokens_details.reasoning_tokens; streamed responses carry
+// it in the last chunk when stream_options.include_usage is set), or
+// counted from the stream when the upstream sends none.
+// https://platform.openai.com/docs/api-reference/chat/object#chat/object-usage
+type Usage struct {
+	// Time is the response's end (request time of the exchange is fine).
+	Time             time.Time
+	PromptTokens     int
+	CompletionTokens int // output tokens, reasoning tokens included
+	ReasoningTokens  int
+}
+
+// ResponseObserver is implemented by scorers that also learn from what
+// responses deliver. The server calls ObserveResponse once per response,
+// after its last body chunk, with the Decision.Session of the request. It
+// must be safe for concurrent use and must not block; it has no effect on
+// a response already sent, only on the session's later requests.
+type ResponseObserver interface {
+	ObserveResponse(session string, u Usage)
 }
 
 // AllowAll is a Scorer that allows everything. It is the scorer used when

@@ -3,14 +3,15 @@ package scoring
 import (
 	"cmp"
 	"math"
-	"math/bits"
 	"slices"
 )
 
 // Signals. Each has a strength in [0,1] computed from the session state and
 // a weight; the score combines them (see combine). Automation signals say
-// "a program is sending this", harvesting signals say "this program is
-// collecting model outputs".
+// "a program is sending this" and are capped together below the degrade
+// threshold: applications, agents, batch jobs and retrieval pipelines are
+// programs too. Harvesting signals say "this program is collecting model
+// outputs to train on".
 const (
 	// automation
 	sigNearDup = iota
@@ -24,6 +25,12 @@ const (
 	sigReasoning
 	sigCampaign
 	sigCluster
+	sigProbe
+	sigCohort
+	sigScripted
+	sigCadence
+	sigOutput
+	sigGeneration
 	numSignals
 	firstHarvest = sigLogitBias
 )
@@ -31,9 +38,12 @@ const (
 var signalNames = [numSignals]string{
 	"near_duplicate", "volume", "single_turn", "regularity", "novelty",
 	"logit_bias", "logprobs", "reasoning", "campaign", "cluster",
+	"probe", "cohort", "scripted_chat", "cadence", "output", "generation",
 }
 
-// defaultWeights were tuned on the traffic generator (eval_test.go).
+// defaultWeights were tuned on the traffic generator (eval_test.go). A
+// weight below the degrade threshold means the signal cannot flag on its
+// own; one below the throttle threshold that it cannot throttle on its own.
 var defaultWeights = [numSignals]float64{
 	sigNearDup:    0.5,
 	sigVolume:     0.6,
@@ -44,7 +54,13 @@ var defaultWeights = [numSignals]float64{
 	sigLogprobs:   0.6,
 	sigReasoning:  0.7,
 	sigCampaign:   0.7,
-	sigCluster:    0.6,
+	sigCluster:    0.25,
+	sigProbe:      0.5,
+	sigCohort:     0.7,
+	sigScripted:   0.55,
+	sigCadence:    0.5,
+	sigOutput:     0.25,
+	sigGeneration: 0.45,
 }
 
 // fireLevel is the strength at which a signal counts as fired (metric).
@@ -74,24 +90,46 @@ func conf(n, k float64) float64 {
 	return n / (n + k)
 }
 
+// ramp maps x linearly from 0 at lo to 1 at hi.
+func ramp(x, lo, hi float64) float64 { return clamp01((x - lo) / (hi - lo)) }
+
 // signalParams are the engine constants the strengths depend on.
 type signalParams struct {
 	volumeH, burstH float64 // hours
+	half            halfLives
+	freshAge        int64 // nanoseconds: sessions younger than this are fresh
+}
+
+// view is what computeStrengths reads besides the session: the decayed
+// counters at the evaluation time and the cross-account figures of the
+// request.
+type view struct {
+	c      [numCounters]float32
+	langs  int     // languages written in (current and previous epoch)
+	cot    int     // reasoning-demand languages
+	spread float64 // cluster spread reaching the session
+	cohort float64 // burst strength of the session's cohort (0 when not fresh)
+	now    int64
 }
 
 // computeStrengths derives the signal strengths from a session's counters.
-// It is a pure function of the state so the admin API can explain a score
-// after the fact. now and first are request-time nanoseconds.
-func computeStrengths(s *session, p *signalParams, langs int, cluster float64) strengths {
-	c := &s.c
-	n := float64(c.n)
+// It is a pure function of the state, so the admin API can explain a score
+// after the fact.
+func computeStrengths(s *session, p *signalParams, v *view) strengths {
+	c := &v.c
+	n := float64(c[cN])
 	var st strengths
+	if n <= 0 {
+		return st
+	}
+	text := float64(c[cText])
 
-	// near_duplicate: how much of each prompt the session had already sent
-	// (template sweeps ~0.9, templated harvesting 0.2-0.5, people < 0.1).
-	if c.dupN > 0 {
-		avg := float64(c.dup / c.dupN)
-		st[sigNearDup] = clamp01((avg-0.15)/0.6) * conf(float64(c.dupN), 5)
+	// near_duplicate: how much of each newly written turn the session had
+	// already sent (template sweeps ~0.9, templated harvesting 0.2-0.5,
+	// people < 0.1). A tool loop re-sending its user turn is not counted.
+	if c[cDupN] > 0 {
+		avg := float64(c[cDup] / c[cDupN])
+		st[sigNearDup] = ramp(avg, 0.15, 0.75) * conf(float64(c[cDupN]), 5)
 	}
 
 	// volume: request and token rates over the volume and burst windows,
@@ -102,55 +140,157 @@ func computeStrengths(s *session, p *signalParams, langs int, cluster float64) s
 		warm := 1 - math.Exp2(-age/h)
 		return float64(count) * math.Ln2 / (h * warm)
 	}
-	reqRate := math.Max(rate(c.volLong, p.volumeH), rate(c.volShort, p.burstH))
-	tokRate := rate(c.tokLong, p.volumeH)
-	st[sigVolume] = math.Max(clamp01((reqRate-90)/360), clamp01((tokRate-50_000)/200_000)) * conf(n, 10)
+	reqRate := math.Max(rate(c[vVol], p.volumeH), rate(c[bVol], p.burstH))
+	tokRate := rate(c[vTok], p.volumeH)
+	st[sigVolume] = math.Max(ramp(reqRate, 90, 450), ramp(tokRate, 50_000, 250_000)) * conf(n, 10)
 
 	// single_turn: share of requests without conversation history; people
 	// start conversations too, so only a share above 60% counts.
-	st[sigSingleTurn] = clamp01((float64(c.single/c.n)-0.6)/0.35) * conf(n, 10)
+	st[sigSingleTurn] = ramp(float64(c[cSingle])/n, 0.6, 0.95) * conf(n, 10)
 
 	// regularity: the spread of ln(inter-arrival) — a scheduler keeps it
 	// below 0.3, Poisson arrivals give 1.28, people more.
-	if c.iaN >= 2 {
-		mean := float64(c.iaS / c.iaN)
-		sd := math.Sqrt(math.Max(float64(c.iaQ/c.iaN)-mean*mean, 0))
-		st[sigRegularity] = clamp01((1.0-sd)/0.7) * conf(float64(c.iaN), 8)
+	if c[cIaN] >= 2 {
+		mean := float64(c[cIaS] / c[cIaN])
+		sd := math.Sqrt(math.Max(float64(c[cIaQ]/c[cIaN])-mean*mean, 0))
+		st[sigRegularity] = ramp(-sd, -1.0, -0.3) * conf(float64(c[cIaN]), 8)
 	}
 
 	// novelty: share of never-seen shingles, counted only once a session has
 	// sent many requests within the content half-life: breadth at volume.
-	st[sigNovelty] = clamp01((float64(c.novel/c.n)-0.5)/0.4) * clamp01((n-20)/80)
+	if text > 0 {
+		st[sigNovelty] = ramp(float64(c[cNovel])/text, 0.5, 0.9) * ramp(text, 20, 100)
+	}
 
 	// logit_bias: average strength, gaining confidence over a few requests.
-	if c.lbN > 0 {
-		st[sigLogitBias] = clamp01(float64(c.lb/c.n)) * (0.5 + 0.5*conf(float64(c.lbN), 3))
+	if c[cLbN] > 0 {
+		st[sigLogitBias] = clamp01(float64(c[cLb])/n) * (0.5 + 0.5*conf(float64(c[cLbN]), 3))
 	}
 
 	// logprobs: average harvest intensity (top_logprobs, echo, max_tokens 1, n).
-	st[sigLogprobs] = clamp01(float64(c.lp/c.n)) * conf(n, 2)
+	st[sigLogprobs] = clamp01(float64(c[cLp])/n) * conf(n, 2)
 
-	// reasoning: step-by-step demands, by share of the session's requests
-	// or by count (so mixing in other traffic does not hide a steady stream
-	// of them), stronger with every extra language the session writes in
-	// (0.35 for one, full from four).
-	langF := 0.35 + 0.65*clamp01(float64(langs-1)/3)
-	cotShare := float64(c.cot / c.n)
-	cot := math.Max(clamp01(cotShare/0.8)*conf(n, 3), clamp01(float64(c.cot-2)/10)*clamp01((cotShare-0.03)/0.1))
-	st[sigReasoning] = cot * langF
+	// reasoning: step-by-step demands, by share of the analysed turns or by
+	// count (so mixing in other traffic does not hide a steady stream of
+	// them), stronger with every extra language the demands are written in
+	// (0.35 for one, full from four) and when a demand is translated around
+	// content in another language. Google's threat report on distillation
+	// of Gemini describes >100,000 prompts coercing reasoning traces, many
+	// of them non-English (GTIG, AI Threat Tracker, February 2026). The
+	// languages counted are the demands', not the prompts': over hundreds
+	// of prompts the stopword vote picks up stray languages.
+	if text > 0 && c[cCot] > 0 {
+		langF := 0.35 + 0.65*ramp(float64(v.cot-1), 0, 3)
+		mixed := float64(c[cCotMixed] / c[cCot])
+		langF = math.Max(langF, 0.35+0.65*mixed)
+		share := float64(c[cCot]) / text
+		cot := math.Max(ramp(share, 0, 0.8)*conf(text, 3), ramp(float64(c[cCot]), 2, 12)*ramp(share, 0.03, 0.13))
+		st[sigReasoning] = cot * langF
+	}
 
-	// campaign: requests reusing a template that many sessions reuse, by
-	// share, or by count when they are a steady part of the session (not
-	// the odd templated question in a large, varied workload).
-	tmplShare := float64(c.tmpl / c.n)
-	st[sigCampaign] = math.Max(clamp01(tmplShare/0.6)*conf(n, 1), clamp01(float64(c.tmpl-2)/8)*clamp01((tmplShare-0.05)/0.1))
+	// campaign: requests carrying a template element (wrapper shingles, a
+	// system prompt) that many accounts send and almost none of them
+	// converse after, by share or by a steady count; and requests in a
+	// published distillation format.
+	if text > 0 {
+		tmplShare := float64(c[cTmpl]) / text
+		tm := math.Max(ramp(tmplShare, 0, 0.6)*conf(text, 1), ramp(float64(c[cTmpl]), 2, 10)*ramp(tmplShare, 0.05, 0.15))
+		known := ramp(float64(c[cKnown])/text, 0.2, 0.7) * conf(text, 4)
+		app := ramp(float64(c[cApp])/n, 0.3, 0.8) * conf(n, 1)
+		st[sigCampaign] = math.Max(tm, math.Max(0.8*known, app))
+	}
 
-	st[sigCluster] = cluster
+	st[sigCluster] = v.spread
+
+	// probe: share of requests that repeat an earlier prompt of the session
+	// except for a few tokens (a number, a word): queries walking a decision
+	// boundary. PRADA flags an account whose successive queries sit at
+	// abnormally small distances from its earlier ones (Juuti et al.,
+	// "PRADA: Protecting against DNN Model Stealing Attacks", EuroS&P 2019);
+	// SEAT counts pairs of near-identical queries per account (Zhang et al.,
+	// "SEAT: Similarity Encoder by Adversarial Training for Detecting Model
+	// Extraction Attack Queries", AISec 2021).
+	if text > 0 {
+		st[sigProbe] = ramp(float64(c[cProbe])/text, 0.2, 0.6) * ramp(float64(c[cProbe]), 1, 6)
+	}
+
+	// cohort: the session is one of a burst of fresh accounts that started
+	// the same shape of request in the same hours, and its own requests are
+	// single-turn and harvest-shaped (reasoning demands, shared templates,
+	// distillation formats, logprobs).
+	if v.cohort > 0 {
+		shape := 0.0
+		if text > 0 {
+			shape = math.Max(float64(c[cCot])/text, math.Max(float64(c[cTmpl])/text, float64(c[cKnown])/text))
+		}
+		shape = math.Max(shape, float64(c[cLp])/n)
+		st[sigCohort] = v.cohort * ramp(float64(c[cSingle])/n, 0.5, 0.9) * ramp(shape, 0.2, 0.6)
+	}
+
+	// scripted_chat: conversations opened at a rate no person keeps up,
+	// each followed by follow-ups the session has sent word for word
+	// before: dataset questions dressed as chat with canned follow-ups.
+	if c[cFol] > 0 {
+		convRate := rate(c[vConv], p.volumeH)
+		rec := float64(c[cFolRec] / c[cFol])
+		// At least three conversations: a young session's rate estimate
+		// is a guess.
+		st[sigScripted] = ramp(rec, 0.15, 0.45) * ramp(convRate, 2, 5) * ramp(float64(c[vConv]), 2, 4) * conf(float64(c[cFol]), 6)
+	}
+
+	// cadence: one conversation partner (follow-ups continue the previous
+	// request's conversation, not many end users' interleaved) active in
+	// nearly every hour of the last day: people sleep.
+	if c[cFol] > 0 {
+		hours := float64(s.hours.activeWithin(v.now, 24))
+		seq := float64(c[cFolSeq] / c[cFol])
+		st[sigCadence] = ramp(hours, 14, 20) * ramp(seq, 0.5, 0.8) * conf(float64(c[cFol]), 20)
+	}
+
+	// output: output tokens delivered per day (ResponseObserver): what a
+	// student model is trained on. Agents and applications deliver a lot
+	// too, so the weight keeps it below the degrade threshold on its own.
+	if c[cOut] > 0 {
+		perDay := float64(c[cOut]) * math.Ln2 / (p.half.content / 8.64e13) / rampWarm(age, p.half.content/3.6e12)
+		st[sigOutput] = ramp(perDay, 300_000, 2_000_000)
+	}
+
+	// generation: a scheduler sending single-turn prompts that ask for
+	// long, sampled completions: the shape of distillation data generation
+	// (Self-Instruct and Alpaca sampled their training answers at
+	// temperature 0.7-1 with budgets of hundreds of tokens; Wang et al.
+	// 2023, Taori et al. 2023). Batch classification and evaluation
+	// harnesses ask for a few deterministic tokens; people and
+	// applications serving them do not keep a schedule.
+	if c[cGen] > 0 {
+		auto := math.Max(st[sigRegularity], st[sigVolume])
+		st[sigGeneration] = ramp(float64(c[cSingle])/n, 0.8, 0.95) * auto * ramp(float64(c[cGen])/n, 0.3, 0.7)
+	}
+
 	for i := range st {
 		st[i] = clamp01(st[i])
 	}
 	return st
 }
+
+// generationDemand is how much one request asks for a long, sampled
+// completion: the requested budget (unset counts as half) times the
+// sampling temperature (unset is the API default of 1).
+// https://platform.openai.com/docs/api-reference/chat/create#chat-create-temperature
+func generationDemand(r *Request) float64 {
+	budget := 0.5
+	if r.MaxTokens > 0 {
+		budget = ramp(float64(r.MaxTokens), 200, 1000)
+	}
+	temp := 1.0
+	if r.Temperature != nil {
+		temp = ramp(*r.Temperature, 0.25, 0.7)
+	}
+	return budget * temp
+}
+
+// rampWarm is the filled part of a decay window of h hours after age hours.
+func rampWarm(age, h float64) float64 { return math.Max(1-math.Exp2(-age/h), 1e-3) }
 
 // combine turns strengths into a score with per-signal contributions.
 //
@@ -209,15 +349,24 @@ func explain(st *strengths, contrib *[numSignals]float64) []Signal {
 	return out
 }
 
-// harvestIntensity scores one request's logprob harvesting: the share of
-// the 20 alternatives OpenAI returns at most, prompt logprobs through echo
-// (the full distribution over the prompt), a single token under a wide view
-// of alternatives (what Carlini et al. 2024 need), several samples per
-// prompt. https://platform.openai.com/docs/api-reference/chat/create
+// harvestIntensity scores one request's logprob harvesting. Confidence
+// displays ask for two or three alternatives; soft-label harvesting asks
+// for five or more on every request (the most OpenAI returns is 20), so the
+// intensity stays small up to three and is substantial from five. Prompt
+// logprobs through echo (the full distribution over the prompt), a single
+// token under a wide view of alternatives (what Carlini et al. 2024 need),
+// and several samples per prompt add to it.
+// https://platform.openai.com/docs/api-reference/chat/create
 func harvestIntensity(r *Request) float64 {
 	x := 0.0
 	if r.Logprobs || r.TopLogprobs > 0 {
-		x += math.Min(float64(r.TopLogprobs), 20) / 20
+		k := math.Min(float64(r.TopLogprobs), 20)
+		switch {
+		case k <= 3:
+			x += 0.02 * k
+		default:
+			x += 0.55 + 0.45*(k-5)/15
+		}
 		if r.Echo {
 			x += 0.5
 		}
@@ -246,8 +395,16 @@ func logitBiasStrength(r *Request) float64 {
 	return s
 }
 
-// isSingleTurn: no assistant turn in the conversation. Messages counts
-// system messages too, so [system, user] is still single-turn.
-func isSingleTurn(r *Request) bool { return r.Messages <= 2 }
+// hasHistory: the conversation carries an earlier exchange (an assistant
+// turn, or several user turns). When the body did not say (no messages
+// array), Messages > 2 stands in, as before the turn counts existed.
+func hasHistory(r *Request) bool {
+	if r.UserTurns > 0 || r.AssistantTurns > 0 || r.ToolTurns > 0 {
+		return r.AssistantTurns > 0 || r.UserTurns > 1
+	}
+	return r.Messages > 2
+}
 
-func popcount(x uint32) int { return bits.OnesCount32(x) }
+// isContinuation: the newest user turn is re-sent with tool calls and tool
+// results after it, an agent's loop rather than a new question.
+func isContinuation(r *Request) bool { return r.AfterUser > 0 && r.ToolTurns > 0 }

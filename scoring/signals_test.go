@@ -55,8 +55,10 @@ func TestSignalLogprobs(t *testing.T) {
 		minS, maxS float64
 	}{
 		{"top 20, one token", []func(*Request){withLogprobs(20), withMaxTokens(1)}, 0.8, 1},
-		{"echo prompt logprobs", []func(*Request){withLogprobs(5), func(r *Request) { r.Echo = true }}, 0.6, 0.8},
-		{"top 2 for confidence", []func(*Request){withLogprobs(2)}, 0.05, 0.15},
+		{"echo prompt logprobs", []func(*Request){withLogprobs(5), func(r *Request) { r.Echo = true }}, 0.85, 1},
+		{"soft labels, top 5", []func(*Request){withLogprobs(5)}, 0.45, 0.6},
+		{"top 3 for a confidence display", []func(*Request){withLogprobs(3)}, 0.04, 0.07},
+		{"top 2 for confidence", []func(*Request){withLogprobs(2)}, 0.02, 0.05},
 		{"n=8 samples", []func(*Request){func(r *Request) { r.N = 8 }}, 0.1, 0.2},
 		{"plain", nil, 0, 0},
 	}
@@ -169,13 +171,59 @@ func TestSignalCampaignTemplates(t *testing.T) {
 			}
 		})
 	}
-	// A template reused by a single session is not a campaign.
+	// A template reused by a single session is not a campaign...
+	own := "You are my study buddy for the exam next week. Please look at the following note and tell me what I should memorise from it, in plain words.\n\n%s"
 	e := newTestEngine(t, nil)
 	d := run(e, newClient("sk-alone", "93.184.216.35:4000"), t0, time.Minute, 30, func(i int) string {
-		return fmt.Sprintf(wrappers["alpaca"], distinctPrompt(i))
+		return fmt.Sprintf(own, distinctPrompt(i))
 	})
 	if s := strength(d, "campaign"); s != 0 {
 		t.Fatalf("campaign strength %.3f for one session's own template", s)
+	}
+	// ... but a published distillation format is evidence even for one
+	// session, short of flagging it alone.
+	e = newTestEngine(t, nil)
+	d = run(e, newClient("sk-alpaca", "93.184.216.36:4000"), t0, time.Minute, 30, func(i int) string {
+		return fmt.Sprintf(wrappers["alpaca"], distinctPrompt(i))
+	})
+	if s := strength(d, "campaign"); s < 0.5 {
+		t.Fatalf("campaign strength %.3f for a session sending the Alpaca format, want >= 0.5", s)
+	}
+}
+
+// TestCampaignOneRequestPerKey: a flood of keys each sending one request
+// with a shared template becomes a campaign after a few keys, and later
+// keys are flagged on their first request.
+func TestCampaignOneRequestPerKey(t *testing.T) {
+	e := newTestEngine(t, nil)
+	w := "You are a world-class expert. Complete the task below as thoroughly and accurately as possible, explain your answer in detail and list every assumption you make.\n\nTask: %s"
+	flagged := 0
+	for k := 0; k < 60; k++ {
+		c := newClient(fmt.Sprintf("sk-one-%d", k), fmt.Sprintf("%d.%d.7.9:4000", 20+k%50, k))
+		d := e.Score(c.req(t0.Add(time.Duration(k)*10*time.Second), fmt.Sprintf(w, distinctPrompt(k))))
+		if k >= 20 && d.Verdict >= Degrade {
+			flagged++
+		}
+	}
+	if flagged < 36 {
+		t.Fatalf("%d of the last 40 one-request keys flagged, want >= 36", flagged)
+	}
+	// The same number of people sending one common opening each and then
+	// conversing is no campaign.
+	e = newTestEngine(t, nil)
+	p := "I want you to act as a travel guide. I will write you my location and you will suggest a place to visit near my location, with opening hours and a short history. %s"
+	for k := 0; k < 60; k++ {
+		c := newClient(fmt.Sprintf("sk-persona-%d", k), fmt.Sprintf("%d.%d.8.9:4000", 20+k%50, k))
+		at := t0.Add(time.Duration(k) * 10 * time.Minute)
+		first := fmt.Sprintf(p, distinctPrompt(k))
+		d := e.Score(c.req(at, first, withTurns(1, 0, "")))
+		if d.Verdict >= Degrade {
+			t.Fatalf("persona user %d flagged on its opening: %+v", k, d)
+		}
+		d = e.Score(c.req(at.Add(time.Minute), distinctPrompt(1000+k), withTurns(2, 1, first)))
+		if d.Verdict >= Degrade {
+			t.Fatalf("persona user %d flagged on its follow-up: %+v", k, d)
+		}
 	}
 }
 
@@ -205,8 +253,13 @@ func TestSignalClusterSpread(t *testing.T) {
 		if s := strength(d, "cluster"); s < c.min || s > c.max {
 			t.Errorf("%s: cluster strength %.3f, want [%.2f, %.2f]", c.name, s, c.min, c.max)
 		}
-		if c.min > 0 && d.Verdict < Degrade {
-			t.Errorf("%s: verdict %v, want the cluster's flag to spread", c.name, d.Verdict)
+		// A link alone never flags: its weight stays below the degrade
+		// threshold, so it only adds to a session's own evidence.
+		if d.Verdict != Allow {
+			t.Errorf("%s: verdict %v, want allow (a link alone does not flag)", c.name, d.Verdict)
+		}
+		if c.min > 0 && d.Score < 0.1 {
+			t.Errorf("%s: score %.3f, want the cluster to add to it", c.name, d.Score)
 		}
 	}
 }
@@ -324,9 +377,12 @@ func TestHarvestIntensityTable(t *testing.T) {
 	}{
 		{Request{}, 0},
 		{Request{Logprobs: true}, 0},
-		{Request{Logprobs: true, TopLogprobs: 2}, 0.1},
+		{Request{Logprobs: true, TopLogprobs: 2}, 0.04},
+		{Request{Logprobs: true, TopLogprobs: 3}, 0.06},
+		{Request{Logprobs: true, TopLogprobs: 5}, 0.55},
+		{Request{Logprobs: true, TopLogprobs: 10}, 0.70},
 		{Request{Logprobs: true, TopLogprobs: 20, MaxTokens: 1}, 1},
-		{Request{Logprobs: true, TopLogprobs: 5, Echo: true}, 0.75},
+		{Request{Logprobs: true, TopLogprobs: 5, Echo: true}, 1},
 		{Request{N: 8}, 0.15},
 		{Request{Logprobs: true, TopLogprobs: 50}, 1},
 	}

@@ -20,10 +20,12 @@ import (
 
 const (
 	shingleN = 4
-	// maxSampled bounds the shingles one prompt contributes to the bloom
-	// filters: enough for near-duplicate and template evidence, small
-	// enough to keep per-session filters and the per-request cost bounded.
-	maxSampled = 16
+	// maxSampled bounds the shingles one prompt contributes to the filters
+	// and sketches: enough that the shares computed from them (duplicate,
+	// template) are averages over many shingles rather than the luck of a
+	// few, small enough to keep per-session filters and the per-request
+	// cost bounded.
+	maxSampled = 24
 	// latinLangTokens bounds the tokens checked against the stopword table.
 	latinLangTokens = 64
 )
@@ -52,10 +54,11 @@ const (
 	langKO // Hangul
 	langTH // Thai and neighbours
 	langEL // Greek
+	langSW // Swahili
 	langCount
 )
 
-var langNames = [langCount]string{"en", "es", "fr", "de", "pt", "it", "nl", "tr", "pl", "id", "vi", "ru", "ar", "he", "hi", "indic", "zh", "ja", "ko", "th", "el"}
+var langNames = [langCount]string{"en", "es", "fr", "de", "pt", "it", "nl", "tr", "pl", "id", "vi", "ru", "ar", "he", "hi", "indic", "zh", "ja", "ko", "th", "el", "sw"}
 
 type script uint8
 
@@ -108,11 +111,16 @@ func classify(r rune) (script, bool) {
 
 // textFeatures is what one prompt contributes to the signals.
 type textFeatures struct {
-	shingles    []uint64 // sampled, distinct, keyed shingle hashes
-	tokens      int
-	langs       uint32 // bit per language detected
-	cot         bool   // demands step-by-step reasoning
-	cotLangs    uint32 // languages of the matched demands
+	shingles []uint64 // sampled, distinct, keyed shingle hashes
+	norm     uint64   // hash of the whole normalized token sequence
+	tokens   int
+	langs    uint32 // bit per language detected
+	cot      bool   // demands step-by-step reasoning
+	cotLangs uint32 // languages of the matched demands
+	// cotMixed: the demand is in a language the rest of the prompt is not
+	// written in (a harvesting wrapper translated around dataset content).
+	cotMixed    bool
+	known       bool // a published distillation / instruction-data format
 	invalidUTF8 bool
 	binary      bool
 	truncated   bool
@@ -125,7 +133,19 @@ type textScratch struct {
 	shing  []uint64
 	out    []uint64
 	mac    []byte // identity MAC input
+	rep    []uint8
+	counts []templateCount
+	seen   []bool
 	f      textFeatures
+}
+
+// grow sizes the per-shingle buffers.
+func (sc *textScratch) grow() {
+	if len(sc.rep) < maxSampled {
+		sc.rep = make([]uint8, maxSampled)
+		sc.counts = make([]templateCount, maxSampled)
+		sc.seen = make([]bool, maxSampled)
+	}
 }
 
 // analyzer holds the keyed tables built once per Engine.
@@ -140,6 +160,7 @@ type analyzer struct {
 
 type phrase struct {
 	lang   int
+	known  bool // a distillation-format phrase rather than a reasoning demand
 	tokens []uint64
 }
 
@@ -251,6 +272,12 @@ func (a *analyzer) analyze(prompt string, sc *textScratch) *textFeatures {
 	f.invalidUTF8, f.binary = a.tokenize(prompt, sc, &scripts)
 	h := sc.hashes
 	f.tokens = len(h)
+	// The whole normalized turn, for recognising a turn re-sent with other
+	// casing, punctuation or numbers.
+	f.norm = uint64(len(h))
+	for _, x := range h {
+		f.norm = hashmix.Mix64(f.norm*0x9e3779b97f4a7c15 + x)
+	}
 
 	// Scripts other than Latin name their language directly; a few letters
 	// are enough (a mixed prompt counts both).
@@ -288,6 +315,10 @@ func (a *analyzer) analyze(prompt string, sc *textScratch) *textFeatures {
 		for _, pi := range e.starts {
 			p := &a.phrases[pi]
 			if i+len(p.tokens) <= len(h) && equalHashes(h[i:i+len(p.tokens)], p.tokens) {
+				if p.known {
+					f.known = true
+					continue
+				}
 				f.cot = true
 				f.cotLangs |= 1 << p.lang
 			}
@@ -304,6 +335,7 @@ func (a *analyzer) analyze(prompt string, sc *textScratch) *textFeatures {
 			}
 		}
 	}
+	f.cotMixed = f.cot && f.langs&^f.cotLangs != 0
 	f.langs |= f.cotLangs
 
 	f.shingles = a.sample(h, sc)
@@ -439,26 +471,51 @@ var reasoningPhrases = [...]struct {
 	phrases []string
 }{
 	{langEN, []string{"step by step", "step-by-step", "show your reasoning", "show your work", "show all of your reasoning", "show your full reasoning",
-		"explain your reasoning", "think it through", "reason through", "chain of thought", "walk me through your reasoning", "work through it"}},
-	{langES, []string{"paso a paso", "explica tu razonamiento", "muestra tu razonamiento", "muestra todo tu razonamiento", "razona paso"}},
-	{langFR, []string{"étape par étape", "explique ton raisonnement", "expliquez votre raisonnement", "montre ton raisonnement", "pas à pas"}},
-	{langDE, []string{"schritt für schritt", "schritt-für-schritt", "erkläre deinen lösungsweg", "erkläre deine überlegungen", "begründe deine antwort"}},
-	{langPT, []string{"passo a passo", "explique seu raciocínio", "mostre seu raciocínio", "explique o seu raciocínio"}},
-	{langIT, []string{"passo dopo passo", "passo per passo", "spiega il tuo ragionamento"}},
-	{langNL, []string{"stap voor stap", "leg je redenering uit"}},
-	{langTR, []string{"adım adım", "akıl yürütmeni açıkla"}},
-	{langPL, []string{"krok po kroku", "wyjaśnij swoje rozumowanie"}},
-	{langID, []string{"langkah demi langkah", "langkah demi langkah", "jelaskan penalaranmu"}},
-	{langVI, []string{"từng bước", "giải thích lập luận"}},
-	{langRU, []string{"шаг за шагом", "пошагово", "объясни своё рассуждение", "объясни свое рассуждение", "объясните ваше рассуждение", "крок за кроком"}},
-	{langAR, []string{"خطوة بخطوة", "اشرح طريقة تفكيرك", "اشرح تفكيرك", "گام به گام"}},
+		"explain your reasoning", "think it through", "reason through", "chain of thought", "walk me through your reasoning", "work through it",
+		"show each step", "explain each step", "show every step", "detailed reasoning", "reasoning process", "thought process", "before giving the final answer",
+		"before the final answer", "before answering", "lay out your reasoning", "justify each step"}},
+	{langES, []string{"paso a paso", "explica tu razonamiento", "muestra tu razonamiento", "muestra todo tu razonamiento", "razona paso",
+		"razonamiento detallado", "cada paso", "antes de la respuesta final", "proceso de razonamiento"}},
+	{langFR, []string{"étape par étape", "explique ton raisonnement", "expliquez votre raisonnement", "montre ton raisonnement", "pas à pas",
+		"raisonnement détaillé", "chaque étape", "avant la réponse finale", "détaille ton raisonnement", "détaillez votre raisonnement"}},
+	{langDE, []string{"schritt für schritt", "schritt-für-schritt", "erkläre deinen lösungsweg", "erkläre deine überlegungen", "begründe deine antwort",
+		"schrittweise", "jeden schritt", "lösungsweg", "vor der endgültigen antwort", "denkprozess"}},
+	{langPT, []string{"passo a passo", "explique seu raciocínio", "mostre seu raciocínio", "explique o seu raciocínio",
+		"raciocínio detalhado", "cada etapa", "cada passo", "antes da resposta final"}},
+	{langIT, []string{"passo dopo passo", "passo per passo", "spiega il tuo ragionamento", "ragionamento dettagliato", "ogni passaggio", "prima della risposta finale"}},
+	{langNL, []string{"stap voor stap", "leg je redenering uit", "elke stap", "voor het definitieve antwoord"}},
+	{langTR, []string{"adım adım", "akıl yürütmeni açıkla", "her adımı", "düşünce sürecini"}},
+	{langPL, []string{"krok po kroku", "wyjaśnij swoje rozumowanie", "każdy krok", "tok rozumowania"}},
+	{langID, []string{"langkah demi langkah", "jelaskan penalaranmu", "langkah per langkah", "setiap langkah", "proses berpikir"}},
+	{langVI, []string{"từng bước", "giải thích lập luận", "từng bước một", "quá trình suy luận"}},
+	{langRU, []string{"шаг за шагом", "пошагово", "объясни своё рассуждение", "объясни свое рассуждение", "объясните ваше рассуждение", "крок за кроком",
+		"подробно объясни", "ход рассуждений", "ход решения", "каждый шаг", "покроково"}},
+	{langAR, []string{"خطوة بخطوة", "اشرح طريقة تفكيرك", "اشرح تفكيرك", "گام به گام", "اشرح خطوات", "قدم به قدم"}},
 	{langHE, []string{"צעד אחר צעד", "שלב אחר שלב"}},
-	{langHI, []string{"चरण दर चरण", "कदम दर कदम", "क़दम दर क़दम", "चरणबद्ध", "अपना तर्क समझाएँ", "अपना तर्क समझाएं"}},
-	{langZH, []string{"一步一步", "逐步", "分步", "推理过程", "解题过程", "详细步骤", "一步步", "思考过程"}},
-	{langJA, []string{"ステップバイステップ", "段階的に", "一歩ずつ", "順を追って", "推論過程", "考え方を説明"}},
-	{langKO, []string{"단계별로", "단계적으로", "차근차근", "추론 과정", "풀이 과정"}},
-	{langTH, []string{"ทีละขั้นตอน"}},
-	{langEL, []string{"βήμα προς βήμα"}},
+	{langHI, []string{"चरण दर चरण", "कदम दर कदम", "क़दम दर क़दम", "चरणबद्ध", "अपना तर्क समझाएँ", "अपना तर्क समझाएं", "हर चरण"}},
+	{langIndic, []string{"ধাপে ধাপে", "படிப்படியாக", "దశలవారీగా"}},
+	{langZH, []string{"一步一步", "逐步", "分步", "推理过程", "解题过程", "详细步骤", "一步步", "思考过程", "详细推理", "每一步", "逐步推理", "一步一步來"}},
+	{langJA, []string{"ステップバイステップ", "段階的に", "一歩ずつ", "順を追って", "推論過程", "考え方を説明", "段階を追って", "手順を追って", "推論の過程"}},
+	{langKO, []string{"단계별로", "단계적으로", "차근차근", "추론 과정", "풀이 과정", "한 단계씩"}},
+	{langTH, []string{"ทีละขั้นตอน", "ทีละขั้น"}},
+	{langEL, []string{"βήμα προς βήμα", "βήμα βήμα"}},
+	{langSW, []string{"hatua kwa hatua", "eleza hoja yako"}},
+}
+
+// knownFormats are phrases of published instruction-data formats that
+// distillation pipelines wrap harvested content in: Stanford Alpaca's
+// prompt (Taori et al. 2023, after Self-Instruct, Wang et al. 2023), its
+// input variant, and reference-answer generation prompts. They say little
+// in one request; a session sending them all the time is collecting
+// training pairs.
+var knownFormats = [...]string{
+	"instruction that describes a task",
+	"appropriately completes the request",
+	"paired with an input that provides further context",
+	"will be used as a reference",
+	"high quality answer for the following instruction",
+	"a chat between a curious user and an artificial intelligence assistant",
+	"generate a response to the following instruction",
 }
 
 // newAnalyzer builds the keyed vocabulary table.
@@ -471,6 +528,7 @@ func newAnalyzer(key hashKey, maxText int) *analyzer {
 	for _, p := range reasoningPhrases {
 		n += len(p.phrases)
 	}
+	n += len(knownFormats)
 	size := 1 << bits.Len(uint(4*n))
 	a.vocab = tokenTable{keys: make([]uint64, size), entries: make([]vocabEntry, size), mask: uint64(size - 1)}
 	sc := &textScratch{}
@@ -496,6 +554,14 @@ func newAnalyzer(key hashKey, maxText int) *analyzer {
 			e := a.vocab.put(toks[0])
 			e.starts = append(e.starts, len(a.phrases)-1)
 		}
+	}
+	for _, text := range knownFormats {
+		sc.hashes = sc.hashes[:0]
+		a.tokenize(text, sc, &scripts)
+		toks := append([]uint64(nil), sc.hashes...)
+		a.phrases = append(a.phrases, phrase{known: true, tokens: toks})
+		e := a.vocab.put(toks[0])
+		e.starts = append(e.starts, len(a.phrases)-1)
 	}
 	return a
 }

@@ -1,6 +1,8 @@
 package scoring
 
 import (
+	"fmt"
+	"math/bits"
 	"slices"
 	"strings"
 	"testing"
@@ -60,30 +62,69 @@ func TestTokenizationByScript(t *testing.T) {
 	}
 }
 
+// TestSamplingIsBoundedAndStable checks the sampler's properties. Those
+// that hold for every key are checked under 64 fixed derived keys: the
+// sample is bounded, a function of the shingle set alone, and a threshold
+// on the hash level (so two prompts sharing a passage sample every shared
+// shingle at or above both prompts' levels). The overlap of two prompts
+// sharing a wrapper depends on the key; its bound is asserted for one fixed
+// key, and its average over the 64 keys.
 func TestSamplingIsBoundedAndStable(t *testing.T) {
-	a := newTestAnalyzer()
 	long := strings.Repeat("the quick brown fox jumps over the lazy dog number 7 again and again ", 200)
-	if n := len(shinglesOf(a, long)); n == 0 || n > maxSampled {
-		t.Fatalf("long prompt sampled %d shingles, want 1..%d", n, maxSampled)
-	}
-	// A shared passage in prompts of similar length samples mostly the
-	// same shingles.
 	wrapper := "Below is an instruction that describes a task. Write a response that appropriately completes the request. "
-	x := shinglesOf(a, wrapper+"Explain photosynthesis to a ten year old child in simple words.")
-	y := shinglesOf(a, wrapper+"Describe the water cycle to a curious student using everyday words.")
-	common := 0
-	for _, h := range x {
-		if slices.Contains(y, h) {
-			common++
+	px := wrapper + "Explain photosynthesis to a ten year old child in simple words."
+	py := wrapper + "Describe the water cycle to a curious student using everyday words."
+	totalCommon := 0
+	const keys = 64
+	for k := 0; k < keys; k++ {
+		a := newAnalyzer(keyFor(fmt.Sprintf("sampling-%d", k)), 8192)
+		if n := len(shinglesOf(a, long)); n == 0 || n > maxSampled {
+			t.Fatalf("key %d: long prompt sampled %d shingles, want 1..%d", k, n, maxSampled)
+		}
+		x, y := shinglesOf(a, px), shinglesOf(a, py)
+		if !slices.Equal(x, shinglesOf(a, px)) {
+			t.Fatalf("key %d: sampling is not deterministic", k)
+		}
+		// Threshold property: the lowest level sampled from each prompt;
+		// a shingle of x at or above y's level that y contains is sampled
+		// in y too.
+		minLevel := func(hs []uint64) int {
+			m := 64
+			for _, h := range hs {
+				m = min(m, bits.TrailingZeros64(h))
+			}
+			return m
+		}
+		all := func(p string) []uint64 {
+			sc := &textScratch{}
+			a.analyze(p, sc)
+			return slices.Clone(sc.shing)
+		}
+		ay := all(py)
+		ly := minLevel(y)
+		for _, h := range x {
+			if bits.TrailingZeros64(h) >= ly && slices.Contains(ay, h) && !slices.Contains(y, h) && len(y) < maxSampled {
+				t.Fatalf("key %d: shared shingle %x at level %d >= %d sampled in x but not in y", k, h, bits.TrailingZeros64(h), ly)
+			}
+		}
+		common := 0
+		for _, h := range x {
+			if slices.Contains(y, h) {
+				common++
+			}
+		}
+		totalCommon += common
+		if k == 0 && common < 4 {
+			t.Errorf("fixed key: prompts sharing a 17-word wrapper share %d sampled shingles, want >= 4 (x=%d y=%d)", common, len(x), len(y))
 		}
 	}
-	if common < 4 {
-		t.Errorf("prompts sharing a 17-word wrapper share %d sampled shingles, want >= 4 (x=%d y=%d)", common, len(x), len(y))
+	if avg := float64(totalCommon) / keys; avg < 6 {
+		t.Errorf("prompts sharing a 17-word wrapper share %.1f sampled shingles on average over %d keys, want >= 6", avg, keys)
 	}
 	// Distinct keys give distinct hashes: the sampling is keyed.
-	b := newTestAnalyzer()
+	a, b := newAnalyzer(keyFor("sampling-a"), 8192), newAnalyzer(keyFor("sampling-b"), 8192)
 	if slices.Equal(shinglesOf(a, wrapper), shinglesOf(b, wrapper)) {
-		t.Error("two analyzers with different seeds produced the same shingle hashes")
+		t.Error("two analyzers with different keys produced the same shingle hashes")
 	}
 }
 

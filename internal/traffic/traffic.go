@@ -140,6 +140,45 @@ var families = [...]Family{
 		Gap: 30 * time.Second, Jitter: 0.9, ConversationGap: 2 * time.Hour,
 		Description: "adaptive harvester: irregular timing, half of its requests are benign-looking multi-turn chat",
 		gen:         genAdaptive},
+	// Production-like families (production.go).
+	{Name: "benign-agent", Accounts: 40, Requests: [2]int{80, 400}, StartWithin: 4 * day,
+		Description: "developers using coding assistants: many accounts share one long system prompt and tool schema; tool loops re-send the same user turn with tool calls and results",
+		gen:         genAgent},
+	{Name: "benign-rag", Accounts: 3, Requests: [2]int{1500, 2500}, StartWithin: 2 * day,
+		Gap: 25 * time.Second, Jitter: 1.0,
+		Description: "retrieval applications: one key, many end users, one fixed context template filled with retrieved passages, around the clock",
+		gen:         genRAG},
+	{Name: "benign-persona", Accounts: 150, Requests: [2]int{6, 30}, StartWithin: 5 * day,
+		Gap: 45 * time.Second, Jitter: 0.8, ConversationGap: 10 * time.Hour,
+		Description: "people starting conversations from popular \"I want you to act as ...\" prompts, then chatting; returning over days",
+		gen:         genPersona},
+	{Name: "benign-office", Accounts: 60, Requests: [2]int{8, 40}, FirstStart: day, StartWithin: 3 * time.Hour,
+		Gap: 50 * time.Second, Jitter: 0.8, ConversationGap: 3 * time.Hour,
+		Description: "employees behind one corporate NAT with one managed browser, onboarded the same morning, chatting on workdays",
+		gen:         genOffice},
+	{Name: "benign-confidence", Accounts: 4, Requests: [2]int{300, 900}, StartWithin: 4 * day,
+		Gap: 40 * time.Second, Jitter: 1.0,
+		Description: "applications displaying the model's confidence: top_logprobs 3 on every request",
+		gen:         genConfidence},
+	{Name: "benign-evalcot", Accounts: 2, Requests: [2]int{1319, 1319}, StartWithin: 5 * day,
+		Gap: 1500 * time.Millisecond, Jitter: 0.1,
+		Description: "evaluation harness running GSM8K with the zero-shot chain-of-thought prompt, in English, once",
+		gen:         genEvalCoT},
+	{Name: "attack-diffuse", Attack: true, Accounts: 300, Requests: [2]int{2, 4}, FirstStart: 3 * day, StartWithin: 18 * time.Hour,
+		Gap: 3 * time.Minute, Jitter: 0.9,
+		Description: "diffuse campaign: hundreds of fresh accounts, 2-4 requests each, own addresses and user-agents, wrappers paraphrased per account, reasoning demands in a dozen languages",
+		gen:         genDiffuse},
+	{Name: "attack-dressed", Attack: true, Accounts: 8, Requests: [2]int{600, 1200}, StartWithin: 4 * day,
+		Description: "harvesting dressed as chat: a dataset question, then generic follow-ups, at a human pace around the clock for days",
+		gen:         genDressed},
+	{Name: "attack-softlabel", Attack: true, Accounts: 10, Requests: [2]int{150, 500}, StartWithin: 5 * day,
+		Gap: 8 * time.Second, Jitter: 0.7,
+		Description: "soft-label harvesting: top_logprobs 5-20 on every request over dataset prompts",
+		gen:         genSoftLabel},
+	{Name: "attack-lbdist", Attack: true, Accounts: 120, Requests: [2]int{3, 10}, FirstStart: 2 * day, StartWithin: day,
+		Gap: 20 * time.Second, Jitter: 0.8,
+		Description: "distributed logit-bias probing: many accounts, a handful of max_tokens-1 probes each with hundreds of biased tokens",
+		gen:         genLogitBiasDist},
 }
 
 const day = 24 * time.Hour
@@ -165,6 +204,16 @@ type Options struct {
 	Start time.Time
 	// Families restricts generation to the named families; empty means all.
 	Families []string
+	// MinAttackAccounts raises every attack family to at least this many
+	// accounts, and the campaign families (distributed, diffuse, logit-bias
+	// probes: their detection depends on their size) to their full size,
+	// so a small-scale run keeps meaningful attack statistics. 0 keeps the
+	// scaled counts (campaigns at least 40).
+	MinAttackAccounts int
+	// Variant selects the content tables and timing of the production-like
+	// families: 0 is the variant the scoring defaults were tuned on, 1 is
+	// held out (never tuned on; reported separately).
+	Variant int
 }
 
 // DefaultStart is the simulated clock's origin: Monday 2025-03-03 00:00 UTC.
@@ -205,7 +254,7 @@ func GenerateFrom(c *Corpus, o Options) ([]Request, error) {
 		}
 		want[n] = true
 	}
-	b := &builder{corpus: c, start: o.Start}
+	b := &builder{corpus: c, start: o.Start, variant: o.Variant}
 	// One shuffled pass over the dialogs shared by all chat-like families,
 	// so a dialog is reused only after all others have been used once.
 	b.dialogOrder = rand.New(rand.NewPCG(o.Seed, 0xd1a1)).Perm(len(c.Dialogs))
@@ -218,8 +267,15 @@ func GenerateFrom(c *Corpus, o Options) ([]Request, error) {
 		if n < 1 {
 			n = 1
 		}
-		if f.Name == "attack-distributed" && n < 20 {
-			n = 20
+		campaign := f.Name == "attack-distributed" || f.Name == "attack-diffuse" || f.Name == "attack-lbdist"
+		if campaign && n < 40 {
+			n = 40 // a campaign stays a campaign at small scales
+		}
+		if f.Attack && o.MinAttackAccounts > 0 {
+			n = max(n, o.MinAttackAccounts)
+			if campaign {
+				n = max(n, f.Accounts)
+			}
 		}
 		for i := 0; i < n; i++ {
 			a := b.newAccount(f, fi, i, o.Seed)
@@ -248,12 +304,14 @@ type builder struct {
 	start       time.Time
 	dialogOrder []int
 	dialogNext  int
+	variant     int
 	out         []Request
 }
 
 // account is one credential's generation state.
 type account struct {
 	fam     *Family
+	index   int // position within the family
 	label   string
 	rng     *rand.Rand
 	header  map[string]string
@@ -267,6 +325,7 @@ func (b *builder) newAccount(f *Family, fi, i int, seed uint64) *account {
 	rng := rand.New(rand.NewPCG(seed, uint64(fi)<<32|uint64(i)))
 	a := &account{
 		fam:   f,
+		index: i,
 		label: fmt.Sprintf("%s/%03d", f.Name, i),
 		rng:   rng,
 		n:     f.Requests[0] + rng.IntN(f.Requests[1]-f.Requests[0]+1),

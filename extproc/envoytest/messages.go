@@ -129,9 +129,10 @@ type Decision struct {
 	Shadow  bool
 	// Signals maps signal names to their contributions.
 	Signals map[string]float64
-	// Status is the immediate response's HTTP status; 0 when the request
-	// went on.
-	Status int
+	// Rejected is set when an immediate response answered the request;
+	// Status is its HTTP status.
+	Rejected bool
+	Status   int
 }
 
 // Read takes what reply r says about the request into d (fields a reply
@@ -143,7 +144,7 @@ func (d *Decision) Read(r *extprocv3.ProcessingResponse) (ended bool) {
 	if ir == nil {
 		return false
 	}
-	d.Status = int(ir.GetStatus().GetCode())
+	d.Rejected, d.Status = true, int(ir.GetStatus().GetCode())
 	return true
 }
 
@@ -189,7 +190,7 @@ func (r *Result) Decision() Decision {
 	var d Decision
 	d.readMetadata(r.Metadata[keys.MetadataNamespace])
 	if r.Immediate != nil {
-		d.Status = int(r.Immediate.GetStatus().GetCode())
+		d.Rejected, d.Status = true, int(r.Immediate.GetStatus().GetCode())
 	}
 	return d
 }

@@ -142,7 +142,9 @@ func (st *stream) onResponseBody(hb *extprocv3.HttpBody) {
 		}
 		return
 	case rs.phase != respRewriting || st.observe:
-		rs.phase.to(respPassing) // a body without headers (response headers skipped) is not rewritten
+		// Nothing to rewrite, a body without headers (response headers
+		// skipped), or observability mode, where nobody reads the reply.
+		rs.phase.to(respPassing)
 		if streamedMode(st.respMode) {
 			st.emitStreamed(false, data, eos, false)
 			return

@@ -80,26 +80,18 @@ const (
 type chunkAction uint8
 
 const (
-	actEmit    chunkAction = iota // replace it with chunkOut.out
+	actEmit    chunkAction = iota // replace it with the bytes Write returned
 	actKeep                       // let it go on unchanged
 	actHold                       // clear it: nothing to release yet
 	actRestore                    // let it go on and put content-encoding back: gzip failed on a body still whole
 )
 
-// chunkOut is Write's answer for one chunk.
-type chunkOut struct {
-	act chunkAction
-	out []byte // actEmit: the bytes that replace the chunk
-	// whole: the reply carries the entire body, so a content-length must
-	// match it.
-	whole bool
-}
-
-// sent is what the reply releases in place of chunk.
-func (c chunkOut) sent(chunk []byte) []byte {
-	switch c.act {
+// released is what a reply releases in place of chunk, given the action
+// and bytes Write returned.
+func released(act chunkAction, out, chunk []byte) []byte {
+	switch act {
 	case actEmit:
-		return c.out
+		return out
 	case actHold:
 		return nil
 	}
@@ -107,35 +99,57 @@ func (c chunkOut) sent(chunk []byte) []byte {
 }
 
 // Write runs the next chunk of the body (eos: its end_of_stream) through
-// decoding, framing and rewriting. The bytes it returns stay valid until
-// the stream's output scratch is given back.
-func (b *respBody) Write(chunk []byte, eos bool) chunkOut {
+// decoding, framing and rewriting, and says what the reply does with the
+// chunk: act, with out the bytes that replace it for actEmit. whole says
+// the reply carries the entire body, so a content-length must match it.
+// The bytes stay valid until the stream's output scratch is given back.
+//
+// The results are plain values rather than a struct: a struct result
+// copied up through the calls cost more per chunk (store-forwarding
+// stalls) than everything else Write adds to the rewrite itself.
+func (b *respBody) Write(chunk []byte, eos bool) (act chunkAction, out []byte, whole bool) {
 	end := b.end(eos)
 	first := !b.released
 	// The original can be handed back while nothing was released and the
 	// reply's header mutation takes effect, to put content-encoding back.
 	restorable := first && headerMutationsApply(b.mode)
-	var c chunkOut
 	switch {
 	case b.kind == bodyDropping:
-		c.act = actHold
+		act = actHold
 	case end == endCut && (b.kind == bodyJSON || b.gz != nil):
 		// A cut JSON document cannot be rewritten, and a cut gzip stream
 		// continues compressed past the processor: leave both as sent.
 		b.rec.pass(reasonPartialBody)
-		c.act = actKeep
+		act = actKeep
 		if b.gz != nil && restorable {
-			c.act = actRestore
+			act = actRestore
 		}
 		b.stop()
 	default:
-		c, end = b.rewrite(chunk, end, restorable)
+		in := chunk
+		if b.gz != nil {
+			var err error
+			if in, err = b.decode(chunk, end); err != nil {
+				act, out = b.gzipFailed(in, restorable)
+				break
+			}
+		}
+		switch b.kind {
+		case bodySSE:
+			act, out = b.keepOr(b.frame(in, end != endMore), chunk)
+		case bodyJSON:
+			// A BUFFERED message may prove to be cut: end says how it
+			// turned out.
+			act, out, end = b.document(in, chunk, end, restorable)
+		default: // bodyRaw
+			act, out = b.keepOr(in, chunk)
+		}
 	}
-	c.whole = first && c.act != actHold && (end == endLast || end == endWhole)
-	if len(c.sent(chunk)) > 0 {
+	whole = first && act != actHold && (end == endLast || end == endWhole)
+	if len(released(act, out, chunk)) > 0 {
 		b.released = true
 	}
-	return c
+	return act, out, whole
 }
 
 func (b *respBody) end(eos bool) chunkEnd {
@@ -150,50 +164,42 @@ func (b *respBody) end(eos bool) chunkEnd {
 	return endMore
 }
 
-// rewrite decodes the chunk and rewrites what is complete. It returns the
-// chunk's end as it turned out: a BUFFERED message may prove to be cut.
-func (b *respBody) rewrite(chunk []byte, end chunkEnd, restorable bool) (chunkOut, chunkEnd) {
-	in := chunk
-	if b.gz != nil {
-		dec, err := b.gz.Write(b.dec[:0], chunk)
-		closed := false
-		if err == nil && end == endLast {
-			dec, err = b.gz.Close(dec)
-			closed = true
-		}
-		if err != nil {
-			return b.gzipFailed(dec, restorable), end
-		}
-		b.dec, in = dec[:0], dec
-		if closed {
-			b.gz = nil
-		}
+// decode runs the chunk through the gzip decoder, closing it at the end
+// of the body. On an error it returns what decoded cleanly.
+func (b *respBody) decode(chunk []byte, end chunkEnd) ([]byte, error) {
+	dec, err := b.gz.Write(b.dec[:0], chunk)
+	closed := false
+	if err == nil && end == endLast {
+		dec, err = b.gz.Close(dec)
+		closed = true
 	}
-	switch b.kind {
-	case bodySSE:
-		return b.keepOr(b.frame(in, end != endMore), chunk), end
-	case bodyJSON:
-		return b.document(in, chunk, end, restorable)
+	if err != nil {
+		return dec, err
 	}
-	return b.keepOr(in, chunk), end // bodyRaw
+	b.dec = dec[:0]
+	if closed {
+		b.gz = nil
+	}
+	return dec, nil
 }
 
 // document collects a JSON document and rewrites it once complete.
-func (b *respBody) document(in, chunk []byte, end chunkEnd, restorable bool) (chunkOut, chunkEnd) {
+func (b *respBody) document(in, chunk []byte, end chunkEnd, restorable bool) (chunkAction, []byte, chunkEnd) {
 	if len(b.buf)+len(in) > b.maxBody {
 		b.rec.pass(reasonBodyTooLarge)
 		if restorable && b.origEnc != "" {
 			b.stop()
-			return chunkOut{act: actRestore}, end
+			return actRestore, nil, end
 		}
 		out := append(b.buf, in...)
 		b.buf = nil
 		b.kind = bodyRaw
-		return b.keepOr(out, chunk), end
+		act, out := b.keepOr(out, chunk)
+		return act, out, end
 	}
 	if end == endMore {
 		b.buf = append(b.buf, in...)
-		return chunkOut{act: actHold}, end
+		return actHold, nil, end
 	}
 	doc := in
 	if len(b.buf) > 0 {
@@ -212,27 +218,29 @@ func (b *respBody) document(in, chunk []byte, end chunkEnd, restorable bool) (ch
 				act = actRestore
 			}
 			b.stop()
-			return chunkOut{act: act}, endCut
+			return act, nil, endCut
 		}
 		// Streaming: hold and continue as STREAMED.
 		if len(b.buf) == 0 {
 			b.buf = append(b.buf, in...)
 		}
 		b.mode = modeStreamed
-		return chunkOut{act: actHold}, end
+		return actHold, nil, end
 	}
 	out, err := b.rw.Rewrite(b.out.borrow(), doc)
 	if err != nil {
 		b.rec.pass(reasonInvalidJSON)
 		b.buf = nil
-		return b.keepOr(doc, chunk), end
+		act, out := b.keepOr(doc, chunk)
+		return act, out, end
 	}
 	b.out.keep(out)
 	b.buf = nil
 	if !bytes.Equal(out, doc) {
 		b.rec.tally.events++
 	}
-	return b.keepOr(out, chunk), end
+	act, out := b.keepOr(out, chunk)
+	return act, out, end
 }
 
 // frame runs decoded bytes through the SSE framer: complete events come
@@ -244,13 +252,13 @@ func (b *respBody) frame(in []byte, final bool) []byte {
 }
 
 // gzipFailed ends decoding after a gzip error.
-func (b *respBody) gzipFailed(dec []byte, restorable bool) chunkOut {
+func (b *respBody) gzipFailed(dec []byte, restorable bool) (chunkAction, []byte) {
 	b.rec.pass(reasonGzipError)
 	_, _ = b.gz.Close(nil)
 	b.gz = nil
 	if restorable {
 		b.stop()
-		return chunkOut{act: actRestore}
+		return actRestore, nil
 	}
 	// content-encoding is already gone and bytes were released: release
 	// what decoded cleanly and drop the rest rather than send compressed
@@ -266,16 +274,16 @@ func (b *respBody) gzipFailed(dec []byte, restorable bool) chunkOut {
 	}
 	b.buf = nil
 	b.kind = bodyDropping
-	return chunkOut{act: actEmit, out: out}
+	return actEmit, out
 }
 
 // keepOr is actKeep when out is exactly the chunk Envoy sent (and no
-// content-encoding was removed), else actEmit.
-func (b *respBody) keepOr(out, chunk []byte) chunkOut {
+// content-encoding was removed), else actEmit with out.
+func (b *respBody) keepOr(out, chunk []byte) (chunkAction, []byte) {
 	if b.origEnc == "" && bytes.Equal(out, chunk) {
-		return chunkOut{act: actKeep}
+		return actKeep, nil
 	}
-	return chunkOut{act: actEmit, out: out}
+	return actEmit, out
 }
 
 // stop gives rewriting up: the decoder is closed and a held document

@@ -21,11 +21,18 @@ type outBuf struct {
 // held. What is appended to it stays valid until giveBack.
 func (o *outBuf) borrow() []byte {
 	if o.buf == nil {
-		if p, ok := o.pool.Get().(*[]byte); ok {
-			o.box, o.buf = p, *p
-		}
+		o.take()
 	}
 	return o.buf[:0]
+}
+
+// take is borrow's slow path, kept out of line so that borrow inlines.
+//
+//go:noinline
+func (o *outBuf) take() {
+	if p, ok := o.pool.Get().(*[]byte); ok {
+		o.box, o.buf = p, *p
+	}
 }
 
 // keep takes b, what was appended to the borrowed buffer, as the buffer

@@ -154,11 +154,11 @@ func (st *stream) onResponseBody(hb *extprocv3.HttpBody) {
 		return
 	}
 	b := &rs.body
-	c := b.Write(data, eos)
+	act, out, whole := b.Write(data, eos)
 	if b.kind == bodyStopped {
 		rs.phase.to(respPassing)
 	}
-	sent := c.sent(data)
+	sent := released(act, out, data)
 	if streamedMode(b.mode) {
 		st.emitStreamed(false, sent, eos, false)
 		return
@@ -166,7 +166,7 @@ func (st *stream) onResponseBody(hb *extprocv3.HttpBody) {
 	rb := st.nextReply()
 	cr := rb.common()
 	var m mutation
-	switch c.act {
+	switch act {
 	case actRestore:
 		// Header mutations on this reply take effect (BUFFERED, or
 		// BUFFERED_PARTIAL while Envoy holds the headers): put the encoding
@@ -177,7 +177,7 @@ func (st *stream) onResponseBody(hb *extprocv3.HttpBody) {
 	case actEmit:
 		cr.BodyMutation = rb.replaceBody(sent)
 	}
-	if c.whole && rs.hadLength {
+	if whole && rs.hadLength {
 		// This reply carries the entire body: a replaced BUFFERED body needs
 		// a matching content-length (Envoy rejects a mismatch), and it
 		// restores the header removed on the headers reply.
@@ -197,7 +197,8 @@ func (st *stream) onResponseTrailers() {
 		if streamedMode(b.mode) {
 			// Trailers end a FULL_DUPLEX_STREAMED body: flush what is held
 			// (end_of_stream false: the trailers reply follows).
-			st.emitStreamed(false, b.Write(nil, true).sent(nil), false, false)
+			act, out, _ := b.Write(nil, true)
+			st.emitStreamed(false, released(act, out, nil), false, false)
 		} else if b.held() > 0 {
 			st.pass(reasonHeldAtTrailers)
 			st.srv.log.Warn("response trailers arrived while body bytes were held", "stream", st.id)

@@ -20,6 +20,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/distillguard/distillguard/extproc/envoytest"
+	"github.com/distillguard/distillguard/extproc/keys"
 )
 
 // Mode is how response body chunks are sent.
@@ -75,11 +78,6 @@ func KindName(k int) string {
 	}
 	return fmt.Sprintf("kind %d", k)
 }
-
-// attributesKey is the key under which Envoy's ext_proc filter puts the
-// request_attributes it evaluated (ProcessingRequest.attributes is keyed by
-// filter name).
-const attributesKey = "envoy.filters.http.ext_proc"
 
 // LoadConfig configures one load run.
 type LoadConfig struct {
@@ -422,36 +420,32 @@ func newWorker(r *run, id int, client extprocv3.ExternalProcessorClient, maxChun
 		// A random phase keeps workers from sending in lockstep.
 		w.next = time.Duration(w.rng.Int64N(int64(w.interval) + 1))
 	}
-	w.path = header(":path", "/v1/chat/completions")
-	w.auth = header("authorization", "")
-	w.reqID = header("x-request-id", "")
-	w.length = header("content-length", "0")
-	w.reqTime = &structpb.Value_StringValue{}
-	w.srcAddr = &structpb.Value_StringValue{}
-	w.pc = &extprocv3.ProtocolConfiguration{RequestBodyMode: procmodev3.ProcessingMode_BUFFERED}
-	w.hdr = &extprocv3.ProcessingRequest{
-		Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
-			Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
-				header(":authority", "api.bench.internal"),
-				header(":method", "POST"),
-				w.path,
-				header(":scheme", "https"),
-				header("content-type", "application/json"),
-				header("accept", "application/json"),
-				header("user-agent", "OpenAI/Python 1.54.0"),
-				w.auth,
-				w.reqID,
-				w.length,
-				header("x-forwarded-proto", "https"),
-			}},
-		}},
-		// Envoy's request_attributes, as configured in envoy/envoy.yaml.
-		Attributes: map[string]*structpb.Struct{attributesKey: {Fields: map[string]*structpb.Value{
-			"request.time":   {Kind: w.reqTime},
-			"source.address": {Kind: w.srcAddr},
-		}}},
-		ProtocolConfig: w.pc,
-	}
+	// One request headers message per worker, built once; prepare sets
+	// the per-exchange values in place, so sending it allocates nothing.
+	w.path = envoytest.Header(":path", "/v1/chat/completions")
+	w.auth = envoytest.Header("authorization", "")
+	w.reqID = envoytest.Header("x-request-id", "")
+	w.length = envoytest.Header("content-length", "0")
+	w.hdr = envoytest.RequestHeaders(&corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+		envoytest.Header(":authority", "api.bench.internal"),
+		envoytest.Header(":method", "POST"),
+		w.path,
+		envoytest.Header(":scheme", "https"),
+		envoytest.Header("content-type", "application/json"),
+		envoytest.Header("accept", "application/json"),
+		envoytest.Header("user-agent", "OpenAI/Python 1.54.0"),
+		w.auth,
+		w.reqID,
+		w.length,
+		envoytest.Header("x-forwarded-proto", "https"),
+	}}, false)
+	// Envoy's request_attributes, as configured in envoy/envoy.yaml.
+	w.hdr.Attributes = envoytest.Attributes(time.Time{}, "")
+	attrs := w.hdr.Attributes[keys.AttributeNamespace].GetFields()
+	w.reqTime = attrs[keys.RequestTime].GetKind().(*structpb.Value_StringValue)
+	w.srcAddr = attrs[keys.SourceAddress].GetKind().(*structpb.Value_StringValue)
+	w.pc = envoytest.ProtocolConfig(procmodev3.ProcessingMode_BUFFERED, procmodev3.ProcessingMode_NONE)
+	w.hdr.ProtocolConfig = w.pc
 	return w
 }
 
@@ -573,22 +567,12 @@ func (w *worker) roundTrip(st extprocv3.ExternalProcessor_ProcessClient, m *extp
 		}
 	}
 	w.record(kind, start)
-	var ok bool
-	switch w.resp.Response.(type) {
-	case *extprocv3.ProcessingResponse_ImmediateResponse:
+	if w.resp.GetImmediateResponse() != nil {
 		w.r.rejected.Add(1)
 		return errRejected
-	case *extprocv3.ProcessingResponse_RequestHeaders:
-		ok = kind == KindReqHeaders
-	case *extprocv3.ProcessingResponse_RequestBody:
-		ok = kind == KindReqBody
-	case *extprocv3.ProcessingResponse_ResponseHeaders:
-		ok = kind == KindRespHeaders
-	case *extprocv3.ProcessingResponse_ResponseBody:
-		ok = kind == KindRespBody
 	}
-	if !ok {
-		return fmt.Errorf("reply %T to %s", w.resp.Response, KindName(kind))
+	if got := envoytest.ReplyKind(w.resp); got != KindName(kind) {
+		return fmt.Errorf("reply %s to %s", got, KindName(kind))
 	}
 	return nil
 }

@@ -10,6 +10,8 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/distillguard/distillguard/extproc/envoytest"
 )
 
 func TestNoopReplies(t *testing.T) {
@@ -32,17 +34,17 @@ func TestNoopReplies(t *testing.T) {
 			func(r *extprocv3.ProcessingResponse) bool {
 				return r.GetRequestHeaders() != nil && r.GetRequestHeaders().GetResponse() == nil
 			}},
-		{"request body", procmodev3.ProcessingMode_STREAMED, requestBody([]byte("{}")),
+		{"request body", procmodev3.ProcessingMode_STREAMED, envoytest.RequestBody([]byte("{}"), true),
 			func(r *extprocv3.ProcessingResponse) bool {
 				return r.GetRequestBody() != nil && r.GetRequestBody().GetResponse() == nil
 			}},
 		{"response headers", procmodev3.ProcessingMode_STREAMED, responseHeaders("text/event-stream", -1),
 			func(r *extprocv3.ProcessingResponse) bool { return r.GetResponseHeaders() != nil }},
-		{"streamed body: empty reply", procmodev3.ProcessingMode_STREAMED, responseBody(body, false),
+		{"streamed body: empty reply", procmodev3.ProcessingMode_STREAMED, envoytest.ResponseBody(body, false),
 			func(r *extprocv3.ProcessingResponse) bool {
 				return r.GetResponseBody() != nil && r.GetResponseBody().GetResponse() == nil
 			}},
-		{"full duplex body: echo", procmodev3.ProcessingMode_FULL_DUPLEX_STREAMED, responseBody(body, true),
+		{"full duplex body: echo", procmodev3.ProcessingMode_FULL_DUPLEX_STREAMED, envoytest.ResponseBody(body, true),
 			func(r *extprocv3.ProcessingResponse) bool {
 				sr := r.GetResponseBody().GetResponse().GetBodyMutation().GetStreamedResponse()
 				return sr != nil && bytes.Equal(sr.Body, body) && sr.EndOfStream

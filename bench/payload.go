@@ -12,10 +12,10 @@ import (
 	"strconv"
 	"strings"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	procmodev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
+	"github.com/distillguard/distillguard/extproc/envoytest"
 	"github.com/distillguard/distillguard/internal/corpus"
 )
 
@@ -290,21 +290,13 @@ func appendJSONString(dst []byte, s string) []byte {
 	return append(dst, b...)
 }
 
-// appendFloat writes a float the way OpenAI's Python serializer does for
-// float32 values: about 8 significant digits, exponent form when small.
-func appendFloat(dst []byte, v float64) []byte {
-	return strconv.AppendFloat(dst, v, 'g', 8, 64)
-}
+// floatDigits is how many significant digits OpenAI's Python serializer
+// prints float32 values with (exponent form when small).
+const floatDigits = 8
 
-func appendBytesArray(dst []byte, s string) []byte {
-	dst = append(dst, '[')
-	for i := 0; i < len(s); i++ {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = strconv.AppendInt(dst, int64(s[i]), 10)
-	}
-	return append(dst, ']')
+// appendFloat writes a float the way OpenAI's serializer does.
+func appendFloat(dst []byte, v float64) []byte {
+	return strconv.AppendFloat(dst, v, 'g', floatDigits, 64)
 }
 
 // appendTokenLogprob writes one choices[].logprobs.content[] entry with k
@@ -312,7 +304,7 @@ func appendBytesArray(dst []byte, s string) []byte {
 // (https://platform.openai.com/docs/api-reference/chat/object#chat/object-choices).
 func (g *gen) appendTokenLogprob(dst []byte, tok string, k int) []byte {
 	lp := g.logprob()
-	dst = appendTokenFields(dst, tok, lp)
+	dst = envoytest.AppendTokenFields(dst, tok, lp, floatDigits)
 	dst = append(dst, `,"top_logprobs":[`...)
 	alt := lp
 	for i := 0; i < k; i++ {
@@ -324,22 +316,10 @@ func (g *gen) appendTokenLogprob(dst []byte, tok string, k int) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendTokenFields(dst, t, alt)
+		dst = envoytest.AppendTokenFields(dst, t, alt, floatDigits)
 		dst = append(dst, '}')
 	}
 	return append(dst, "]}"...)
-}
-
-// appendTokenFields opens a logprob entry and writes the fields the chosen
-// token and its alternatives share: {"token":...,"logprob":...,"bytes":[...]
-// (the caller closes it).
-func appendTokenFields(dst []byte, tok string, lp float64) []byte {
-	dst = append(dst, `{"token":`...)
-	dst = appendJSONString(dst, tok)
-	dst = append(dst, `,"logprob":`...)
-	dst = appendFloat(dst, lp)
-	dst = append(dst, `,"bytes":`...)
-	return appendBytesArray(dst, tok)
 }
 
 const (
@@ -469,39 +449,21 @@ func (g *gen) embeddings(dims int) []byte {
 	return b
 }
 
-func header(k, v string) *corev3.HeaderValue {
-	return &corev3.HeaderValue{Key: k, RawValue: []byte(v)}
-}
-
 // responseHeaders is what Envoy sends for the upstream's response headers:
 // lower-case keys, values in raw_value
 // (envoy.service.ext_proc.v3.HttpHeaders.headers).
 func responseHeaders(contentType string, length int) *extprocv3.ProcessingRequest {
-	hs := []*corev3.HeaderValue{
-		header(":status", "200"),
-		header("content-type", contentType),
-		header("date", "Mon, 10 Mar 2025 01:25:52 GMT"),
-		header("openai-processing-ms", "112"),
-		header("x-request-id", "req_5b4c1a7e0f2d4f0c9a7f0e6d2c1b0a99"),
+	kv := []string{
+		":status", "200",
+		"content-type", contentType,
+		"date", "Mon, 10 Mar 2025 01:25:52 GMT",
+		"openai-processing-ms", "112",
+		"x-request-id", "req_5b4c1a7e0f2d4f0c9a7f0e6d2c1b0a99",
 	}
 	if length >= 0 {
-		hs = append(hs, header("content-length", strconv.Itoa(length)))
+		kv = append(kv, "content-length", strconv.Itoa(length))
 	}
-	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
-		ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: hs}},
-	}}
-}
-
-func requestBody(b []byte) *extprocv3.ProcessingRequest {
-	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
-		RequestBody: &extprocv3.HttpBody{Body: b, EndOfStream: true},
-	}}
-}
-
-func responseBody(b []byte, eos bool) *extprocv3.ProcessingRequest {
-	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
-		ResponseBody: &extprocv3.HttpBody{Body: b, EndOfStream: eos},
-	}}
+	return envoytest.ResponseHeaders(envoytest.HeaderMap(kv...), false)
 }
 
 func (g *gen) streamExchange(tokens, k int) *exchange {
@@ -512,12 +474,12 @@ func (g *gen) streamExchange(tokens, k int) *exchange {
 		alternatives: k,
 		respMode:     procmodev3.ProcessingMode_STREAMED,
 		reqRaw:       req,
-		reqBody:      requestBody(req),
+		reqBody:      envoytest.RequestBody(req, true),
 		respHeaders:  responseHeaders("text/event-stream; charset=utf-8", -1),
 		raw:          events,
 	}
 	for i, e := range events {
-		x.chunks = append(x.chunks, responseBody(e, i == len(events)-1))
+		x.chunks = append(x.chunks, envoytest.ResponseBody(e, i == len(events)-1))
 	}
 	return x
 }
@@ -543,9 +505,9 @@ func bufferedExchange(path string, k int, req, body []byte) *exchange {
 		alternatives: k,
 		respMode:     procmodev3.ProcessingMode_BUFFERED,
 		reqRaw:       req,
-		reqBody:      requestBody(req),
+		reqBody:      envoytest.RequestBody(req, true),
 		respHeaders:  responseHeaders("application/json", len(body)),
-		chunks:       []*extprocv3.ProcessingRequest{responseBody(body, true)},
+		chunks:       []*extprocv3.ProcessingRequest{envoytest.ResponseBody(body, true)},
 		raw:          [][]byte{body},
 	}
 }

@@ -249,7 +249,7 @@ func TestLargeBodyBoundedMemory(t *testing.T) {
 				default:
 					t.Fatalf("chunk %d: mutation %T", i, bm)
 				}
-				maxHeld = max(maxHeld, cap(st.rs.buf), cap(st.rq.buf))
+				maxHeld = max(maxHeld, cap(st.rs.body.buf), cap(st.rq.buf))
 			}
 			if len(held) != 0 {
 				t.Fatalf("%d bytes still held at end of stream", len(held))

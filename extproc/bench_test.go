@@ -38,7 +38,7 @@ func openResponse(b *testing.B, srv *Server, mode *extprocv3.ProtocolConfigurati
 		RequestBody: &extprocv3.HttpBody{Body: chatBody, EndOfStream: true}}})
 	r := st.handle(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
 		ResponseHeaders: &extprocv3.HttpHeaders{Headers: hmap(":status", "200", "content-type", "text/event-stream")}}})
-	if len(r) != 1 || st.rs.kind != respSSE {
+	if len(r) != 1 || st.rs.phase != respRewriting || st.rs.body.kind != bodySSE {
 		b.Fatalf("stream not set up for SSE rewriting: %v", r)
 	}
 	return st

@@ -14,6 +14,7 @@ import (
 
 	"github.com/distillguard/distillguard/config"
 	"github.com/distillguard/distillguard/extproc/envoytest"
+	"github.com/distillguard/distillguard/extproc/keys"
 	"github.com/distillguard/distillguard/scoring"
 )
 
@@ -103,8 +104,8 @@ func decodeFuzz(data []byte) (reqMode, respMode procv3.ProcessingMode_BodySendMo
 			m.ObservabilityMode = true
 		}
 		if op&0x80 != 0 {
-			m.Attributes = map[string]*structpb.Struct{attrNamespace: {Fields: map[string]*structpb.Value{
-				"request.time": structpb.NewStringValue(string(payload)), "source.address": structpb.NewStringValue("10.1.2.3:4"),
+			m.Attributes = map[string]*structpb.Struct{keys.AttributeNamespace: {Fields: map[string]*structpb.Value{
+				keys.RequestTime: structpb.NewStringValue(string(payload)), keys.SourceAddress: structpb.NewStringValue("10.1.2.3:4"),
 			}}}
 		}
 		if len(msgs) == 0 && flags&1 != 0 {

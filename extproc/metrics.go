@@ -184,6 +184,30 @@ type tally struct {
 	pending  int // messages since the last flush
 }
 
+// recorder is where one stream's measurements go: per-message counts into
+// its tally, the rest straight to the shared instruments. It is owned by
+// the stream's goroutine, like the stream.
+type recorder struct {
+	m *metrics
+	// mctx is the context measurements are recorded with: the stream's
+	// context when it carries a span (exemplars), else
+	// context.Background(), so the SDK's per-measurement span lookup does
+	// not walk gRPC's context chain (see metricsContext).
+	mctx  context.Context
+	tally tally
+}
+
+func (r *recorder) pass(reason string) { r.m.pass(r.mctx, reason) }
+
+// passN counts n pass-throughs for reason at once.
+func (r *recorder) passN(reason string, n int64) {
+	r.m.passthrough.Add(r.mctx, n, r.m.reasonOpt[reason])
+}
+
+func (r *recorder) countIn(n int) { r.tally.bytesIn += int64(n) }
+
+func (r *recorder) countOut(n int) { r.tally.bytesOut += int64(n) }
+
 // flush adds the accumulated counts to the counters and clears them.
 func (m *metrics) flush(ctx context.Context, t *tally) {
 	for k, n := range t.messages {

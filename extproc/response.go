@@ -1,10 +1,9 @@
 package extproc
 
 import (
-	"bytes"
-	"encoding/json"
 	"strconv"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
@@ -15,51 +14,30 @@ import (
 type respKind uint8
 
 const (
-	respPass respKind = iota // untouched
+	respPass respKind = iota // left untouched
 	respSSE                  // text/event-stream, framed and rewritten per event
 	respJSON                 // one JSON document, buffered and rewritten whole
-	respRaw                  // given up on rewriting; only decoding continues
 )
 
-type respState struct {
-	kind respKind
-	// mode is the body mode the body is expected in, after any override.
-	mode bodyMode
-	// hadLength: the upstream sent content-length (removed on the headers
-	// reply, restored on a whole BUFFERED body).
-	hadLength bool
-
-	gz      *mutate.Gunzip
-	origEnc string
-	// dead: gzip failed after decoded bytes were released; the remaining
-	// input cannot be passed (content-encoding is gone) and is dropped.
-	dead bool
-
-	rw   *mutate.Rewriter
-	sse  *mutate.SSEStream
-	prev mutate.StreamStats
-	buf  []byte // JSON held until complete
-
-	decBuf []byte // scratch: decoded gzip output
-	// outBuf is the scratch the rewritten output is appended to. It is
-	// borrowed from the server's pool for one message (see outScratch and
-	// sent), so an idle stream between two tokens holds none.
-	outBuf []byte
-	outPtr *[]byte // the pool's box for outBuf, reused to give it back
-
-	// emitted: body bytes were already released, so the original can no
-	// longer be restored.
-	emitted bool
-	// cut: the body turned out to be cut at Envoy's buffer limit.
-	cut bool
-}
-
 func (st *stream) onResponseHeaders(h *extprocv3.HttpHeaders) {
-	rs := &st.rs
 	hdr := h.GetHeaders()
-	if st.done {
+	kind, mode, override := st.responsePlan(hdr, h.GetEndOfStream())
+	if kind == respPass {
+		st.rs.phase.to(respPassing)
 		st.emit(headersReply(false, nil))
 		return
+	}
+	r := headersReply(false, st.startBody(hdr, kind, mode))
+	r.ModeOverride = override
+	st.emit(r)
+}
+
+// responsePlan decides from the response headers whether the body is
+// rewritten, and in which body mode it will arrive (with the mode_override
+// that asks for it, if any).
+func (st *stream) responsePlan(hdr *corev3.HeaderMap, eos bool) (respKind, bodyMode, *procv3.ProcessingMode) {
+	if st.rejected {
+		return respPass, 0, nil
 	}
 	if !st.decided {
 		// The response started before the request was decided (request
@@ -69,23 +47,15 @@ func (st *stream) onResponseHeaders(h *extprocv3.HttpHeaders) {
 		st.decided = true
 		st.action = st.cfg.Resolve(st.rq.path, "", scoring.Allow)
 	}
-	if h.GetEndOfStream() || st.observe {
-		st.emit(headersReply(false, nil))
-		return
-	}
-	out := st.action.Output
-	if out.IsNoop() {
-		st.emit(headersReply(false, nil))
-		return
+	if eos || st.observe || st.action.Output.IsNoop() {
+		return respPass, 0, nil
 	}
 	if status := parseStatus(getHeader(hdr, ":status")); status < 200 || status > 299 {
 		st.pass(reasonNon2xx)
-		st.emit(headersReply(false, nil))
-		return
+		return respPass, 0, nil
 	}
 	mt := mediaType(getHeader(hdr, "content-type"))
-	ce := getHeader(hdr, "content-encoding")
-	enc := parseEncoding(ce)
+	enc := parseEncoding(getHeader(hdr, "content-encoding"))
 	kind := respPass
 	switch {
 	case isSSE(mt):
@@ -127,40 +97,54 @@ func (st *stream) onResponseHeaders(h *extprocv3.HttpHeaders) {
 		}
 	}
 	if kind == respPass || mode == modeNone || mode == modeGRPC {
-		st.emit(headersReply(false, nil))
-		return
+		return respPass, 0, nil
 	}
-	rs.kind, rs.mode = kind, mode
+	return kind, mode, override
+}
+
+// startBody sets the response body up for rewriting (respRewriting) and
+// returns the headers reply's mutation: the length and encoding the
+// rewritten body no longer has go.
+func (st *stream) startBody(hdr *corev3.HeaderMap, kind respKind, mode bodyMode) *mutation {
+	rs := &st.rs
+	rs.phase.to(respRewriting)
+	p := &st.cfg.Processing
+	b := &rs.body
+	*b = respBody{kind: bodyJSON, mode: mode, configured: st.respMode, maxBody: p.MaxBodyBytes, out: &st.scratch, rec: &st.recorder}
+	if kind == respSSE {
+		b.kind = bodySSE
+	}
 	var m mutation
 	if hasHeader(hdr, "content-length") {
 		rs.hadLength = true
 		m.removeHeader("content-length")
 	}
-	if enc == encGzip {
-		rs.origEnc = ce
+	if ce := getHeader(hdr, "content-encoding"); parseEncoding(ce) == encGzip {
+		b.origEnc = ce
 		m.removeHeader("content-encoding")
-		rs.gz = mutate.NewGunzip(st.cfg.Processing.MaxDecompressedBytes)
+		b.gz = mutate.NewGunzip(p.MaxDecompressedBytes)
 	}
-	rs.rw = mutate.NewRewriter(out, st.seed)
-	if kind == respSSE {
-		rs.sse = mutate.NewSSEStream(rs.rw, st.cfg.Processing.MaxHeldBytes)
+	b.rw = mutate.NewRewriter(st.action.Output, st.seed)
+	if b.kind == bodySSE {
+		b.sse = mutate.NewSSEStream(b.rw, p.MaxHeldBytes)
 	}
-	r := headersReply(false, &m)
-	r.ModeOverride = override
-	st.emit(r)
+	return &m
 }
 
-func (st *stream) onResponseBody(b *extprocv3.HttpBody) {
-	data, eos := b.GetBody(), b.GetEndOfStream()
+func (st *stream) onResponseBody(hb *extprocv3.HttpBody) {
+	data, eos := hb.GetBody(), hb.GetEndOfStream()
 	st.countIn(len(data))
 	rs := &st.rs
-	if st.done {
+	switch {
+	case st.rejected:
 		if !streamedMode(st.respMode) {
 			st.emit(st.passBody(false))
 		}
 		return
-	}
-	if rs.kind == respPass || st.observe {
+	case rs.phase != respRewriting || st.observe:
+		// Nothing to rewrite, a body without headers (response headers
+		// skipped), or observability mode, where nobody reads the reply.
+		rs.phase.to(respPassing)
 		if streamedMode(st.respMode) {
 			st.emitStreamed(false, data, eos, false)
 			return
@@ -169,68 +153,38 @@ func (st *stream) onResponseBody(b *extprocv3.HttpBody) {
 		st.emit(st.passBody(false))
 		return
 	}
-	if streamedMode(rs.mode) {
-		out, fr := st.feed(data, eos, false, false)
-		if fr == fedKeep {
-			out = data
-		}
-		st.emitStreamed(false, out, eos, false)
-		return
+	b := &rs.body
+	act, out, whole := b.Write(data, eos)
+	if b.kind == bodyStopped {
+		rs.phase.to(respPassing)
 	}
-	mode := rs.mode
-	// BUFFERED delivers the whole body at once; end_of_stream is false there
-	// only when trailers follow, or when Envoy ignored our override and is
-	// really streaming (ambiguous, resolved by whether the JSON is whole).
-	// BUFFERED_PARTIAL without end_of_stream was cut at Envoy's buffer limit
-	// and the rest will bypass the processor.
-	final := eos || mode == modeBuffered
-	ambiguous := mode == modeBuffered && !eos
-	cut := mode == modePartial && !eos
-	restorable := headerMutationsApply(mode) && !rs.emitted
-	var out []byte
-	var fr feedResult
-	if cut && (rs.kind == respJSON || rs.gz != nil) {
-		// A cut JSON document cannot be rewritten, and a cut gzip stream
-		// continues compressed past the processor: leave both as sent.
-		st.pass(reasonPartialBody)
-		fr = fedKeep
-		if rs.gz != nil && restorable {
-			fr = fedRestore
-		}
-		st.giveUp()
-	} else {
-		out, fr = st.feed(data, final || cut, restorable, ambiguous)
+	sent := released(act, out, data)
+	if streamedMode(b.mode) {
+		st.emitStreamed(false, sent, eos, false)
+		return
 	}
 	rb := st.nextReply()
 	cr := rb.common()
 	var m mutation
-	sent := out
-	switch fr {
-	case fedRestore:
+	switch act {
+	case actRestore:
 		// Header mutations on this reply take effect (BUFFERED, or
 		// BUFFERED_PARTIAL while Envoy holds the headers): put the encoding
 		// back and pass the original bytes.
-		sent = data
-		m.setHeader("content-encoding", rs.origEnc)
-	case fedKeep:
-		sent = data
-	case fedHold:
-		sent = nil
+		m.setHeader("content-encoding", b.origEnc)
+	case actHold:
 		cr.BodyMutation = rb.replaceBody(nil)
-	default:
-		cr.BodyMutation = rb.replaceBody(out)
+	case actEmit:
+		cr.BodyMutation = rb.replaceBody(sent)
 	}
-	if fr != fedHold && final && !cut && !rs.cut && !rs.emitted && rs.hadLength {
+	if whole && rs.hadLength {
 		// This reply carries the entire body: a replaced BUFFERED body needs
 		// a matching content-length (Envoy rejects a mismatch), and it
 		// restores the header removed on the headers reply.
 		m.setHeader("content-length", strconv.Itoa(len(sent)))
 	}
-	if headerMutationsApply(rs.mode) {
+	if headerMutationsApply(b.mode) {
 		cr.HeaderMutation = m.proto()
-	}
-	if len(sent) > 0 {
-		rs.emitted = true
 	}
 	st.countOut(len(sent))
 	st.emit(rb.bodyReply(false, cr))
@@ -238,184 +192,18 @@ func (st *stream) onResponseBody(b *extprocv3.HttpBody) {
 
 func (st *stream) onResponseTrailers() {
 	rs := &st.rs
-	if !st.done && !st.observe && rs.kind != respPass {
-		if streamedMode(rs.mode) {
+	if !st.rejected && !st.observe && rs.phase == respRewriting {
+		b := &rs.body
+		if streamedMode(b.mode) {
 			// Trailers end a FULL_DUPLEX_STREAMED body: flush what is held
 			// (end_of_stream false: the trailers reply follows).
-			out, _ := st.feed(nil, true, false, false)
-			st.emitStreamed(false, out, false, false)
-		} else if len(rs.buf) > 0 || (rs.sse != nil && rs.sse.Held() > 0) {
+			act, out, _ := b.Write(nil, true)
+			st.emitStreamed(false, released(act, out, nil), false, false)
+		} else if b.held() > 0 {
 			st.pass(reasonHeldAtTrailers)
 			st.srv.log.Warn("response trailers arrived while body bytes were held", "stream", st.id)
 		}
-		st.giveUp()
+		b.stop()
 	}
 	st.emit(trailersReply(false))
-}
-
-// giveUp stops rewriting and releases the decoder.
-func (st *stream) giveUp() {
-	rs := &st.rs
-	rs.kind = respPass
-	rs.buf = nil
-	if rs.gz != nil {
-		_, _ = rs.gz.Close(nil)
-		rs.gz = nil
-	}
-}
-
-type feedResult uint8
-
-const (
-	fedEmit    feedResult = iota // release the returned bytes in place of the chunk
-	fedKeep                      // the chunk goes on unchanged
-	fedRestore                   // gzip failed on a still-whole body: pass the original, restore content-encoding
-	fedHold                      // nothing to release yet
-)
-
-// feed runs one chunk through decoding and rewriting. final flushes what
-// is held; restorable says nothing was released yet and header mutations
-// apply, so a gzip failure can still hand back the original; ambiguous says
-// a BUFFERED message without end_of_stream may really be a STREAMED chunk.
-func (st *stream) feed(data []byte, final, restorable, ambiguous bool) ([]byte, feedResult) {
-	rs := &st.rs
-	if rs.dead {
-		return nil, fedHold
-	}
-	in := data
-	if rs.gz != nil {
-		dec, err := rs.gz.Write(rs.decBuf[:0], data)
-		closed := false
-		if err == nil && final && !ambiguous {
-			dec, err = rs.gz.Close(dec)
-			closed = true
-		}
-		if err != nil {
-			st.pass(reasonGzipError)
-			_, _ = rs.gz.Close(nil)
-			rs.gz = nil
-			if restorable {
-				rs.kind = respPass
-				rs.buf = nil
-				return data, fedRestore
-			}
-			// content-encoding is already gone and bytes were released:
-			// release what decoded cleanly and drop the rest rather than
-			// send compressed bytes as identity.
-			out := st.drain(dec)
-			rs.dead = true
-			return out, fedEmit
-		}
-		rs.decBuf = dec[:0]
-		in = dec
-		if closed {
-			rs.gz = nil
-		}
-	}
-	switch rs.kind {
-	case respSSE:
-		out := rs.sse.Write(st.outScratch(), in, final)
-		rs.outBuf = out[:0]
-		st.sseStats()
-		return out, st.keepOr(out, data)
-	case respJSON:
-		if len(rs.buf)+len(in) > st.cfg.Processing.MaxBodyBytes {
-			st.pass(reasonBodyTooLarge)
-			if restorable && rs.origEnc != "" {
-				st.giveUp()
-				return data, fedRestore
-			}
-			out := append(rs.buf, in...)
-			rs.buf = nil
-			rs.kind = respRaw
-			return out, st.keepOr(out, data)
-		}
-		if !final {
-			rs.buf = append(rs.buf, in...)
-			return nil, fedHold
-		}
-		doc := in
-		if len(rs.buf) > 0 {
-			rs.buf = append(rs.buf, in...)
-			doc = rs.buf
-		}
-		if ambiguous && !json.Valid(doc) {
-			// Not a whole document, so Envoy ignored the BUFFERED override.
-			// (The rewriter cannot tell: it passes documents without
-			// logprobs through unvalidated.)
-			if st.respMode == modePartial {
-				// Cut at Envoy's buffer limit; the rest bypasses us.
-				st.pass(reasonPartialBody)
-				rs.cut = true
-				encoded := rs.origEnc != ""
-				st.giveUp()
-				if encoded {
-					return data, fedRestore
-				}
-				return data, fedKeep
-			}
-			// Streaming: hold and continue as STREAMED.
-			if len(rs.buf) == 0 {
-				rs.buf = append(rs.buf, in...)
-			}
-			rs.mode = modeStreamed
-			return nil, fedHold
-		}
-		out, err := rs.rw.Rewrite(st.outScratch(), doc)
-		if err != nil {
-			st.pass(reasonInvalidJSON)
-			rs.buf = nil
-			return doc, st.keepOr(doc, data)
-		}
-		rs.outBuf = out[:0]
-		rs.buf = nil
-		if !bytes.Equal(out, doc) {
-			st.tally.events++
-		}
-		return out, st.keepOr(out, data)
-	default: // respRaw
-		return in, st.keepOr(in, data)
-	}
-}
-
-// keepOr reports fedKeep when out is exactly the chunk Envoy sent.
-func (st *stream) keepOr(out, data []byte) feedResult {
-	if st.rs.origEnc == "" && bytes.Equal(out, data) {
-		return fedKeep
-	}
-	return fedEmit
-}
-
-// drain releases what is decoded and held after a gzip failure.
-func (st *stream) drain(dec []byte) []byte {
-	rs := &st.rs
-	var out []byte
-	switch rs.kind {
-	case respSSE:
-		out = rs.sse.Write(st.outScratch(), dec, true)
-		rs.outBuf = out[:0]
-		st.sseStats()
-	case respJSON:
-		out = append(rs.buf, dec...)
-	default:
-		out = dec
-	}
-	rs.buf = nil
-	return out
-}
-
-// sseStats turns the framer's running counts into metrics.
-func (st *stream) sseStats() {
-	rs := &st.rs
-	s := rs.sse.Stats()
-	if d := s.Rewritten - rs.prev.Rewritten; d > 0 {
-		st.tally.events += d
-	}
-	if d := s.Invalid - rs.prev.Invalid; d > 0 {
-		st.srv.m.passthrough.Add(st.mctx, d, st.srv.m.reasonOpt[reasonInvalidJSON])
-	}
-	if s.FailedOpen && !rs.prev.FailedOpen {
-		st.pass(reasonHeldOverflow)
-	}
-	rs.prev = s
 }

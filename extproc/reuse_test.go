@@ -32,7 +32,7 @@ func checkReplyReuse(t *testing.T, srv *Server, msgs []*extprocv3.ProcessingRequ
 		// The next message gets new reply trees and a new output buffer
 		// (an empty non-nil one is never taken from the pool).
 		fresh.replies = nil
-		fresh.rs.outBuf, fresh.rs.outPtr = []byte{}, nil
+		fresh.scratch.buf, fresh.scratch.box = []byte{}, nil
 		if len(got) != len(want) {
 			t.Fatalf("message %d: %d replies with reuse, %d without", i, len(got), len(want))
 		}
@@ -50,22 +50,6 @@ func cloneReplies(rs []*extprocv3.ProcessingResponse) []*extprocv3.ProcessingRes
 		out[i] = proto.Clone(r).(*extprocv3.ProcessingResponse)
 	}
 	return out
-}
-
-func reqHeaders(eos bool, kv ...string) *extprocv3.ProcessingRequest {
-	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: hmap(kv...), EndOfStream: eos}}}
-}
-
-func reqBody(b []byte, eos bool) *extprocv3.ProcessingRequest {
-	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: b, EndOfStream: eos}}}
-}
-
-func respHeaders(kv ...string) *extprocv3.ProcessingRequest {
-	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: hmap(kv...)}}}
-}
-
-func respBody(b []byte, eos bool) *extprocv3.ProcessingRequest {
-	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: b, EndOfStream: eos}}}
 }
 
 // TestReplyReuse runs exchanges through every path that builds body
@@ -93,29 +77,29 @@ func TestReplyReuse(t *testing.T) {
 		msgs    []*extprocv3.ProcessingRequest
 	}
 	var streamedSSE []*extprocv3.ProcessingRequest
-	streamedSSE = append(streamedSSE, reqHeaders(false, chat...), reqBody(reqJSON[:30], false), reqBody(reqJSON[30:], true), respHeaders(sseHdr...))
+	streamedSSE = append(streamedSSE, envoytest.RequestHeaders(envoytest.HeaderMap(chat...), false), envoytest.RequestBody(reqJSON[:30], false), envoytest.RequestBody(reqJSON[30:], true), envoytest.ResponseHeaders(envoytest.HeaderMap(sseHdr...), false))
 	for _, e := range events {
-		streamedSSE = append(streamedSSE, respBody(e, false))
+		streamedSSE = append(streamedSSE, envoytest.ResponseBody(e, false))
 	}
-	streamedSSE = append(streamedSSE, respBody(nil, true))
+	streamedSSE = append(streamedSSE, envoytest.ResponseBody(nil, true))
 	cases := []tc{
 		{"streamed", &extprocv3.ProtocolConfiguration{RequestBodyMode: mStreamed, ResponseBodyMode: mStreamed}, scoring.Allow, streamedSSE},
 		{"streamed-degrade", &extprocv3.ProtocolConfiguration{RequestBodyMode: mStreamed, ResponseBodyMode: mStreamed}, scoring.Degrade, streamedSSE},
 		{"split-events", &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mStreamed}, scoring.Allow, []*extprocv3.ProcessingRequest{
-			reqHeaders(false, chat...), reqBody(reqJSON, true), respHeaders(sseHdr...),
-			respBody(sse[:17], false), respBody(sse[17:400], false), respBody(plain, false), respBody(sse[400:], false),
-			{Request: &extprocv3.ProcessingRequest_ResponseTrailers{ResponseTrailers: &extprocv3.HttpTrailers{}}},
+			envoytest.RequestHeaders(envoytest.HeaderMap(chat...), false), envoytest.RequestBody(reqJSON, true), envoytest.ResponseHeaders(envoytest.HeaderMap(sseHdr...), false),
+			envoytest.ResponseBody(sse[:17], false), envoytest.ResponseBody(sse[17:400], false), envoytest.ResponseBody(plain, false), envoytest.ResponseBody(sse[400:], false),
+			envoytest.ResponseTrailers(nil),
 		}},
 		{"buffered-json", &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mBuffered}, scoring.Allow, []*extprocv3.ProcessingRequest{
-			reqHeaders(false, chat...), reqBody(reqJSON, true),
-			respHeaders(":status", "200", "content-type", "application/json", "content-length", "999"), respBody(js, true),
+			envoytest.RequestHeaders(envoytest.HeaderMap(chat...), false), envoytest.RequestBody(reqJSON, true),
+			envoytest.ResponseHeaders(envoytest.HeaderMap(":status", "200", "content-type", "application/json", "content-length", "999"), false), envoytest.ResponseBody(js, true),
 		}},
 		{"duplex-large", &extprocv3.ProtocolConfiguration{RequestBodyMode: mDuplex, ResponseBodyMode: mDuplex}, scoring.Allow, []*extprocv3.ProcessingRequest{
-			reqHeaders(false, chat...), reqBody(reqJSON[:50], false), reqBody(reqJSON[50:], true), respHeaders(sseHdr...),
-			respBody(big, false), respBody(events[3], false), respBody(big, true),
+			envoytest.RequestHeaders(envoytest.HeaderMap(chat...), false), envoytest.RequestBody(reqJSON[:50], false), envoytest.RequestBody(reqJSON[50:], true), envoytest.ResponseHeaders(envoytest.HeaderMap(sseHdr...), false),
+			envoytest.ResponseBody(big, false), envoytest.ResponseBody(events[3], false), envoytest.ResponseBody(big, true),
 		}},
 		{"rejected", &extprocv3.ProtocolConfiguration{RequestBodyMode: mStreamed, ResponseBodyMode: mStreamed}, scoring.Block, []*extprocv3.ProcessingRequest{
-			reqHeaders(false, chat...), reqBody(reqJSON[:30], false), reqBody(reqJSON[30:], true), reqBody([]byte("late"), true),
+			envoytest.RequestHeaders(envoytest.HeaderMap(chat...), false), envoytest.RequestBody(reqJSON[:30], false), envoytest.RequestBody(reqJSON[30:], true), envoytest.RequestBody([]byte("late"), true),
 		}},
 	}
 	for _, c := range cases {

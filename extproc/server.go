@@ -99,7 +99,7 @@ type Server struct {
 	active atomic.Int64
 	ids    atomic.Uint64
 	// outBufs pools the output scratch of rewritten bodies (*[]byte) across
-	// streams: a reply points into it only until it is sent.
+	// streams: a reply points into it only until it is sent (see outBuf).
 	outBufs sync.Pool
 }
 

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/distillguard/distillguard/config"
+	"github.com/distillguard/distillguard/extproc/keys"
 	"github.com/distillguard/distillguard/scoring"
 )
 
@@ -25,18 +26,6 @@ const (
 	modeDuplex   = procv3.ProcessingMode_FULL_DUPLEX_STREAMED
 	modeGRPC     = procv3.ProcessingMode_GRPC
 )
-
-// maxStreamedChunk bounds one streamed_response body: ProcessingMode
-// FULL_DUPLEX_STREAMED recommends "no greater than 64K bytes".
-const maxStreamedChunk = 64 << 10
-
-// attrNamespace is the key Envoy files request attributes under
-// (ProcessingRequest.attributes is keyed by filter name).
-const attrNamespace = "envoy.filters.http.ext_proc"
-
-// metaNamespace is the dynamic-metadata namespace distillguard writes;
-// Envoy must list it in metadata_options.receiving_namespaces.untyped.
-const metaNamespace = "distillguard"
 
 func parseMode(s string) bodyMode {
 	if v, ok := procv3.ProcessingMode_BodySendMode_value[s]; ok {
@@ -60,19 +49,15 @@ func headerMutationsApply(m bodyMode) bool { return m == modeBuffered || m == mo
 // owned by the goroutine running Server.Process and never shared. The
 // replies returned by handle, and the byte slices they carry, are valid
 // until the next call to handle or sent: their reply trees and output
-// buffers are reused (nextReply, outScratch), and Process sends them before
-// it calls either.
+// buffer are reused (nextReply, scratch), and Process sends them before it
+// calls either.
 type stream struct {
 	srv *Server
 	ctx context.Context
-	// mctx is the context measurements are recorded with: ctx itself when
-	// it carries a span (exemplars), else context.Background(), so the
-	// SDK's per-measurement span lookup does not walk gRPC's context chain.
-	mctx context.Context
-	cfg  *config.Config
-	id   uint64
+	recorder
+	cfg *config.Config
+	id  uint64
 
-	started  bool
 	observe  bool
 	reqMode  bodyMode
 	respMode bodyMode
@@ -86,18 +71,13 @@ type stream struct {
 	timeSet bool
 	srcAddr string
 
-	// done is set once an immediate response was sent: Envoy ignores every
-	// later message of the stream (ProcessingResponse.immediate_response).
-	done            bool
-	seenReqTrailers bool
-	// Message-order bookkeeping, for protocol-violation warnings only.
-	reqEnded, respHeaders, respEnded bool
-
 	rq reqState
 	rs respState
 
-	decided bool
-	parsed  bool
+	// rejected is set once an immediate response was sent: Envoy ignores
+	// every later message of the stream (ProcessingResponse.immediate_response).
+	rejected bool
+	decided  bool
 	// verdict is the scorer's verdict (only it: the decision's signals
 	// live on in meta until that is sent, not for the whole stream).
 	verdict scoring.Verdict
@@ -105,31 +85,33 @@ type stream struct {
 	shadow  bool
 	seed    uint64
 	// meta is the decision's dynamic metadata until a reply carries it.
-	meta     *structpb.Struct
-	metaSent bool
+	meta *structpb.Struct
 
 	out []*extprocv3.ProcessingResponse
 	// replies are the reply trees reused across messages (see nextReply);
 	// nreplies of them are in use by the current message's replies.
 	replies  []*replyBuf
 	nreplies int
-
-	tally tally
+	// scratch is the output buffer rewritten bodies are written into.
+	scratch outBuf
 }
 
+// reqState is the request direction of a stream.
 type reqState struct {
-	hdr        *corev3.HeaderMap
-	path       string
-	sawHeaders bool
-	encoded    bool
-	// hdrPending: FULL_DUPLEX_STREAMED request headers whose reply is held
-	// until the body is known, which the mode allows ("the server may also
-	// choose to buffer the entire message, including the headers").
-	hdrPending bool
-	buf        []byte
-	// bodyDone: the decision no longer depends on the body; later chunks
-	// pass untouched.
-	bodyDone bool
+	phase   reqPhase
+	hdr     *corev3.HeaderMap
+	path    string
+	encoded bool
+	buf     []byte // the body held for the decision
+}
+
+// respState is the response direction of a stream.
+type respState struct {
+	phase respPhase
+	// hadLength: the upstream sent content-length (removed on the headers
+	// reply, restored on a whole BUFFERED body).
+	hadLength bool
+	body      respBody // in respRewriting
 }
 
 func (s *Server) newStream(ctx context.Context) *stream {
@@ -137,10 +119,11 @@ func (s *Server) newStream(ctx context.Context) *stream {
 	if cfg == nil {
 		cfg = s.fallback
 	}
-	st := &stream{srv: s, ctx: ctx, mctx: metricsContext(ctx), cfg: cfg, id: s.ids.Add(1), arrival: s.now()}
+	st := &stream{srv: s, ctx: ctx, recorder: recorder{m: s.m, mctx: metricsContext(ctx)}, cfg: cfg, id: s.ids.Add(1), arrival: s.now()}
 	st.reqTime = st.arrival
 	st.reqMode = parseMode(cfg.Processing.RequestBodyMode)
 	st.respMode = parseMode(cfg.Processing.ResponseBodyMode)
+	st.scratch.pool = &s.outBufs
 	return st
 }
 
@@ -151,13 +134,10 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) []*extprocv3.Processi
 	st.out = st.out[:0]
 	st.nreplies = 0
 	st.msgs++
-	if !st.started {
-		st.started = true
-		// protocol_config "is only encoded in the first ProcessingRequest".
-		if pc := req.GetProtocolConfig(); pc != nil {
-			st.reqMode = pc.GetRequestBodyMode()
-			st.respMode = pc.GetResponseBodyMode()
-		}
+	// protocol_config "is only encoded in the first ProcessingRequest".
+	if pc := req.GetProtocolConfig(); pc != nil && st.msgs == 1 {
+		st.reqMode = pc.GetRequestBodyMode()
+		st.respMode = pc.GetResponseBodyMode()
 	}
 	if req.GetObservabilityMode() {
 		st.observe = true
@@ -167,39 +147,54 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) []*extprocv3.Processi
 	}
 	// Envoy never sends a message after the end of its direction or a
 	// second headers message; such input is answered all the same (a
-	// missing reply would stall the stream) but warned about.
+	// missing reply would stall the stream) but warned about. A direction
+	// ends here, after its handler.
+	rq, rs := &st.rq, &st.rs
 	switch r := req.GetRequest().(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
 		st.lastKind = kindRequestHeaders
-		st.check(st.rq.sawHeaders || st.reqEnded, protoOutOfOrder)
-		st.reqEnded = r.RequestHeaders.GetEndOfStream()
+		if st.check(rq.phase != reqStart, protoOutOfOrder) {
+			st.emit(headersReply(true, nil))
+			break
+		}
 		st.onRequestHeaders(r.RequestHeaders)
+		if r.RequestHeaders.GetEndOfStream() {
+			rq.phase.to(reqEnded)
+		}
 	case *extprocv3.ProcessingRequest_RequestBody:
 		st.lastKind = kindRequestBody
-		st.check(st.reqEnded, protoAfterEnd)
-		st.reqEnded = st.reqEnded || r.RequestBody.GetEndOfStream()
+		st.check(rq.phase.ended(), protoAfterEnd)
 		st.onRequestBody(r.RequestBody)
+		if r.RequestBody.GetEndOfStream() {
+			rq.phase.to(reqEnded)
+		}
 	case *extprocv3.ProcessingRequest_RequestTrailers:
 		st.lastKind = kindRequestTrailers
-		st.check(st.reqEnded, protoAfterEnd)
-		st.reqEnded = true
+		st.check(rq.phase.ended(), protoAfterEnd)
 		st.onRequestTrailers()
+		rq.phase.to(reqTrailers)
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
 		st.lastKind = kindResponseHeaders
-		st.check(st.respHeaders || st.respEnded, protoOutOfOrder)
-		st.respHeaders = true
-		st.respEnded = r.ResponseHeaders.GetEndOfStream()
+		if st.check(rs.phase != respStart, protoOutOfOrder) {
+			st.emit(headersReply(false, nil))
+			break
+		}
 		st.onResponseHeaders(r.ResponseHeaders)
+		if r.ResponseHeaders.GetEndOfStream() {
+			rs.phase.to(respEnded)
+		}
 	case *extprocv3.ProcessingRequest_ResponseBody:
 		st.lastKind = kindResponseBody
-		st.check(st.respEnded, protoAfterEnd)
-		st.respEnded = st.respEnded || r.ResponseBody.GetEndOfStream()
+		st.check(rs.phase == respEnded, protoAfterEnd)
 		st.onResponseBody(r.ResponseBody)
+		if r.ResponseBody.GetEndOfStream() {
+			rs.phase.to(respEnded)
+		}
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
 		st.lastKind = kindResponseTrailers
-		st.check(st.respEnded, protoAfterEnd)
-		st.respEnded = true
+		st.check(rs.phase == respEnded, protoAfterEnd)
 		st.onResponseTrailers()
+		rs.phase.to(respEnded)
 	default:
 		// Nothing to answer: a reply would be spurious. Flow-control-only
 		// messages are not implemented by Envoy, so this is a client bug.
@@ -207,11 +202,11 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) []*extprocv3.Processi
 		st.srv.m.protocolError(st.mctx, protoEmptyRequest)
 		st.srv.log.Warn("ext_proc message without a request", "stream", st.id)
 	}
-	if st.rq.bodyDone && !st.rq.hdrPending {
+	if !rq.phase.holding() {
 		// The request side is finished (decided, its replies built): its
 		// header map, the largest thing a stream would otherwise keep
 		// for its whole life, is no longer read.
-		st.rq.hdr = nil
+		rq.hdr = nil
 	}
 	if st.observe {
 		st.out = st.out[:0]
@@ -220,13 +215,15 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) []*extprocv3.Processi
 	return st.out
 }
 
-// check counts and warns about a protocol violation when bad holds.
-func (st *stream) check(bad bool, kind string) {
+// check counts and warns about a protocol violation when bad holds, and
+// returns bad.
+func (st *stream) check(bad bool, kind string) bool {
 	if !bad {
-		return
+		return false
 	}
 	st.srv.m.protocolError(st.mctx, kind)
 	st.srv.log.Warn("ext_proc protocol violation", "stream", st.id, "violation", kind, "message", st.lastKind.String())
+	return true
 }
 
 func (st *stream) emit(r *extprocv3.ProcessingResponse) {
@@ -236,18 +233,12 @@ func (st *stream) emit(r *extprocv3.ProcessingResponse) {
 	st.out = append(st.out, r)
 }
 
-func (st *stream) pass(reason string) { st.srv.m.pass(st.mctx, reason) }
-
-func (st *stream) countOut(n int) { st.tally.bytesOut += int64(n) }
-
-func (st *stream) countIn(n int) { st.tally.bytesIn += int64(n) }
-
 // account counts a processed message; the counts reach the shared counters
 // in batches (see tally).
 func (st *stream) account() {
 	st.tally.messages[st.lastKind]++
 	if st.tally.pending++; st.tally.pending >= tallyFlushEvery {
-		st.srv.m.flush(st.mctx, &st.tally)
+		st.m.flush(st.mctx, &st.tally)
 	}
 }
 
@@ -284,15 +275,15 @@ func metricsContext(ctx context.Context) context.Context {
 // request's clock unless it lies further in the future than max_clock_skew:
 // a data plane with a broken clock must not be able to age sessions.
 func (st *stream) readAttributes(attrs map[string]*structpb.Struct) {
-	a := attrs[attrNamespace]
+	a := attrs[keys.AttributeNamespace]
 	if a == nil {
 		return
 	}
 	f := a.GetFields()
-	if v, ok := f["source.address"]; ok && st.srcAddr == "" {
+	if v, ok := f[keys.SourceAddress]; ok && st.srcAddr == "" {
 		st.srcAddr = v.GetStringValue()
 	}
-	if v, ok := f["request.time"]; ok && !st.timeSet {
+	if v, ok := f[keys.RequestTime]; ok && !st.timeSet {
 		st.timeSet = true
 		t, err := time.Parse(time.RFC3339Nano, v.GetStringValue())
 		switch {
@@ -306,48 +297,16 @@ func (st *stream) readAttributes(attrs map[string]*structpb.Struct) {
 	}
 }
 
-// maxPooledOut bounds the output scratch buffers kept in the server's pool:
-// a token event needs about 1 KiB, and a large buffered JSON body's buffer
-// is better left to the garbage collector than kept around.
-const maxPooledOut = 64 << 10
-
-// outScratch returns the (empty) buffer rewritten output is appended to,
-// borrowed from the server's pool when the stream holds none. The bytes
-// appended to it stay valid until sent gives it back.
-func (st *stream) outScratch() []byte {
-	rs := &st.rs
-	if rs.outBuf == nil {
-		if p, ok := st.srv.outBufs.Get().(*[]byte); ok {
-			rs.outPtr, rs.outBuf = p, *p
-		}
-	}
-	return rs.outBuf[:0]
-}
-
 // sent is called once the replies of a message have been sent (Process) or
 // when the stream ends: the output scratch they pointed into goes back to
 // the server's pool, so streams waiting for their next chunk hold none.
-func (st *stream) sent() {
-	rs := &st.rs
-	if rs.outBuf == nil {
-		return
-	}
-	if cap(rs.outBuf) <= maxPooledOut {
-		p := rs.outPtr
-		if p == nil {
-			p = new([]byte)
-		}
-		*p = rs.outBuf[:0]
-		st.srv.outBufs.Put(p)
-	}
-	rs.outBuf, rs.outPtr = nil, nil
-}
+func (st *stream) sent() { st.scratch.giveBack() }
 
 // release drops everything the stream holds. It runs on every exit path of
 // Process.
 func (st *stream) release() {
 	st.sent()
-	if !st.done && (len(st.rq.buf) > 0 || len(st.rs.buf) > 0 || (st.rs.sse != nil && st.rs.sse.Held() > 0)) {
+	if !st.rejected && (len(st.rq.buf) > 0 || st.rs.body.held() > 0) {
 		// The stream ended with body bytes still held back, which only a
 		// body ending without end_of_stream (trailers under STREAMED) or an
 		// aborted exchange leaves behind.
@@ -356,15 +315,12 @@ func (st *stream) release() {
 			st.srv.log.Warn("ext_proc stream closed while body bytes were held", "stream", st.id)
 		}
 	}
-	if st.rs.gz != nil {
-		_, _ = st.rs.gz.Close(nil)
-		st.rs.gz = nil
-	}
-	st.srv.m.flush(st.mctx, &st.tally)
+	st.rs.body.stop()
+	st.m.flush(st.mctx, &st.tally)
 	if st.srv.log.Enabled(st.ctx, slog.LevelDebug) {
 		st.srv.log.Debug("ext_proc stream done", "stream", st.id, "messages", st.msgs,
 			"end", st.end, "endpoint", endpointOf(st.rq.path), "verdict", st.verdict.String(),
-			"policy", st.action.Policy, "shadow", st.shadow, "rejected", st.done,
+			"policy", st.action.Policy, "shadow", st.shadow, "rejected", st.rejected,
 			"request_mode", st.reqMode.String(), "response_mode", st.respMode.String())
 	}
 	st.rq = reqState{}
@@ -372,162 +328,4 @@ func (st *stream) release() {
 	st.out = nil
 	st.replies = nil
 	st.meta = nil
-}
-
-// attachMeta puts the decision's dynamic metadata on r, once per stream.
-func (st *stream) attachMeta(r *extprocv3.ProcessingResponse) {
-	if st.meta == nil || st.metaSent {
-		return
-	}
-	r.DynamicMetadata = st.meta
-	st.metaSent = true
-	st.meta = nil // the reply holds it until sent; the stream no longer needs it
-}
-
-// --- reply builders ---
-
-func headersReply(request bool, m *mutation) *extprocv3.ProcessingResponse {
-	hr := &extprocv3.HeadersResponse{}
-	if m != nil && !m.empty() {
-		hr.Response = &extprocv3.CommonResponse{HeaderMutation: m.proto()}
-	}
-	if request {
-		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: hr}}
-	}
-	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}}
-}
-
-func trailersReply(request bool) *extprocv3.ProcessingResponse {
-	if request {
-		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}
-	}
-	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
-}
-
-// replyBuf is the reply tree of one body message (ProcessingResponse ->
-// BodyResponse -> CommonResponse -> BodyMutation), kept by the stream and
-// reused for every body message instead of building six objects per
-// message. Reuse is safe because grpc-go's serverStream.SendMsg marshals
-// the message (prepareMsg -> encode) before it returns and keeps only the
-// encoded bytes, and Process sends a message's replies before it handles
-// the next message. The same holds for the body bytes a reply points at.
-type replyBuf struct {
-	resp     extprocv3.ProcessingResponse
-	reqBody  extprocv3.ProcessingResponse_RequestBody
-	respBody extprocv3.ProcessingResponse_ResponseBody
-	br       extprocv3.BodyResponse
-	cr       extprocv3.CommonResponse
-	bm       extprocv3.BodyMutation
-	body     extprocv3.BodyMutation_Body
-	clear    extprocv3.BodyMutation_ClearBody
-	streamed extprocv3.BodyMutation_StreamedResponse
-	sbr      extprocv3.StreamedBodyResponse
-}
-
-// maxKeptReplies bounds the reply trees a stream keeps. A message gets one
-// body reply, except a large FULL_DUPLEX_STREAMED release cut into 64 KiB
-// chunks: replies beyond this many are allocated and not kept.
-const maxKeptReplies = 2
-
-// nextReply returns an empty reply tree for the current message. Its
-// replies stay valid until the next call to handle.
-func (st *stream) nextReply() *replyBuf {
-	i := st.nreplies
-	st.nreplies++
-	if i < len(st.replies) {
-		b := st.replies[i]
-		*b = replyBuf{}
-		return b
-	}
-	b := new(replyBuf)
-	if i < maxKeptReplies {
-		st.replies = append(st.replies, b)
-	}
-	return b
-}
-
-// common returns the tree's (empty) CommonResponse.
-func (b *replyBuf) common() *extprocv3.CommonResponse { return &b.cr }
-
-// bodyReply wires the tree as a request or response body reply carrying cr
-// (nil: no common response, the chunk goes on unchanged).
-func (b *replyBuf) bodyReply(request bool, cr *extprocv3.CommonResponse) *extprocv3.ProcessingResponse {
-	b.br.Response = cr
-	if request {
-		b.reqBody.RequestBody = &b.br
-		b.resp.Response = &b.reqBody
-	} else {
-		b.respBody.ResponseBody = &b.br
-		b.resp.Response = &b.respBody
-	}
-	return &b.resp
-}
-
-// replaceBody is a non-streamed body mutation that replaces the chunk Envoy
-// sent with data (CommonResponse.body_mutation: "simply replace or clear the
-// body chunk that was sent with that request").
-func (b *replyBuf) replaceBody(data []byte) *extprocv3.BodyMutation {
-	if len(data) == 0 {
-		b.clear.ClearBody = true
-		b.bm.Mutation = &b.clear
-	} else {
-		b.body.Body = data
-		b.bm.Mutation = &b.body
-	}
-	return &b.bm
-}
-
-// streamedBody is a FULL_DUPLEX_STREAMED body mutation
-// (BodyMutation.streamed_response).
-func (b *replyBuf) streamedBody(chunk []byte, eos bool) *extprocv3.BodyMutation {
-	b.sbr.Body, b.sbr.EndOfStream = chunk, eos
-	b.streamed.StreamedResponse = &b.sbr
-	b.bm.Mutation = &b.streamed
-	return &b.bm
-}
-
-// passBody is a body reply that lets the chunk go on unchanged.
-func (st *stream) passBody(request bool) *extprocv3.ProcessingResponse {
-	return st.nextReply().bodyReply(request, nil)
-}
-
-// emitStreamed sends b as streamed_response chunks of at most 64 KiB; the
-// last carries eos. Nothing is sent for an empty, non-final b. With meta the
-// decision's metadata rides on the first chunk.
-func (st *stream) emitStreamed(request bool, b []byte, eos, meta bool) {
-	if len(b) == 0 && !eos {
-		return
-	}
-	st.countOut(len(b))
-	for first := true; first || len(b) > 0; first = false {
-		n := min(len(b), maxStreamedChunk)
-		chunk := b[:n]
-		b = b[n:]
-		rb := st.nextReply()
-		cr := rb.common()
-		cr.BodyMutation = rb.streamedBody(chunk, eos && len(b) == 0)
-		r := rb.bodyReply(request, cr)
-		if meta {
-			st.attachMeta(r)
-		}
-		st.emit(r)
-	}
-}
-
-// overrideMode builds a mode_override that changes only the response body
-// mode. Envoy applies an override to both directions and takes its body
-// modes literally (older versions take every field literally), so the
-// request body mode in force is copied; header and trailer modes are
-// DEFAULT ("no change") except where the mode in force is known.
-func (st *stream) overrideMode(want bodyMode) *procv3.ProcessingMode {
-	m := &procv3.ProcessingMode{
-		RequestHeaderMode:  procv3.ProcessingMode_DEFAULT, // ignored in overrides
-		ResponseHeaderMode: procv3.ProcessingMode_SEND,    // we are processing them
-		RequestBodyMode:    st.reqMode,
-		ResponseBodyMode:   want,
-	}
-	if st.seenReqTrailers {
-		m.RequestTrailerMode = procv3.ProcessingMode_SEND
-	}
-	return m
 }

@@ -18,9 +18,9 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/distillguard/distillguard/config"
+	"github.com/distillguard/distillguard/extproc/envoytest"
 	"github.com/distillguard/distillguard/internal/traffic"
 	"github.com/distillguard/distillguard/scoring"
 )
@@ -48,20 +48,6 @@ type DetectionParams struct {
 	Variant int
 }
 
-// Metadata namespace and keys the server writes on the request-body reply
-// (ProcessingResponse.dynamic_metadata; see envoy/envoy.yaml's
-// metadata_options.receiving_namespaces).
-const (
-	metaNamespace = "distillguard"
-	metaVerdict   = "verdict"
-	metaScore     = "score"
-	metaSession   = "session"
-)
-
-// extProcFilter is the key Envoy files request attributes under in
-// ProcessingRequest.attributes: the ext_proc filter's name.
-const extProcFilter = "envoy.filters.http.ext_proc"
-
 // outcome is the server's answer to one replayed request.
 type outcome struct {
 	verdict scoring.Verdict
@@ -76,7 +62,7 @@ type outcome struct {
 // request; request headers with the request.time and source.address
 // attributes and the protocol configuration; then the whole request body in
 // one message (BUFFERED). The verdict comes from the dynamic metadata of the
-// body reply, or from an immediate response.
+// replies, or from an immediate response. The messages are envoytest's.
 type envoyClient struct {
 	c       extprocv3.ExternalProcessorClient
 	timeout time.Duration
@@ -89,26 +75,11 @@ func (e *envoyClient) send(ctx context.Context, r *traffic.Request) (outcome, er
 	if err != nil {
 		return outcome{}, err
 	}
-	attrs, err := structpb.NewStruct(map[string]any{
-		// Envoy renders the request.time attribute as an RFC 3339 timestamp.
-		"request.time":   r.Time.UTC().Format(time.RFC3339Nano),
-		"source.address": r.SourceAddress,
-	})
-	if err != nil {
-		return outcome{}, err
-	}
-	hdrs := &extprocv3.ProcessingRequest{
-		Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
-			Headers: envoyHeaders(r),
-		}},
-		Attributes: map[string]*structpb.Struct{extProcFilter: attrs},
-		// Sent with the first message of each stream
-		// (ProcessingRequest.protocol_config).
-		ProtocolConfig: &extprocv3.ProtocolConfiguration{
-			RequestBodyMode:  filterv3.ProcessingMode_BUFFERED,
-			ResponseBodyMode: filterv3.ProcessingMode_STREAMED,
-		},
-	}
+	hdrs := envoytest.RequestHeaders(envoyHeaders(r), false)
+	hdrs.Attributes = envoytest.Attributes(r.Time, r.SourceAddress)
+	// Sent with the first message of each stream
+	// (ProcessingRequest.protocol_config).
+	hdrs.ProtocolConfig = envoytest.ProtocolConfig(filterv3.ProcessingMode_BUFFERED, filterv3.ProcessingMode_STREAMED)
 	if err := st.Send(hdrs); err != nil {
 		return outcome{}, fmt.Errorf("send headers: %w", err)
 	}
@@ -116,27 +87,25 @@ func (e *envoyClient) send(ctx context.Context, r *traffic.Request) (outcome, er
 	if err != nil {
 		return outcome{}, fmt.Errorf("headers reply: %w", err)
 	}
-	var out outcome
-	if done := readReply(resp, &out); !done {
+	var d envoytest.Decision
+	if ended := d.Read(resp); !ended {
 		if _, ok := resp.Response.(*extprocv3.ProcessingResponse_RequestHeaders); !ok {
-			return out, fmt.Errorf("unexpected reply to request headers: %T", resp.Response)
+			return outcomeOf(&d), fmt.Errorf("unexpected reply to request headers: %T", resp.Response)
 		}
-		body := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
-			RequestBody: &extprocv3.HttpBody{Body: r.Body, EndOfStream: true},
-		}}
-		if err := st.Send(body); err != nil {
-			return out, fmt.Errorf("send body: %w", err)
+		if err := st.Send(envoytest.RequestBody(r.Body, true)); err != nil {
+			return outcomeOf(&d), fmt.Errorf("send body: %w", err)
 		}
 		resp, err = st.Recv()
 		if err != nil {
-			return out, fmt.Errorf("body reply: %w", err)
+			return outcomeOf(&d), fmt.Errorf("body reply: %w", err)
 		}
-		if done := readReply(resp, &out); !done {
+		if ended := d.Read(resp); !ended {
 			if _, ok := resp.Response.(*extprocv3.ProcessingResponse_RequestBody); !ok {
-				return out, fmt.Errorf("unexpected reply to request body: %T", resp.Response)
+				return outcomeOf(&d), fmt.Errorf("unexpected reply to request body: %T", resp.Response)
 			}
 		}
 	}
+	out := outcomeOf(&d)
 	// The upstream exchange is not simulated: end the stream as Envoy does
 	// when the request is over, and let the server finish cleanly.
 	if err := st.CloseSend(); err != nil {
@@ -152,36 +121,26 @@ func (e *envoyClient) send(ctx context.Context, r *traffic.Request) (outcome, er
 	}
 }
 
-// readReply records the verdict carried by resp and reports whether the
-// request ended there (immediate response).
-func readReply(resp *extprocv3.ProcessingResponse, out *outcome) bool {
-	if md := resp.GetDynamicMetadata(); md != nil {
-		if ns := md.GetFields()[metaNamespace].GetStructValue(); ns != nil {
-			f := ns.GetFields()
-			if v, err := scoring.ParseVerdict(f[metaVerdict].GetStringValue()); err == nil {
-				out.verdict, out.tagged = v, true
+// outcomeOf is the replay's view of a decision: the verdict when the
+// metadata names one, else, for a request answered immediately, the verdict
+// its status stands for (429 throttle, anything else block).
+func outcomeOf(d *envoytest.Decision) outcome {
+	out := outcome{score: d.Score, session: d.Session}
+	if v, err := scoring.ParseVerdict(d.Verdict); err == nil && d.Tagged {
+		out.verdict, out.tagged = v, true
+	}
+	if d.Rejected {
+		out.status = d.Status
+		if !out.tagged {
+			switch out.status {
+			case 429:
+				out.verdict = scoring.Throttle
+			default:
+				out.verdict = scoring.Block
 			}
-			out.score = f[metaScore].GetNumberValue()
-			if s := f[metaScore].GetStringValue(); s != "" {
-				out.score, _ = strconv.ParseFloat(s, 64)
-			}
-			out.session = f[metaSession].GetStringValue()
 		}
 	}
-	ir, ok := resp.Response.(*extprocv3.ProcessingResponse_ImmediateResponse)
-	if !ok {
-		return false
-	}
-	out.status = int(ir.ImmediateResponse.GetStatus().GetCode())
-	if !out.tagged {
-		switch out.status {
-		case 429:
-			out.verdict = scoring.Throttle
-		default:
-			out.verdict = scoring.Block
-		}
-	}
-	return true
+	return out
 }
 
 // envoyHeaders renders the request headers as Envoy sends them: pseudo
@@ -190,23 +149,23 @@ func readReply(resp *extprocv3.ProcessingResponse, out *outcome) bool {
 // (HeaderValue.raw_value).
 func envoyHeaders(r *traffic.Request) *corev3.HeaderMap {
 	h := []*corev3.HeaderValue{
-		{Key: ":authority", RawValue: []byte("api.lab.invalid")},
-		{Key: ":path", RawValue: []byte(r.Path)},
-		{Key: ":method", RawValue: []byte(cmpOr(r.Method, "POST"))},
-		{Key: ":scheme", RawValue: []byte("https")},
+		envoytest.Header(":authority", "api.lab.invalid"),
+		envoytest.Header(":path", r.Path),
+		envoytest.Header(":method", cmpOr(r.Method, "POST")),
+		envoytest.Header(":scheme", "https"),
 	}
-	keys := make([]string, 0, len(r.Header))
+	names := make([]string, 0, len(r.Header))
 	for k := range r.Header {
-		keys = append(keys, k)
+		names = append(names, k)
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		h = append(h, &corev3.HeaderValue{Key: k, RawValue: []byte(r.Header[k])})
+	sort.Strings(names)
+	for _, k := range names {
+		h = append(h, envoytest.Header(k, r.Header[k]))
 	}
 	h = append(h,
-		&corev3.HeaderValue{Key: "content-length", RawValue: []byte(strconv.Itoa(len(r.Body)))},
-		&corev3.HeaderValue{Key: "x-forwarded-proto", RawValue: []byte("https")},
-		&corev3.HeaderValue{Key: "x-request-id", RawValue: []byte(fmt.Sprintf("00000000-0000-4000-8000-%012d", r.Seq))},
+		envoytest.Header("content-length", strconv.Itoa(len(r.Body))),
+		envoytest.Header("x-forwarded-proto", "https"),
+		envoytest.Header("x-request-id", fmt.Sprintf("00000000-0000-4000-8000-%012d", r.Seq)),
 	)
 	return &corev3.HeaderMap{Headers: h}
 }

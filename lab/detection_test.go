@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/distillguard/distillguard/config"
+	"github.com/distillguard/distillguard/extproc/keys"
 	"github.com/distillguard/distillguard/internal/corpus/corpustest"
 	"github.com/distillguard/distillguard/internal/traffic"
 )
@@ -52,11 +53,11 @@ func (f *countingProcessor) Process(st extprocv3.ExternalProcessor_ProcessServer
 	if req.GetProtocolConfig() == nil {
 		f.problem("no protocol_config on the first message")
 	}
-	attrs := req.GetAttributes()[extProcFilter].GetFields()
-	if _, err := time.Parse(time.RFC3339Nano, attrs["request.time"].GetStringValue()); err != nil {
+	attrs := req.GetAttributes()[keys.AttributeNamespace].GetFields()
+	if _, err := time.Parse(time.RFC3339Nano, attrs[keys.RequestTime].GetStringValue()); err != nil {
 		f.problem("request.time: " + err.Error())
 	}
-	if attrs["source.address"].GetStringValue() == "" {
+	if attrs[keys.SourceAddress].GetStringValue() == "" {
 		f.problem("no source.address")
 	}
 	var auth, path string
@@ -96,8 +97,8 @@ func (f *countingProcessor) Process(st extprocv3.ExternalProcessor_ProcessServer
 	}
 	h := fnv.New64a()
 	h.Write([]byte(auth))
-	md, err := structpb.NewStruct(map[string]any{metaNamespace: map[string]any{
-		metaVerdict: verdict, metaScore: float64(n) / 200, metaSession: strconv.FormatUint(h.Sum64(), 16),
+	md, err := structpb.NewStruct(map[string]any{keys.MetadataNamespace: map[string]any{
+		keys.Verdict: verdict, keys.Score: float64(n) / 200, keys.Session: strconv.FormatUint(h.Sum64(), 16),
 	}})
 	if err != nil {
 		return err

@@ -179,28 +179,32 @@ func appendBytes(dst []byte, s string) []byte {
 
 // appendChatLogprob writes one chat/responses logprob entry.
 func appendChatLogprob(dst []byte, t Token, top int) []byte {
-	dst = appendTokenFields(dst, t.Token, t.Logprob)
+	dst = AppendTokenFields(dst, t.Token, t.Logprob, -1)
 	dst = append(dst, `,"top_logprobs":[`...)
 	for i, a := range t.Top[:min(top, len(t.Top))] {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendTokenFields(dst, a.Token, a.Logprob)
+		dst = AppendTokenFields(dst, a.Token, a.Logprob, -1)
 		dst = append(dst, '}')
 	}
 	return append(dst, "]}"...)
 }
 
-// appendTokenFields opens a logprob entry and writes the fields the chosen
-// token and its alternatives share: {"token":...,"logprob":...,"bytes":[...]
-// (the caller closes it).
-func appendTokenFields(dst []byte, tok string, lp float64) []byte {
+// AppendTokenFields opens a chat or responses logprob entry and writes the
+// fields the chosen token and its alternatives share,
+// {"token":...,"logprob":...,"bytes":[...] (the caller closes it;
+// https://platform.openai.com/docs/api-reference/chat/object). digits is
+// the logprob's significant digits as strconv.AppendFloat takes them with
+// format 'g': -1 for the shortest form that reads back exactly, 8 for how
+// OpenAI's serializer prints float32 values.
+func AppendTokenFields(dst []byte, token string, logprob float64, digits int) []byte {
 	dst = append(dst, `{"token":`...)
-	dst = appendString(dst, tok)
+	dst = appendString(dst, token)
 	dst = append(dst, `,"logprob":`...)
-	dst = appendFloat(dst, lp)
+	dst = strconv.AppendFloat(dst, logprob, 'g', digits, 64)
 	dst = append(dst, `,"bytes":`...)
-	return appendBytes(dst, tok)
+	return appendBytes(dst, token)
 }
 
 func appendUsage(dst []byte, prompt, completion int) []byte {

@@ -770,4 +770,3 @@ func valuesRefs(src string) []string {
 		src = src[j:]
 	}
 }
-

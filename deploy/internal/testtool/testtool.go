@@ -173,6 +173,14 @@ func (s *Server) Stop(t testing.TB) {
 	})
 }
 
+// Signal sends sig to the server process.
+func (s *Server) Signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Get fetches path from the server's admin port.
 func (s *Server) Get(t testing.TB, path string) (int, string) {
 	t.Helper()

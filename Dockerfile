@@ -16,12 +16,13 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/root/go/pkg/mod go mod download
 COPY . .
-ARG TARGETOS=linux
-ARG TARGETARCH=amd64
+# Set by BuildKit from --platform (cross-compiled on the build platform).
+ARG TARGETOS
+ARG TARGETARCH
 # No cgo: the final stage has no libc. -trimpath and an empty build id keep
 # the binary a function of the source.
 RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
+    CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH:-amd64} \
     go build -trimpath -ldflags="-s -w -buildid=" -o /out/distillguard ./cmd/distillguard
 
 # distroless static: CA bundle, /etc/passwd with nonroot, no shell.

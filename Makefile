@@ -35,21 +35,21 @@ tools:
 # deploy/ is its own Go module (Kubernetes, Envoy Gateway, Istio, Prometheus
 # and Helm types stay out of the server's go.mod). Helm is the CLI pinned by
 # deploy/go.mod's tool directive.
-HELM := cd deploy && $(GO) tool helm
+HELM_CMD := cd deploy && $(GO) tool helm
 CHART := helm/distillguard
 test-deploy: helm-lint
 	cd deploy && $(GO) vet ./...
 	cd deploy && $(GO) test -race -count=1 -timeout 15m ./...
 
 helm-lint:
-	$(HELM) lint --strict $(CHART)
-	$(HELM) lint --strict $(CHART) -f helm/testdata/all-on.yaml
-	$(HELM) template distillguard $(CHART) --namespace distillguard >/dev/null
-	$(HELM) template distillguard $(CHART) --namespace distillguard -f helm/testdata/all-on.yaml >/dev/null
+	$(HELM_CMD) lint --strict $(CHART)
+	$(HELM_CMD) lint --strict $(CHART) -f helm/testdata/all-on.yaml
+	$(HELM_CMD) template distillguard $(CHART) --namespace distillguard >/dev/null
+	$(HELM_CMD) template distillguard $(CHART) --namespace distillguard -f helm/testdata/all-on.yaml >/dev/null
 
 # Rendered manifests with the defaults (VALUES=file for others).
 helm-template:
-	@$(HELM) template distillguard $(CHART) --namespace distillguard $(if $(VALUES),-f $(abspath $(VALUES)))
+	@$(HELM_CMD) template distillguard $(CHART) --namespace distillguard $(if $(VALUES),-f $(abspath $(VALUES)))
 
 # The container image without a daemon: an OCI layout in image-out/oci and a
 # `docker load` tarball (the Dockerfile builds the same image with docker).
@@ -66,6 +66,11 @@ test-short:
 FUZZTIME ?= 20s
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+	@set -e; cd deploy; for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \

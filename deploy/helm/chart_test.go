@@ -62,15 +62,7 @@ var serverBin = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(dir, "distillguard")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/distillguard")
-	cmd.Dir = "../.."
-	// As testtool.BuildServer builds it, so the build cache serves both.
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build distillguard: %v\n%s", err, b)
-	}
-	return out, nil
+	return testtool.BuildServerIn(dir)
 })
 
 func TestMain(m *testing.M) {

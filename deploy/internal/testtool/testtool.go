@@ -7,6 +7,7 @@ package testtool
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -52,35 +53,59 @@ func Need(t testing.TB, tool string) string {
 // the working directory.
 func Root(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
+	r, err := findRoot()
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+func findRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
 	}
 	for {
 		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
 		if err == nil && strings.HasPrefix(string(b), "module github.com/distillguard/distillguard\n") {
-			return dir
+			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Fatal("distillguard module root not found above the working directory")
+			return "", errors.New("distillguard module root not found above the working directory")
 		}
 		dir = parent
 	}
 }
 
 // BuildServer compiles cmd/distillguard from the distillguard module (not
-// from this one, so the binary is the one the project ships) into dir.
+// from this one, so the binary is the one the project ships) into dir. The
+// flags that change compiled packages (cgo off, -trimpath) are those of the
+// image build (deploy/image), so the build cache serves both.
 func BuildServer(t testing.TB, dir string) string {
 	t.Helper()
-	out := filepath.Join(dir, "distillguard")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/distillguard")
-	cmd.Dir = Root(t)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/distillguard: %v\n%s", err, b)
+	out, err := BuildServerIn(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
+}
+
+// BuildServerIn is BuildServer for callers without a testing.TB (a
+// sync.OnceValues shared by a package's tests).
+func BuildServerIn(dir string) (string, error) {
+	root, err := findRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "distillguard")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/distillguard")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/distillguard: %v\n%s", err, b)
+	}
+	return out, nil
 }
 
 // Server is a running distillguard process.

@@ -60,7 +60,7 @@ func BenchmarkShiftTop5(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		copy(alts, base)
-		s.ShiftTop(alts)
+		s.ShiftTop(0.37, alts)
 	}
 }
 
@@ -72,7 +72,7 @@ func BenchmarkShift(b *testing.B) {
 	b.ReportAllocs()
 	var v float64
 	for i := 0; i < b.N; i++ {
-		v += s.Shift(tok, -2.5, false)
+		v += s.Shift(0.37, tok, -2.5, false)
 	}
 	_ = v
 }

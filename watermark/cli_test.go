@@ -83,17 +83,32 @@ func TestRunVerify(t *testing.T) {
 		}
 		return b.String()
 	}
-	susp := write("suspect.jsonl", toJSONL(synthLogprobs(lm.NewShifter(), 300, 2000, 19, 1, 0.3)))
-	ref := write("reference.jsonl", toJSONL(synthLogprobs(nil, 300, 2000, 19, 1, 0)))
+	model := newSynthModel(300, 16)
+	probes := synthProbes(400, 16, 3)
+	susp := write("suspect.jsonl", toJSONL(model.answers(lm.NewShifter(), probes, 19, 1, 0.3)))
+	ref := write("reference.jsonl", toJSONL(model.answers(nil, probes, 19, 1, 0)))
+	var pj bytes.Buffer
+	for i, p := range probes {
+		if i%2 == 0 {
+			b, _ := json.Marshal(p)
+			pj.Write(append(b, '\n'))
+		} else {
+			// The chat request form is text; a record API's probes
+			// are features, so write those for every probe here.
+			b, _ := json.Marshal(map[string]any{"features": p.Features})
+			pj.Write(append(b, '\n'))
+		}
+	}
+	prompts := write("prompts.jsonl", pj.String())
 	stdout.Reset()
-	if code := RunVerify([]string{"-key-file", keys, "-mode", "logprobs", "-reference", ref, susp}, &stdout, &stderr); code != 0 {
+	if code := RunVerify([]string{"-key-file", keys, "-mode", "logprobs", "-prompts", prompts, "-reference", ref, susp}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	var lr map[string]any
 	if err := json.Unmarshal(stdout.Bytes(), &lr); err != nil {
 		t.Fatal(err)
 	}
-	if lr["key_id"] != "old" || lr["p_value"].(float64) > 1e-6 || lr["rank"].(float64) != 1 || lr["candidates"].(float64) < 100 {
+	if lr["key_id"] != "old" || lr["p_value"].(float64) > 1e-6 || lr["tokens"].(float64) < 100 || lr["probes"].(float64) != 400 {
 		t.Errorf("logprobs: %s", stdout.String())
 	}
 
@@ -109,8 +124,10 @@ func TestRunVerify(t *testing.T) {
 		{[]string{"-key-file", keys, bad}, "line 2"},
 		{[]string{"-key-file", keys, "-mode", "x", markedFile}, "-mode"},
 		{[]string{"-key-file", keys, "-reference", ref, markedFile}, "-reference"},
+		{[]string{"-key-file", keys, "-mode", "logprobs", susp}, "needs -prompts"},
+		{[]string{"-key-file", keys, "-mode", "logprobs", "-prompts", write("p.jsonl", "{\"x\":1}\n"), susp}, "no \"prompt\""},
 		{[]string{"-key-file", keys, write("empty.jsonl", "{\"id\":1}\n")}, "no \"text\""},
-		{[]string{"-key-file", keys, "-mode", "logprobs", markedFile}, "top_logprobs"},
+		{[]string{"-key-file", keys, "-mode", "logprobs", "-prompts", prompts, markedFile}, "top_logprobs"},
 	} {
 		stdout.Reset()
 		stderr.Reset()

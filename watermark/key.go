@@ -41,8 +41,6 @@ type Key struct {
 	lexMAC   []byte
 	lpBlock  cipher.Block
 	lpMAC    []byte
-	// freq is the logprob signal's frequency (cycles over the unit phase).
-	freq int
 }
 
 // NewKey derives a key from secret (at least MinSecretBytes). An empty id
@@ -72,8 +70,6 @@ func NewKey(id string, secret []byte) (*Key, error) {
 	if k.lpBlock, err = aes.NewCipher(derive("logprob aes", 32)); err != nil {
 		return nil, err
 	}
-	f := derive("logprob frequency", 8)
-	k.freq = minFreq + int(binary.BigEndian.Uint64(f)%uint64(maxFreq-minFreq+1))
 	return k, nil
 }
 

@@ -72,7 +72,7 @@ func TestAddKey(t *testing.T) {
 			if c.old != "" {
 				oldKS, _ := ParseKeyFile([]byte(c.old))
 				k, _ := ks.Lookup(oldKS.Active().ID())
-				if k == nil || k.freq != oldKS.Active().freq || k.lexMAC[0] != oldKS.Active().lexMAC[0] {
+				if k == nil || k.lpMAC[0] != oldKS.Active().lpMAC[0] || k.lexMAC[0] != oldKS.Active().lexMAC[0] {
 					t.Error("the old key changed")
 				}
 				st, _ := os.Stat(path)

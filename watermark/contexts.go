@@ -56,16 +56,23 @@ const (
 	ctxUnit = 64
 	// ctxPrior is the prior mass, in units (ctxUnit = one occurrence),
 	// spread over a set's members by their table weights: a member never
-	// seen in the statistics keeps a tiny share instead of none.
-	ctxPrior = ctxUnit
+	// seen in the statistics keeps a tiny share instead of none (a
+	// sixteenth of an occurrence: more would move the share of members
+	// seen in a few occurrences only).
+	ctxPrior = ctxUnit / 16
 )
 
-// ContextStats holds, for each synonym set, how often each member and each
-// context (the token before a candidate, as the marker sees it) occur in
-// unmarked text. Immutable after parsing or building.
+// ContextStats holds, for each synonym set and form slot (a "unit": the
+// plural "kids/children" is one, the singular "kid/child" another, since
+// their members' shares differ), how often each member and each context
+// (the token before a candidate, as the marker sees it) occur in unmarked
+// text. Immutable after parsing or building.
 type ContextStats struct {
-	sets map[uint16]*setStats
+	sets map[uint32]*setStats
 }
+
+// unitOf numbers a (set, slot) pair.
+func unitOf(set uint16, slot uint8) uint32 { return uint32(set)*numSlots + uint32(slot) }
 
 type setStats struct {
 	n       uint64   // occurrences
@@ -84,16 +91,19 @@ type ctxStat struct {
 // model to be marked: the marker's estimate of the natural distribution).
 func BuildContextStats(lex *Lexicon, texts [][]byte) *ContextStats {
 	st := &Stream{lex: lex, observe: true}
-	counts := map[uint16]map[string][]uint64{}
+	counts := map[uint32]map[string][]uint64{}
+	sizes := map[uint32]int{}
 	for _, t := range texts {
 		st.Reset()
 		st.Write(nil, t)
 		st.Flush(nil)
 		for _, c := range st.cands {
-			m := counts[c.set]
+			u := unitOf(c.set, c.slot)
+			m := counts[u]
 			if m == nil {
 				m = map[string][]uint64{}
-				counts[c.set] = m
+				counts[u] = m
+				sizes[u] = len(lex.sets[c.set].members)
 			}
 			k := string(c.ctx.bytes())
 			v := m[k]
@@ -104,9 +114,9 @@ func BuildContextStats(lex *Lexicon, texts [][]byte) *ContextStats {
 			v[c.member]++
 		}
 	}
-	cs := &ContextStats{sets: map[uint16]*setStats{}}
-	for set, m := range counts {
-		ss := &setStats{members: make([]uint64, len(lex.sets[set].members))}
+	cs := &ContextStats{sets: map[uint32]*setStats{}}
+	for u, m := range counts {
+		ss := &setStats{members: make([]uint64, sizes[u])}
 		for k, v := range m {
 			var n uint64
 			for i, c := range v {
@@ -123,7 +133,7 @@ func BuildContextStats(lex *Lexicon, texts [][]byte) *ContextStats {
 			ss.ctxs = ss.ctxs[:ctxMaxPerSet]
 		}
 		ss.reindex()
-		cs.sets[set] = ss
+		cs.sets[u] = ss
 	}
 	return cs
 }
@@ -149,12 +159,13 @@ func (ss *setStats) reindex() {
 	}
 }
 
-// Sets is the number of sets with statistics.
+// Sets is the number of (set, slot) units with statistics.
 func (cs *ContextStats) Sets() int { return len(cs.sets) }
 
-// Format writes the statistics as text: ContextsHeader, then per set a line
-// "set FIRST-MEMBER N c1 c2 ..." (occurrences and natural member counts, in
-// table order) followed by its contexts heaviest first, one a line:
+// Format writes the statistics as text: ContextsHeader, then per unit a
+// line "set FORM N c1 c2 ..." (FORM: the first member's form in the unit's
+// slot; occurrences and natural member counts, in table order) followed by
+// its contexts heaviest first, one a line:
 // "CONTEXT COUNT c1 c2 ...". CONTEXT is "^" (start of text), "=WORD" (the
 // set whose first member is WORD), "!P" (punctuation P) or a word; bytes
 // other than a-z and 0-9 are written %XX.
@@ -162,14 +173,14 @@ func (cs *ContextStats) Format(lex *Lexicon) []byte {
 	var b bytes.Buffer
 	b.WriteString(ContextsHeader + "\n")
 	b.WriteString("# Generated from unmarked text; see BuildContextStats. One set per \"set\" line, its contexts below it.\n")
-	ids := make([]int, 0, len(cs.sets))
+	ids := make([]uint32, 0, len(cs.sets))
 	for id := range cs.sets {
-		ids = append(ids, int(id))
+		ids = append(ids, id)
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
-		ss := cs.sets[uint16(id)]
-		fmt.Fprintf(&b, "set %s %d", lex.sets[id].members[0].forms[slotBase], ss.n)
+		ss := cs.sets[id]
+		fmt.Fprintf(&b, "set %s %d", lex.sets[id/numSlots].members[0].forms[id%numSlots], ss.n)
 		for _, c := range ss.members {
 			fmt.Fprintf(&b, " %d", c)
 		}
@@ -268,7 +279,7 @@ func ParseContextStats(lex *Lexicon, text []byte) (*ContextStats, error) {
 	for i, s := range lex.sets {
 		first[s.members[0].forms[slotBase]] = uint16(i)
 	}
-	cs := &ContextStats{sets: map[uint16]*setStats{}}
+	cs := &ContextStats{sets: map[uint32]*setStats{}}
 	sc := bufio.NewScanner(bytes.NewReader(text))
 	sc.Buffer(nil, 1<<20)
 	var cur *setStats
@@ -305,14 +316,15 @@ func ParseContextStats(lex *Lexicon, text []byte) (*ContextStats, error) {
 			if len(f) < 3 {
 				return nil, fail(fmt.Errorf("want \"set FIRST-MEMBER N COUNTS...\""))
 			}
-			id, ok := first[f[1]]
-			if !ok {
-				return nil, fail(fmt.Errorf("no set starts with %q", f[1]))
+			e, ok := lex.words[f[1]]
+			if !ok || e.member != 0 {
+				return nil, fail(fmt.Errorf("%q is not a first member's form", f[1]))
 			}
+			id := unitOf(e.set, e.slot)
 			if cs.sets[id] != nil {
 				return nil, fail(fmt.Errorf("set %q twice", f[1]))
 			}
-			v, err := nums(f[2:], 1+len(lex.sets[id].members))
+			v, err := nums(f[2:], 1+len(lex.sets[e.set].members))
 			if err != nil {
 				return nil, fail(err)
 			}
@@ -403,23 +415,30 @@ func (p *setPlan) tailProb(m int) float64 {
 
 // ctxPRF is the keyed PRF of (set, context): the one input of every keyed
 // choice of the lexical mark.
-func ctxPRF(p *prf, msg []byte, set uint16, ctx []byte) uint64 {
-	binary.BigEndian.PutUint16(msg, set)
-	n := 2 + copy(msg[2:], ctx)
+// The message is (set, slot, context): 3 bytes plus a context of at most
+// maxCtx bytes.
+func ctxPRF(p *prf, msg []byte, u uint32, ctx []byte) uint64 {
+	binary.BigEndian.PutUint16(msg, uint16(u/numSlots))
+	msg[2] = byte(u % numSlots)
+	n := 3 + copy(msg[3:], ctx)
 	return p.sum64(msg[:n])
 }
 
-func ctxPRFString(p *prf, msg []byte, set uint16, ctx string) uint64 {
-	binary.BigEndian.PutUint16(msg, set)
-	n := 2 + copy(msg[2:], ctx)
+func ctxPRFString(p *prf, msg []byte, u uint32, ctx string) uint64 {
+	binary.BigEndian.PutUint16(msg, uint16(u/numSlots))
+	msg[2] = byte(u % numSlots)
+	n := 3 + copy(msg[3:], ctx)
 	return p.sum64(msg[:n])
 }
 
-// member is the key's member for set in context ctx, or -1 when the
-// context is left unmarked; seen reports whether ctx has its own row.
-func (l *Lexicon) member(p *prf, msg []byte, plans []setPlan, set uint16, ctx []byte) (m int, seen int32) {
-	plan := &plans[set]
-	if ss := l.stats(set); ss != nil {
+// prfMsgLen is the scratch a message needs.
+const prfMsgLen = 3 + maxCtx
+
+// member is the key's member for unit u in context ctx, or -1 when the
+// context is left unmarked; seen is the context's row, or -1 for the tail.
+func (l *Lexicon) member(p *prf, msg []byte, plans []setPlan, u uint32, ctx []byte) (m int, seen int32) {
+	plan := &plans[u]
+	if ss := l.stats(u); ss != nil {
 		if j, ok := ss.index[string(ctx)]; ok {
 			if c := plan.choice[j]; c != free {
 				return int(c), j
@@ -427,13 +446,13 @@ func (l *Lexicon) member(p *prf, msg []byte, plans []setPlan, set uint16, ctx []
 			return -1, j
 		}
 	}
-	return plan.tailMember(ctxPRF(p, msg, set, ctx)), -1
+	return plan.tailMember(ctxPRF(p, msg, u, ctx)), -1
 }
 
 // buildPlan runs the assignment described at the top of this file for one
 // set under the key behind p. ss may be nil (no statistics: the table
 // weights are the marginal and every context is in the tail).
-func buildPlan(p *prf, msg []byte, set uint16, ls *lexSet, ss *setStats, withProb bool) setPlan {
+func buildPlan(p *prf, msg []byte, u uint32, ls *lexSet, ss *setStats, withProb bool) setPlan {
 	nm := len(ls.members)
 	var plan setPlan
 	if ss == nil {
@@ -469,7 +488,7 @@ func buildPlan(p *prf, msg []byte, set uint16, ls *lexSet, ss *setStats, withPro
 			}
 			continue
 		}
-		hi, _ := bits.Mul64(ctxPRFString(p, msg, set, c.key), uint64(sum))
+		hi, _ := bits.Mul64(ctxPRFString(p, msg, u, c.key), uint64(sum))
 		pick, acc := -1, uint64(0)
 		for i, cp := range caps {
 			if cp < w {
@@ -507,20 +526,73 @@ func buildPlan(p *prf, msg []byte, set uint16, ls *lexSet, ss *setStats, withPro
 	return plan
 }
 
-// plans builds a key's plan for every set of lex.
+// plans builds a key's plan for every unit of lex, indexed by unitOf.
 func (l *Lexicon) plans(k *Key, withProb bool) []setPlan {
 	p := prf{block: k.lexBlock, macKey: k.lexMAC}
-	var msg [2 + maxCtx]byte
-	out := make([]setPlan, len(l.sets))
-	for i := range l.sets {
-		out[i] = buildPlan(&p, msg[:], uint16(i), &l.sets[i], l.stats(uint16(i)), withProb)
+	var msg [prfMsgLen]byte
+	out := make([]setPlan, len(l.sets)*numSlots)
+	for u := range out {
+		out[u] = buildPlan(&p, msg[:], uint32(u), &l.sets[u/numSlots], l.stats(uint32(u)), withProb)
 	}
 	return out
 }
 
-func (l *Lexicon) stats(set uint16) *setStats {
+func (l *Lexicon) stats(u uint32) *setStats {
 	if l.ctx == nil {
 		return nil
 	}
-	return l.ctx.sets[set]
+	return l.ctx.sets[u]
+}
+
+// Assignment describes a key's frequency-preserving assignment over the
+// lexicon's context statistics, as shares of the candidate occurrences
+// counted there: in contexts left unmarked (Free), in contexts where only
+// one member fits its weight (Forced: marked, but the same for every key),
+// in contexts whose member is a keyed draw among two or more (Keyed), and
+// in the hashed tail (Tail). Keyed and Tail carry the evidence.
+type Assignment struct {
+	Units                     int
+	Free, Forced, Keyed, Tail float64
+}
+
+// Assignment summarises the marker's assignment.
+func (m *Marker) Assignment() Assignment {
+	var a Assignment
+	if m.lex.ctx == nil {
+		a.Tail = 1
+		return a
+	}
+	plans := m.lex.plans(m.key, true)
+	var total float64
+	for u, ss := range m.lex.ctx.sets {
+		a.Units++
+		plan := &plans[u]
+		nm := len(ss.members)
+		seen := 0.0
+		for j, c := range ss.ctxs {
+			w := float64(c.count)
+			seen += w
+			if plan.choice[j] == free {
+				a.Free += w
+				continue
+			}
+			allowed := 0
+			for i := 0; i < nm; i++ {
+				if plan.prob[j*nm+i] > 0 {
+					allowed++
+				}
+			}
+			if allowed > 1 {
+				a.Keyed += w
+			} else {
+				a.Forced += w
+			}
+		}
+		a.Tail += float64(ss.n) - seen
+		total += float64(ss.n)
+	}
+	if total > 0 {
+		a.Free, a.Forced, a.Keyed, a.Tail = a.Free/total, a.Forced/total, a.Keyed/total, a.Tail/total
+	}
+	return a
 }

@@ -73,25 +73,28 @@ set openly 1 0 1
 set secretly 1 1 0
 set overly 1 1 0
 set politely 1 1 0
-set big 65 26 39
-the 12 4 8
+set big 53 20 33
 a 10 6 4
+the 7 2 5
 20 3 0 3
 as 3 1 2
-for 3 0 3
 of 3 2 1
 15 2 0 2
 from 2 0 2
 how 2 2 0
-is 2 2 0
+set bigger 5 3 2
+for 2 0 2
+set biggest 7 3 4
+the 5 2 3
 set beautiful 3 3 0
 set ugly 14 13 1
 look 4 4 0
 re 2 1 1
 really 2 2 0
-set smart 11 11 0
+set smart 8 8 0
 are 2 2 0
 not 2 2 0
+set smarter 3 3 0
 set stupid 13 13 0
 so 3 3 0
 are 2 2 0
@@ -157,10 +160,14 @@ set enjoyable 1 1 0
 set tiny 1 1 0
 set miserable 1 1 0
 set lucky 1 1 0
-set kid 101 33 68
+set kid 31 6 25
 each 10 4 6
 a 7 2 5
-my 4 1 3
+my 3 0 3
+first 2 0 2
+second 2 0 2
+third 2 0 2
+set kids 70 27 43
 of 4 3 1
 the 4 2 2
 30 3 1 2
@@ -170,13 +177,10 @@ three 3 0 3
 17 2 2 0
 2 2 0 2
 9 2 2 0
-first 2 0 2
 for 2 0 2
 many 2 2 0
 nongendered 2 0 2
-second 2 0 2
 these 2 0 2
-third 2 0 2
 white 2 1 1
 set mom 33 15 18
 her 10 7 3
@@ -189,28 +193,34 @@ s 5 0 5
 her 4 1 3
 his 2 1 1
 set grandma 5 4 1
-set error 3 3 0
-set choice 3 1 2
-set method 11 7 4
+set error 2 2 0
+set errors 1 1 0
+set choice 1 1 0
+set choices 2 0 2
+set method 7 5 2
 a 2 1 1
+set methods 4 2 2
 are 2 2 0
-set photo 12 10 2
-the 3 3 0
-her 2 2 0
+set photo 5 3 2
 s 2 0 2
-set phone 42 40 2
+the 2 2 0
+set photos 7 7 0
+set phone 34 32 2
 s 9 9 0
-cell 6 6 0
-the 5 5 0
+cell 4 4 0
 a 3 3 0
 his 3 3 0
-additional 2 2 0
+the 3 3 0
 their 2 2 0
-set bike 21 20 1
+set phones 8 8 0
+cell 2 2 0
+the 2 2 0
+set bike 10 10 0
 a 3 3 0
-bmx 3 3 0
 the 3 3 0
 his 2 2 0
+set bikes 11 10 1
+bmx 2 2 0
 sold 2 2 0
 trekking 2 2 0
 set exam 5 5 0
@@ -220,58 +230,65 @@ set lab 3 3 0
 the 3 3 0
 set doctor 4 4 0
 set lawyer 3 3 0
-set car 124 124 0
-the 28 28 0
+set car 60 60 0
+the 19 19 0
 my 8 8 0
 s 6 6 0
-16 5 5 0
 his 5 5 0
-24 3 3 0
 her 3 3 0
+getaway 2 2 0
+red 2 2 0
+set cars 64 64 0
+the 9 9 0
+16 5 5 0
+24 3 3 0
 of 3 3 0
-red 3 3 0
 !%27 2 2 0
 20 2 2 0
 32 2 2 0
 5 2 2 0
 6 2 2 0
 8 2 2 0
-blue 2 2 0
-getaway 2 2 0
 many 2 2 0
 ten 2 2 0
 set trash 5 4 1 0
-set sofa 9 7 2
+set sofa 2 0 2
+set sofas 7 7 0
 fewer 2 2 0
 of 2 2 0
 set taxi 2 0 2
-set pant 7 6 1
+set pants 7 6 1
 the 2 2 0
-set customer 38 31 7
+set customer 6 4 2
+!%0a 2 2 0
+per 2 0 2
+set customers 32 27 5
 3 3 3 0
 7 3 3 0
 8 3 0 3
-!%0a 2 2 0
 12 2 2 0
 21 2 2 0
 250 2 2 0
 30 2 2 0
 my 2 2 0
 of 2 2 0
-per 2 0 2
 set buyer 1 1 0
-set seller 4 2 2
+set seller 3 2 1
 the 3 2 1
-set guest 19 19 0
+set sellers 1 0 1
+set guest 1 1 0
+set guests 18 18 0
 additional 3 3 0
 100 2 2 0
 61 2 2 0
 set dinner 12 12 0
 after 3 3 0
-set burger 3 1 2
-set example 18 15 3
+set burger 2 1 1
+set burgers 1 0 1
+set example 13 11 2
 for 6 5 1
 an 4 4 0
+set examples 5 4 1
 some 4 3 1
 set discount 32 32 0
 the 12 12 0
@@ -282,18 +299,19 @@ total 4 4 0
 his 2 2 0
 set permission 8 7 1
 their 3 3 0
-set baby 42 42 0
-2 6 6 0
-of 4 4 0
-6 3 3 0
-bow 3 3 0
+set baby 18 18 0
 dead 3 3 0
-8 2 2 0
 single 2 2 0
 the 2 2 0
-wearing 2 2 0
 yeah 2 2 0
-set teenager 4 4 0
+set babies 24 24 0
+2 6 6 0
+6 3 3 0
+of 3 3 0
+8 2 2 0
+bow 2 2 0
+wearing 2 2 0
+set teenagers 4 4 0
 set jail 8 3 5
 female 2 0 2
 to 2 2 0
@@ -303,40 +321,43 @@ any 3 3 0
 good 2 2 0
 set illness 2 2 0
 mental 2 2 0
-set disadvantage 3 2 0 1
+set disadvantages 3 2 0 1
 set noon 1 0 1
 set danger 1 1 0
 set winner 2 2 0
 the 2 2 0
-set puppy 16 16 0
+set puppies 16 16 0
 of 5 5 0
 20 2 2 0
 7 2 2 0
 set vegetable 1 1 0
-set ability 2 1 1
+set ability 1 1 0
+set abilities 1 0 1
 set career 3 2 1
-set song 15 15 0
+set song 7 7 0
 second 2 2 0
 solo 2 2 0
 the 2 2 0
+set songs 8 8 0
 set math 20 20 0
 at 4 4 0
 the 4 4 0
 his 2 2 0
-set enemy 2 2 0
-set buy 98 95 3
+set enemies 2 2 0
+set bought 81 79 2
 he 29 28 1
 she 14 14 0
-is 6 6 0
-after 4 4 0
-for 3 3 0
 margareth 3 3 0
 max 3 3 0
 sophia 3 3 0
 elizabeth 2 2 0
 has 2 2 0
 rose 2 2 0
-set need 45 34 11
+set buying 17 16 1
+is 6 6 0
+after 4 4 0
+for 3 3 0
+set needed 43 33 10
 are 4 3 1
 adam 3 3 0
 is 3 1 2
@@ -349,92 +370,112 @@ plants 2 2 0
 poles 2 0 2
 sugar 2 2 0
 you 2 2 0
-set help 11 10 1
-for 2 2 0
+set needing 2 1 1
+set helps 5 4 1
 he 2 2 0
+set helped 2 2 0
+set helping 4 4 0
+for 2 2 0
 set choose 7 4 3
 ^ 3 1 2
-set use 25 25 0
+set using 25 25 0
 of 4 4 0
 ^ 3 3 0
 !%0a 2 2 0
 for 2 2 0
-set try 57 56 1
+set tried 4 4 0
+set trying 53 52 1
 am 30 30 0
 m 11 10 1
-just 4 4 0
+just 3 3 0
 ^ 2 2 0
 still 2 2 0
-set finish 13 6 7
+set finished 12 5 7
 she 3 1 2
 he 2 2 0
 mark 2 0 2
-set build 3 3 0
+set finishing 1 1 0
+set built 3 3 0
 set understand 11 11 0
 i 3 3 0
 t 3 3 0
-set allow 9 9 0
+set allowed 9 9 0
 be 6 6 0
 not 2 2 0
-set reduce 8 7 1
-set gather 36 6 30
+set reduced 6 5 1
+set reducing 2 2 0
+set gather 8 0 8
 to 7 0 7
+set gathers 5 0 5
+kylie 2 0 2
+set gathered 23 6 17
 carlos 3 0 3
 cards 2 0 2
-he 2 0 2
 joanna 2 2 0
-kylie 2 0 2
 sister 2 2 0
-set shout 1 0 1
-set eat 120 103 17
+set shouting 1 0 1
+set eat 73 62 11
 to 18 17 1
 will 13 13 0
-he 9 8 1
 can 8 5 3
 they 7 6 1
-she 4 4 0
-monkey 3 3 0
 would 3 3 0
-!%2c 2 2 0
-about 2 2 0
-and 2 2 0
-are 2 2 0
-brother 2 2 0
-family 2 1 1
 friends 2 2 0
-husband 2 2 0
-is 2 0 2
 only 2 2 0
 persons 2 2 0
 pigs 2 0 2
-set suggest 13 11 2
+set eats 32 28 4
+he 9 8 1
+she 4 4 0
+!%2c 2 2 0
+brother 2 2 0
+husband 2 2 0
+monkey 2 2 0
+set eating 15 13 2
+about 2 2 0
+are 2 2 0
+is 2 0 2
+set suggest 9 8 1
 ^ 3 3 0
 you 2 2 0
-set reply 1 0 1
-set calculate 10 6 4
+set suggested 4 3 1
+set replied 1 0 1
+set calculate 7 5 2
 first 2 2 0
 to 2 0 2
-set connect 2 0 2
-set throw 9 9 0
+set calculated 1 1 0
+set calculating 2 0 2
+set connected 2 0 2
+set throw 8 8 0
 i 4 4 0
 to 2 2 0
-set achieve 4 2 2
+set throwing 1 1 0
+set achieve 3 1 2
 i 2 1 1
-set obtain 3 2 1
-set remember 2 0 2
-set notice 6 5 1
+set achieving 1 1 0
+set obtained 2 2 0
+set obtaining 1 0 1
+set remembered 2 0 2
+set noticed 1 0 1
+set noticing 5 5 0
 anyone 2 2 0
 them 2 2 0
-set happen 10 10 0
-what 3 3 0
-set change 7 7 0 0
-set rent 5 5 0
+set happens 4 4 0
+what 2 2 0
+set happened 2 2 0
+set happening 4 4 0
+set changed 1 1 0 0
+set changing 6 6 0 0
+set rented 5 5 0
 are 5 5 0
-set hire 7 6 1
+set hire 2 2 0
+set hired 5 4 1
 are 2 2 0
-set confirm 2 1 1
-set assume 6 4 2
-set scream 1 1 0
-set rush 1 1 0
-set vanish 1 0 1
+set confirm 1 0 1
+set confirmed 1 1 0
+set assume 4 2 2
+set assuming 2 2 0
+set screaming 1 1 0
+set rushed 1 1 0
+set vanishing 1 0 1
 `

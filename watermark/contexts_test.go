@@ -73,7 +73,8 @@ func TestParseContextStatsErrors(t *testing.T) {
 	for _, c := range []struct{ text, want string }{
 		{"", "empty"},
 		{"nonsense\n", "first line"},
-		{h + "set nosuchset 1 1 0\n", "no set starts"},
+		{h + "set nosuchset 1 1 0\n", "not a first member's form"},
+		{h + "set large 1 1 0\n", "not a first member's form"},
 		{h + "set big 3 1 1\n", "add up"},
 		{h + "set big 3 2\n", "want 3 numbers"},
 		{h + "the 2 1 1\n", "before the first set"},
@@ -135,8 +136,8 @@ func TestPlanPreservesMarginal(t *testing.T) {
 				// 1/n, and a free context can overdraw a cap.
 				if d > 1.0/float64(ss.n)+1e-9 {
 					worst = math.Max(worst, d)
-					t.Errorf("key %d, set %s: member %d marked %.2f of %d, natural %d",
-						seed, lex.sets[set].members[0].forms[0], m, marked[m], ss.n, ss.members[m])
+					t.Errorf("key %d, unit %s: member %d marked %.2f of %d, natural %d",
+						seed, lex.sets[set/numSlots].members[0].forms[set%numSlots], m, marked[m], ss.n, ss.members[m])
 				}
 			}
 		}
@@ -150,14 +151,14 @@ func TestPlanKeyed(t *testing.T) {
 	// Different keys choose differently in the seen contexts of a balanced
 	// set, and the same key always the same.
 	lex := DefaultLexicon()
-	var set uint16 = 0xffff
+	var set uint32 = 1 << 31
 	for id, ss := range lex.ctx.sets {
 		if len(ss.ctxs) >= 8 && ss.members[0] > ss.n/4 && ss.members[0] < ss.n*3/4 {
 			set = id
 			break
 		}
 	}
-	if set == 0xffff {
+	if set == 1<<31 {
 		t.Fatal("no balanced set with 8 contexts in the statistics")
 	}
 	seen := map[string]bool{}

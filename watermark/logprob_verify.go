@@ -162,10 +162,11 @@ func (ls *LogprobSample) Tokens() int { return len(ls.tokens) }
 
 // Score tests the sample against key k. With h_i the key's context signal
 // of probe i and y_iw the centred value of token w at probe i, each token
-// contributes c_w = sum_i (h_i - mean_w h) y_iw, its values' covariance
-// with the context signal over the probes where it appears (centring h per
-// token removes the token's own level, which no context explains); the
-// statistic is T = sum_w s(w) c_w with the key's token signs, large when
+// seen at three probes or more contributes c_w = sqrt(n_w) corr_w(h, y),
+// the correlation of its values with the context signal over the n_w
+// probes where it appears (centring per token removes the token's own
+// level, which no context explains); the statistic is T = sum_w s(w) c_w
+// with the key's token signs, large when
 // tokens of group +1 rise with h and those of group -1 fall, as the mark
 // makes them. Under the null hypothesis (the suspect never learned from
 // this key's marks) the signs s(w) are independent fair coins whatever the
@@ -182,7 +183,7 @@ func (ls *LogprobSample) Score(k *Key) LogprobResult {
 		Observations: len(ls.obs), Reference: ls.reference, PValue: 1, PValueNormal: 0.5, Method: MethodRademacher}
 	h := make([]float64, len(ls.contexts))
 	done := make([]bool, len(ls.contexts))
-	type acc struct{ n, sh, sy, shy float64 }
+	type acc struct{ n, sh, sy, shy, syy, shh float64 }
 	a := make([]acc, len(ls.tokens))
 	for _, o := range ls.obs {
 		if !done[o.probe] {
@@ -200,13 +201,28 @@ func (ls *LogprobSample) Score(k *Key) LogprobResult {
 		t.sh += hv
 		t.sy += o.y
 		t.shy += hv * o.y
+		t.syy += o.y * o.y
+		t.shh += hv * hv
 	}
+	// Each token contributes its values' correlation with h over the
+	// probes where it appears, times the square root of their number (a
+	// per-token z-score). Weighting by covariance instead would let the
+	// few tokens that appear in most answers dominate the sum, and the
+	// statistic can reach at most the square root of the effective number
+	// of tokens; a mark that every token carries is best found with every
+	// token counted alike. The weights use the values and h only, never
+	// the token signs, so they cannot create a signal under the null.
 	var tot, q float64
 	for i, t := range a {
-		if t.n < 2 {
+		if t.n < 3 {
 			continue
 		}
-		c := t.shy - t.sh*t.sy/t.n
+		sxx := t.shh - t.sh*t.sh/t.n
+		syy := t.syy - t.sy*t.sy/t.n
+		if !(sxx > 1e-12 && syy > 1e-12) {
+			continue
+		}
+		c := (t.shy - t.sh*t.sy/t.n) / math.Sqrt(sxx*syy) * math.Sqrt(t.n)
 		tot += signOf(p.domainSumString(&scratch, lpDomainToken, ls.tokens[i])) * c
 		q += c * c
 	}

@@ -223,12 +223,13 @@ type Stream struct {
 	inPos, outPos int64
 	subs          []Substitution
 	stats         Stats
-	msg           [2 + maxCtx]byte
+	msg           [prfMsgLen]byte
 }
 
 type candidate struct {
 	set    uint16
 	member uint8
+	slot   uint8
 	ctx    ctxBuf
 }
 
@@ -488,10 +489,10 @@ func (s *Stream) candidate(dst []byte, e lexEntry) []byte {
 	}
 	s.stats.Candidates++
 	if s.observe {
-		s.cands = append(s.cands, candidate{set: e.set, member: e.member, ctx: s.wordCtx})
+		s.cands = append(s.cands, candidate{set: e.set, member: e.member, slot: e.slot, ctx: s.wordCtx})
 		return dst
 	}
-	m, _ := s.lex.member(&s.prf, s.msg[:], s.plans, e.set, s.wordCtx.bytes())
+	m, _ := s.lex.member(&s.prf, s.msg[:], s.plans, unitOf(e.set, e.slot), s.wordCtx.bytes())
 	if m < 0 {
 		s.stats.Unmarked++
 	}

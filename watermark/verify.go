@@ -16,7 +16,7 @@ func NewVerifier(lex *Lexicon) *Verifier { return &Verifier{lex: lex} }
 // the outputs of one suspect model, or all the texts of one file). Not safe
 // for concurrent use; Score may be called for many keys.
 //
-// Positions are grouped by (set, context): the key's choice is one draw per
+// Positions are grouped by (set, slot, context): the key's choice is one draw per
 // group, so two positions of one group are not independent trials. Each
 // group is scored once, on its most frequent member (ties to the member
 // listed first in the table), which is a function of the text alone.
@@ -30,6 +30,7 @@ type Sample struct {
 
 type group struct {
 	set    uint16
+	slot   uint8
 	ctx    ctxBuf
 	counts []uint32
 }
@@ -51,13 +52,13 @@ func (sm *Sample) Add(text []byte) {
 	st.Flush(nil)
 	sm.texts++
 	for _, c := range st.cands {
-		sm.buf = append(sm.buf[:0], byte(c.set>>8), byte(c.set))
+		sm.buf = append(sm.buf[:0], byte(c.set>>8), byte(c.set), c.slot)
 		sm.buf = append(sm.buf, c.ctx.bytes()...)
 		gi, ok := sm.index[string(sm.buf)]
 		if !ok {
 			gi = int32(len(sm.groups))
 			sm.index[string(sm.buf)] = gi
-			sm.groups = append(sm.groups, group{set: c.set, ctx: c.ctx,
+			sm.groups = append(sm.groups, group{set: c.set, slot: c.slot, ctx: c.ctx,
 				counts: make([]uint32, len(st.lex.sets[c.set].members))})
 		}
 		sm.groups[gi].counts[c.member]++
@@ -136,7 +137,7 @@ func (sm *Sample) Score(k *Key) Result {
 func (sm *Sample) score(k *Key, plans []setPlan) Result {
 	lex := sm.st.lex
 	p := prf{block: k.lexBlock, macKey: k.lexMAC}
-	var msg [2 + maxCtx]byte
+	var msg [prfMsgLen]byte
 	kap := fidelities()
 	var logW [len(kap)]float64
 	r := Result{KeyID: k.ID(), Texts: sm.texts, Words: sm.Words(), Candidates: sm.Candidates(), Method: MethodEValue}
@@ -148,11 +149,12 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 				obs = m
 			}
 		}
-		m, j := lex.member(&p, msg[:], plans, g.set, g.ctx.bytes())
+		u := unitOf(g.set, g.slot)
+		m, j := lex.member(&p, msg[:], plans, u, g.ctx.bytes())
 		if m < 0 {
 			continue
 		}
-		plan := &plans[g.set]
+		plan := &plans[u]
 		var pj float64
 		if j >= 0 {
 			pj = plan.prob[int(j)*len(g.counts)+obs]

@@ -108,7 +108,9 @@ func signOf(u uint64) float64 {
 }
 
 // Sign is the token's keyed group, +1 or -1.
-func (s *Shifter) Sign(token []byte) float64 { return signOf(s.p.domainSum(&s.msg, lpDomainToken, token)) }
+func (s *Shifter) Sign(token []byte) float64 {
+	return signOf(s.p.domainSum(&s.msg, lpDomainToken, token))
+}
 
 // TextContext is the context signal h of a prompt: sin(u), u the sum of a
 // keyed sign per word (maximal runs of letters and digits, ASCII lower
@@ -271,4 +273,3 @@ func ParseChatLogprobs(r io.Reader) ([]LogprobPosition, error) {
 
 // maxLineBytes bounds one input line.
 const maxLineBytes = 64 << 20
-

@@ -23,6 +23,9 @@ type WatermarkParams struct {
 	MaxTokens int
 	// StudentOrder is the student n-gram order (2: bigram).
 	StudentOrder int
+	// LargeHarvests and LargeProbes extend the detection grid past the
+	// targets (how much more text the frequency-preserving mark needs).
+	LargeHarvests, LargeProbes []int
 	// StatsResponses is how many unmarked teacher responses the
 	// provider's context statistics are counted in.
 	StatsResponses int
@@ -59,6 +62,8 @@ func WatermarkSizes(corpusDir string, scale float64) WatermarkParams {
 		MaxTokens:      60,
 		StudentOrder:   2,
 		StatsResponses: sc(50000, 5000),
+		LargeHarvests:  []int{sc(4000, 800), sc(8000, 1600)},
+		LargeProbes:    []int{sc(500, 200), sc(1000, 400), sc(2000, 800)},
 		Decoys:         sc(1000, 200),
 		LP: LogprobWatermarkParams{Dim: 16, Hidden: 32, Vocab: sc(512, 128), Epochs: sc(150, 60), Amplitude: 0.3,
 			Amplitudes: []float64{0.05, 0.1, 0.2, 0.3, 0.5},
@@ -178,10 +183,11 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 	ver := watermark.NewVerifier(lex)
 	maxH := p.Harvests[len(p.Harvests)-1]
 	maxP := p.Probes[len(p.Probes)-1]
+	bigH, bigP := max(maxH, p.LargeHarvests[len(p.LargeHarvests)-1]), max(maxP, p.LargeProbes[len(p.LargeProbes)-1])
 	gen := newRand(seed, 41)
 	chunks := newRand(seed, 42)
 	var h textHarvest
-	for i := 0; i < maxH; i++ {
+	for i := 0; i < bigH; i++ {
 		t := detokenize(teacher.generate(gen, p.MaxTokens))
 		h.raw = append(h.raw, t)
 		h.marked = append(h.marked, streamMark(marker, t, chunks))
@@ -196,7 +202,7 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 		}
 		st := trainNgram(p.StudentOrder, d)
 		r := newRand(seed, stream)
-		out := make([]string, maxP)
+		out := make([]string, bigP)
 		for i := range out {
 			out[i] = detokenize(st.generate(r, p.MaxTokens))
 		}
@@ -246,11 +252,62 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 			return Section{}, ctx.Err()
 		}
 	}
-	t1.Notes = []string{"Cells: p-value (matching groups / distinct (set, context) groups scored)."}
+	t1.Notes = []string{"Cells: p-value (matching groups / distinct (set, slot, context) groups scored)."}
+	last = last[:maxP]
 	full := verifyTexts(ver, last, key)
 
+	// 1b. Past the targets, and the capacity / visibility trade-off: the
+	// same harvest marked without the frequency-preserving statistics.
+	tL := Table{Title: "Lexical watermark: larger harvests and more student outputs", Header: []string{"harvested responses"}}
+	for _, m := range p.LargeProbes {
+		tL.Header = append(tL.Header, fmt.Sprintf("%d outputs", m))
+	}
+	for hi, n := range p.LargeHarvests {
+		outs := student(h.marked[:n], 55+uint64(hi))
+		row := []string{itoa(n)}
+		for _, m := range p.LargeProbes {
+			r := verifyTexts(ver, outs[:m], key)
+			row = append(row, fmt.Sprintf("%s (%d/%d)", fmtSci(r.PValue), r.Matches, r.Scored))
+		}
+		tL.Rows = append(tL.Rows, row)
+		if ctx.Err() != nil {
+			return Section{}, ctx.Err()
+		}
+	}
+	bigN, bigM := p.LargeHarvests[len(p.LargeHarvests)-1], p.LargeProbes[len(p.LargeProbes)-1]
+	tT := Table{Title: "Lexical watermark: capacity against visibility, by the statistics the assignment uses",
+		Header: []string{"context statistics", "share of candidates keyed (seen + tail)", fmt.Sprintf("p, %d harvested / %d outputs", maxH, maxP),
+			fmt.Sprintf("p, %d harvested / %d outputs", bigN, bigM), "words changed (teacher output)"}}
+	for vi, v := range []struct {
+		name string
+		lex  *watermark.Lexicon
+	}{
+		{"own unmarked output (this package's procedure)", lex},
+		{"embedded corpus statistics (contexts_table.go)", embedded},
+		{"none (table weights in every context)", lex.WithContextStats(nil)},
+	} {
+		mk := watermark.NewMarker(v.lex, key)
+		vv := watermark.NewVerifier(v.lex)
+		marked := make([]string, bigN)
+		var st watermark.Stats
+		for i, t := range h.raw[:bigN] {
+			b, s := mk.Mark([]byte(t))
+			marked[i] = string(b)
+			st.Words += s.Words
+			st.Substituted += s.Substituted
+		}
+		a := mk.Assignment()
+		small := student(marked[:maxH], 90+uint64(vi))
+		large := student(marked, 95+uint64(vi))
+		r1, r2 := verifyTexts(vv, small[:maxP], key), verifyTexts(vv, large[:bigM], key)
+		tT.Rows = append(tT.Rows, []string{v.name, fmtPct(a.Keyed + a.Tail), fmtSci(r1.PValue), fmtSci(r2.PValue),
+			fmtPct2(float64(st.Substituted) / float64(max(st.Words, 1)))})
+	}
+	tT.Notes = []string{"Keyed share: occurrences in the statistics whose context draws its member by the key among two or more (the rest are left unmarked, or forced to the one member that fits, the same for every key). " +
+		"Visibility of the same three markings: the word-frequency table below."}
+
 	// 2. False positives.
-	unmarkedOuts := student(h.raw, 60)
+	unmarkedOuts := student(h.raw[:maxH], 60)[:maxP]
 	fpStudent, minStudent := falsePositives(ver, unmarkedOuts, decoys)
 	fpMarkedDecoy, minMarkedDecoy := falsePositives(ver, last, decoys)
 	trueOnUnmarked := verifyTexts(ver, unmarkedOuts, key)
@@ -290,10 +347,10 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 		}},
 	}
 	for ai, a := range attacks {
-		attacked, frac := a.fn(h.marked, newRand(seed, 70+uint64(ai)))
+		attacked, frac := a.fn(h.marked[:maxH], newRand(seed, 70+uint64(ai)))
 		outs := last
 		if ai > 0 {
-			outs = student(attacked, 80+uint64(ai))
+			outs = student(attacked, 80+uint64(ai))[:maxP]
 		}
 		r := verifyTexts(ver, outs, key)
 		t3.Rows = append(t3.Rows, []string{a.name, fmtPct2(frac), fmtSci(r.PValue), fmt.Sprintf("%d / %d", r.Matches, r.Scored)})
@@ -325,7 +382,7 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 	if err != nil {
 		return Section{}, err
 	}
-	sec.Tables = append([]Table{t1, t2, t3, t4, t5}, lpTables...)
+	sec.Tables = append([]Table{t1, tL, tT, t2, t3, t4, t5}, lpTables...)
 	sec.Findings = append([]string{
 		fmt.Sprintf("A bigram student of %d marked responses is identified from %d of its outputs at p = %s (%d of %d groups match the key).",
 			maxH, maxP, fmtSci(full.PValue), full.Matches, full.Scored),

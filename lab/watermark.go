@@ -62,7 +62,7 @@ func WatermarkSizes(corpusDir string, scale float64) WatermarkParams {
 		MaxTokens:      60,
 		StudentOrder:   2,
 		StatsResponses: sc(50000, 5000),
-		LargeHarvests:  []int{sc(4000, 800), sc(8000, 1600)},
+		LargeHarvests:  []int{sc(2000, 400), sc(4000, 800), sc(8000, 1600)},
 		LargeProbes:    []int{sc(500, 200), sc(1000, 400), sc(2000, 800)},
 		Decoys:         sc(1000, 200),
 		LP: LogprobWatermarkParams{Dim: 16, Hidden: 32, Vocab: sc(512, 128), Epochs: sc(150, 60), Amplitude: 0.3,

@@ -15,7 +15,7 @@ import (
 
 // RunVerify is the command `distillguard watermark verify`:
 //
-//	verify -key-file F [-mode text|logprobs] [-prompts P] [-reference R] [-decoys N] FILE...
+//	verify -key-file F [-mode text|logprobs] [-contexts C] [-prompts P] [-reference R] [-decoys N] FILE...
 //
 // Text mode reads each FILE as JSONL, one response a line ({"text": ...},
 // or an OpenAI chat.completion / text_completion object whose choices'
@@ -42,9 +42,10 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 	mode := fs.String("mode", "text", "text (lexical watermark) or logprobs (logprob watermark)")
 	refFile := fs.String("reference", "", "logprobs mode: the provider's own unmarked answers to the same probes")
 	promptFile := fs.String("prompts", "", "logprobs mode: the probe prompts, one JSON object a line, in the order of the answers")
+	ctxFile := fs.String("contexts", "", "text mode: the context statistics the text was marked with (default: the embedded ones)")
 	decoys := fs.Int("decoys", 0, "also score this many decoy keys")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: distillguard watermark verify -key-file F [-mode text|logprobs] [-prompts P] [-reference R] [-decoys N] FILE...")
+		fmt.Fprintln(stderr, "usage: distillguard watermark verify -key-file F [-mode text|logprobs] [-contexts C] [-prompts P] [-reference R] [-decoys N] FILE...")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -66,6 +67,9 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 	}
 	if (*refFile != "" || *promptFile != "") && *mode != "logprobs" {
 		return fail(errors.New("-reference and -prompts apply to -mode logprobs"))
+	}
+	if *ctxFile != "" && *mode != "text" {
+		return fail(errors.New("-contexts applies to -mode text"))
 	}
 	if *mode == "logprobs" && *promptFile == "" {
 		return fail(errors.New("-mode logprobs needs -prompts (the probe prompts)"))
@@ -98,6 +102,11 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 	}
 	enc := json.NewEncoder(stdout)
 	lex := DefaultLexicon()
+	if *ctxFile != "" {
+		if lex, err = LoadContextStats(lex, *ctxFile); err != nil {
+			return fail(err)
+		}
+	}
 	for _, name := range fs.Args() {
 		var rep any
 		if *mode == "text" {
@@ -113,6 +122,71 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return 0
+}
+
+// RunContexts is the command `distillguard watermark contexts`:
+//
+//	contexts -o OUT FILE...
+//
+// It counts the candidates of the synonym table in the provider's own
+// unmarked output (FILE: JSONL or plain text, as verify's text mode reads
+// them) and writes the context statistics the frequency-preserving
+// assignment works from (ContextStats.Format). Count at least as much text
+// as anyone could compare marked output against: the statistics' own
+// sampling error is what a large enough comparison would see.
+//
+// Exit status: 0 on success, 2 on a usage or input error.
+func RunContexts(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("watermark contexts", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "", "output file for the context statistics")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: distillguard watermark contexts -o OUT FILE...")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *out == "" || fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	lex := DefaultLexicon()
+	var texts [][]byte
+	for _, name := range fs.Args() {
+		f, err := openInput(name)
+		if err != nil {
+			fmt.Fprintln(stderr, "watermark contexts:", err)
+			return 2
+		}
+		err = readTexts(f, func(b []byte) { texts = append(texts, append([]byte(nil), b...)) })
+		f.Close()
+		if err != nil {
+			fmt.Fprintf(stderr, "watermark contexts: %s: %v\n", name, err)
+			return 2
+		}
+	}
+	cs := BuildContextStats(lex, texts)
+	if err := os.WriteFile(*out, cs.Format(lex), 0o644); err != nil {
+		fmt.Fprintln(stderr, "watermark contexts:", err)
+		return 2
+	}
+	fmt.Fprintf(stdout, "%d texts, %d (set, slot) units\n", len(texts), cs.Sets())
+	return 0
+}
+
+// LoadContextStats reads a context statistics file (RunContexts writes
+// one) and returns lex marking with it.
+func LoadContextStats(lex *Lexicon, path string) (*Lexicon, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("watermark: context statistics: %w", err)
+	}
+	cs, err := ParseContextStats(lex, b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return lex.WithContextStats(cs), nil
 }
 
 // DecoyKeys returns n keys derived from a fixed public label: keys nobody

@@ -94,12 +94,12 @@ type Result struct {
 	Expected float64 `json:"expected"`
 	Variance float64 `json:"variance"`
 	Z        float64 `json:"z"`
-	// EValue is the test martingale at the end of the sample (see Score)
-	// and PValue min(1, 1/EValue): P(PValue <= a) <= a for every a under
-	// the null, by Ville's inequality, whatever the dependence between the
-	// key's draws.
-	EValue float64 `json:"e_value"`
-	PValue float64 `json:"p_value"`
+	// LogEValue is the natural log of the test martingale at the end of
+	// the sample (see Score) and PValue min(1, exp(-LogEValue)): P(PValue
+	// <= a) <= a for every a under the null, by Ville's inequality,
+	// whatever the dependence between the key's draws.
+	LogEValue float64 `json:"log_e_value"`
+	PValue    float64 `json:"p_value"`
 	Method string  `json:"method"`
 }
 
@@ -179,9 +179,8 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 	if r.Variance > 0 {
 		r.Z = (float64(r.Matches) - r.Expected) / math.Sqrt(r.Variance)
 	}
-	lw := logMeanExp(logW[:])
-	r.EValue = math.Exp(lw)
-	r.PValue = math.Min(1, math.Exp(-lw))
+	r.LogEValue = logMeanExp(logW[:])
+	r.PValue = math.Min(1, math.Exp(-r.LogEValue))
 	return r
 }
 

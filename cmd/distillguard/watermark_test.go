@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,17 +40,22 @@ func TestWatermarkSubcommand(t *testing.T) {
 	// Mark many short responses with the generated key.
 	m := watermark.NewMarker(watermark.DefaultLexicon(), ks.Active())
 	var jsonl bytes.Buffer
-	sentences := []string{
-		"Perhaps the big dog quickly found a huge bone, therefore it was happy.",
-		"She usually bought an expensive car and often tried to finish the exam.",
-		"Furthermore, the method is basically simple and the error was obvious.",
-		"Unfortunately the kid suddenly cried, so mom immediately helped him.",
-	}
+	// Varied text: pseudo-words (contexts nobody has seen) before members
+	// of sets whose members are both in common use.
+	r := rand.New(rand.NewPCG(3, 4))
+	members := [][]string{{"kids", "children"}, {"big", "large"}, {"maybe", "perhaps"}, {"mom", "mother"}, {"dad", "father"}, {"jail", "prison"}}
 	for i := 0; i < 400; i++ {
-		text := sentences[i%4] + " " + sentences[(i/4)%4] + " " + sentences[(i/16)%4]
-		marked, _ := m.Mark([]byte(text))
-		b, _ := json.Marshal(map[string]string{"text": string(marked)})
-		jsonl.Write(append(b, '\n'))
+		var b strings.Builder
+		for j := 0; j < 8; j++ {
+			fmt.Fprintf(&b, "zo%dka ", r.IntN(3000))
+			m := members[r.IntN(len(members))]
+			b.WriteString(m[r.IntN(2)])
+			b.WriteString(" ")
+		}
+		b.WriteString("end.")
+		marked, _ := m.Mark([]byte(b.String()))
+		line, _ := json.Marshal(map[string]string{"text": string(marked)})
+		jsonl.Write(append(line, '\n'))
 	}
 	file := filepath.Join(dir, "suspect.jsonl")
 	if err := os.WriteFile(file, jsonl.Bytes(), 0o600); err != nil {
@@ -66,7 +73,7 @@ func TestWatermarkSubcommand(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("%v: %s", err, out.String())
 	}
-	if rep.KeyID != "first" || rep.PValue > 1e-3 {
+	if rep.KeyID != "first" || rep.PValue > 1e-6 {
 		t.Errorf("verify: %s", out.String())
 	}
 
@@ -97,7 +104,19 @@ func TestWatermarkSubcommand(t *testing.T) {
 		}
 	}
 	out.Reset()
-	if rc := runMain([]string{"watermark", "help"}, &out, &errb); rc != 0 || !strings.Contains(out.String(), "keygen") {
+	if rc := runMain([]string{"watermark", "help"}, &out, &errb); rc != 0 || !strings.Contains(out.String(), "keygen") || !strings.Contains(out.String(), "contexts") {
 		t.Errorf("help: exit %d, %q", rc, out.String())
+	}
+	// contexts: statistics of the suspect file's own text, then verify
+	// with them (the marked text was marked with the embedded ones, so
+	// this only checks the plumbing: the file is read and scored).
+	stats := filepath.Join(dir, "contexts.txt")
+	out.Reset()
+	if rc := runMain([]string{"watermark", "contexts", "-o", stats, file}, &out, &errb); rc != 0 || !strings.HasPrefix(out.String(), "400 texts") {
+		t.Fatalf("contexts: exit %d, %q %s", rc, out.String(), errb.String())
+	}
+	out.Reset()
+	if rc := runMain([]string{"watermark", "verify", "-key-file", keys, "-contexts", stats, file}, &out, &errb); rc != 0 || !strings.Contains(out.String(), `"texts":400`) {
+		t.Errorf("verify -contexts: exit %d, %q %s", rc, out.String(), errb.String())
 	}
 }

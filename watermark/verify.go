@@ -100,7 +100,7 @@ type Result struct {
 	// whatever the dependence between the key's draws.
 	LogEValue float64 `json:"log_e_value"`
 	PValue    float64 `json:"p_value"`
-	Method string  `json:"method"`
+	Method    string  `json:"method"`
 }
 
 // MethodEValue names the lexical test.

@@ -36,7 +36,7 @@ type Key struct {
 	id string
 	// lexBlock / lexMAC key the lexical choice (block for inputs up to
 	// 15 bytes, HMAC for longer ones); lpBlock / lpMAC key the logprob
-	// phase.
+	// mark's token groups and context projection.
 	lexBlock cipher.Block
 	lexMAC   []byte
 	lpBlock  cipher.Block

@@ -2,7 +2,6 @@ package watermark
 
 import (
 	"fmt"
-	"math/bits"
 	"strconv"
 	"strings"
 )
@@ -101,23 +100,6 @@ func (l *Lexicon) Lookup(word string) (alternatives []string, ok bool) {
 		alternatives = append(alternatives, m.forms[e.slot])
 	}
 	return alternatives, true
-}
-
-// choose maps a 64-bit PRF output to a member, each with probability
-// weight/total (up to 2^-64 per member).
-func (s *lexSet) choose(u uint64) int {
-	hi, _ := bits.Mul64(u, s.total)
-	for i := range s.members {
-		if hi < s.members[i].cum {
-			return i
-		}
-	}
-	return len(s.members) - 1
-}
-
-// prob is the probability that a keyed choice picks member m.
-func (s *lexSet) prob(m int) float64 {
-	return float64(s.members[m].weight) / float64(s.total)
 }
 
 // slotsFor returns the slots a part of speech inflects for, and the names

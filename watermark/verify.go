@@ -131,7 +131,21 @@ func fidelities() [8]float64 { return [8]float64{0.02, 0.05, 0.1, 0.2, 0.3, 0.5,
 // approximation assumed. Groups in contexts the key leaves unmarked, and
 // groups with p_j of 0 or 1, carry no evidence and are not scored.
 func (sm *Sample) Score(k *Key) Result {
-	return sm.score(k, sm.st.lex.plans(k, true))
+	// Only the units the sample holds need the key's assignment.
+	lex := sm.st.lex
+	p := prf{block: k.lexBlock, macKey: k.lexMAC}
+	var msg [prfMsgLen]byte
+	plans := make([]setPlan, len(lex.sets)*numSlots)
+	built := make([]bool, len(plans))
+	for i := range sm.groups {
+		g := &sm.groups[i]
+		u := unitOf(g.set, g.slot)
+		if !built[u] {
+			plans[u] = buildPlan(&p, msg[:], u, &lex.sets[g.set], lex.stats(u), true)
+			built[u] = true
+		}
+	}
+	return sm.score(k, plans)
 }
 
 func (sm *Sample) score(k *Key, plans []setPlan) Result {

@@ -215,7 +215,7 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 			"The teacher is a trigram model of the corpora (GSM8K worked solutions, HH-RLHF turns, self-instruct tasks); its responses pass " +
 				"through the gateway's lexical watermark (keyed conditional synonym substitution, `watermark.Stream`, fed in random 1-16 byte " +
 				"fragments as SSE deltas arrive). The attacker trains a word n-gram student on the marked responses, and the provider verifies " +
-				"the student's own generated outputs with `watermark.Verifier` (a likelihood-ratio test martingale over distinct (set, context) groups, " +
+				"the student's own generated outputs with `watermark.Verifier` (a likelihood-ratio test martingale over distinct (set, form slot, context) groups, " +
 				"with the key's replayed draw probabilities as the null: conservative by construction). The context -> member assignment is " +
 				"frequency-preserving (CATER): built per key from context statistics of the provider's own unmarked output, so every member keeps its natural share.",
 			"The logprob watermark splits tokens into two keyed groups s(w) = ±1 and lowers every returned alternative but the first by " +

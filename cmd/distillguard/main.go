@@ -6,6 +6,8 @@
 //	distillguard                         # embedded default policy
 //	distillguard -config policy.yaml     # layered over the default
 //	distillguard -config policy.yaml -check-config
+//	distillguard watermark verify -key-file F FILE...   # see runWatermark
+//	distillguard watermark keygen -key-file F [-id ID]
 //
 // SIGHUP reloads the config file (a bad file keeps the running config).
 // SIGTERM or SIGINT drains: health turns NOT_SERVING, new streams are refused,
@@ -29,6 +31,9 @@ func main() {
 
 // runMain parses flags and runs the server until a terminating signal.
 func runMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "watermark" {
+		return runWatermark(args[1:], stdout, stderr)
+	}
 	opts, err := parseFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -78,6 +83,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key for the gRPC port (overrides server.tls.key_file)")
 	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve net/http/pprof on the admin port")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: distillguard [flags]\n       distillguard watermark verify|keygen [flags] (run \"distillguard watermark\" for details)\n\nflags:")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -27,8 +28,8 @@ func specOf(f Format) formatSpec {
 			strip: func(doc any) {
 				eachObject(doc, func(key string, m map[string]any) {
 					if key == "candidates" {
-						delete(m, "logprobsResult")
-						delete(m, "avgLogprobs")
+						deleteLive(m, "logprobsResult")
+						deleteLive(m, "avgLogprobs")
 					}
 				})
 			},
@@ -59,24 +60,32 @@ func specOf(f Format) formatSpec {
 				if a, ok := doc.([]any); ok {
 					for _, el := range a {
 						if m, ok := el.(map[string]any); ok {
-							delete(m, "completion_probabilities")
+							deleteLive(m, "completion_probabilities")
 						}
 					}
 					return
 				}
-				delete(doc.(map[string]any), "completion_probabilities")
+				deleteLive(doc.(map[string]any), "completion_probabilities")
 			},
 		}
 	case FormatOllama:
 		return formatSpec{
 			values: map[string]bool{"logprob": true},
 			alts:   map[string]string{"top_logprobs": ""},
-			strip:  func(doc any) { delete(doc.(map[string]any), "logprobs") },
+			strip:  func(doc any) { deleteLive(doc.(map[string]any), "logprobs") },
 		}
 	case FormatAnthropic:
 		return formatSpec{strip: func(any) {}}
 	}
 	return formatSpec{values: map[string]bool{"logprob": true}} // OpenAI: structure checked by property_test.go
+}
+
+// deleteLive deletes member k unless it is null (a null carries nothing
+// and is left as sent).
+func deleteLive(m map[string]any, k string) {
+	if v, ok := m[k]; ok && v != nil {
+		delete(m, k)
+	}
 }
 
 // eachObject calls fn for every object in v with the key it sits under
@@ -142,15 +151,19 @@ func normalize(v any, key string, sp *formatSpec, k int, cut bool, rec *valueChe
 // normAlts normalizes an alternatives array (or an array of them, TGI's
 // details.top_tokens).
 func normAlts(arr []any, key string, sp *formatSpec, k int, cut bool, rec *valueCheck) []any {
-	if len(arr) > 0 {
-		if _, nested := arr[0].([]any); nested {
-			for i := range arr {
-				if inner, ok := arr[i].([]any); ok {
-					arr[i] = normAlts(inner, key, sp, k, cut, rec)
-				}
-			}
-			return arr
+	nested := len(arr) > 0 // no element is an object: an array of arrays (or nulls)
+	for _, el := range arr {
+		if _, ok := el.(map[string]any); ok {
+			nested = false
 		}
+	}
+	if nested {
+		for i := range arr {
+			if inner, ok := arr[i].([]any); ok {
+				arr[i] = normAlts(inner, key, sp, k, cut, rec)
+			}
+		}
+		return arr
 	}
 	if cut && k >= 0 && len(arr) > k {
 		arr = arr[:k]
@@ -196,6 +209,9 @@ func checkFormatDoc(t *testing.T, f Format, p OutputPolicy, in, out []byte) {
 		t.Fatalf("fields other than distribution values differ:\nin  %s\nout %s", a, b)
 	}
 	numeric := p.Perturb != 0 || p.RoundDecimals >= 0
+	// Map order is random: compare the values as sorted lists.
+	slices.Sort(rin.vals)
+	slices.Sort(rout.vals)
 	if !f.isOpenAI() && !numeric && !reflect.DeepEqual(rin.vals, rout.vals) {
 		t.Fatalf("values changed without rounding or noise:\n%v\n%v", rin.vals, rout.vals)
 	}

@@ -72,9 +72,9 @@ func (r *Rewriter) geminiCandidate(depth int) error {
 		keep := true
 		switch string(s.b[ks:ke]) {
 		case "logprobsResult":
-			lr, keep = sp, false
+			lr, keep = sp, s.b[sp.s] == 'n' // a null carries nothing: left as sent
 		case "avgLogprobs":
-			avg, keep = sp, false
+			avg, keep = sp, s.b[sp.s] == 'n'
 		}
 		if strip {
 			d.item(ms, s.i, keep)

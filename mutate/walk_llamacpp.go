@@ -43,8 +43,8 @@ func (r *Rewriter) llamaResult(depth int, _ uint64) error {
 		case string(s.b[ks:ke]) != "completion_probabilities":
 			err = s.skipValue(depth + 1)
 		case strip:
+			keep = s.peek() == 'n' // a null carries nothing: left as sent
 			err = s.skipValue(depth + 1)
-			keep = false
 		case s.peek() == '[':
 			err = r.llamaEntries(depth+1, key)
 		default:

@@ -29,8 +29,8 @@ func (r *Rewriter) walkOllama() error {
 		case string(s.b[ks:ke]) != "logprobs":
 			err = s.skipValue(1)
 		case strip:
+			keep = s.peek() == 'n' // a null carries nothing: left as sent
 			err = s.skipValue(1)
-			keep = false
 		case s.peek() == '[':
 			err = r.entryArray(1, 0, true)
 		default:

@@ -77,6 +77,7 @@ type Rewriter struct {
 	legTok []span
 	legLP  []chosenLP
 	legTop []span
+	steps  []step // decoding steps of parallel arrays read in one pass (walk_fields.go)
 	b64    []byte
 
 	stats RewriterStats

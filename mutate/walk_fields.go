@@ -91,16 +91,15 @@ func (r *Rewriter) collectAltArrayF(depth int, n *fieldNames) error {
 	return nil
 }
 
-// parallel computes and patches the positions of two parallel arrays, both
-// validated already: chosen (token objects named cn, one per position) and
-// tops (per position, the alternatives: an array of objects named an, or,
-// with inner set, an object whose member inner holds that array). depth is
-// the arrays' level. Positions are counted under key across documents, as
-// streamed chunks continue each other.
-func (r *Rewriter) parallel(depth int, key uint64, chosen, tops span, cn, an *fieldNames, inner string) {
-	r.legTok = r.collectElems(r.legTok[:0], chosen)
-	r.legTop = r.collectElems(r.legTop[:0], tops)
-	n := max(len(r.legTok), len(r.legTop))
+// parallel computes and patches the positions of two parallel arrays
+// whose elements' spans were recorded (elemSpans): chosen (token objects
+// named cn, one per position) and tops (per position, the alternatives: an
+// array of objects named an, or, with inner set, an object whose member
+// inner holds that array). depth is the arrays' level. Positions are
+// counted under key across documents, as streamed chunks continue each
+// other.
+func (r *Rewriter) parallel(depth int, key uint64, chosen, tops []span, cn, an *fieldNames, inner string) {
+	n := max(len(chosen), len(tops))
 	perturb := r.p.Perturb != 0
 	var base uint64
 	if perturb {
@@ -111,12 +110,12 @@ func (r *Rewriter) parallel(depth int, key uint64, chosen, tops span, cn, an *fi
 	for i := 0; i < n; i++ {
 		r.resetEntry()
 		tok := span{-1, -1}
-		if i < len(r.legTok) && s.b[r.legTok[i].s] == '{' {
-			s.i = r.legTok[i].s
+		if i < len(chosen) && s.b[chosen[i].s] == '{' {
+			s.i = chosen[i].s
 			tok, _ = r.chosenObject(depth+1, cn) // validated already
 		}
-		if i < len(r.legTop) {
-			s.i = r.legTop[i].s
+		if i < len(tops) {
+			s.i = tops[i].s
 			_ = r.altGroup(depth+1, an, inner) // validated already
 		}
 		r.finishEntry(key, base+uint64(i), tok)
@@ -125,6 +124,23 @@ func (r *Rewriter) parallel(depth int, key uint64, chosen, tops span, cn, an *fi
 	if perturb && n > 0 {
 		r.advance(key, n)
 	}
+}
+
+// elemSpans validates the value at the cursor (depth its level) and, when
+// it is an array, appends the span of each element to dst: one pass that
+// both checks the array and finds its elements for a later walk.
+func (r *Rewriter) elemSpans(dst []span, depth int) ([]span, error) {
+	s := &r.s
+	if s.peek() != '[' {
+		return dst, s.skipValue(depth)
+	}
+	err := s.eachElem(func(int) error {
+		vs := s.i
+		err := s.skipValue(depth + 1)
+		dst = append(dst, span{vs, s.i})
+		return err
+	})
+	return dst, err
 }
 
 // altGroup collects one position's alternatives at the cursor (depth is
@@ -144,6 +160,40 @@ func (r *Rewriter) altGroup(depth int, an *fieldNames, inner string) error {
 		})
 	}
 	return s.skipValue(depth)
+}
+
+// step is one position of parallel arrays read in a single pass: its
+// sampled token's values r.chosen[c0:c1] and token span, and its groups of
+// alternatives r.groups[g0:g1] (whose elements are in r.alts).
+type step struct {
+	c0, c1, g0, g1 int
+	tok            span
+}
+
+// stepAt returns step i, adding empty steps up to it.
+func (r *Rewriter) stepAt(i int) *step {
+	for len(r.steps) <= i {
+		r.steps = append(r.steps, step{tok: span{-1, -1}})
+	}
+	return &r.steps[i]
+}
+
+// finishSteps computes and patches the steps collected (r.steps, over
+// r.chosen, r.groups and r.alts) as positions base+i of key, each as one
+// entry, and empties the scratch.
+func (r *Rewriter) finishSteps(key, base uint64) {
+	chosen, groups := r.chosen, r.groups
+	for i := range r.steps {
+		st := &r.steps[i]
+		r.chosen = chosen[st.c0:st.c1:st.c1]
+		r.groups = groups[st.g0:st.g1:st.g1]
+		r.finishEntry(key, base+uint64(i), st.tok)
+	}
+	if r.p.Perturb != 0 && len(r.steps) > 0 {
+		r.advance(key, len(r.steps))
+	}
+	r.chosen, r.groups, r.steps = chosen[:0], groups[:0], r.steps[:0]
+	r.alts = r.alts[:0]
 }
 
 // valueSpan skips the value at the cursor (depth is its level) and returns
@@ -230,15 +280,14 @@ func (r *Rewriter) at(off int, fn func() error) error {
 	return err
 }
 
-// chosenOnly computes and patches the token objects of the validated array
-// sp (depth is its level) as positions without alternatives, position i
-// under key: prompt tokens (TGI's prefill), which are sent once, so not
-// counted across documents.
-func (r *Rewriter) chosenOnly(depth int, key uint64, sp span, n *fieldNames) {
-	r.legTok = r.collectElems(r.legTok[:0], sp)
+// chosenOnly computes and patches the token objects whose spans were
+// recorded (elemSpans; depth is their array's level) as positions without
+// alternatives, position i under key: prompt tokens (TGI's prefill), which
+// are sent once, so not counted across documents.
+func (r *Rewriter) chosenOnly(depth int, key uint64, elems []span, n *fieldNames) {
 	s := &r.s
 	save := s.i
-	for i, el := range r.legTok {
+	for i, el := range elems {
 		if s.b[el.s] != '{' {
 			continue
 		}
@@ -250,18 +299,12 @@ func (r *Rewriter) chosenOnly(depth int, key uint64, sp span, n *fieldNames) {
 	s.i = save
 }
 
-// nullEach applies nullValues to every token object of the validated
-// array sp (depth is its level).
-func (r *Rewriter) nullEach(depth int, sp span, n *fieldNames) {
-	if sp.s < 0 || r.s.b[sp.s] != '[' {
-		return
+// nullEach applies nullValues to every token object whose span was
+// recorded (depth is their array's level).
+func (r *Rewriter) nullEach(depth int, elems []span, n *fieldNames) {
+	for _, el := range elems {
+		if r.s.b[el.s] == '{' {
+			_ = r.at(el.s, func() error { return r.nullValues(depth+1, n) })
+		}
 	}
-	_ = r.at(sp.s, func() error {
-		return r.s.eachElem(func(int) error {
-			if r.s.peek() == '{' {
-				return r.nullValues(depth+1, n)
-			}
-			return r.s.skipValue(depth + 1)
-		})
-	})
 }

@@ -49,9 +49,10 @@ func (r *Rewriter) geminiResponse(depth int, _ uint64) error {
 	})
 }
 
-// geminiCandidate walks one Candidate: it notes where logprobsResult and
-// avgLogprobs are (or drops them, with StripLogprobs) and rewrites them
-// once the candidate's index is known.
+// geminiCandidate walks one Candidate: logprobsResult is read in the
+// same pass (its decoding steps collected), avgLogprobs noted, and both
+// rewritten once the candidate's index is known. With StripLogprobs both
+// are dropped.
 func (r *Rewriter) geminiCandidate(depth int) error {
 	s := &r.s
 	perturb := r.p.Perturb != 0
@@ -61,25 +62,31 @@ func (r *Rewriter) geminiCandidate(depth int) error {
 	}
 	strip := r.p.StripLogprobs
 	open := s.i
-	lr, avg := span{-1, -1}, span{-1, -1}
+	avg, sum := span{-1, -1}, span{-1, -1}
+	r.resetEntry()
+	r.steps = r.steps[:0]
 	d := r.dropper()
 	err := s.eachMember(func(ks, ke int) error {
 		ms := ks - 1 // the name's opening quote
-		sp, err := r.valueSpan(depth + 1)
-		if err != nil {
-			return err
-		}
 		keep := true
-		switch string(s.b[ks:ke]) {
-		case "logprobsResult":
-			lr, keep = sp, s.b[sp.s] == 'n' // a null carries nothing: left as sent
-		case "avgLogprobs":
-			avg, keep = sp, s.b[sp.s] == 'n'
+		var err error
+		switch k := string(s.b[ks:ke]); {
+		case k == "logprobsResult" && s.peek() == '{' && !strip:
+			sum, err = r.geminiLogprobs(depth + 1)
+		case k == "logprobsResult", k == "avgLogprobs":
+			keep = s.peek() == 'n' // a null carries nothing: left as sent
+			var sp span
+			sp, err = r.valueSpan(depth + 1)
+			if k == "avgLogprobs" {
+				avg = sp
+			}
+		default:
+			err = s.skipValue(depth + 1)
 		}
-		if strip {
+		if strip && err == nil {
 			d.item(ms, s.i, keep)
 		}
-		return nil
+		return err
 	})
 	if err != nil || strip {
 		if err == nil {
@@ -91,34 +98,53 @@ func (r *Rewriter) geminiCandidate(depth int) error {
 	if perturb {
 		base = r.position(idx)
 	}
-	if lr.s >= 0 && s.b[lr.s] == '{' {
-		r.geminiLogprobs(depth+1, idx, base, lr)
-	}
+	r.finishSteps(idx, base)
+	r.aggregate(idx, base, sum, aggSumRank)
 	r.aggregate(idx, base, avg, aggAvgRank)
 	return nil
 }
 
-// geminiLogprobs rewrites a (validated) LogprobsResult at sp, depth its
-// level: chosenCandidates and topCandidates are parallel arrays, one
-// element per decoding step.
-func (r *Rewriter) geminiLogprobs(depth int, idx, base uint64, sp span) {
-	chosen, tops, sum := span{-1, -1}, span{-1, -1}, span{-1, -1}
-	_ = r.at(sp.s, func() error {
-		s := &r.s
-		return s.eachMember(func(ks, ke int) error {
-			v, err := r.valueSpan(depth + 1)
-			switch string(s.b[ks:ke]) {
-			case "chosenCandidates":
-				chosen = v
-			case "topCandidates":
-				tops = v
-			case "logProbabilitySum":
-				sum = v
-			}
-			return err
-		})
-	})
+// geminiLogprobs walks a LogprobsResult at the cursor (depth its level)
+// and collects its decoding steps: chosenCandidates[i] and
+// topCandidates[i].candidates are parallel arrays, step i in each. It
+// returns the span of logProbabilitySum.
+func (r *Rewriter) geminiLogprobs(depth int) (span, error) {
+	s := &r.s
+	sum := span{-1, -1}
 	names := fieldNames{tok: "token", val: "logProbability"}
-	r.parallel(depth+1, idx, chosen, tops, &names, &names, "candidates")
-	r.aggregate(idx, base, sum, aggSumRank)
+	err := s.eachMember(func(ks, ke int) error {
+		switch c := s.peek(); string(s.b[ks:ke]) {
+		case "chosenCandidates":
+			if c == '[' {
+				return s.eachElem(func(i int) error {
+					st := r.stepAt(i)
+					st.c0 = len(r.chosen)
+					var err error
+					if s.peek() == '{' {
+						st.tok, err = r.chosenObject(depth+2, &names)
+					} else {
+						err = s.skipValue(depth + 2)
+					}
+					st.c1 = len(r.chosen)
+					return err
+				})
+			}
+		case "topCandidates":
+			if c == '[' {
+				return s.eachElem(func(i int) error {
+					st := r.stepAt(i)
+					st.g0 = len(r.groups)
+					err := r.altGroup(depth+2, &names, "candidates")
+					r.steps[i].g1 = len(r.groups)
+					return err
+				})
+			}
+		case "logProbabilitySum":
+			var err error
+			sum, err = r.valueSpan(depth + 1)
+			return err
+		}
+		return s.skipValue(depth + 1)
+	})
+	return sum, err
 }

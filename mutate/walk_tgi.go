@@ -33,23 +33,43 @@ func tgiNames() fieldNames { return fieldNames{tok: "text", val: "logprob"} }
 func (r *Rewriter) walkTGI() error { return r.walkArrayOr(r.tgiResponse) }
 
 // tgiResponse walks one GenerateResponse or StreamResponse (depth is its
-// level).
+// level). A stream event's token and top_tokens are read where they are;
+// details is walked after them, as it reuses the entry scratch.
 func (r *Rewriter) tgiResponse(depth int, _ uint64) error {
 	s := &r.s
-	tok, top := span{-1, -1}, span{-1, -1}
+	names := tgiNames()
+	strip := r.p.StripLogprobs
+	r.resetEntry()
+	tok, details := span{-1, -1}, -1
+	haveTok := false
 	err := s.eachMember(func(ks, ke int) error {
+		c := s.peek()
 		switch string(s.b[ks:ke]) {
 		case "token":
-			sp, err := r.valueSpan(depth + 1)
-			tok = sp
+			if c != '{' {
+				break
+			}
+			if strip {
+				return r.nullValues(depth+1, &names)
+			}
+			haveTok = true
+			var err error
+			tok, err = r.chosenObject(depth+1, &names)
 			return err
 		case "top_tokens":
-			sp, err := r.valueSpan(depth + 1)
-			top = sp
-			return err
+			if c != '[' {
+				break
+			}
+			if strip {
+				vs := s.i
+				err := s.skipValue(depth + 1)
+				r.replace(vs, s.i, "[]")
+				return err
+			}
+			return r.collectAltArrayF(depth+1, &names)
 		case "details":
-			if s.peek() == '{' {
-				return r.tgiSequence(depth+1, 0)
+			if c == '{' {
+				details = s.i
 			}
 		}
 		return s.skipValue(depth + 1)
@@ -57,58 +77,37 @@ func (r *Rewriter) tgiResponse(depth int, _ uint64) error {
 	if err != nil {
 		return err
 	}
-	if tok.s >= 0 || top.s >= 0 {
-		r.tgiStreamToken(depth, tok, top)
+	if !strip && (haveTok || len(r.groups) > 0) {
+		// One position of sequence 0, counted across the stream.
+		var pos uint64
+		if r.p.Perturb != 0 {
+			pos = r.position(0)
+			if haveTok {
+				r.advance(0, 1)
+			}
+		}
+		r.finishEntry(0, pos, tok)
+	}
+	if details >= 0 {
+		return r.at(details, func() error { return r.tgiSequence(depth+1, 0) })
 	}
 	return nil
 }
 
-// tgiStreamToken rewrites a stream event's token and top_tokens (validated
-// values at tok and top; depth is the event's level) as one position of
-// sequence 0.
-func (r *Rewriter) tgiStreamToken(depth int, tok, top span) {
-	names := tgiNames()
-	b := r.s.b
-	isObj := tok.s >= 0 && b[tok.s] == '{'
-	isArr := top.s >= 0 && b[top.s] == '['
-	if r.p.StripLogprobs {
-		if isObj {
-			_ = r.at(tok.s, func() error { return r.nullValues(depth+1, &names) })
-		}
-		if isArr {
-			r.replace(top.s, top.e, "[]")
-		}
-		return
-	}
-	r.resetEntry()
-	t := span{-1, -1}
-	if isObj {
-		_ = r.at(tok.s, func() error {
-			var err error
-			t, err = r.chosenObject(depth+1, &names)
-			return err
-		})
-	}
-	if isArr {
-		_ = r.at(top.s, func() error { return r.collectAltArrayF(depth+1, &names) })
-	}
-	var pos uint64
-	if r.p.Perturb != 0 {
-		pos = r.position(0)
-		if isObj {
-			r.advance(0, 1)
-		}
-	}
-	r.finishEntry(0, pos, t)
-}
-
 // tgiSequence walks details (or a best_of_sequences element) at the
 // cursor, depth its level, as sequence key: tokens with top_tokens, and
-// prefill.
+// prefill. The arrays' elements are recorded in one pass and walked after
+// it (in r.legTok and r.legTop, above the entries of an enclosing
+// sequence).
 func (r *Rewriter) tgiSequence(depth int, key uint64) error {
 	s := &r.s
-	tokens, tops, prefill := span{-1, -1}, span{-1, -1}, span{-1, -1}
+	tLo, topLo := len(r.legTok), len(r.legTop)
+	defer func() { r.legTok, r.legTop = r.legTok[:tLo], r.legTop[:topLo] }()
+	var tokens, prefill span // ranges of r.legTok
+	tops := span{topLo, topLo}
+	haveTops := false
 	err := s.eachMember(func(ks, ke int) error {
+		var err error
 		switch string(s.b[ks:ke]) {
 		case "best_of_sequences":
 			if s.peek() == '[' {
@@ -119,34 +118,39 @@ func (r *Rewriter) tgiSequence(depth int, key uint64) error {
 					return s.skipValue(depth + 2)
 				})
 			}
+			err = s.skipValue(depth + 1)
 		case "tokens":
-			sp, err := r.valueSpan(depth + 1)
-			tokens = sp
-			return err
-		case "top_tokens":
-			sp, err := r.valueSpan(depth + 1)
-			tops = sp
-			return err
+			lo := len(r.legTok)
+			r.legTok, err = r.elemSpans(r.legTok, depth+1)
+			tokens = span{lo, len(r.legTok)}
 		case "prefill":
-			sp, err := r.valueSpan(depth + 1)
-			prefill = sp
-			return err
+			lo := len(r.legTok)
+			r.legTok, err = r.elemSpans(r.legTok, depth+1)
+			prefill = span{lo, len(r.legTok)}
+		case "top_tokens":
+			haveTops = s.peek() == '['
+			lo := len(r.legTop)
+			vs := s.i
+			r.legTop, err = r.elemSpans(r.legTop, depth+1)
+			tops = span{lo, len(r.legTop)}
+			if haveTops && r.p.StripLogprobs {
+				r.replace(vs, s.i, "[]")
+			}
+		default:
+			err = s.skipValue(depth + 1)
 		}
-		return s.skipValue(depth + 1)
+		return err
 	})
 	if err != nil {
 		return err
 	}
 	names := tgiNames()
 	if r.p.StripLogprobs {
-		r.nullEach(depth+1, tokens, &names)
-		r.nullEach(depth+1, prefill, &names)
-		if tops.s >= 0 && s.b[tops.s] == '[' {
-			r.replace(tops.s, tops.e, "[]")
-		}
+		r.nullEach(depth+1, r.legTok[tokens.s:tokens.e], &names)
+		r.nullEach(depth+1, r.legTok[prefill.s:prefill.e], &names)
 		return nil
 	}
-	r.parallel(depth+1, key, tokens, tops, &names, &names, "")
-	r.chosenOnly(depth+1, keyPrompt|key&0xffffffff, prefill, &names)
+	r.parallel(depth+1, key, r.legTok[tokens.s:tokens.e], r.legTop[tops.s:tops.e], &names, &names, "")
+	r.chosenOnly(depth+1, keyPrompt|key&0xffffffff, r.legTok[prefill.s:prefill.e], &names)
 	return nil
 }

@@ -75,7 +75,7 @@ func TestFormatRewriteTable(t *testing.T) {
 		{
 			name: "gemini: a key like logprobsResult inside text is not a key",
 			f:    FormatGemini, p: strip,
-			in:   `{"candidates":[{"content":{"parts":[{"text":"\"logprobsResult\": {}"}]}}]}`,
+			in: `{"candidates":[{"content":{"parts":[{"text":"\"logprobsResult\": {}"}]}}]}`,
 		},
 		{
 			name: "tgi prefill null logprob, non-number left alone",
@@ -122,17 +122,17 @@ func TestFormatRewriteTable(t *testing.T) {
 		{
 			name: "anthropic untouched by every logprob policy",
 			f:    FormatAnthropic, p: perturb,
-			in:   `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"logprobs"}}`,
+			in: `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"logprobs"}}`,
 		},
 		{
 			name: "openai format refuses a top-level array",
 			f:    FormatOpenAI, p: allow,
-			in:   `[{"choices":[]}]`, err: true,
+			in: `[{"choices":[]}]`, err: true,
 		},
 		{
 			name: "gemini invalid json untouched",
 			f:    FormatGemini, p: allow,
-			in:   `{"candidates":[{"avgLogprobs":-0.12345,}]}`, err: true,
+			in: `{"candidates":[{"avgLogprobs":-0.12345,}]}`, err: true,
 		},
 	}
 	for _, tc := range tests {

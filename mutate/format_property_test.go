@@ -3,7 +3,6 @@ package mutate
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -292,9 +291,9 @@ func TestFormatNoiseKeys(t *testing.T) {
 	}
 }
 
-// TestFormatStreamsRealistic runs the fixtures' streams through many
-// chunkings at once (bodies over 1 KB, several events per chunk).
-func TestFormatPropertyDocsCount(t *testing.T) {
+// TestFormatStreamEvents checks that the framers count every event (SSE)
+// or line (NDJSON) of the fixtures' streams.
+func TestFormatStreamEvents(t *testing.T) {
 	for _, fx := range formatFixtures() {
 		if !fx.stream {
 			continue
@@ -309,5 +308,4 @@ func TestFormatPropertyDocsCount(t *testing.T) {
 			t.Errorf("%s: %d events framed, want %d", fx.name, st.Events, want)
 		}
 	}
-	_ = fmt.Sprint
 }

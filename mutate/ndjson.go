@@ -79,24 +79,34 @@ func (n *NDJSONStream) escape(dst, chunk []byte) []byte {
 }
 
 // unescape removes, in place, the bytes escape added from dst[start:]: the
-// "data:" that opens each line and the second LF of each pair.
+// "data:" that opens each line and the second LF of each pair. The framer
+// copies every byte but a payload, and payloads hold no LF, so the added
+// bytes are where the escape put them.
 func (n *NDJSONStream) unescape(dst []byte, start int) []byte {
-	w := start
-	for i := start; i < len(dst); i++ {
-		c := dst[i]
+	w, i := start, start
+	for i < len(dst) {
 		switch {
 		case n.drop > 0:
-			n.drop--
+			k := min(n.drop, len(dst)-i)
+			n.drop -= k
+			i += k
 			continue
-		case c == '\n' && n.dropLF:
+		case n.dropLF:
 			n.dropLF = false
-			n.drop = len(dataField)
-			continue
-		case c == '\n':
-			n.dropLF = true
+			if dst[i] == '\n' {
+				n.drop = len(dataField)
+				i++
+				continue
+			}
 		}
-		dst[w] = c
-		w++
+		j := bytes.IndexByte(dst[i:], '\n')
+		if j < 0 {
+			w += copy(dst[w:], dst[i:])
+			break
+		}
+		w += copy(dst[w:], dst[i:i+j+1])
+		i += j + 1
+		n.dropLF = true
 	}
 	return dst[:w]
 }

@@ -6,12 +6,18 @@ import (
 	"github.com/distillguard/distillguard/internal/hashmix"
 )
 
-// Rewriter rewrites one JSON document at a time (an SSE event's data or a
-// whole non-streamed body). One per HTTP stream; not safe for concurrent use.
-// It carries the perturbation position across documents so that the output
-// depends only on the sequence of documents, never on chunking.
+// Rewriter rewrites one JSON document at a time (an SSE event's data, an
+// NDJSON line or a whole non-streamed body). One per HTTP stream; not safe
+// for concurrent use. It carries the perturbation position across
+// documents so that the output depends only on the sequence of documents,
+// never on chunking.
 //
-// Fields rewritten (every other byte is copied through):
+// A Rewriter reads one API format (NewRewriterFor; format.go). The
+// non-OpenAI formats each have their walk, which says what it rewrites:
+// Gemini (walk_gemini.go), TGI (walk_tgi.go), llama.cpp (walk_llamacpp.go),
+// Ollama (walk_ollama.go) and Anthropic Messages (walk_anthropic.go, text
+// only). For the OpenAI-compatible formats, the fields rewritten (every
+// other byte is copied through):
 //   - chat.completion / chat.completion.chunk: choices[].logprobs.content[]
 //     and .refusal[] entries {token, logprob, bytes, top_logprobs[]}
 //     (https://platform.openai.com/docs/api-reference/chat/object);

@@ -434,7 +434,7 @@ func llamaCppFields() RequestFields {
 		TopLogprobs: []RequestField{fi("n_probs", "the same member")},
 		LogitBias: []RequestField{
 			fany("logit_bias", `[[token id or string, bias or false], ...] or {"token id or string": bias}`),
-			fo("grammar", "not a bias: a GBNF grammar restricting sampling; json_schema likewise"),
+			fs("grammar", "not a bias: a GBNF grammar restricting sampling; json_schema likewise"),
 			fo("json_schema", "compiled to a grammar"),
 		},
 		MaxTokens: []RequestField{

@@ -67,6 +67,7 @@ type replica struct {
 	e      *Engine
 	cfg    RedisConfig
 	writer uint64 // this replica's id in blob headers and batches
+	seq    atomic.Uint64
 	ttl    time.Duration
 	aggTTL time.Duration
 	manual bool // no background flusher: Flush alone writes (replays)
@@ -86,7 +87,7 @@ type replica struct {
 	flushMu  sync.Mutex // one flush at a time
 	lastID   string     // stream position read up to
 	loaded   bool       // snapshot loaded (or none existed)
-	lastAgg  time.Time
+	lastAgg  atomic.Int64 // unix nanoseconds of the last aggregate exchange
 	lastSnap time.Time
 
 	kick chan struct{}
@@ -272,7 +273,7 @@ func (r *replica) reconcile(s *session, f fetched) {
 		if m.inc != 0 {
 			// Redis lost the blob (restart, eviction, flush): what the
 			// local copy holds is now all there is; write it anew.
-			m.inc, m.ver, m.base = 0, 0, nil
+			m.inc, m.ver, m.base, m.writes, m.unconf = 0, 0, nil, nil, nil
 			r.m.fallback("remote_lost")
 		}
 		return
@@ -281,7 +282,7 @@ func (r *replica) reconcile(s *session, f fetched) {
 	if err != nil || rs.id != s.id {
 		// Not a blob this version can read: the next write replaces it.
 		r.m.fallback("decode_error")
-		m.inc, m.ver, m.base, m.force = 0, 0, nil, true
+		m.inc, m.ver, m.base, m.writes, m.unconf, m.force = 0, 0, nil, nil, nil, true
 		return
 	}
 	if h.inc == m.inc && h.ver <= m.ver {
@@ -291,20 +292,45 @@ func (r *replica) reconcile(s *session, f fetched) {
 }
 
 // adopt merges remote state rs (header h) into s and makes it the base.
+// What s added is counted from the last state of s that rs contains: the
+// base, or a write whose answer was lost but which rs lists as landed.
 // Called with the stripe lock held.
 func (r *replica) adopt(s *session, rs *session, h blobHead) {
 	m := s.rep
+	base := m.base
+	if q, ok := seqOf(h.writes, r.writer); ok && len(m.unconf) > 0 {
+		keep := m.unconf[:0]
+		for _, u := range m.unconf {
+			switch {
+			case u.seq == q:
+				base = u.snap
+			case u.seq > q:
+				keep = append(keep, u)
+			}
+		}
+		m.unconf = keep
+	}
 	var merged *session
-	if s.requests == 0 && m.base == nil {
+	if s.requests == 0 && base == nil {
 		merged = rs.clone()
 		merged.id, merged.setTries, merged.cost, merged.wallSet = s.id, s.setTries, s.cost, s.wallSet
 		merged.flags |= s.flags & fPromoted
 	} else {
-		merged = mergeSession(rs, s, m.base, &r.e.params.half)
+		merged = mergeSession(rs, s, base, &r.e.params.half)
 	}
 	merged.rep = m
 	*s = *merged
-	m.base, m.inc, m.ver = rs, h.inc, h.ver
+	m.base, m.inc, m.ver, m.writes = rs, h.inc, h.ver, h.writes
+}
+
+// unconfirmed remembers a write whose answer never came. Called with the
+// stripe lock held.
+func (m *replicaMeta) unconfirmed(seq uint64, snap *session) {
+	const maxUnconfirmed = 4
+	if len(m.unconf) >= maxUnconfirmed {
+		m.unconf = m.unconf[1:]
+	}
+	m.unconf = append(m.unconf, unconfirmed{seq: seq, snap: snap})
 }
 
 // markDirty queues s for writing. Called with the stripe lock held.
@@ -362,7 +388,7 @@ func (r *replica) run() {
 				continue
 			}
 		}
-		r.flush(time.Since(r.lastAgg) >= r.cfg.FlushInterval)
+		r.flush(time.Since(time.Unix(0, r.lastAgg.Load())) >= r.cfg.FlushInterval)
 	}
 }
 
@@ -387,7 +413,8 @@ func (r *replica) flush(agg bool) {
 		s        *session
 		snap     *session
 		inc, ver uint64
-		gen      uint64
+		seq      uint64
+		writes   []writerSeq
 	}
 	const chunk = 512
 	for len(batch) > 0 || agg {
@@ -405,7 +432,8 @@ func (r *replica) flush(agg bool) {
 				continue
 			}
 			m.dirty = false
-			w := write{s: s, snap: s.clone(), inc: m.inc, ver: m.ver + 1, gen: m.gen}
+			w := write{s: s, snap: s.clone(), inc: m.inc, ver: m.ver + 1, seq: r.seq.Add(1)}
+			w.writes = withWrite(m.writes, r.writer, w.seq)
 			expect, force := "", "0"
 			if m.inc == 0 {
 				w.inc, w.ver = newIncarnation(), 1
@@ -418,7 +446,7 @@ func (r *replica) flush(agg bool) {
 			if m.force {
 				force = "1"
 			}
-			blob := encodeSession(nil, w.snap, w.inc, w.ver, r.writer)
+			blob := encodeSession(nil, w.snap, w.inc, w.ver, w.writes)
 			st.Unlock()
 			ws = append(ws, w)
 			execs = append(execs, rueidis.LuaExec{
@@ -432,9 +460,11 @@ func (r *replica) flush(agg bool) {
 		}
 		res, aggRes, err := r.exec(execs, aggBlob, agg)
 		if err != nil {
-			// Nothing was written: queue everything again (bounded).
+			// The writes may or may not have landed: queue everything
+			// again (bounded), remembering what each write held.
+			sent := reason(err) != "breaker_open" && reason(err) != "disconnected"
 			for _, w := range ws {
-				r.requeue(w.s)
+				r.requeue(w.s, w.seq, w.snap, sent)
 			}
 			if aggBlob != nil {
 				r.keepUnsent(aggBlob)
@@ -447,11 +477,11 @@ func (r *replica) flush(agg bool) {
 		}
 		r.m.batch("ok")
 		for i, w := range ws {
-			r.settle(w.s, w.snap, w.inc, w.ver, res[i])
+			r.settle(w.s, w.snap, w.inc, w.ver, w.seq, w.writes, res[i])
 		}
 		if agg {
 			r.applyRemote(aggRes)
-			r.lastAgg = time.Now()
+			r.lastAgg.Store(time.Now().UnixNano())
 			agg = false
 			if !r.manual && time.Since(r.lastSnap) >= r.cfg.SnapshotInterval {
 				r.lastSnap = time.Now()
@@ -531,10 +561,13 @@ func (r *replica) keepUnsent(b []byte) {
 	r.unsent = append(r.unsent, b)
 }
 
-func (r *replica) requeue(s *session) {
+func (r *replica) requeue(s *session, seq uint64, snap *session, sent bool) {
 	st := &r.e.stripes[s.id[0]]
 	st.Lock()
 	if s.rep != nil {
+		if sent {
+			s.rep.unconfirmed(seq, snap)
+		}
 		r.markDirtyNoGen(s)
 	}
 	st.Unlock()
@@ -557,7 +590,7 @@ func (r *replica) markDirtyNoGen(s *session) {
 }
 
 // settle applies the answer to one compare-and-set write.
-func (r *replica) settle(s, snap *session, inc, ver uint64, res rueidis.RedisResult) {
+func (r *replica) settle(s, snap *session, inc, ver, seq uint64, writes []writerSeq, res rueidis.RedisResult) {
 	st := &r.e.stripes[s.id[0]]
 	st.Lock()
 	defer st.Unlock()
@@ -568,10 +601,12 @@ func (r *replica) settle(s, snap *session, inc, ver uint64, res rueidis.RedisRes
 	if n, err := res.AsInt64(); err == nil {
 		switch n {
 		case 1:
-			m.base, m.inc, m.ver, m.force = snap, inc, ver, false
+			// Earlier unconfirmed writes did not land: the version they
+			// expected is the one this write replaced.
+			m.base, m.inc, m.ver, m.writes, m.force, m.unconf = snap, inc, ver, writes, false, nil
 			r.m.item("session")
 		default: // the blob expected is gone: write it anew
-			m.base, m.inc, m.ver = nil, 0, 0
+			m.base, m.inc, m.ver, m.writes, m.unconf = nil, 0, 0, nil, nil
 			r.m.fallback("remote_lost")
 			r.markDirtyNoGen(s)
 		}
@@ -579,6 +614,7 @@ func (r *replica) settle(s, snap *session, inc, ver uint64, res rueidis.RedisRes
 	}
 	b, err := res.AsBytes()
 	if err != nil {
+		m.unconfirmed(seq, snap)
 		r.markDirtyNoGen(s)
 		return
 	}
@@ -586,11 +622,7 @@ func (r *replica) settle(s, snap *session, inc, ver uint64, res rueidis.RedisRes
 	switch {
 	case err != nil || rs.id != s.id:
 		r.m.fallback("decode_error")
-		m.base, m.inc, m.ver, m.force = nil, 0, 0, true
-	case h.writer == r.writer && h.inc == inc && h.ver == ver:
-		// Our own write, whose answer was lost before: it landed.
-		m.base, m.inc, m.ver = snap, inc, ver
-		return
+		m.base, m.inc, m.ver, m.writes, m.force, m.unconf = nil, 0, 0, nil, true, nil
 	default:
 		// Another replica wrote first: take its state and write ours on top.
 		r.m.item("conflict")
@@ -716,8 +748,9 @@ func (r *replica) close() {
 // Flush writes this replica's queued session changes and aggregate deltas
 // to Redis and reads the other replicas' batches, now. The flusher does
 // this on its own; replays (Options.Seed, where no flusher runs) call it
-// to decide when replicas exchange state. It returns an error when Redis
-// could not be reached; nothing is lost then (it stays queued). Without
+// to decide when replicas exchange state. It returns once nothing is
+// queued, or an error when Redis could not be reached; nothing is lost
+// then (it stays queued). Without
 // replicated mode it does nothing.
 func (e *Engine) Flush() error {
 	r := e.rep
@@ -729,10 +762,17 @@ func (e *Engine) Flush() error {
 			return err
 		}
 	}
-	before := r.m.batchErrors.Load()
-	r.flush(true)
-	if r.m.batchErrors.Load() != before {
-		return fmt.Errorf("scoring: redis flush failed (changes stay queued)")
+	// A write that lost a race to another replica is merged and queued
+	// again: repeat until nothing is queued (a few rounds at most).
+	for range 8 {
+		before := r.m.batchErrors.Load()
+		r.flush(true)
+		if r.m.batchErrors.Load() != before {
+			return fmt.Errorf("scoring: redis flush failed (changes stay queued)")
+		}
+		if r.pendingLen() == 0 {
+			return nil
+		}
 	}
-	return nil
+	return fmt.Errorf("scoring: redis flush: %d sessions still queued after 8 rounds", r.pendingLen())
 }

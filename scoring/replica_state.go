@@ -27,12 +27,51 @@ import (
 type replicaMeta struct {
 	inc, ver uint64   // header of the remote version base is (0, 0: none)
 	base     *session // state as of that version; nil: nothing remote
+	writes   []writerSeq
+	// unconf are writes whose answer never came (a timeout): one of them
+	// may have landed, which the writers list of the next blob read tells.
+	unconf []unconfirmed
 	dirty    bool     // queued for writing
 	force    bool     // the stored blob is unreadable: overwrite it
 	gen      uint64   // local changes, to tell a write apart from later ones
 }
 
-const replicaMetaBytes = int64(unsafe.Sizeof(replicaMeta{})) + 16
+const replicaMetaBytes = int64(unsafe.Sizeof(replicaMeta{})) + 16 + maxWriters*16
+
+// writerSeq names a replica's write: its writer id and the write's
+// sequence number. A blob lists the newest write of each of its last
+// maxWriters writers, so a replica whose write timed out can tell from the
+// next blob it reads whether that write landed (and not count its
+// additions twice).
+type writerSeq struct{ writer, seq uint64 }
+
+const maxWriters = 8
+
+type unconfirmed struct {
+	seq  uint64
+	snap *session
+}
+
+// withWrite returns ws with writer's entry set to seq, first.
+func withWrite(ws []writerSeq, writer, seq uint64) []writerSeq {
+	out := make([]writerSeq, 0, maxWriters)
+	out = append(out, writerSeq{writer, seq})
+	for _, w := range ws {
+		if w.writer != writer && len(out) < maxWriters {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func seqOf(ws []writerSeq, writer uint64) (uint64, bool) {
+	for _, w := range ws {
+		if w.writer == writer {
+			return w.seq, true
+		}
+	}
+	return 0, false
+}
 
 // Blob layout, little-endian. The header is compared by casScript: bytes
 // [4, 20) are incarnation and version.
@@ -41,14 +80,18 @@ const (
 	blobHeader                         = 28 // magic, format, pad, incarnation, version, writer
 	blobFixed                          = blobHeader + 16 + 3*8 + 8 + 2*4 + 4 + 5*4 + 3 + 3*4 + 4*4 + 4 + 2 + 16 + 8 + numCounters*4 + 4*4
 	// blobMax bounds a blob: two filters of sessionBloomMaxBits.
-	blobMax = blobFixed + 2*sessionBloomMaxBits/8
+	blobMax = blobFixed + 2*sessionBloomMaxBits/8 + 1 + maxWriters*16
 )
 
 var errBlob = errors.New("malformed session blob")
 
 // encodeSession renders s with the given header. fPromoted (which local
 // cache holds the session) and the cache bookkeeping stay local.
-func encodeSession(dst []byte, s *session, inc, ver, writer uint64) []byte {
+func encodeSession(dst []byte, s *session, inc, ver uint64, writes []writerSeq) []byte {
+	writer := uint64(0)
+	if len(writes) > 0 {
+		writer = writes[0].writer
+	}
 	b := append(dst, blobMagic0, blobMagic1, blobFormat, 0)
 	le := binary.LittleEndian
 	b = le.AppendUint64(b, inc)
@@ -99,6 +142,11 @@ func encodeSession(dst []byte, s *session, inc, ver, writer uint64) []byte {
 			}
 		}
 	}
+	b = append(b, byte(min(len(writes), maxWriters)))
+	for _, w := range writes[:min(len(writes), maxWriters)] {
+		b = le.AppendUint64(b, w.writer)
+		b = le.AppendUint64(b, w.seq)
+	}
 	return b
 }
 
@@ -110,7 +158,10 @@ func filterBits(f *bloom.BloomFilter) uint32 {
 }
 
 // blobHead is a blob's header.
-type blobHead struct{ inc, ver, writer uint64 }
+type blobHead struct {
+	inc, ver, writer uint64
+	writes           []writerSeq
+}
 
 // decodeSession parses a blob. It fails closed: anything but a blob this
 // version wrote, with sizes it could have written, is an error.
@@ -157,8 +208,17 @@ func decodeSession(b []byte) (*session, blobHead, error) {
 		return nil, h, errBlob
 	}
 	if curBits != genBits(s.set.rot, curBits == 0) || (prevBits != 0 && (s.set.rot == 0 || prevBits != genBits(s.set.rot-1, false))) ||
-		(curBits == 0 && prevBits != 0) || len(b) != blobFixed+int(curBits+prevBits)/8 {
+		(curBits == 0 && prevBits != 0) || len(b) < blobFixed+int(curBits+prevBits)/8+1 {
 		return nil, h, errBlob
+	}
+	end := blobFixed + int(curBits+prevBits)/8
+	nw := int(b[end])
+	if nw > maxWriters || len(b) != end+1+16*nw {
+		return nil, h, errBlob
+	}
+	for i := range nw {
+		q := end + 1 + 16*i
+		h.writes = append(h.writes, writerSeq{le.Uint64(b[q:]), le.Uint64(b[q+8:])})
 	}
 	read := func(m uint32) *bloom.BloomFilter {
 		if m == 0 {

@@ -287,31 +287,29 @@ func StartCluster(n int) (*Cluster, error) {
 	return c, nil
 }
 
-// NodeForKey returns the index of the node that owns key's slot.
-func (c *Cluster) NodeForKey(key string) (int, error) {
+// SlotOf returns key's hash slot and the index of the node serving it.
+func (c *Cluster) SlotOf(key string) (slot, node int, err error) {
 	out, err := c.Nodes[0].CLI("CLUSTER", "KEYSLOT", key)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	slot, err := strconv.Atoi(strings.TrimSpace(out))
+	if slot, err = strconv.Atoi(strings.TrimSpace(out)); err != nil {
+		return 0, 0, err
+	}
+	owner, err := c.slotOwner(slot)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	for i, s := range c.Nodes {
-		nodes, err := s.CLI("CLUSTER", "MYID")
+		id, err := s.CLI("CLUSTER", "MYID")
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		id := strings.TrimSpace(nodes)
-		owner, err := c.slotOwner(slot)
-		if err != nil {
-			return 0, err
-		}
-		if owner == id {
-			return i, nil
+		if strings.TrimSpace(id) == owner {
+			return slot, i, nil
 		}
 	}
-	return 0, fmt.Errorf("no node owns slot %d", slot)
+	return 0, 0, fmt.Errorf("no node owns slot %d", slot)
 }
 
 // slotOwner reads CLUSTER NODES for the id of the primary serving slot.

@@ -292,7 +292,7 @@ func (e *Engine) Score(r *Request) (d Decision) {
 	// session's lock is taken so a slow Redis holds up nobody else.
 	var remote fetched
 	if e.rep != nil {
-		remote = e.rep.fetch(d.Session)
+		remote = e.rep.read(d.Session)
 	}
 	st := &e.stripes[id[0]]
 	st.Lock()

@@ -3,6 +3,8 @@ package scoring
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha1" //nolint:gosec // the name Redis gives scripts, not a security measure
+	"encoding/hex"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -74,7 +76,7 @@ type replica struct {
 	log    *slog.Logger
 
 	client atomic.Pointer[rueidisBox]
-	lua    *rueidis.Lua
+	casSHA string // SHA-1 of casScript, as EVALSHA names it
 	opt    rueidis.ClientOption
 	br     *gobreaker.CircuitBreaker[struct{}]
 	brSt   atomic.Int64
@@ -90,10 +92,26 @@ type replica struct {
 	lastAgg  atomic.Int64 // unix nanoseconds of the last aggregate exchange
 	lastSnap time.Time
 
+	// pre holds the session reads started at request headers
+	// (Prefetch), by session id: *prefetch.
+	pre     sync.Map
+	preN    atomic.Int64
+	preDone sync.WaitGroup
+
 	kick chan struct{}
 	stop chan struct{}
 	done sync.WaitGroup
 }
+
+// prefetch is a session read started before the request body arrived.
+type prefetch struct {
+	done chan struct{}
+	at   time.Time
+	res  fetched
+}
+
+// maxPrefetch bounds the reads in flight or waiting for their request.
+const maxPrefetch = 1 << 14
 
 type rueidisBox struct{ c rueidis.Client }
 
@@ -133,7 +151,7 @@ func newReplica(e *Engine, cfg Config, opts Options) (*replica, error) {
 	r := &replica{
 		e: e, cfg: rc, writer: binary.LittleEndian.Uint64(id[:]) | 1, ttl: cfg.SessionTTL, aggTTL: max(cfg.CampaignWindow, time.Hour),
 		manual: len(opts.Seed) > 0, log: e.log, pending: map[[16]byte]*session{}, lastID: "0-0",
-		kick: make(chan struct{}, 1), stop: make(chan struct{}), lua: rueidis.NewLuaScript(casScript),
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), casSHA: scriptSHA(casScript),
 	}
 	r.opt = rueidis.ClientOption{
 		InitAddress: rc.Addrs, Username: rc.Username, Password: rc.Password, SelectDB: rc.DB, TLSConfig: tc,
@@ -187,6 +205,13 @@ func (r *replica) connect() error {
 		return err
 	}
 	r.m.call("connect", start, nil)
+	// Load the write script on every node now, so the first writes do not
+	// meet NOSCRIPT (they would be queued again, not lost).
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.DialTimeout)
+	for _, n := range c.Nodes() {
+		_ = n.Do(ctx, n.B().ScriptLoad().Script(casScript).Build()).Error()
+	}
+	cancel()
 	r.client.Store(&rueidisBox{c})
 	return nil
 }
@@ -257,6 +282,56 @@ func reason(err error) string {
 		return "timeout"
 	}
 	return "error"
+}
+
+// startFetch begins reading a session's blob in the background, for the
+// request body that follows (Engine.Prefetch). A read of the same session
+// already under way is shared.
+func (r *replica) startFetch(id string) {
+	if r.preN.Load() >= maxPrefetch {
+		return
+	}
+	p := &prefetch{done: make(chan struct{}), at: time.Now()}
+	if _, loaded := r.pre.LoadOrStore(id, p); loaded {
+		return
+	}
+	r.preN.Add(1)
+	r.preDone.Add(1)
+	go func() { // ends within call_timeout: fetch is bounded
+		defer r.preDone.Done()
+		p.res = r.fetch(id)
+		close(p.done)
+	}()
+}
+
+// read returns the session's remote state: the prefetched read when one
+// was started (waiting for it, never longer than call_timeout), else a
+// read now.
+func (r *replica) read(id string) fetched {
+	if v, ok := r.pre.LoadAndDelete(id); ok {
+		r.preN.Add(-1)
+		p := v.(*prefetch)
+		<-p.done
+		return p.res
+	}
+	return r.fetch(id)
+}
+
+// sweepPrefetch drops reads whose request never came (a stream reset
+// after its headers).
+func (r *replica) sweepPrefetch(now time.Time) {
+	r.pre.Range(func(k, v any) bool {
+		if p := v.(*prefetch); now.Sub(p.at) > time.Second {
+			select {
+			case <-p.done:
+				if r.pre.CompareAndDelete(k, v) {
+					r.preN.Add(-1)
+				}
+			default:
+			}
+		}
+		return true
+	})
 }
 
 // reconcile brings the local session s up to the remote state f. Called
@@ -371,13 +446,18 @@ func (r *replica) run() {
 	tick := time.NewTicker(r.cfg.FlushInterval)
 	defer tick.Stop()
 	lastDial := time.Now()
+	lastSweep := time.Now()
 	for {
 		select {
 		case <-r.stop:
 			r.flush(true)
 			return
 		case <-r.kick:
-		case <-tick.C:
+		case now := <-tick.C:
+			if now.Sub(lastSweep) > time.Second {
+				lastSweep = now
+				r.sweepPrefetch(now)
+			}
 		}
 		if r.client.Load() == nil {
 			if time.Since(lastDial) < r.cfg.Breaker.OpenFor {
@@ -491,6 +571,13 @@ func (r *replica) flush(agg bool) {
 	}
 }
 
+// scriptSHA is the name EVALSHA knows a script by (SHA-1 of its text, as
+// SCRIPT LOAD returns it).
+func scriptSHA(script string) string {
+	sum := sha1.Sum([]byte(script))
+	return hex.EncodeToString(sum[:])
+}
+
 func newIncarnation() uint64 {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -498,12 +585,15 @@ func newIncarnation() uint64 {
 }
 
 // exec sends the writes and, with agg, the log append and read, in one
-// pipeline. err is set only when the breaker refused or the round trip
-// as a whole failed.
+// pipelined round trip (rueidis sends each command to its slot's node).
+// err is set only when the breaker refused or the round trip as a whole
+// failed; per-write failures are in res.
 func (r *replica) exec(execs []rueidis.LuaExec, aggBlob []byte, agg bool) (res []rueidis.RedisResult, aggRes []rueidis.RedisResult, err error) {
-	lua := r.cas()
 	err = r.do("flush", r.cfg.CallTimeout*4, func(ctx context.Context, c rueidis.Client) error {
-		var cmds rueidis.Commands
+		cmds := make(rueidis.Commands, 0, len(execs)+4)
+		for _, x := range execs {
+			cmds = append(cmds, c.B().Evalsha().Sha1(r.casSHA).Numkeys(1).Key(x.Keys...).Arg(x.Args...).Build())
+		}
 		if agg {
 			for _, b := range r.unsent {
 				cmds = append(cmds, r.xadd(c, b))
@@ -511,30 +601,47 @@ func (r *replica) exec(execs []rueidis.LuaExec, aggBlob []byte, agg bool) (res [
 			if aggBlob != nil {
 				cmds = append(cmds, r.xadd(c, aggBlob))
 			}
-			if len(cmds) > 0 {
+			if len(cmds) > len(execs) {
 				cmds = append(cmds, c.B().Pexpire().Key(r.logKey()).Milliseconds(r.aggTTL.Milliseconds()).Build())
 			}
 			cmds = append(cmds, c.B().Xread().Count(1024).Streams().Key(r.logKey()).Id(r.lastID).Build())
 		}
-		if len(execs) > 0 {
-			res = lua.ExecMulti(ctx, c, execs...)
-			for _, x := range res {
-				if e := x.Error(); e != nil && !rueidis.IsRedisNil(e) {
-					if _, isRedis := rueidis.IsRedisErr(e); !isRedis {
-						return e // transport failure
-					}
+		if len(cmds) == 0 {
+			return nil
+		}
+		all := c.DoMulti(ctx, cmds...)
+		noScript := false
+		for _, x := range all {
+			e := x.Error()
+			if e == nil || rueidis.IsRedisNil(e) {
+				continue
+			}
+			re, isRedis := rueidis.IsRedisErr(e)
+			switch {
+			case isRedis && re.IsNoScript():
+				noScript = true
+			case !isRedis:
+				return e // transport failure: nothing is known to have landed
+			}
+		}
+		if noScript {
+			// A restarted (or flushed) Redis forgot the script: load it on
+			// every node; the writes it refused are queued again.
+			for _, n := range c.Nodes() {
+				if err := n.Do(ctx, n.B().ScriptLoad().Script(casScript).Build()).Error(); err != nil {
+					return err
 				}
 			}
 		}
-		if len(cmds) > 0 {
-			aggRes = c.DoMulti(ctx, cmds...)
-			for _, x := range aggRes[:len(aggRes)-1] {
+		res = all[:len(execs)]
+		if agg {
+			for _, x := range all[len(execs) : len(all)-1] {
 				if e := x.Error(); e != nil {
 					return e
 				}
 			}
 			r.unsent = r.unsent[:0]
-			aggRes = aggRes[len(aggRes)-1:]
+			aggRes = all[len(all)-1:]
 		}
 		return nil
 	})
@@ -545,10 +652,6 @@ func (r *replica) xadd(c rueidis.Client, b []byte) rueidis.Completed {
 	return c.B().Xadd().Key(r.logKey()).Maxlen().Almost().Threshold(strconv.Itoa(r.cfg.StreamLength)).Id("*").
 		FieldValue().FieldValue("d", rueidis.BinaryString(b)).Build()
 }
-
-// cas returns the compare-and-set script (one per process is enough; the
-// SHA is computed once).
-func (r *replica) cas() *rueidis.Lua { return r.lua }
 
 // keepUnsent holds a batch that could not be written, bounded: past the
 // bound the oldest is dropped (its counts stay local).
@@ -736,6 +839,7 @@ func (r *replica) close() {
 	}
 	close(r.stop)
 	r.done.Wait()
+	r.preDone.Wait()
 	if r.manual {
 		r.flush(true)
 	}
@@ -743,6 +847,23 @@ func (r *replica) close() {
 		box.c.Close()
 	}
 	r.m.unregister()
+}
+
+// Prefetch starts reading the session of r in replicated mode, so that
+// Score, when r's body has arrived, finds the remote state already read:
+// the server calls it with the request headers (identity comes from the
+// headers and source.address alone), taking the session read off the
+// request-body message's latency. Without replicated mode it does
+// nothing. It does not block.
+func (e *Engine) Prefetch(r *Request) {
+	if e.rep == nil || r == nil || e.closed.Load() {
+		return
+	}
+	sc := e.scratch.Get().(*textScratch)
+	ip, haveIP := e.id.clientIP(r)
+	id, _ := e.id.sessionID(r, ip, haveIP, &sc.mac)
+	e.scratch.Put(sc)
+	e.rep.startFetch(sessionIDString(id))
 }
 
 // Flush writes this replica's queued session changes and aggregate deltas

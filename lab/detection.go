@@ -46,6 +46,11 @@ type DetectionParams struct {
 	// Variant selects the generator's content variant (traffic.Options.Variant):
 	// 0 tuned, 1 held out.
 	Variant int
+	// Replicas > 1 replays over that many in-process replicas in
+	// replicated mode, sharing the Redis at RedisAddr, each request sent
+	// to the next replica in turn (replicas.go).
+	Replicas  int
+	RedisAddr string
 }
 
 // Metadata namespace and keys the server writes on the request-body reply
@@ -292,7 +297,18 @@ func replayDetection(ctx context.Context, seed uint64, p DetectionParams, prog *
 	if len(reqs) > 0 {
 		clock.Store(reqs[0].Time.UnixNano())
 	}
-	if addr == "" {
+	timeout := p.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	var rs *replicaSet
+	if p.Replicas > 1 {
+		if rs, err = startReplicas(p, seed, now, timeout); err != nil {
+			return nil, 0, "", err
+		}
+		defer rs.stop()
+		where = rs.where
+	} else if addr == "" {
 		a, stop, err := startServer(p, now)
 		if err != nil {
 			return nil, 0, "", err
@@ -303,16 +319,15 @@ func replayDetection(ctx context.Context, seed uint64, p DetectionParams, prog *
 			where = "in-process substitute server"
 		}
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, 0, "", err
+	var cl *envoyClient
+	if rs == nil {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, 0, "", err
+		}
+		defer conn.Close()
+		cl = &envoyClient{c: extprocv3.NewExternalProcessorClient(conn), timeout: timeout}
 	}
-	defer conn.Close()
-	timeout := p.Timeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	cl := &envoyClient{c: extprocv3.NewExternalProcessorClient(conn), timeout: timeout}
 
 	accounts := map[string]*accountStats{}
 	fams := map[string]*familyStats{}
@@ -323,7 +338,12 @@ func replayDetection(ctx context.Context, seed uint64, p DetectionParams, prog *
 			return nil, 0, "", ctx.Err()
 		}
 		clock.Store(r.Time.UnixNano())
-		out, err := cl.send(ctx, r)
+		var out outcome
+		if rs != nil {
+			out, err = rs.send(ctx, i, r)
+		} else {
+			out, err = cl.send(ctx, r)
+		}
 		if err != nil {
 			return nil, 0, "", fmt.Errorf("request %d (%s): %w", r.Seq, r.Account, err)
 		}

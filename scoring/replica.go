@@ -4,8 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha1" //nolint:gosec // the name Redis gives scripts, not a security measure
-	"encoding/hex"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,9 +86,9 @@ type replica struct {
 	pending map[[16]byte]*session
 	unsent  [][]byte // aggregate batches a failed flush could not write
 
-	flushMu  sync.Mutex // one flush at a time
-	lastID   string     // stream position read up to
-	loaded   bool       // snapshot loaded (or none existed)
+	flushMu  sync.Mutex   // one flush at a time
+	lastID   string       // stream position read up to
+	loaded   bool         // snapshot loaded (or none existed)
 	lastAgg  atomic.Int64 // unix nanoseconds of the last aggregate exchange
 	lastSnap time.Time
 

@@ -31,9 +31,9 @@ type replicaMeta struct {
 	// unconf are writes whose answer never came (a timeout): one of them
 	// may have landed, which the writers list of the next blob read tells.
 	unconf []unconfirmed
-	dirty    bool     // queued for writing
-	force    bool     // the stored blob is unreadable: overwrite it
-	gen      uint64   // local changes, to tell a write apart from later ones
+	dirty  bool   // queued for writing
+	force  bool   // the stored blob is unreadable: overwrite it
+	gen    uint64 // local changes, to tell a write apart from later ones
 }
 
 const replicaMetaBytes = int64(unsafe.Sizeof(replicaMeta{})) + 16 + maxWriters*16

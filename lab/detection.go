@@ -33,6 +33,8 @@ type DetectionParams struct {
 	// Families restricts the traffic to these families; empty means all.
 	Families []string
 	// Addr is an external ext_proc server; empty starts one in-process.
+	// Several, comma-separated, are replicas: request i goes to the
+	// i-th mod N (as Envoy spreads streams over a cluster's hosts).
 	Addr   string
 	Config *config.Config
 	// NewServer builds a substitute processor for the in-process server
@@ -319,14 +321,19 @@ func replayDetection(ctx context.Context, seed uint64, p DetectionParams, prog *
 			where = "in-process substitute server"
 		}
 	}
-	var cl *envoyClient
+	var cls []*envoyClient
 	if rs == nil {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return nil, 0, "", err
+		for _, a := range strings.Split(addr, ",") {
+			conn, err := grpc.NewClient(strings.TrimSpace(a), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return nil, 0, "", err
+			}
+			defer conn.Close()
+			cls = append(cls, &envoyClient{c: extprocv3.NewExternalProcessorClient(conn), timeout: timeout})
 		}
-		defer conn.Close()
-		cl = &envoyClient{c: extprocv3.NewExternalProcessorClient(conn), timeout: timeout}
+		if len(cls) > 1 {
+			where = fmt.Sprintf("%d external servers (%s), round-robin per request", len(cls), addr)
+		}
 	}
 
 	accounts := map[string]*accountStats{}
@@ -342,7 +349,7 @@ func replayDetection(ctx context.Context, seed uint64, p DetectionParams, prog *
 		if rs != nil {
 			out, err = rs.send(ctx, i, r)
 		} else {
-			out, err = cl.send(ctx, r)
+			out, err = cls[i%len(cls)].send(ctx, r)
 		}
 		if err != nil {
 			return nil, 0, "", fmt.Errorf("request %d (%s): %w", r.Seq, r.Account, err)

@@ -197,7 +197,9 @@ func decodeSession(b []byte) (*session, blobHead, error) {
 	s.c.land = int64(u64())
 	for i := range s.c.v {
 		v := f32()
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) || v < 0 {
+		// Sums of ln(gap) (cIaS) are negative for sub-second gaps; every
+		// other counter counts.
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) || v < 0 && i != cIaS {
 			return nil, h, errBlob
 		}
 		s.c.v[i] = v
@@ -321,7 +323,10 @@ func mergeCounters(r, l, b *counters, h *halfLives) counters {
 	rr, ll, bb := at(r), at(l), at(b)
 	out := counters{land: land}
 	for i := range out.v {
-		out.v[i] = max(rr.v[i]+ll.v[i]-bb.v[i], 0)
+		out.v[i] = rr.v[i] + ll.v[i] - bb.v[i]
+		if i != cIaS {
+			out.v[i] = max(out.v[i], 0) // rounding never makes a count negative
+		}
 	}
 	return out
 }

@@ -40,7 +40,7 @@ func run() error {
 	scale := fs.Float64("scale", 1, "size of the run: 1 is the full lab, smaller is quicker")
 	out := fs.String("out", "lab-out", "output directory for "+lab.ReportFile+" and figures")
 	exps := fs.String("experiments", strings.Join(lab.DefaultExperiments(), ","), "comma-separated experiments: "+strings.Join(lab.AllExperiments(), ", "))
-	addr := fs.String("addr", "", "external distillguard ext_proc address host:port (default: start one in-process)")
+	addr := fs.String("addr", "", "external distillguard ext_proc address host:port, or several comma-separated replicas served round-robin per request (default: start one in-process)")
 	cfgPath := fs.String("config", "", "distillguard configuration file (default: the embedded default)")
 	parallel := fs.Int("parallel", 0, "experiment parts run at once (default GOMAXPROCS)")
 	replicas := fs.String("replicas", "", "replica counts: one count N > 1 replays detection over N replicas sharing Redis round-robin per request; a list (1,3,5) is what detection-replicas compares")

@@ -93,7 +93,7 @@ func (rs *replicaSet) send(ctx context.Context, i int, r *traffic.Request) (outc
 	k := i % len(rs.srvs)
 	eng := rs.srvs[k].Engine()
 	if eng != nil && r.Time.Sub(rs.lastPull[k]) >= rs.interval {
-		if err := eng.Flush(); err != nil {
+		if err := flush(ctx, eng); err != nil {
 			return outcome{}, fmt.Errorf("replica %d: %w", k, err)
 		}
 		rs.lastPull[k] = r.Time
@@ -103,11 +103,29 @@ func (rs *replicaSet) send(ctx context.Context, i int, r *traffic.Request) (outc
 		return out, fmt.Errorf("replica %d: %w", k, err)
 	}
 	if eng != nil {
-		if err := eng.Flush(); err != nil {
+		if err := flush(ctx, eng); err != nil {
 			return out, fmt.Errorf("replica %d: %w", k, err)
 		}
 	}
 	return out, nil
+}
+
+// flush exchanges a replica's state, retrying while Redis is slow (a
+// loaded machine): a failed flush keeps everything queued, so retrying
+// loses nothing, and the replay must not go on before the exchange.
+func flush(ctx context.Context, eng interface{ Flush() error }) error {
+	var err error
+	for try := 0; try < 40; try++ {
+		if err = eng.Flush(); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	return err
 }
 
 func (rs *replicaSet) stop() {

@@ -589,7 +589,8 @@ func newIncarnation() uint64 {
 // err is set only when the breaker refused or the round trip as a whole
 // failed; per-write failures are in res.
 func (r *replica) exec(execs []rueidis.LuaExec, aggBlob []byte, agg bool) (res []rueidis.RedisResult, aggRes []rueidis.RedisResult, err error) {
-	err = r.do("flush", r.cfg.CallTimeout*4, func(ctx context.Context, c rueidis.Client) error {
+	// Off the request path: a flush may wait longer than a read.
+	err = r.do("flush", max(r.cfg.CallTimeout*4, 250*time.Millisecond), func(ctx context.Context, c rueidis.Client) error {
 		cmds := make(rueidis.Commands, 0, len(execs)+4)
 		for _, x := range execs {
 			cmds = append(cmds, c.B().Evalsha().Sha1(r.casSHA).Numkeys(1).Key(x.Keys...).Arg(x.Args...).Build())

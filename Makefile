@@ -79,10 +79,10 @@ lab:
 # distillguard replicas sharing it (gRPC :50061-50063, admin :9091-9093),
 # as behind envoy/envoy-replicas.yaml. Ctrl-C stops everything. With
 # REPLAY=1 it replays the labelled week over the three round-robin per
-# request, then stops Redis and replays again: the replicas keep answering
-# on local state.
+# request (report in $(DEMO_DIR)/lab-with-redis), then stops Redis and
+# puts load on each replica: they keep answering, on local state.
 DEMO_REDIS_PORT ?= 6390
-DEMO_DIR ?= $(BIN)/demo-replicas
+DEMO_DIR ?= $(abspath $(BIN)/demo-replicas)
 REPLAY ?=
 demo-replicas: build
 	@command -v redis-server >/dev/null || test -x /usr/bin/redis-server || { echo "demo-replicas: redis-server is not installed (Debian: apt-get install -y redis-server)"; exit 1; }
@@ -96,8 +96,10 @@ demo-replicas: build
 	echo "redis 127.0.0.1:$(DEMO_REDIS_PORT); replicas 127.0.0.1:50061-50063 (metrics: curl 127.0.0.1:9091/metrics | grep distillguard_redis)"; \
 	if [ -n "$(REPLAY)" ]; then \
 	  $(BIN)/distillguard-lab -corpus $(CORPUS) -seed $(SEED) -scale $(SCALE) -experiments detection -addr 127.0.0.1:50061,127.0.0.1:50062,127.0.0.1:50063 -out $(DEMO_DIR)/lab-with-redis; \
-	  kill $$rpid; echo "redis stopped; replaying again on local state"; \
-	  $(BIN)/distillguard-lab -corpus $(CORPUS) -seed $(SEED) -scale $(SCALE) -experiments detection -addr 127.0.0.1:50061,127.0.0.1:50062,127.0.0.1:50063 -out $(DEMO_DIR)/lab-without-redis; \
+	  kill $$rpid; echo "redis stopped: the replicas keep answering on local state"; \
+	  for a in 127.0.0.1:50061 127.0.0.1:50062 127.0.0.1:50063; do \
+	    $(BIN)/distillguard-bench load -addr $$a -c 8 -tokens 8 -warmup 500ms -duration 3s | grep -E 'errors|request_body' || true; \
+	  done; \
 	  curl -s 127.0.0.1:9091/metrics | grep -E '^distillguard_redis_(fallbacks|breaker)' || true; \
 	else echo "Ctrl-C stops the demo"; wait; fi
 

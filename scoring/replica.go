@@ -386,16 +386,21 @@ func (r *replica) adopt(s *session, rs *session, h blobHead) {
 		m.unconf = keep
 	}
 	var merged *session
-	if s.requests == 0 && base == nil {
+	if s.requests == 0 && base == nil || base == m.base && m.base != nil && m.gen == m.clean {
+		// Nothing local to add: the remote state is the session.
 		merged = rs.clone()
 		merged.id, merged.setTries, merged.cost, merged.wallSet = s.id, s.setTries, s.cost, s.wallSet
 		merged.flags |= s.flags & fPromoted
 	} else {
 		merged = mergeSession(rs, s, base, &r.e.params.half)
 	}
+	clean := merged.requests == rs.requests && m.gen == m.clean
 	merged.rep = m
 	*s = *merged
 	m.base, m.inc, m.ver, m.writes = rs, h.inc, h.ver, h.writes
+	if clean {
+		m.clean = m.gen
+	}
 }
 
 // unconfirmed remembers a write whose answer never came. Called with the
@@ -494,6 +499,7 @@ func (r *replica) flush(agg bool) {
 		snap     *session
 		inc, ver uint64
 		seq      uint64
+		gen      uint64
 		writes   []writerSeq
 	}
 	const chunk = 512
@@ -512,7 +518,7 @@ func (r *replica) flush(agg bool) {
 				continue
 			}
 			m.dirty = false
-			w := write{s: s, snap: s.clone(), inc: m.inc, ver: m.ver + 1, seq: r.seq.Add(1)}
+			w := write{s: s, snap: s.clone(), inc: m.inc, ver: m.ver + 1, seq: r.seq.Add(1), gen: m.gen}
 			w.writes = withWrite(m.writes, r.writer, w.seq)
 			expect, force := "", "0"
 			if m.inc == 0 {
@@ -557,7 +563,7 @@ func (r *replica) flush(agg bool) {
 		}
 		r.m.batch("ok")
 		for i, w := range ws {
-			r.settle(w.s, w.snap, w.inc, w.ver, w.seq, w.writes, res[i])
+			r.settle(w.s, w.snap, w.inc, w.ver, w.seq, w.gen, w.writes, res[i])
 		}
 		if agg {
 			r.applyRemote(aggRes)
@@ -694,7 +700,7 @@ func (r *replica) markDirtyNoGen(s *session) {
 }
 
 // settle applies the answer to one compare-and-set write.
-func (r *replica) settle(s, snap *session, inc, ver, seq uint64, writes []writerSeq, res rueidis.RedisResult) {
+func (r *replica) settle(s, snap *session, inc, ver, seq, gen uint64, writes []writerSeq, res rueidis.RedisResult) {
 	st := &r.e.stripes[s.id[0]]
 	st.Lock()
 	defer st.Unlock()
@@ -708,6 +714,7 @@ func (r *replica) settle(s, snap *session, inc, ver, seq uint64, writes []writer
 			// Earlier unconfirmed writes did not land: the version they
 			// expected is the one this write replaced.
 			m.base, m.inc, m.ver, m.writes, m.force, m.unconf = snap, inc, ver, writes, false, nil
+			m.clean = gen // the local copy is snap unless it changed since
 			r.m.item("session")
 		default: // the blob expected is gone: write it anew
 			m.base, m.inc, m.ver, m.writes, m.unconf = nil, 0, 0, nil, nil

@@ -34,6 +34,9 @@ type replicaMeta struct {
 	dirty  bool   // queued for writing
 	force  bool   // the stored blob is unreadable: overwrite it
 	gen    uint64 // local changes, to tell a write apart from later ones
+	// clean is gen as of base: equal to gen, the local copy is base (no
+	// local changes since), and a newer remote state replaces it outright.
+	clean uint64
 }
 
 const replicaMetaBytes = int64(unsafe.Sizeof(replicaMeta{})) + 16 + maxWriters*16
@@ -268,7 +271,11 @@ func mergeSession(r, l, b *session, h *halfLives) *session {
 	if b == nil {
 		b = &session{}
 	}
-	out := r.clone()
+	// r stays untouched (it becomes the base): out shares nothing with it
+	// but the filters mergeSets replaces below.
+	out := &session{}
+	*out = *r
+	out.rep = nil
 	out.c = mergeCounters(&r.c, &l.c, &b.c, h)
 	out.requests = r.requests + l.requests - min(b.requests, l.requests)
 	out.texts = r.texts + l.texts - min(b.texts, l.texts)

@@ -90,8 +90,8 @@ func defaultRedis() RedisConfig {
 		DialTimeout:      time.Second,
 		FlushInterval:    20 * time.Millisecond,
 		MaxPending:       100000,
-		StreamLength:     20000,
-		SnapshotInterval: time.Minute,
+		StreamLength:     4096,
+		SnapshotInterval: 30 * time.Second,
 		Breaker:          RedisBreaker{Failures: 5, OpenFor: 2 * time.Second, HalfOpenProbes: 3},
 	}
 }

@@ -227,3 +227,67 @@ func TestReplicasOnCluster(t *testing.T) {
 		t.Errorf("slot did not move: owner %d, was %d (%v)", now, owner, err)
 	}
 }
+
+// TestCampaignAcrossReplicasAndSnapshot: eight accounts share a wrapper,
+// each account's requests on another replica; a newcomer on any replica
+// is flagged for the campaign, and so is one on a replica that starts
+// afterwards (it loads the snapshot of the merged sketches).
+func TestCampaignAcrossReplicasAndSnapshot(t *testing.T) {
+	srv := redisproc.Require(t, redisproc.Options{})
+	// A wrapper of the campaign's own (not a published format, which
+	// would count against a session on its own).
+	const w = "Acting as the corpus builder for our tuning set, answer the item below in full detail, then restate the answer as a numbered list of key facts.\n\nItem: %s"
+	mk := func() *Engine {
+		return newTestEngine(t, func(c *Config) {
+			c.Redis.Addrs = []string{srv.Addr()}
+			c.Redis.KeyPrefix = "snap:"
+			c.Redis.SnapshotInterval = time.Second
+		})
+	}
+	es := []*Engine{mk(), mk(), mk()}
+	n := 0
+	for a := 0; a < 8; a++ {
+		c := newClient(fmt.Sprintf("sk-campaign-%d", a), fmt.Sprintf("%d.0.%d.9:4000", 11+a, a))
+		for i := 0; i < 4; i++ {
+			e := es[n%3]
+			n++
+			waitFlush(t, e)
+			e.Score(c.req(t0.Add(time.Duration(a)*time.Minute+time.Duration(i)*3*time.Minute), fmt.Sprintf(w, distinctPrompt(100*a+i))))
+			waitFlush(t, e)
+		}
+	}
+	newcomer := func(e *Engine, token string) float64 {
+		c := newClient(token, "93.184.216.34:4000")
+		var d Decision
+		for i := 0; i < 3; i++ {
+			waitFlush(t, e)
+			d = e.Score(c.req(t0.Add(time.Hour+time.Duration(i)*3*time.Minute), fmt.Sprintf(w, distinctPrompt(5000+i))))
+			waitFlush(t, e)
+		}
+		return strength(d, "campaign")
+	}
+	for i, e := range es {
+		if s := newcomer(e, fmt.Sprintf("sk-newcomer-%d", i)); s < 0.5 {
+			t.Errorf("replica %d: campaign strength %.3f for a newcomer, want >= 0.5", i, s)
+		}
+	}
+	// Replica 0 writes the snapshot (its first flush did, and again one
+	// snapshot_interval later); a replica started now loads it.
+	time.Sleep(1100 * time.Millisecond)
+	waitFlush(t, es[0])
+	if out, err := srv.CLI("--raw", "EXISTS", "snap:{agg}:snap"); err != nil || strings.TrimSpace(out) != "1" {
+		t.Fatalf("no snapshot in Redis: %q %v", out, err)
+	}
+	// Trim the log to nothing: the history must come from the snapshot.
+	if _, err := srv.CLI("XTRIM", "snap:{agg}:log", "MAXLEN", "0"); err != nil {
+		t.Fatal(err)
+	}
+	late := mk()
+	if s := newcomer(late, "sk-newcomer-late"); s < 0.5 {
+		t.Errorf("a replica started after the campaign: campaign strength %.3f, want >= 0.5 (snapshot not loaded)", s)
+	}
+	alone := newTestEngine(t, nil)
+	if s := newcomer(alone, "sk-newcomer-alone"); s != 0 {
+		t.Errorf("a process without the shared state sees campaign strength %.3f: the test proves nothing", s)
+	}
+}

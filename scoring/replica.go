@@ -165,6 +165,11 @@ func newReplica(e *Engine, cfg Config, opts Options) (*replica, error) {
 		// would pass; the breaker and the write queue deal with them.
 		DisableRetry:     true,
 		ConnWriteTimeout: max(rc.CallTimeout*10, 500*time.Millisecond),
+		// Commands issued within 20 µs of each other share one write
+		// syscall (rueidis' MaxFlushDelay): under load this is most of
+		// the client's CPU, and the request-path read, started at the
+		// request headers, has the headers round trip to spare.
+		MaxFlushDelay: 20 * time.Microsecond,
 	}
 	r.br = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        "redis",
@@ -385,19 +390,21 @@ func (r *replica) adopt(s *session, rs *session, h blobHead) {
 		}
 		m.unconf = keep
 	}
+	// rs is a decoded copy of its own: the session takes its filters.
+	nb := rs.baseCopy()
 	var merged *session
 	if s.requests == 0 && base == nil || base == m.base && m.base != nil && m.gen == m.clean {
 		// Nothing local to add: the remote state is the session.
-		merged = rs.clone()
+		merged = rs
 		merged.id, merged.setTries, merged.cost, merged.wallSet = s.id, s.setTries, s.cost, s.wallSet
 		merged.flags |= s.flags & fPromoted
 	} else {
 		merged = mergeSession(rs, s, base, &r.e.params.half)
 	}
-	clean := merged.requests == rs.requests && m.gen == m.clean
+	clean := merged.requests == nb.requests && m.gen == m.clean
 	merged.rep = m
 	*s = *merged
-	m.base, m.inc, m.ver, m.writes = rs, h.inc, h.ver, h.writes
+	m.base, m.inc, m.ver, m.writes = nb, h.inc, h.ver, h.writes
 	if clean {
 		m.clean = m.gen
 	}
@@ -518,7 +525,7 @@ func (r *replica) flush(agg bool) {
 				continue
 			}
 			m.dirty = false
-			w := write{s: s, snap: s.clone(), inc: m.inc, ver: m.ver + 1, seq: r.seq.Add(1), gen: m.gen}
+			w := write{s: s, snap: s.baseCopy(), inc: m.inc, ver: m.ver + 1, seq: r.seq.Add(1), gen: m.gen}
 			w.writes = withWrite(m.writes, r.writer, w.seq)
 			expect, force := "", "0"
 			if m.inc == 0 {
@@ -532,7 +539,7 @@ func (r *replica) flush(agg bool) {
 			if m.force {
 				force = "1"
 			}
-			blob := encodeSession(nil, w.snap, w.inc, w.ver, w.writes)
+			blob := encodeSession(make([]byte, 0, blobFixed+int(s.set.bytes())+1+16*maxWriters), s, w.inc, w.ver, w.writes)
 			st.Unlock()
 			ws = append(ws, w)
 			execs = append(execs, rueidis.LuaExec{

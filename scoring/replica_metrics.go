@@ -28,7 +28,18 @@ type replicaMetrics struct {
 	batchErrors atomic.Int64
 	attrs       map[[2]string][]metric.AddOption
 	opAttrs     map[string][]metric.RecordOption
+	// one-attribute option lists by "key=value", built once so that
+	// recording does not allocate
+	one map[string][]metric.AddOption
 }
+
+// Attribute values of the counters other than calls.
+var (
+	redisFallbackReasons = [...]string{"timeout", "error", "breaker_open", "disconnected", "decode_error", "remote_lost"}
+	redisBatchResults    = [...]string{"ok", "error"}
+	redisItemKinds       = [...]string{"session", "conflict", "remote_batch"}
+	redisDropKinds       = [...]string{"session", "aggregate", "malformed", "incompatible"}
+)
 
 var (
 	redisOps     = [...]string{"connect", "get", "flush", "load", "snapshot", "del"}
@@ -40,7 +51,14 @@ func newReplicaMetrics(mp metric.MeterProvider, r *replica) (*replicaMetrics, er
 		mp = noop.NewMeterProvider()
 	}
 	m := mp.Meter("github.com/distillguard/distillguard/scoring")
-	rm := &replicaMetrics{attrs: map[[2]string][]metric.AddOption{}, opAttrs: map[string][]metric.RecordOption{}}
+	rm := &replicaMetrics{attrs: map[[2]string][]metric.AddOption{}, opAttrs: map[string][]metric.RecordOption{}, one: map[string][]metric.AddOption{}}
+	for key, vals := range map[string][]string{
+		"reason": redisFallbackReasons[:], "result": redisBatchResults[:], "kind": append(redisItemKinds[:], redisDropKinds[:]...),
+	} {
+		for _, v := range vals {
+			rm.one[key+"="+v] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String(key, v)))}
+		}
+	}
 	var err error
 	if rm.calls, err = m.Int64Counter("distillguard.redis.calls",
 		metric.WithDescription("Calls to Redis by operation (get: the request-path session read; flush: a pipelined write batch) and result."),
@@ -117,22 +135,22 @@ func (m *replicaMetrics) call(op string, start time.Time, err error) {
 }
 
 func (m *replicaMetrics) fallback(why string) {
-	m.fallbacks.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", why)))
+	m.fallbacks.Add(context.Background(), 1, m.one["reason="+why]...)
 }
 
 func (m *replicaMetrics) batch(res string) {
 	if res != "ok" {
 		m.batchErrors.Add(1)
 	}
-	m.batches.Add(context.Background(), 1, metric.WithAttributes(attribute.String("result", res)))
+	m.batches.Add(context.Background(), 1, m.one["result="+res]...)
 }
 
 func (m *replicaMetrics) item(kind string) {
-	m.items.Add(context.Background(), 1, metric.WithAttributes(attribute.String("kind", kind)))
+	m.items.Add(context.Background(), 1, m.one["kind="+kind]...)
 }
 
 func (m *replicaMetrics) dropped(kind string) {
-	m.drops.Add(context.Background(), 1, metric.WithAttributes(attribute.String("kind", kind)))
+	m.drops.Add(context.Background(), 1, m.one["kind="+kind]...)
 }
 
 func (m *replicaMetrics) unregister() {

@@ -264,9 +264,20 @@ func (s *session) clone() *session {
 	return &c
 }
 
+// baseCopy is what a base needs of a session: everything but the filter
+// bits (filters merge by OR, which needs no base; only their entry count
+// and generation are counted from it).
+func (s *session) baseCopy() *session {
+	c := *s
+	c.rep = nil
+	c.set.cur, c.set.prev = nil, nil
+	return &c
+}
+
 // mergeSession returns r (the newer remote state) plus what l (local)
 // added since b (the remote state l was last brought up to; nil: l is all
-// local). The result owns fresh filters; l's cache bookkeeping is kept.
+// local). It takes r's filters, ORing l's into them: r must be a copy of
+// its own (a decoded blob). l's cache bookkeeping is kept.
 func mergeSession(r, l, b *session, h *halfLives) *session {
 	if b == nil {
 		b = &session{}
@@ -305,7 +316,7 @@ func mergeSession(r, l, b *session, h *halfLives) *session {
 	out.langEpoch, out.langCur, out.langPrev = mergeEpoch(r.langEpoch, r.langCur, r.langPrev, l.langEpoch, l.langCur, l.langPrev)
 	_, out.cotLangs, out.cotPrev = mergeEpoch(r.langEpoch, r.cotLangs, r.cotPrev, l.langEpoch, l.cotLangs, l.cotPrev)
 	out.hours = mergeHours(r.hours, l.hours)
-	out.set = mergeSets(&r.set, &l.set, &b.set)
+	out.set = mergeSets(&r.set, &l.set, b.set.rot, b.set.n)
 	out.id = l.id
 	out.setTries, out.cost, out.wallSet = l.setTries, l.cost, l.wallSet
 	return out
@@ -373,40 +384,51 @@ func mergeHours(a, b hourRing) hourRing {
 // mergeSets merges two shingle sets by generation: one generation's
 // filters have one size and merge by OR; a set one rotation ahead keeps
 // its current filter and takes the other's current into its previous.
-func mergeSets(r, l, b *shingleSet) shingleSet {
-	or := func(x, y *bloom.BloomFilter) *bloom.BloomFilter {
+// It takes r's filters (ORing into them) and copies l's where it needs
+// them; bRot and bN are the base's generation and entry count.
+func mergeSets(r, l *shingleSet, bRot, bN uint32) shingleSet {
+	// into ORs y into x, x owned; a nil x becomes a copy of y.
+	into := func(x, y *bloom.BloomFilter) *bloom.BloomFilter {
 		switch {
-		case x == nil && y == nil:
-			return nil
+		case y == nil:
+			return x
 		case x == nil:
 			return y.Copy()
-		case y == nil || x.Cap() != y.Cap():
-			return x.Copy()
+		case x.Cap() == y.Cap():
+			_ = x.Merge(y) // same size and k: cannot fail
 		}
-		z := x.Copy()
-		_ = z.Merge(y) // same size and k: cannot fail
-		return z
+		return x
+	}
+	copyOf := func(x *bloom.BloomFilter) *bloom.BloomFilter {
+		if x == nil {
+			return nil
+		}
+		return x.Copy()
 	}
 	switch {
 	case r.cur == nil:
-		return shingleSet{cur: or(l.cur, nil), prev: or(l.prev, nil), n: l.n, rot: l.rot}
+		return shingleSet{cur: copyOf(l.cur), prev: copyOf(l.prev), n: l.n, rot: l.rot}
 	case l.cur == nil:
-		return shingleSet{cur: or(r.cur, nil), prev: or(r.prev, nil), n: r.n, rot: r.rot}
+		return *r
 	case r.rot == l.rot:
 		n := r.n
-		if b.rot == l.rot && b.cur != nil {
-			n += l.n - min(b.n, l.n)
+		if bRot == l.rot {
+			n += l.n - min(bN, l.n)
 		} else {
 			n = max(r.n, l.n)
 		}
-		return shingleSet{cur: or(r.cur, l.cur), prev: or(r.prev, l.prev), n: n, rot: r.rot}
-	case r.rot < l.rot:
-		r, l = l, r
+		return shingleSet{cur: into(r.cur, l.cur), prev: into(r.prev, l.prev), n: n, rot: r.rot}
+	case r.rot > l.rot:
+		out := *r
+		if r.rot == l.rot+1 {
+			out.prev = into(r.prev, l.cur)
+		}
+		return out
 	}
-	// r is ahead of l
-	out := shingleSet{cur: or(r.cur, nil), prev: or(r.prev, nil), n: r.n, rot: r.rot}
-	if r.rot == l.rot+1 {
-		out.prev = or(r.prev, l.cur)
+	// l is ahead of r
+	out := shingleSet{cur: copyOf(l.cur), prev: copyOf(l.prev), n: l.n, rot: l.rot}
+	if l.rot == r.rot+1 {
+		out.prev = into(out.prev, r.cur)
 	}
 	return out
 }

@@ -63,14 +63,14 @@ func TestMergeSessionOrderFree(t *testing.T) {
 	// Merging with an empty remote, and an empty local onto whole, are
 	// both whole.
 	a := mergeSession(empty, whole, nil, h)
-	b := mergeSession(whole, &session{id: whole.id}, nil, h)
+	b := mergeSession(whole.clone(), &session{id: whole.id}, nil, h)
 	for _, m := range []*session{a, b} {
 		if m.requests != whole.requests || m.c != whole.c || m.hours != whole.hours || m.texts != whole.texts {
 			t.Fatalf("merge with nothing changed the session: %d/%d requests", m.requests, whole.requests)
 		}
 	}
 	// Adding what local added since base: r + (l - b) with l == b is r.
-	c := mergeSession(whole, whole, whole, h)
+	c := mergeSession(whole.clone(), whole, whole.baseCopy(), h)
 	if c.requests != whole.requests || c.c != whole.c {
 		t.Fatal("merging an unchanged local copy changed the remote state")
 	}
@@ -109,7 +109,7 @@ func TestMergeParts(t *testing.T) {
 	if x.rot <= y.rot {
 		t.Fatalf("rotations %d and %d: want x ahead", x.rot, y.rot)
 	}
-	out := mergeSets(&x, &y, &shingleSet{})
+	out := mergeSets(&x, &y, 0, 0)
 	if out.rot != x.rot || out.cur.Cap() != x.cur.Cap() {
 		t.Fatalf("merged set rot %d size %d, want %d %d", out.rot, out.cur.Cap(), x.rot, x.cur.Cap())
 	}
@@ -136,7 +136,7 @@ func FuzzDecodeSession(f *testing.F) {
 			t.Fatalf("a decoded blob does not decode once re-encoded: %v", err)
 		}
 		// Whatever decodes merges without panicking.
-		_ = mergeSession(s, s, nil, &halfLives{content: 1e12, volume: 1e11, burst: 1e10})
+		_ = mergeSession(s.clone(), s, nil, &halfLives{content: 1e12, volume: 1e11, burst: 1e10})
 	})
 }
 

@@ -352,7 +352,7 @@ func (s *session) bytes() int64 {
 	if s.rep != nil {
 		n += replicaMetaBytes
 		if s.rep.base != nil {
-			n += sessionFixedBytes + int64(s.rep.base.set.bytes())
+			n += sessionFixedBytes // a base holds no filter bits (baseCopy)
 		}
 	}
 	return n

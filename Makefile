@@ -90,6 +90,7 @@ demo-replicas: build
 	printf 'scoring:\n  secret: demo-replicas-secret-0123456789abcdef\n  redis:\n    addrs: ["127.0.0.1:$(DEMO_REDIS_PORT)"]\nlog:\n  level: warn\n' > $(DEMO_DIR)/replica.yaml; \
 	pids=""; trap 'kill $$pids 2>/dev/null; wait 2>/dev/null' EXIT INT TERM; \
 	redis-server --port $(DEMO_REDIS_PORT) --bind 127.0.0.1 --save "" --appendonly no --dir $(DEMO_DIR) --logfile $(DEMO_DIR)/redis.log & rpid=$$!; pids="$$pids $$rpid"; \
+	for t in $$(seq 50); do redis-cli -p $(DEMO_REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.1; done; \
 	for i in 1 2 3; do \
 	  $(BIN)/distillguard -config $(DEMO_DIR)/replica.yaml -grpc-addr 127.0.0.1:5006$$i -admin-addr 127.0.0.1:909$$i 2> $(DEMO_DIR)/replica-$$i.log & pids="$$pids $$!"; \
 	done; sleep 1; \

@@ -93,7 +93,7 @@ package scoring
 // landmark, 116 bytes; language masks, the activity ring, evidence figures,
 // times, flags) plus its shingle filter (88 bytes with headers for one or
 // two requests, up to 2 x 512 bytes of bits), costed in the caches at its
-// real size with ristretto's overhead: 608 bytes accounted and 593 bytes of
+// real size with ristretto's overhead: 616 bytes accounted and 619 bytes of
 // heap per idle session (BenchmarkIdleSessionMemory, 200,000 sessions). Its counters are forward-decayed sums
 // (Cormode et al., "Forward Decay", ICDE 2009): an event adds
 // w*2^((t-L)/H) with L a landmark on a fixed 64-minute grid, so increments

@@ -44,10 +44,11 @@ import (
 //     which a starting replica loads the history.
 //
 // Every key has a TTL: session blobs session_ttl (refreshed by every
-// write), the log and the snapshot campaign_window. A session blob is
-// 313 bytes plus its shingle filters (32 bytes for one or two requests, up
-// to 2 x 512 bytes): MEMORY USAGE reports 400 to 1,450 bytes per session
-// (README, Replicated mode).
+// write), the log and the snapshot campaign_window. A session blob is 293
+// bytes plus its shingle filters (32 bytes for one or two requests, up to
+// 2 x 512 bytes) and its writer list (up to 8 x 16 bytes): MEMORY USAGE on
+// the sessions of a replicated lab replay reports 504 to 1,656 bytes,
+// median 760 (README, Replicated mode).
 //
 // Failure semantics: every call has a deadline (call_timeout, default
 // 30 ms, far under Envoy's 0.5 s message_timeout) and goes through a

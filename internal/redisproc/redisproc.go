@@ -420,3 +420,7 @@ func freePort(cluster bool) (int, error) {
 	}
 	return 0, errors.New("no free port")
 }
+
+// FreePort returns a free loopback port (for a second listener, such as
+// --tls-port).
+func FreePort() (int, error) { return freePort(false) }

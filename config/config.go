@@ -332,7 +332,12 @@ func (c *Config) resolve() error {
 	default:
 		errs = append(errs, fmt.Errorf("log.format: %q is not json or text", c.Log.Format))
 	}
-	if err := c.Scoring.Validate(); err != nil {
+	// Secrets kept in files (mounted Kubernetes Secrets) are read here,
+	// once per load: a SIGHUP reload reads them again, and a changed
+	// secret shows in RestartRequired as scoring.secret.
+	if err := c.Scoring.ResolveFiles(); err != nil {
+		errs = append(errs, fmt.Errorf("scoring: %w", err))
+	} else if err := c.Scoring.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("scoring: %w", err))
 	}
 

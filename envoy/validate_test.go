@@ -326,3 +326,63 @@ func TestBufferLimitsFitMaxBody(t *testing.T) {
 		}
 	}
 }
+
+// TestReplicasBootstrap pins what the replicated example relies on: several
+// distillguard hosts in one cluster, health-checked, and a message_timeout
+// an order of magnitude above the Redis call deadline of the embedded
+// default, so a slow Redis degrades scoring without failing requests.
+func TestReplicasBootstrap(t *testing.T) {
+	bs, err := loadBootstrap("envoy-replicas.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hosts int
+	for _, c := range bs.GetStaticResources().GetClusters() {
+		if c.GetName() != "distillguard" {
+			continue
+		}
+		for _, le := range c.GetLoadAssignment().GetEndpoints() {
+			hosts += len(le.GetLbEndpoints())
+		}
+		if len(c.GetHealthChecks()) == 0 || c.GetHealthChecks()[0].GetGrpcHealthCheck() == nil {
+			t.Error("distillguard cluster has no gRPC health check")
+		}
+		if c.GetOutlierDetection() == nil {
+			t.Error("distillguard cluster has no outlier detection")
+		}
+	}
+	if hosts < 3 {
+		t.Fatalf("distillguard cluster has %d hosts, want at least 3", hosts)
+	}
+	var timeout float64
+	var find func(protoreflect.Message)
+	find = func(msg protoreflect.Message) {
+		if a, ok := msg.Interface().(*anypb.Any); ok {
+			inner, err := a.UnmarshalNew()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if x, ok := inner.(*extprocv3.ExternalProcessor); ok {
+				timeout = x.GetMessageTimeout().AsDuration().Seconds()
+			}
+			find(inner.ProtoReflect())
+			return
+		}
+		msg.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			switch {
+			case fd.IsList() && fd.Message() != nil:
+				for i := 0; i < v.List().Len(); i++ {
+					find(v.List().Get(i).Message())
+				}
+			case fd.Message() != nil && !fd.IsList() && !fd.IsMap():
+				find(v.Message())
+			}
+			return true
+		})
+	}
+	find(bs.ProtoReflect())
+	deadline := config.Default().Scoring.Redis.CallTimeout.Seconds()
+	if timeout < 10*deadline {
+		t.Errorf("message_timeout %.3fs is not 10x the Redis call deadline %.3fs", timeout, deadline)
+	}
+}

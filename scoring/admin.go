@@ -177,6 +177,10 @@ func (e *Engine) Reset(idStr string) (bool, error) {
 	q := e.quarantine.until(id) != 0
 	e.quarantine.remove(id)
 	st.Unlock()
+	if e.rep != nil {
+		// Forget it in Redis too, or the next request would bring it back.
+		e.rep.remove(idStr)
+	}
 	found = e.index.remove(id) || found || q
 	return found, nil
 }

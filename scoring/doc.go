@@ -89,11 +89,11 @@ package scoring
 // proportion to each signal's log-mass and add up to it.
 //
 // State, and where it lives. A session is a fixed struct (sessionFixedBytes,
-// 304 bytes on amd64: 27 forward-decayed float32 counters and their
+// 312 bytes on amd64: 27 forward-decayed float32 counters and their
 // landmark, 116 bytes; language masks, the activity ring, evidence figures,
 // times, flags) plus its shingle filter (88 bytes with headers for one or
 // two requests, up to 2 x 512 bytes of bits), costed in the caches at its
-// real size with ristretto's overhead: 608 bytes accounted and 593 bytes of
+// real size with ristretto's overhead: 616 bytes accounted and 619 bytes of
 // heap per idle session (BenchmarkIdleSessionMemory, 200,000 sessions). Its counters are forward-decayed sums
 // (Cormode et al., "Forward Decay", ICDE 2009): an event adds
 // w*2^((t-L)/H) with L a landmark on a fixed 64-minute grid, so increments
@@ -108,6 +108,17 @@ package scoring
 // Both merge by cell-wise sums, so a replicated implementation can batch
 // reports and read merged counts, while the local ristretto caches stay
 // the hot store for sessions.
+//
+// Replicated mode (Config.Redis, replica.go). Replicas share this state
+// through Redis: a session is one blob under <prefix>{<id>}:s (its own
+// cluster slot), read once per request (started at the request headers,
+// Prefetch), merged into the local copy as remote + (local - base), and
+// written behind by a compare-and-set script; the sketches and link
+// clusters keep summing this replica's increments, which a flush appends
+// to a shared stream every flush_interval while it reads the other
+// replicas' batches and adds them in (replica_agg.go). Every key has a
+// TTL; a slow or absent Redis costs dilution (local-only scoring), never
+// a stalled request.
 //
 // Caches. Sessions live in two ristretto caches bounded by
 // Config.MemoryBytes. New sessions start in the probation cache

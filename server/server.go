@@ -158,6 +158,9 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 			return nil, fmt.Errorf("ext_proc: %w", err)
 		}
 		proc = p
+		if s.engine != nil && cfg.Scoring.Redis.Enabled() {
+			proc = prefetchProcessor{ExternalProcessorServer: p, eng: s.engine}
+		}
 	}
 
 	gopts, err := grpcOptions(cfg)
@@ -262,6 +265,10 @@ func NewLogger(c *config.Config, w io.Writer) *slog.Logger {
 	}
 	return slog.New(slog.NewJSONHandler(w, ho))
 }
+
+// Engine is the scoring engine (nil when scoring is off or
+// Options.Processor is set): replays drive its Flush in replicated mode.
+func (s *Server) Engine() *scoring.Engine { return s.engine }
 
 // Config returns the configuration in force. extproc reads it once per
 // stream, so a stream keeps the snapshot it started with.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -80,9 +81,9 @@ func (m metricsService) Export(ctx context.Context, r *colmetricspb.ExportMetric
 
 // grpcReceiver serves OTLP/gRPC on a loopback port and returns its
 // endpoint URL (http: the exporters connect without TLS).
-func grpcReceiver(t *testing.T, s *otlpStore) string {
+func grpcReceiver(t testing.TB, s *otlpStore) string {
 	t.Helper()
-	l := loopback(t)
+	l := listenLoopback(t)
 	gs := grpc.NewServer()
 	coltracepb.RegisterTraceServiceServer(gs, traceService{s: s})
 	colmetricspb.RegisterMetricsServiceServer(gs, metricsService{s: s})
@@ -95,7 +96,7 @@ func grpcReceiver(t *testing.T, s *otlpStore) string {
 // httpReceiver serves OTLP/HTTP with binary protobuf bodies
 // (https://opentelemetry.io/docs/specs/otlp/#otlphttp) on /v1/traces and
 // /v1/metrics.
-func httpReceiver(t *testing.T, s *otlpStore) string {
+func httpReceiver(t testing.TB, s *otlpStore) string {
 	t.Helper()
 	decode := func(w http.ResponseWriter, r *http.Request, into proto.Message) bool {
 		if r.Header.Get("Content-Type") != "application/x-protobuf" {
@@ -151,15 +152,24 @@ func httpReceiver(t *testing.T, s *otlpStore) string {
 	})
 	hs := httptest.NewUnstartedServer(mux)
 	hs.Listener.Close()
-	hs.Listener = loopback(t)
+	hs.Listener = listenLoopback(t)
 	hs.Start()
 	t.Cleanup(hs.Close)
 	return hs.URL
 }
 
+func listenLoopback(t testing.TB) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // clearOTelEnv empties every OTEL_* variable of the test's environment
 // (restored afterwards), so each test sets exactly what it means.
-func clearOTelEnv(t *testing.T) {
+func clearOTelEnv(t testing.TB) {
 	t.Helper()
 	for _, kv := range os.Environ() {
 		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "OTEL_") {
@@ -168,7 +178,7 @@ func clearOTelEnv(t *testing.T) {
 	}
 }
 
-func setEnv(t *testing.T, env map[string]string) {
+func setEnv(t testing.TB, env map[string]string) {
 	t.Helper()
 	for k, v := range env {
 		t.Setenv(k, v)

@@ -70,6 +70,7 @@ func (st *stream) decide(body []byte) (reject *extprocv3.ProcessingResponse, par
 	st.seed = mutate.PerturbSeed(d.Session, body)
 	st.meta = decisionMetadata(d, st.action, shadow)
 	st.srv.m.request(st.mctx, d.Verdict.String(), st.action.Policy, shadow)
+	st.traceDecision(d, model)
 	if st.action.Reject != nil {
 		return st.reject(st.action.Reject), parsed
 	}

@@ -182,6 +182,9 @@ type tally struct {
 	bytesOut int64
 	events   int64
 	pending  int // messages since the last flush
+	// eventsTotal is the stream's events flushed so far (the stream's
+	// span reports the total; see traceEnd).
+	eventsTotal int64
 }
 
 // recorder is where one stream's measurements go: per-message counts into
@@ -224,7 +227,7 @@ func (m *metrics) flush(ctx context.Context, t *tally) {
 	if t.events > 0 {
 		m.events.Add(ctx, t.events)
 	}
-	*t = tally{}
+	*t = tally{eventsTotal: t.eventsTotal + t.events}
 }
 
 // observeMessage records one message's processing time (for the messages

@@ -305,6 +305,7 @@ func (st *stream) sent() { st.scratch.giveBack() }
 // release drops everything the stream holds. It runs on every exit path of
 // Process.
 func (st *stream) release() {
+	st.traceEnd()
 	st.sent()
 	if !st.rejected && (len(st.rq.buf) > 0 || st.rs.body.held() > 0) {
 		// The stream ended with body bytes still held back, which only a

@@ -88,6 +88,7 @@ type Server struct {
 	logger *slog.Logger
 
 	mp     *sdkmetric.MeterProvider
+	tel    *telemetry
 	engine *scoring.Engine // nil when scoring is off or Options.Processor is set
 
 	grpc   *grpc.Server
@@ -132,7 +133,15 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	s.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	// OTLP export and tracing, as the OTEL_* environment configures them
+	// (telemetry.go); one MeterProvider feeds /metrics and OTLP alike.
+	if s.tel, err = newTelemetry(context.Background(), s.logger); err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	s.mp = sdkmetric.NewMeterProvider(s.tel.meterOptions(exp)...)
+	if err := registerBuildInfo(s.mp); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
 
 	proc := o.Processor
 	var adminAPI http.Handler
@@ -167,7 +176,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.grpc = grpc.NewServer(gopts...)
+	s.grpc = grpc.NewServer(append(gopts, s.tel.serverOptions()...)...)
 	extprocv3.RegisterExternalProcessorServer(s.grpc, proc)
 	// envoy/envoy.yaml health-checks the processor over gRPC
 	// (grpc.health.v1.Health), per service name or the whole server.
@@ -344,7 +353,8 @@ func (s *Server) Serve(ctx context.Context) error {
 // refused while those in flight get grace to finish; then the remaining
 // ones are closed, the admin listener shuts down, and Drain returns once
 // every goroutine the server started has ended and the scoring engine and
-// meter provider are released. Only the first call does anything.
+// the tracer and meter providers are released (their last spans and
+// metrics exported, when OTLP is on). Only the first call does anything.
 func (s *Server) Drain(grace time.Duration) {
 	s.drain.Do(func() {
 		s.mu.Lock()
@@ -390,8 +400,14 @@ func (s *Server) release() {
 	if s.engine != nil {
 		_ = s.engine.Close()
 	}
+	// Spans first: the streams that made them are gone. Then the meter
+	// provider, whose OTLP reader exports once more on Shutdown; both
+	// flushes are bounded so an unreachable collector cannot hold Drain.
+	s.tel.shutdown()
 	if s.mp != nil {
-		_ = s.mp.Shutdown(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), telemetryShutdown)
+		_ = s.mp.Shutdown(ctx)
+		cancel()
 	}
 }
 

@@ -86,6 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: distillguard [flags]\n       distillguard watermark verify|keygen [flags] (run \"distillguard watermark\" for details)\n\nflags:")
 		fs.PrintDefaults()
+		fmt.Fprintln(stderr, "\nOTLP export and tracing: the standard OTEL_* environment variables (OTEL_EXPORTER_OTLP_ENDPOINT, ...;\nREADME, Tracing and OTLP). None set: no export, no tracing, Prometheus /metrics only.")
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err

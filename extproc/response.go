@@ -14,14 +14,22 @@ import (
 type respKind uint8
 
 const (
-	respPass respKind = iota // left untouched
-	respSSE                  // text/event-stream, framed and rewritten per event
-	respJSON                 // one JSON document, buffered and rewritten whole
+	respPass   respKind = iota // left untouched
+	respSSE                    // text/event-stream, framed and rewritten per event
+	respJSON                   // one JSON document, buffered and rewritten whole
+	respRefuse                 // refused at the headers (announced too large to rewrite)
 )
 
 func (st *stream) onResponseHeaders(h *extprocv3.HttpHeaders) {
 	hdr := h.GetHeaders()
 	kind, mode, override := st.responsePlan(hdr, h.GetEndOfStream())
+	if kind == respRefuse {
+		// Envoy still holds the response headers: the local reply replaces
+		// the response.
+		st.rs.phase.to(respPassing)
+		st.emit(st.refuse(refusal(502, refuseResponseTooLarge, "the upstream response is larger than the gateway can rewrite")))
+		return
+	}
 	if kind == respPass {
 		st.rs.phase.to(respPassing)
 		st.emit(headersReply(false, nil))
@@ -73,6 +81,12 @@ func (st *stream) responsePlan(hdr *corev3.HeaderMap, eos bool) (respKind, bodyM
 		// A JSON body announced larger than the bound would be passed
 		// through anyway: do not ask Envoy to buffer it.
 		if n, err := strconv.ParseInt(getHeader(hdr, "content-length"), 10, 64); err == nil && n > int64(st.cfg.Processing.MaxBodyBytes) {
+			if !st.action.OversizePass {
+				// The policy would change this document, and it cannot
+				// be read within bounds: refuse it now, while the status
+				// can still say so.
+				return respRefuse, 0, nil
+			}
 			st.pass(reasonBodyTooLarge)
 			kind = respPass
 		}
@@ -110,7 +124,8 @@ func (st *stream) startBody(hdr *corev3.HeaderMap, kind respKind, mode bodyMode)
 	rs.phase.to(respRewriting)
 	p := &st.cfg.Processing
 	b := &rs.body
-	*b = respBody{kind: bodyJSON, mode: mode, configured: st.respMode, maxBody: p.MaxBodyBytes, out: &st.scratch, rec: &st.recorder}
+	*b = respBody{kind: bodyJSON, mode: mode, configured: st.respMode, maxBody: p.MaxBodyBytes, out: &st.scratch, rec: &st.recorder,
+		oversizePass: st.action.OversizePass, mem: &st.mem, memLimit: p.MaxHeldTotalBytes}
 	if kind == respSSE {
 		b.kind = bodySSE
 	}
@@ -123,10 +138,20 @@ func (st *stream) startBody(hdr *corev3.HeaderMap, kind respKind, mode bodyMode)
 		b.origEnc = ce
 		m.removeHeader("content-encoding")
 		b.gz = mutate.NewGunzip(p.MaxDecompressedBytes)
+		// What one message decodes to is what its reply carries: bounded
+		// per chunk for a stream, by the document bound for a document.
+		if b.kind == bodySSE {
+			b.gz.LimitChunk(p.MaxDecodedChunkBytes)
+		} else {
+			b.gz.LimitChunk(p.MaxBodyBytes + 1)
+		}
 	}
 	b.rw = mutate.NewRewriter(st.action.Output, st.seed)
 	if b.kind == bodySSE {
 		b.sse = mutate.NewSSEStream(b.rw, p.MaxHeldBytes)
+		if st.action.OversizePass {
+			b.sse.PassOversize()
+		}
 	}
 	return &m
 }
@@ -157,6 +182,10 @@ func (st *stream) onResponseBody(hb *extprocv3.HttpBody) {
 	act, out, whole := b.Write(data, eos)
 	if b.kind == bodyStopped {
 		rs.phase.to(respPassing)
+	}
+	if act == actAbort {
+		st.emit(st.refuse(b.abort))
+		return
 	}
 	sent := released(act, out, data)
 	if streamedMode(b.mode) {

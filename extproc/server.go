@@ -98,6 +98,11 @@ type Server struct {
 
 	active atomic.Int64
 	ids    atomic.Uint64
+	// mem is the bound on body bytes held across streams
+	// (processing.max_held_total_bytes).
+	mem budget
+	// logs rate-limits the warnings anything reaching the port can cause.
+	logs *logLimiter
 	// outBufs pools the output scratch of rewritten bodies (*[]byte) across
 	// streams: a reply points into it only until it is sent (see outBuf).
 	outBufs sync.Pool
@@ -107,7 +112,7 @@ var _ extprocv3.ExternalProcessorServer = (*Server)(nil)
 
 // New returns a Server.
 func New(opts Options) (*Server, error) {
-	s := &Server{config: opts.Config, scorer: opts.Scorer, log: opts.Logger, now: opts.Now, fallback: config.Default()}
+	s := &Server{config: opts.Config, scorer: opts.Scorer, log: opts.Logger, now: opts.Now, fallback: config.Default(), logs: newLogLimiter(time.Second)}
 	if s.config == nil {
 		s.config = func() *config.Config { return s.fallback }
 	}
@@ -129,6 +134,15 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.m = m
+	if _, err := mp.Meter("github.com/distillguard/distillguard/extproc").Int64ObservableGauge("distillguard_held_bytes",
+		metric.WithUnit("By"),
+		metric.WithDescription("Body bytes reserved by streams against processing.max_held_total_bytes."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(s.mem.used.Load())
+			return nil
+		})); err != nil {
+		return nil, err
+	}
 	if s.config() == nil {
 		return nil, errors.New("extproc: Options.Config returned nil")
 	}
@@ -205,7 +219,10 @@ func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) error {
 			}
 		}
 		// Send has marshalled the replies: the bytes they pointed at are
-		// free again.
+		// free again. The message is emptied too: reused for the next
+		// RecvMsg, it would otherwise keep the last body (up to
+		// max_message_bytes) referenced while the stream waits.
 		st.sent()
+		req.Reset()
 	}
 }

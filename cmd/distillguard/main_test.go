@@ -245,10 +245,10 @@ func TestReloadNamesRestartOnlySettings(t *testing.T) {
 		t.Errorf("reloadable change warned about:\n%s", h.log)
 	}
 
-	write("scoring: {secret: two}\nprocessing: {max_held_bytes: 2048, max_body_bytes: 33554432}\nserver: {drain_grace: 5s}\n")
+	write("scoring: {secret: two}\nprocessing: {max_held_bytes: 2048, max_message_bytes: 134217728}\nserver: {drain_grace: 5s}\n")
 	h.sigs <- syscall.SIGHUP
 	reloaded(2)
-	want := warning + `,"restart_required":["processing.max_body_bytes","scoring.secret"]`
+	want := warning + `,"restart_required":["processing.max_message_bytes","scoring.secret"]`
 	if n := strings.Count(h.log.String(), warning); n != 1 || !strings.Contains(h.log.String(), want) {
 		t.Errorf("want one warning %s, got:\n%s", want, h.log)
 	}

@@ -167,6 +167,14 @@ func guardSpec(parent, name string, ep Endpoint) (fieldSpec, bool) {
 	return fieldSpec{}, false
 }
 
+// biasField reports the top-level fields whose entries are bounded
+// (MaxBiasEntries), so that an absurd one is refused while it is being
+// validated, before it costs anything more.
+func biasField(name string) bool {
+	s, ok := guardSpec("", name, EndpointOther)
+	return ok && s.role == roleBias
+}
+
 // field is a guarded member found in the body, read.
 type field struct {
 	spec    fieldSpec
@@ -212,7 +220,11 @@ func (b *Body) Asks() bool { return b.asks }
 // ReadRequest validates body strictly and reads its guarded fields. It
 // returns a *RequestError for a body it refuses.
 func ReadRequest(body []byte, o ReadOptions) (*Body, error) {
-	v := validator{b: body, maxDepth: o.MaxDepth, seed: newSeed(), nested: nestedParent}
+	maxBias := o.MaxBiasEntries
+	if maxBias <= 0 {
+		maxBias = DefaultMaxBiasEntries
+	}
+	v := validator{b: body, maxDepth: o.MaxDepth, seed: newSeed(), nested: nestedParent, limited: biasField, maxEntries: maxBias}
 	if v.maxDepth <= 0 {
 		v.maxDepth = DefaultMaxDepth
 	}
@@ -220,10 +232,6 @@ func ReadRequest(body []byte, o ReadOptions) (*Body, error) {
 		return nil, err
 	}
 	b := &Body{doc: body, ep: o.Endpoint, top: v.top, inner: v.inner}
-	maxBias := o.MaxBiasEntries
-	if maxBias <= 0 {
-		maxBias = DefaultMaxBiasEntries
-	}
 	read := func(parent string, obj int, ms []member) error {
 		for i := range ms {
 			spec, ok := guardSpec(parent, ms[i].name, o.Endpoint)

@@ -133,6 +133,36 @@ type validator struct {
 	top      object
 	inner    []object // recorded nested objects
 	innerOf  []string // the top-level name each one is under
+	// limited names the fields whose value's entries are bounded (the
+	// logit_bias family), maxEntries the bound; childLimit and childName
+	// are the bound and name for the container about to be read.
+	limited    func(name string) bool
+	maxEntries int
+	childLimit int
+	childName  string
+}
+
+// maxMembers bounds the members of any one object: a JSON schema or a
+// metadata map has tens; the bound keeps duplicate detection small for a
+// body that is one huge object.
+const maxMembers = 1 << 16
+
+// entryLimit takes the bound set for the container at the cursor.
+func (v *validator) entryLimit(def int) (int, string) {
+	n, name := v.childLimit, v.childName
+	v.childLimit, v.childName = 0, ""
+	if n == 0 {
+		return def, ""
+	}
+	return n, name
+}
+
+func (v *validator) tooMany(name string, limit int) *RequestError {
+	if name == "" {
+		return badBody(RefuseFieldSize, "an object with more than "+strconv.Itoa(limit)+" members")
+	}
+	return &RequestError{Status: 400, Reason: RefuseFieldSize, Param: name,
+		Message: name + " has more than " + strconv.Itoa(limit) + " entries"}
 }
 
 func (v *validator) errAt(msg string) *RequestError {
@@ -248,13 +278,17 @@ func (v *validator) array(depth int) *RequestError {
 	if depth > v.maxDepth {
 		return badBody(RefuseDepth, "nested deeper than "+strconv.Itoa(v.maxDepth)+" levels")
 	}
+	limit, lname := v.entryLimit(-1)
 	v.i++
 	v.ws()
 	if v.peek() == ']' {
 		v.i++
 		return nil
 	}
-	for {
+	for n := 1; ; n++ {
+		if limit >= 0 && n > limit {
+			return v.tooMany(lname, limit)
+		}
 		if err := v.value(depth); err != nil {
 			return err
 		}
@@ -279,6 +313,7 @@ func (v *validator) object(depth int, rec *object) *RequestError {
 	if depth > v.maxDepth {
 		return badBody(RefuseDepth, "nested deeper than "+strconv.Itoa(v.maxDepth)+" levels")
 	}
+	limit, lname := v.entryLimit(maxMembers)
 	open := v.i
 	mark := len(v.names)
 	v.i++
@@ -303,6 +338,9 @@ func (v *validator) object(depth int, rec *object) *RequestError {
 		if err != nil {
 			return err
 		}
+		if len(v.names)-mark >= limit {
+			return v.tooMany(lname, limit)
+		}
 		v.names = append(v.names, nameRef{h: h, ks: ks, ke: ke})
 		v.ws()
 		if v.peek() != ':' {
@@ -320,8 +358,14 @@ func (v *validator) object(depth int, rec *object) *RequestError {
 				return err
 			}
 			v.inner[k] = child
-		} else if err := v.value(depth); err != nil {
-			return err
+		} else {
+			if rec == &v.top && v.limited != nil && v.limited(name) {
+				v.childLimit, v.childName = v.maxEntries, name
+			}
+			if err := v.value(depth); err != nil {
+				return err
+			}
+			v.childLimit, v.childName = 0, "" // a scalar took none
 		}
 		if rec != nil {
 			rec.members = append(rec.members, member{s: s, ks: ks, ke: ke, vs: vs, e: v.i, name: name})

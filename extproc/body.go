@@ -363,10 +363,14 @@ func (b *respBody) holding() int {
 // stream.
 const maxKeptScratch = 64 << 10
 
-// shrink lets go of scratch beyond maxKeptScratch (after a message).
+// shrink lets go of scratch beyond maxKeptScratch and of the rewriter's
+// reference to the last document (after a message).
 func (b *respBody) shrink() {
 	if cap(b.dec) > maxKeptScratch {
 		b.dec = nil
+	}
+	if b.rw != nil {
+		b.rw.Release()
 	}
 }
 

@@ -309,3 +309,31 @@ func TestRefusalIsOpenAIStyle(t *testing.T) {
 		t.Fatalf("got %d %s %s", ir.GetStatus().GetCode(), ir.GetBody(), ir.GetDetails())
 	}
 }
+
+// TestGzipChunkBounded: with the default bounds, one 64 KiB chunk of a
+// gzip bomb (decoding to 64 MiB) is refused, never turned into a reply
+// larger than max_decoded_chunk_bytes.
+func TestGzipChunkBounded(t *testing.T) {
+	var zb bytes.Buffer
+	zw := gzip.NewWriter(&zb)
+	zw.Write([]byte("data: "))
+	zw.Write(bytes.Repeat([]byte(" "), 64<<20))
+	zw.Close()
+	h := newHarness(t, testConfig(nil), verdictScorer(scoring.Allow))
+	res, err := envoytest.New(h.client, envoyConfig(mBuffered, mStreamed)).Do(context.Background(), &envoytest.Exchange{
+		Body: chatBody, ResponseChunker: envoytest.Fixed(64 << 10),
+		Upstream: fixedUpstream(200, http.Header{"Content-Type": {"text/event-stream"}, "Content-Encoding": {"gzip"}}, zb.Bytes()),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noViolations(t, res)
+	if !res.Reset {
+		t.Fatalf("got %d reset=%v, %d bytes", res.Status, res.Reset, len(res.Body))
+	}
+	for _, r := range res.Received {
+		if n := len(r.GetResponseBody().GetResponse().GetBodyMutation().GetBody()); n > testConfig(nil).Processing.MaxDecodedChunkBytes {
+			t.Fatalf("a %d-byte reply", n)
+		}
+	}
+}

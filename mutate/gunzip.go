@@ -43,8 +43,9 @@ type Gunzip struct {
 	out []byte         // owned by whichever side runs; decoder appends
 	n   int64          // bytes produced so far
 	cur []byte         // decoder: unread part of the current chunk
+	had bool           // decoder: a chunk was handed over (and is used up once cur is empty)
 	eof bool           // decoder: the input channel was closed
-	buf [32 << 10]byte // decoder: read buffer
+	buf [16 << 10]byte // decoder: read buffer
 	fin error          // decoder: final result
 }
 
@@ -158,8 +159,11 @@ func (s *gzipSource) fill() bool {
 		if s.eof {
 			return false
 		}
-		if s.cur != nil {
-			// The previous chunk is used up: let Write return its output.
+		if s.had {
+			// The previous chunk is used up: let Write return its output,
+			// and keep no reference to it (it is the message Envoy sent)
+			// while waiting for the next one.
+			s.cur = nil
 			s.ev <- struct{}{}
 		}
 		c, ok := <-s.in
@@ -167,7 +171,7 @@ func (s *gzipSource) fill() bool {
 			s.eof = true
 			return false
 		}
-		s.cur = c
+		s.cur, s.had = c, true
 	}
 	return true
 }

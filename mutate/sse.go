@@ -117,6 +117,9 @@ func (s *SSEStream) Stats() StreamStats { return s.stats }
 // and its remaining bytes are skipped as they arrive, in bounded memory,
 // until the blank line that ends it; framing resumes after it.
 func (s *SSEStream) Write(dst, chunk []byte, eos bool) []byte {
+	// The rewriter's last document is a slice of chunk: let it go with
+	// the call, so that a stream waiting for its next chunk keeps none.
+	defer s.rw.Release()
 	if s.swallowLF {
 		s.swallowLF = false
 		if len(chunk) > 0 && chunk[0] == '\n' {

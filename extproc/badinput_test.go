@@ -187,13 +187,19 @@ func TestUntouchedResponses(t *testing.T) {
 	}{
 		{"text-plain", 200, http.Header{"Content-Type": {"text/plain"}}, reasonUnknownContentType},
 		{"no-content-type", 200, http.Header{"Content-Type": {"application/octet-stream"}}, reasonUnknownContentType},
-		{"brotli", 200, http.Header{"Content-Type": {"application/json"}, "Content-Encoding": {"br"}}, reasonUnknownEncoding},
+		// An encoding the policy cannot read it in passes only where the
+		// route says on_oversize: pass (TestUndecodableResponseRefused).
+		{"brotli-pass", 200, http.Header{"Content-Type": {"application/json"}, "Content-Encoding": {"br"}}, reasonUnknownEncoding},
 		{"server-error", 500, http.Header{"Content-Type": {"application/json"}}, reasonNon2xx},
 	}
 	for _, tc := range cases {
 		for _, m := range []procv3.ProcessingMode_BodySendMode{mStreamed, mBuffered, mDuplex} {
 			t.Run(tc.name+"/"+m.String(), func(t *testing.T) {
-				h := newHarness(t, testConfig(nil), verdictScorer(scoring.Allow))
+				cfg := testConfig(nil)
+				if strings.HasSuffix(tc.name, "-pass") {
+					cfg = passConfig(t, nil)
+				}
+				h := newHarness(t, cfg, verdictScorer(scoring.Allow))
 				hdr := tc.header.Clone()
 				hdr.Set("Content-Length", strconv.Itoa(len(js)))
 				ec := envoyConfig(mBuffered, m)
@@ -868,5 +874,24 @@ func TestBufferedPartialCut(t *testing.T) {
 				t.Error("the part past the cut did not pass untouched")
 			}
 		})
+	}
+}
+
+// TestUndecodableResponseRefused: a response the policy would change, in
+// an encoding distillguard cannot decode (br, zstd, a list of codings),
+// is answered 502 at its headers instead of passing raw.
+func TestUndecodableResponseRefused(t *testing.T) {
+	js := envoytest.NewGen(8).ChatCompletion(envoytest.Options{Logprobs: true, TopLogprobs: 9})
+	for _, ce := range [][]string{{"br"}, {"zstd"}, {"gzip, br"}, {"gzip", "gzip"}} {
+		h := newHarness(t, testConfig(nil), verdictScorer(scoring.Allow))
+		res, err := envoytest.New(h.client, envoyConfig(mBuffered, mStreamed)).Do(context.Background(), &envoytest.Exchange{
+			Body: chatBody, Upstream: fixedUpstream(200, http.Header{"Content-Type": {"application/json"}, "Content-Encoding": ce}, js)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		noViolations(t, res)
+		if res.Status != 502 || bytes.Contains(res.Body, []byte("logprob")) {
+			t.Errorf("content-encoding %q: %d %.80q", ce, res.Status, res.Body)
+		}
 	}
 }

@@ -27,7 +27,7 @@ func (st *stream) onResponseHeaders(h *extprocv3.HttpHeaders) {
 		// Envoy still holds the response headers: the local reply replaces
 		// the response.
 		st.rs.phase.to(respPassing)
-		st.emit(st.refuse(refusal(502, refuseResponseTooLarge, "the upstream response is larger than the gateway can rewrite")))
+		st.emit(st.refuse(st.rs.refusal))
 		return
 	}
 	if kind == respPass {
@@ -73,7 +73,13 @@ func (st *stream) responsePlan(hdr *corev3.HeaderMap, eos bool) (respKind, bodyM
 	default:
 		st.pass(reasonUnknownContentType)
 	}
-	if kind != respPass && enc == encUnknown {
+	if kind != respPass && (enc == encUnknown || headerCount(hdr, "content-encoding") > 1) {
+		if !st.action.OversizePass {
+			// A body the policy would change, in an encoding it cannot be
+			// read in (br, zstd, a list): never pass it raw.
+			st.rs.refusal = refusal(502, refuseResponseEncoding, "the upstream response has a content-encoding the gateway cannot rewrite")
+			return respRefuse, 0, nil
+		}
 		st.pass(reasonUnknownEncoding)
 		kind = respPass
 	}
@@ -85,6 +91,7 @@ func (st *stream) responsePlan(hdr *corev3.HeaderMap, eos bool) (respKind, bodyM
 				// The policy would change this document, and it cannot
 				// be read within bounds: refuse it now, while the status
 				// can still say so.
+				st.rs.refusal = refusal(502, refuseResponseTooLarge, "the upstream response is larger than the gateway can rewrite")
 				return respRefuse, 0, nil
 			}
 			st.pass(reasonBodyTooLarge)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/distillguard/distillguard/config"
 	"github.com/distillguard/distillguard/extproc/keys"
+	"github.com/distillguard/distillguard/mutate"
 	"github.com/distillguard/distillguard/scoring"
 )
 
@@ -115,6 +116,8 @@ type respState struct {
 	// reply, restored on a whole BUFFERED body).
 	hadLength bool
 	body      respBody // in respRewriting
+	// refusal is the answer of a response refused at its headers.
+	refusal *mutate.RequestError
 }
 
 func (s *Server) newStream(ctx context.Context) *stream {

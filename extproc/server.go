@@ -25,18 +25,28 @@
 //     scored from the headers and passed through.
 //   - NONE, or no body: decided at the request headers.
 //
-// Bodies beyond max_body_bytes are decided from the headers and passed
-// through; unparseable ones pass through; both are counted.
+// On a guarded route (config.Action.Guarded: its tiers act on requests) a
+// body is read strictly (mutate.ReadRequest) and refused with an
+// OpenAI-style error when it is not understood (refuse.go): malformed or
+// ambiguous JSON, a guarded field of another type, a body beyond
+// max_body_bytes (413), an unsupported content-type, charset or
+// content-encoding (415; gzip is decoded and forwarded as identity),
+// duplicate credential headers, no credential and no address (401), the
+// server-wide held-bytes bound (503). Elsewhere, and on routes that say
+// on_oversize: pass for oversized bodies, bodies are decided from what can
+// be read and passed, counted.
 //
 // Response bodies are rewritten when the resolved output policy changes
-// something, the status is 2xx, the content type is SSE or JSON and the
-// encoding is identity or gzip. SSE is framed incrementally (complete events
-// released per chunk, the unfinished tail held up to max_held_bytes); JSON
-// is rewritten whole (mode_override to BUFFERED when allowed, otherwise held
-// like a STREAMED request body). Gzip is decoded (bounded by
-// max_decompressed_bytes) and sent on as identity; a decoding failure hands
-// back the original body while it is still whole, else releases what
-// decoded cleanly and drops the rest.
+// something, the status is 2xx and the content type is SSE or JSON. SSE is
+// framed incrementally (complete events released per chunk, the unfinished
+// tail held up to max_held_bytes; a longer event is dropped and skipped in
+// bounded memory, and the events after it are rewritten); JSON is
+// rewritten whole (mode_override to BUFFERED when allowed, otherwise held
+// like a STREAMED request body). Gzip is decoded (bounded per body and per
+// chunk) and sent on as identity. A body that cannot be rewritten (too
+// large, not decodable, an unknown encoding) fails closed: a 502 while
+// Envoy holds the headers, a reset after them, a cut once bytes were
+// released; on_oversize: pass routes pass it instead, counted.
 //
 // Known limit: in STREAMED, a body that ends with trailers instead of
 // end_of_stream while bytes are held cannot release them: a trailers reply

@@ -56,9 +56,10 @@ const respLogprobsInclude = "message.output_text.logprobs"
 // maxPrompt <= 0 keeps it whole.
 //
 // Fields are read leniently: a field of an unexpected type is ignored
-// rather than failing the request (the upstream server will reject it);
-// only a body that is not a JSON object, or nests deeper than 128 levels,
-// is an error (wrapping ErrNotJSON).
+// rather than failing the request; only a body that is not a JSON object,
+// or nests deeper than 128 levels, is an error (wrapping ErrNotJSON).
+// This is the reading for tools and replays; the server reads requests
+// with ReadRequest, which refuses what ParseRequest would ignore.
 //
 // Logprobs is true when the body asks for logprobs in any form: chat
 // "logprobs": true, legacy completions "logprobs": <int> (TopLogprobs is

@@ -19,12 +19,14 @@ import (
 // an int field takes an integral float (20.0, 2e1), a numeric string ("20",
 // " 20 ", "+20", "2_0", "20.00") and a bool; a bool field takes 0, 1, 0.0,
 // 1.0 and the strings "1", "true", "yes", "on", "t", "y" (any case) and
-// their negations. The reader accepts a guarded field only as null or as
-// the JSON type itself, plus integral numbers (20.0, 2e1) for integer
-// fields, which both readings take as the same integer; every other form,
-// including every string the lax mode would coerce, is refused with a 400
-// that names the field. So the value the upstream acts on is the value the
-// policy judged, and capping it replaces the number in place.
+// their negations. The reader accepts a guarded field only as null, as the
+// JSON type itself, or in the non-string forms both readings take as the
+// same value: integral numbers (20.0, 2e1) and true/false (1, 0: Python's
+// bool is an int) for integer fields, 0 and 1 for boolean fields. Every
+// other form, every string the lax mode would coerce included, is refused
+// with a 400 that names the field. So the value the upstream acts on is
+// the value the policy judged, and capping it replaces the number in
+// place.
 
 // Endpoint is the API a request is addressed to. It decides the declared
 // type of the fields whose type differs between APIs (logprobs is a

@@ -263,6 +263,13 @@ func (b *respBody) document(in, chunk []byte, end chunkEnd, restorable bool) (ch
 		return actHold, nil, end
 	}
 	out, err := b.rw.Rewrite(b.out.borrow(), doc)
+	if err != nil && !b.oversizePass && b.rw.Touches(doc) {
+		// It carries what the policy changes (a logprobs or embedding
+		// member) but does not parse: a lenient client might still read
+		// it (NaN, -Infinity), so it is never passed raw.
+		b.rec.pass(reasonInvalidJSON)
+		return b.fail(refusal(502, refuseResponseUnreadable, "the upstream response is not JSON the gateway can rewrite")), nil, end
+	}
 	if err != nil {
 		b.rec.pass(reasonInvalidJSON)
 		b.buf = nil
@@ -394,6 +401,9 @@ func (b *respBody) sseStats() {
 	}
 	if d := s.Oversize - b.prev.Oversize; d > 0 {
 		b.rec.passN(reasonSSEEventOversize, d)
+	}
+	if d := s.Unreadable - b.prev.Unreadable; d > 0 {
+		b.rec.passN(reasonSSEEventUnreadable, d)
 	}
 	b.prev = s
 }

@@ -337,3 +337,34 @@ func TestGzipChunkBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestUnreadableLogprobsNotPassed: a response that carries logprobs but is
+// not JSON distillguard reads (Python's json.dumps writes -Infinity and
+// NaN, which Python clients read back) is never passed unrewritten: the
+// JSON document is refused, the SSE event dropped and the stream goes on.
+func TestUnreadableLogprobsNotPassed(t *testing.T) {
+	doc := []byte(`{"choices":[{"logprobs":{"content":[{"token":"a","logprob":-0.123456,"top_logprobs":[{"token":"b","logprob":-Infinity}]}]}}]}`)
+	h := newHarness(t, testConfig(nil), verdictScorer(scoring.Allow))
+	res, err := envoytest.New(h.client, envoyConfig(mBuffered, mStreamed)).Do(context.Background(), &envoytest.Exchange{
+		Body: chatBody, Upstream: fixedUpstream(200, http.Header{"Content-Type": {"application/json"}}, doc)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != 502 || bytes.Contains(res.Body, []byte("-0.123456")) {
+		t.Fatalf("JSON: %d %q", res.Status, res.Body)
+	}
+	g := envoytest.NewGen(3)
+	events := g.ChatStream(envoytest.Options{Tokens: 3, Logprobs: true, TopLogprobs: 2})
+	stream := append(append(append([]byte(nil), events[0]...), []byte("data: "+string(doc)+"\n\n")...), envoytest.Join(events[1:])...)
+	res, err = envoytest.New(h.client, envoyConfig(mBuffered, mStreamed)).Do(context.Background(), &envoytest.Exchange{
+		Body: chatBody, ResponseChunker: envoytest.Fixed(100), Upstream: fixedUpstream(200, sseHeader(), stream)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != 200 || bytes.Contains(res.Body, []byte("-0.123456")) || !bytes.Contains(res.Body, []byte("could not read")) || !bytes.HasSuffix(res.Body, []byte("data: [DONE]\n\n")) {
+		t.Fatalf("SSE: %d %q", res.Status, res.Body)
+	}
+	if n := h.passthroughs(t, reasonSSEEventUnreadable); n != 1 {
+		t.Errorf("passthroughs{sse_event_unreadable} = %d", n)
+	}
+}

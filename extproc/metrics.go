@@ -52,9 +52,10 @@ const (
 	reasonHeldAtTrailers     = "held_at_trailers" // bytes held when trailers ended a non-duplex body
 	reasonHeldAtEnd          = "held_at_end"      // bytes still held when the stream ended
 	reasonNon2xx             = "non_2xx"
-	reasonNoDecision         = "no_decision"        // response seen before the request was decided
-	reasonSSEEventOversize   = "sse_event_oversize" // SSE event longer than max_held_bytes (dropped, or released raw with on_oversize: pass)
-	reasonOverBudget         = "over_budget"        // max_held_total_bytes reached while a body was held
+	reasonNoDecision         = "no_decision"          // response seen before the request was decided
+	reasonSSEEventOversize   = "sse_event_oversize"   // SSE event longer than max_held_bytes (dropped, or released raw with on_oversize: pass)
+	reasonOverBudget         = "over_budget"          // max_held_total_bytes reached while a body was held
+	reasonSSEEventUnreadable = "sse_event_unreadable" // SSE event with logprobs that does not parse: dropped
 )
 
 var allReasons = []string{
@@ -62,7 +63,7 @@ var allReasons = []string{
 	reasonUnknownContentType, reasonUnknownEncoding, reasonBadRequestJSON,
 	reasonRequestEncoded, reasonClockSkew, reasonBadRequestTime, reasonScorerPanic,
 	reasonPartialBody, reasonHeldAtTrailers, reasonHeldAtEnd, reasonNon2xx, reasonNoDecision,
-	reasonSSEEventOversize, reasonOverBudget,
+	reasonSSEEventOversize, reasonOverBudget, reasonSSEEventUnreadable,
 }
 
 // Protocol violations (warned and counted in

@@ -15,11 +15,12 @@ import (
 // Refusal reasons beyond mutate's (mutate.RequestError.Reason), as counted
 // in distillguard_refusals{reason}.
 const (
-	refuseDuplicateCredential = "duplicate_credential" // a credential header twice
-	refuseUnattributable      = "unattributable"       // no credential and no client address
-	refuseOverloaded          = "overloaded"           // max_held_total_bytes reached
-	refuseResponseTooLarge    = "response_too_large"   // a JSON response beyond max_body_bytes
-	refuseResponseEncoding    = "response_encoding"    // a gzip response that does not decode
+	refuseDuplicateCredential = "duplicate_credential"  // a credential header twice
+	refuseUnattributable      = "unattributable"        // no credential and no client address
+	refuseOverloaded          = "overloaded"            // max_held_total_bytes reached
+	refuseResponseTooLarge    = "response_too_large"    // a JSON response beyond max_body_bytes
+	refuseResponseEncoding    = "response_encoding"     // a gzip response that does not decode
+	refuseResponseUnreadable  = "response_invalid_json" // a JSON response with logprobs that does not parse
 )
 
 // refusalCode is the OpenAI-style error code of a refusal.
@@ -33,7 +34,7 @@ func refusalCode(reason string) string {
 		return "overloaded"
 	case refuseUnattributable:
 		return "missing_credentials"
-	case refuseResponseTooLarge, refuseResponseEncoding:
+	case refuseResponseTooLarge, refuseResponseEncoding, refuseResponseUnreadable:
 		return "bad_upstream_response"
 	}
 	return "invalid_request_body"

@@ -8,3 +8,8 @@ func (r *Rewriter) Release() {
 	r.doc = nil
 	r.s.b = nil
 }
+
+// Touches reports whether doc may hold something r's policy changes (a
+// logprobs or embedding member with a value): a document that does and
+// fails to parse cannot be passed on unrewritten.
+func (r *Rewriter) Touches(doc []byte) bool { return r.mayTouch(doc) }

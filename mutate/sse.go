@@ -10,6 +10,9 @@ type StreamStats struct {
 	// Oversize counts events longer than maxHeld: dropped (a comment in
 	// their place), or released raw after PassOversize.
 	Oversize int64
+	// Unreadable counts events dropped because their data carries what
+	// the policy changes but does not parse (also counted in Invalid).
+	Unreadable int64
 	// FailedOpen is never set: an oversized event no longer ends the
 	// rewriting of its stream (see Oversize). Kept for callers that read
 	// it.
@@ -339,14 +342,35 @@ func (s *SSEStream) event(dst, ev []byte) []byte {
 		if len(payload) == 0 || string(payload) == "[DONE]" {
 			return append(dst, ev...)
 		}
+		mark := len(dst)
 		dst = append(dst, ev[:d.s]...)
 		var changed bool
 		var err error
 		dst, changed, err = s.rw.rewrite(dst, payload)
 		s.count(changed, err)
+		if err != nil && s.unreadable(payload) {
+			return append(dst[:mark], unreadableComment...)
+		}
 		return append(dst, ev[d.e:]...)
 	}
 	return s.multiLine(dst, ev)
+}
+
+// unreadableComment takes the place of an event dropped because its data
+// carries what the policy changes but is not JSON distillguard can read.
+const unreadableComment = ": distillguard dropped an event it could not read\n\n"
+
+// unreadable reports whether a payload that failed to parse must be
+// dropped: it holds something the policy would change (a logprobs or
+// embedding member), which a lenient client might still read (Python's
+// json.loads takes NaN and -Infinity), so passing it raw would pass it
+// unrewritten. With PassOversize (on_oversize: pass) it passes, counted.
+func (s *SSEStream) unreadable(payload []byte) bool {
+	if s.passOversize || !s.rw.mayTouch(payload) {
+		return false
+	}
+	s.stats.Unreadable++
+	return true
 }
 
 func (s *SSEStream) count(changed bool, err error) {
@@ -378,6 +402,9 @@ func (s *SSEStream) multiLine(dst, ev []byte) []byte {
 	s.out, changed, err = s.rw.rewrite(s.out[:0], s.joined)
 	s.rw.keepLF = false
 	s.count(changed, err)
+	if err != nil && s.unreadable(s.joined) {
+		return append(dst, unreadableComment...)
+	}
 	if err != nil || !changed {
 		return append(dst, ev...)
 	}

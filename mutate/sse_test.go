@@ -57,7 +57,10 @@ func TestSSEFraming(t *testing.T) {
 		{name: "two spaces: second one is payload", p: round2, in: "data:  " + lpDoc + "\n\n", want: "data:  " + lpDocR + "\n\n", events: 1, rewrites: 1},
 		{name: "done", p: round2, in: "data: [DONE]\n\n", want: "data: [DONE]\n\n", events: 1},
 		{name: "comment only and blank events", p: round2, in: ":ping\n\n\n\n", want: ":ping\n\n\n\n", events: 3},
-		{name: "not JSON", p: round2, in: "data: hello\n\ndata: {\"logprobs\":\n\n", want: "data: hello\n\ndata: {\"logprobs\":\n\n", events: 2, invalid: 2},
+		// Not JSON: passed, unless it carries logprobs (then dropped: a
+		// lenient client might read what was never rewritten).
+		{name: "not JSON", p: round2, in: "data: hello\n\ndata: {\"logprobs\":\n\n", want: "data: hello\n\n" + unreadableComment, events: 2, invalid: 2},
+		{name: "NaN logprob", p: round2, in: "data: {\"logprobs\":{\"content\":[{\"logprob\":NaN}]}}\n\ndata: [DONE]\n\n", want: unreadableComment + "data: [DONE]\n\n", events: 2, invalid: 1},
 		{name: "multi-line data", p: round2, in: multi, want: multiR, events: 1, rewrites: 1},
 		{name: "multi-line data, cut spanning a line break", p: pol(func(p *OutputPolicy) { p.MaxAlternatives = 1 }),
 			in: multiCut, want: multiCutR, events: 1, rewrites: 1},
@@ -65,7 +68,7 @@ func TestSSEFraming(t *testing.T) {
 			in: multi, want: "data: {\"choices\":[{\"logprobs\":null\ndata: \ndata: }]}\n\n", events: 1, rewrites: 1},
 		{name: "final event without blank line", p: round2, in: "data: " + lpDoc, want: "data: " + lpDocR, events: 1, rewrites: 1},
 		{name: "final event without blank line, with LF", p: round2, in: "data: " + lpDoc + "\n", want: "data: " + lpDocR + "\n", events: 1, rewrites: 1},
-		{name: "final event incomplete", p: round2, in: "data: " + lpDoc[:40], want: "data: " + lpDoc[:40], events: 1, invalid: 1},
+		{name: "final event incomplete", p: round2, in: "data: " + lpDoc[:40], want: unreadableComment, events: 1, invalid: 1},
 		{name: "final CR", p: round2, in: "data: " + lpDoc + "\r", want: "data: " + lpDocR + "\r", events: 1, rewrites: 1},
 		{name: "BOM", p: round2, in: "\xef\xbb\xbfdata: " + lpDoc + "\n\ndata: " + lpDoc + "\n\n", want: "\xef\xbb\xbfdata: " + lpDocR + "\n\ndata: " + lpDocR + "\n\n", events: 2, rewrites: 2},
 		{name: "field named data2 ignored", p: round2, in: "data2: " + lpDoc + "\n\n", want: "data2: " + lpDoc + "\n\n", events: 1},

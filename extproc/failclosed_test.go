@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"go.opentelemetry.io/otel/attribute"
 
@@ -366,5 +367,39 @@ func TestUnreadableLogprobsNotPassed(t *testing.T) {
 	}
 	if n := h.passthroughs(t, reasonSSEEventUnreadable); n != 1 {
 		t.Errorf("passthroughs{sse_event_unreadable} = %d", n)
+	}
+}
+
+// TestBodyModesThatHideTheBody: on a guarded route, request body mode NONE
+// would let the body reach the upstream unread: refused. With the request
+// headers skipped, the body is still read (under the default set) and
+// rewritten.
+func TestBodyModesThatHideTheBody(t *testing.T) {
+	h := newHarness(t, testConfig(nil), verdictScorer(scoring.Allow))
+	res, err := envoytest.New(h.client, envoyConfig(mNone, mStreamed)).Do(context.Background(), &envoytest.Exchange{
+		Body: []byte(probeBody), Upstream: &envoytest.Upstream{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != 500 || res.Upstream != nil {
+		t.Fatalf("NONE: %d %q, upstream reached %v", res.Status, res.Body, res.Upstream != nil)
+	}
+	ec := envoyConfig(mBuffered, mStreamed)
+	ec.ProcessingMode.RequestHeaderMode = procv3.ProcessingMode_SKIP
+	res, err = envoytest.New(h.client, ec).Do(context.Background(), &envoytest.Exchange{
+		Body: []byte(probeBody), Upstream: &envoytest.Upstream{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Upstream == nil || bytes.Contains(res.Upstream.Body, []byte("logit_bias")) || !bytes.Contains(res.Upstream.Body, []byte(`"top_logprobs":5`)) {
+		t.Fatalf("headers skipped: forwarded %q", res.Upstream.Body)
+	}
+	res, err = envoytest.New(h.client, ec).Do(context.Background(), &envoytest.Exchange{
+		Body: []byte(`{"x":NaN,` + probeBody[1:]), Upstream: &envoytest.Upstream{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != 400 || res.Upstream != nil {
+		t.Fatalf("headers skipped, NaN: %d, upstream reached %v", res.Status, res.Upstream != nil)
 	}
 }

@@ -18,6 +18,7 @@ const (
 	refuseDuplicateCredential = "duplicate_credential"  // a credential header twice
 	refuseUnattributable      = "unattributable"        // no credential and no client address
 	refuseOverloaded          = "overloaded"            // max_held_total_bytes reached
+	refuseBodyNotSent         = "body_not_sent"         // request body mode NONE on a guarded route
 	refuseResponseTooLarge    = "response_too_large"    // a JSON response beyond max_body_bytes
 	refuseResponseEncoding    = "response_encoding"     // a gzip response that does not decode
 	refuseResponseUnreadable  = "response_invalid_json" // a JSON response with logprobs that does not parse

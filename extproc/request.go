@@ -30,7 +30,13 @@ func (st *stream) onRequestHeaders(h *extprocv3.HttpHeaders) {
 		rq.enc = encUnknown
 	}
 	if rq.view.Guarded {
-		if e := st.checkRequestHeaders(!h.GetEndOfStream()); e != nil {
+		e := st.checkRequestHeaders(!h.GetEndOfStream())
+		if e == nil && !h.GetEndOfStream() && !hasBody {
+			// Body mode NONE (or GRPC) on a route that needs the body: it
+			// would reach the upstream unread.
+			e = refusal(500, refuseBodyNotSent, "the gateway is configured not to inspect request bodies on a route that requires it")
+		}
+		if e != nil {
 			rq.phase.to(reqPassing)
 			st.emit(st.refuse(e))
 			return
@@ -170,7 +176,16 @@ func (st *stream) onRequestBody(b *extprocv3.HttpBody) {
 		st.passRequestChunk(data, eos)
 		return
 	}
-	rq.phase.to(reqHolding) // a body before any headers (request headers skipped) is held the same way
+	if rq.phase == reqStart {
+		// A body before any headers (request_header_mode SKIP): the path
+		// is unknown, so the view is the one of a path no route names
+		// (the default set's), and the body is held the same way.
+		rq.view = st.cfg.View("")
+		if st.observe {
+			rq.view.Guarded = false
+		}
+	}
+	rq.phase.to(reqHolding)
 	if len(rq.buf)+len(data) > st.cfg.Processing.MaxBodyBytes {
 		if rq.view.Guarded && !rq.view.OversizePass {
 			st.emit(st.refuse(refusal(413, mutate.RefuseTooLarge,

@@ -117,6 +117,12 @@ func (st *stream) responsePlan(hdr *corev3.HeaderMap, eos bool) (respKind, bodyM
 			mode = want
 		}
 	}
+	if kind != respPass && (mode == modeNone || mode == modeGRPC) && !st.action.OversizePass {
+		// The body would reach the client without passing here (response
+		// body mode NONE and no override): refuse rather than pass it raw.
+		st.rs.refusal = refusal(502, refuseBodyNotSent, "the gateway is configured not to inspect responses on a route that rewrites them")
+		return respRefuse, 0, nil
+	}
 	if kind == respPass || mode == modeNone || mode == modeGRPC {
 		return respPass, 0, nil
 	}

@@ -39,7 +39,6 @@ func (k msgKind) String() string { return kindNames[k] }
 const (
 	reasonInvalidJSON        = "invalid_json"         // response JSON / SSE data that is not a JSON object
 	reasonBodyTooLarge       = "body_too_large"       // body beyond max_body_bytes
-	reasonHeldOverflow       = "held_overflow"        // SSE event longer than max_held_bytes
 	reasonGzipError          = "gzip_error"           // corrupt gzip or beyond max_decompressed_bytes
 	reasonUnknownContentType = "unknown_content_type" // response neither SSE nor JSON
 	reasonUnknownEncoding    = "unknown_content_encoding"
@@ -59,7 +58,7 @@ const (
 )
 
 var allReasons = []string{
-	reasonInvalidJSON, reasonBodyTooLarge, reasonHeldOverflow, reasonGzipError,
+	reasonInvalidJSON, reasonBodyTooLarge, reasonGzipError,
 	reasonUnknownContentType, reasonUnknownEncoding, reasonBadRequestJSON,
 	reasonRequestEncoded, reasonClockSkew, reasonBadRequestTime, reasonScorerPanic,
 	reasonPartialBody, reasonHeldAtTrailers, reasonHeldAtEnd, reasonNon2xx, reasonNoDecision,

@@ -91,7 +91,7 @@ func TestSSEFraming(t *testing.T) {
 				if string(out) != tt.want {
 					t.Fatalf("%s: got\n%q\nwant\n%q", name, out, tt.want)
 				}
-				if st.Events != tt.events || st.Rewritten != tt.rewrites || st.Invalid != tt.invalid || st.MultiLineSkipped != 0 || st.FailedOpen {
+				if st.Events != tt.events || st.Rewritten != tt.rewrites || st.Invalid != tt.invalid || st.MultiLineSkipped != 0 || st.Oversize != 0 {
 					t.Fatalf("%s: stats %+v", name, st)
 				}
 			}

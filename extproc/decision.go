@@ -80,9 +80,11 @@ func (st *stream) decide(b *mutate.Body, body []byte) (reject *extprocv3.Process
 		sr.System, sr.Tools, sr.ToolCount, sr.FirstUser = p.System, p.Tools, p.ToolCount, p.FirstUser
 		sr.UserTurns, sr.AssistantTurns, sr.ToolTurns, sr.AfterUser = p.UserTurns, p.AssistantTurns, p.ToolTurns, p.AfterUser
 	}
-	// The model picks the route; the route may name its own identity.
-	if a := st.cfg.Resolve(rq.path, model, scoring.Allow); a.Identity != nil {
-		sr.Identity = a.Identity
+	// The model picks the route; the route may name its own identity
+	// (else the API's default, else the configured sources).
+	sr.Identity = st.cfg.Resolve(rq.path, model, scoring.Allow).Identity
+	if sr.Identity == nil {
+		sr.Identity = defaultIdentityFor(endpointOf(rq.path), st.cfg.Scoring.Identity)
 	}
 	d := st.score(sr)
 	shadow := d.Shadow || st.cfg.Scoring.Shadow || st.cfg.Resolve(rq.path, model, scoring.Allow).Shadow

@@ -206,16 +206,16 @@ func endpointOf(path string) string {
 }
 
 // mutateEndpoint is the request reader's view of an endpoint name.
-func mutateEndpoint(ep string) mutate.Endpoint {
+func mutateEndpoint(ep string) mutate.API {
 	switch ep {
 	case "chat":
-		return mutate.EndpointChat
+		return mutate.APIChat
 	case "completions":
-		return mutate.EndpointCompletions
+		return mutate.APICompletions
 	case "responses":
-		return mutate.EndpointResponses
+		return mutate.APIResponses
 	case "embeddings":
-		return mutate.EndpointEmbeddings
+		return mutate.APIEmbeddings
 	}
-	return mutate.EndpointOther
+	return mutate.APIOther
 }

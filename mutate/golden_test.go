@@ -166,9 +166,9 @@ func TestGoldenRequests(t *testing.T) {
 				}
 				// Each input is read as a request to its own API, as the
 				// server reads it from the path.
-				ep := map[string]Endpoint{"request_chat.json": EndpointChat, "request_completion.json": EndpointCompletions,
-					"request_responses.json": EndpointResponses, "request_embeddings.json": EndpointEmbeddings}[input]
-				b, err := ReadRequest(in, ReadOptions{Endpoint: ep})
+				ep := map[string]API{"request_chat.json": APIChat, "request_completion.json": APICompletions,
+					"request_responses.json": APIResponses, "request_embeddings.json": APIEmbeddings}[input]
+				b, err := ReadRequest(in, ReadOptions{API: ep})
 				if err != nil {
 					t.Fatal(err)
 				}

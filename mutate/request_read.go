@@ -28,22 +28,22 @@ import (
 // the value the policy judged, and capping it replaces the number in
 // place.
 
-// Endpoint is the API a request is addressed to. It decides the declared
-// type of the fields whose type differs between APIs (logprobs is a
-// boolean for chat completions, an integer for legacy completions).
-type Endpoint uint8
+// API is the API a request is addressed to. It decides the declared type
+// of the fields whose type differs between APIs (logprobs is a boolean for
+// chat completions, an integer for legacy completions).
+type API uint8
 
 const (
-	EndpointOther Endpoint = iota // unknown: a field may have any of its declared types
-	EndpointChat
-	EndpointCompletions
-	EndpointResponses
-	EndpointEmbeddings
+	APIOther API = iota // unknown: a field may have any of its declared types
+	APIChat
+	APICompletions
+	APIResponses
+	APIEmbeddings
 )
 
 // ReadOptions bound what ReadRequest accepts.
 type ReadOptions struct {
-	Endpoint Endpoint
+	API API
 	// MaxPrompt caps the prompt texts kept for scoring (see ParseRequest).
 	MaxPrompt int
 	// MaxDepth bounds the nesting (0: DefaultMaxDepth).
@@ -108,7 +108,7 @@ func nestedParent(name string) bool {
 
 // guardSpec returns the spec of the member name inside parent ("" for the
 // top level), and false when it is not guarded.
-func guardSpec(parent, name string, ep Endpoint) (fieldSpec, bool) {
+func guardSpec(parent, name string, ep API) (fieldSpec, bool) {
 	switch parent {
 	case "":
 		switch name {
@@ -124,9 +124,9 @@ func guardSpec(parent, name string, ep Endpoint) (fieldSpec, bool) {
 			return fieldSpec{tInt, roleN}, true
 		case "logprobs":
 			switch ep {
-			case EndpointChat, EndpointResponses:
+			case APIChat, APIResponses:
 				return fieldSpec{tBool, roleLogprobs}, true
-			case EndpointCompletions:
+			case APICompletions:
 				return fieldSpec{tInt, roleLogprobs}, true
 			}
 			return fieldSpec{tIntOrBool, roleLogprobs}, true
@@ -173,7 +173,7 @@ func guardSpec(parent, name string, ep Endpoint) (fieldSpec, bool) {
 // (MaxBiasEntries), so that an absurd one is refused while it is being
 // validated, before it costs anything more.
 func biasField(name string) bool {
-	s, ok := guardSpec("", name, EndpointOther)
+	s, ok := guardSpec("", name, APIOther)
 	return ok && s.role == roleBias
 }
 
@@ -208,7 +208,7 @@ type Body struct {
 	// LogitBiasSize, Echo) come from the guarded reading.
 	Request
 	doc    []byte
-	ep     Endpoint
+	ep     API
 	top    object
 	inner  []object
 	fields []field
@@ -233,10 +233,10 @@ func ReadRequest(body []byte, o ReadOptions) (*Body, error) {
 	if err := v.validate(); err != nil {
 		return nil, err
 	}
-	b := &Body{doc: body, ep: o.Endpoint, top: v.top, inner: v.inner}
+	b := &Body{doc: body, ep: o.API, top: v.top, inner: v.inner}
 	read := func(parent string, obj int, ms []member) error {
 		for i := range ms {
-			spec, ok := guardSpec(parent, ms[i].name, o.Endpoint)
+			spec, ok := guardSpec(parent, ms[i].name, o.API)
 			if !ok {
 				continue
 			}
@@ -437,7 +437,7 @@ func (b *Body) fillRequest(maxPrompt int) {
 			// top_logprobs when echo is set (ChatCompletionRequest.
 			// to_sampling_params), so echo alone returns the prompt's
 			// logprobs there; legacy completions need logprobs too.
-			f.asks = f.flag && b.ep != EndpointCompletions
+			f.asks = f.flag && b.ep != APICompletions
 		case roleN:
 			if name == "n" && f.obj < 0 {
 				req.N = clampInt(f.num)
@@ -516,7 +516,7 @@ func (b *Body) Rewrite(dst []byte, p RequestPolicy) ([]byte, bool) {
 		case roleTopK, rolePromptK, roleLogprobs, roleAsk:
 			m.keep = !p.StripLogprobs
 		case roleEcho:
-			m.keep = !(p.StripLogprobs && b.ep != EndpointCompletions)
+			m.keep = !(p.StripLogprobs && b.ep != APICompletions)
 		}
 		if !m.keep || f.null {
 			continue

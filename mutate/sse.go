@@ -58,9 +58,14 @@ type SSEStream struct {
 	// byte seen ended a line, lastCR that it was a CR (whose LF, if one
 	// follows, belongs to the same line end).
 	passOversize bool
-	skipping     bool
-	lastTerm     bool
-	lastCR       bool
+	// comments: a dropped event leaves an SSE comment in its place (set
+	// by NewSSEStream). A framer built as a struct literal by another
+	// framer on top of this one (NDJSON) drops events without a trace,
+	// which keeps the output positional: nothing but payloads changes.
+	comments bool
+	skipping bool
+	lastTerm bool
+	lastCR   bool
 	// swallowLF: the skipped event ended with a CR at the end of a chunk;
 	// an LF opening the next chunk completes that line end.
 	swallowLF bool
@@ -88,7 +93,7 @@ func NewSSEStream(rw *Rewriter, maxHeld int) *SSEStream {
 	if maxHeld <= 0 {
 		maxHeld = DefaultMaxHeld
 	}
-	return &SSEStream{rw: rw, maxHeld: maxHeld}
+	return &SSEStream{rw: rw, maxHeld: maxHeld, comments: true}
 }
 
 // PassOversize makes events longer than maxHeld pass through raw instead
@@ -161,7 +166,7 @@ func (s *SSEStream) Write(dst, chunk []byte, eos bool) []byte {
 		s.stats.Events++
 		s.resetFrame()
 		s.skipping, s.lastTerm, s.lastCR = true, false, false
-		if !s.passOversize {
+		if !s.passOversize && s.comments {
 			dst = append(dst, oversizeComment...)
 		}
 		// The tail is skipped like the bytes that follow it (its end of
@@ -349,7 +354,7 @@ func (s *SSEStream) event(dst, ev []byte) []byte {
 		dst, changed, err = s.rw.rewrite(dst, payload)
 		s.count(changed, err)
 		if err != nil && s.unreadable(payload) {
-			return append(dst[:mark], unreadableComment...)
+			return s.dropped(dst[:mark])
 		}
 		return append(dst, ev[d.e:]...)
 	}
@@ -359,6 +364,14 @@ func (s *SSEStream) event(dst, ev []byte) []byte {
 // unreadableComment takes the place of an event dropped because its data
 // carries what the policy changes but is not JSON distillguard can read.
 const unreadableComment = ": distillguard dropped an event it could not read\n\n"
+
+// dropped appends what takes the place of a dropped event.
+func (s *SSEStream) dropped(dst []byte) []byte {
+	if s.comments {
+		return append(dst, unreadableComment...)
+	}
+	return dst
+}
 
 // unreadable reports whether a payload that failed to parse must be
 // dropped: it holds something the policy would change (a logprobs or
@@ -403,7 +416,7 @@ func (s *SSEStream) multiLine(dst, ev []byte) []byte {
 	s.rw.keepLF = false
 	s.count(changed, err)
 	if err != nil && s.unreadable(s.joined) {
-		return append(dst, unreadableComment...)
+		return s.dropped(dst)
 	}
 	if err != nil || !changed {
 		return append(dst, ev...)

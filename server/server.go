@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -186,9 +187,12 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.admin = &http.Server{Handler: s.adminMux(reg, adminAPI, o.Pprof), ReadHeaderTimeout: 5 * time.Second}
 
 	if s.gl == nil {
-		if s.gl, err = net.Listen("tcp", cfg.Server.GRPCAddr); err != nil {
+		if s.gl, err = Listen(cfg.Server.GRPCAddr); err != nil {
 			return nil, fmt.Errorf("grpc listen: %w", err)
 		}
+	}
+	if err := s.checkExposure(cfg); err != nil {
+		return nil, err
 	}
 	if s.al == nil {
 		if s.al, err = net.Listen("tcp", cfg.Server.AdminAddr); err != nil {
@@ -199,17 +203,75 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	return s, nil
 }
 
+// Listen binds the ext_proc listener for addr: host:port (TCP), or
+// unix:PATH / unix:///PATH (a unix socket; Envoy reaches it with a pipe
+// address, envoy/envoy-unix.yaml). A stale socket file left by an earlier
+// run is removed first; anything else at PATH is an error.
+func Listen(addr string) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix:")
+	if !ok {
+		return net.Listen("tcp", addr)
+	}
+	path = strings.TrimPrefix(path, "//")
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another server is listening", path)
+		}
+		_ = os.Remove(path)
+	}
+	return net.Listen("unix", path)
+}
+
+// exposed reports whether a listener accepts connections from other hosts
+// (a TCP address that is not loopback: an unspecified address, 0.0.0.0 or
+// ::, is every interface).
+func exposed(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && !ta.IP.IsLoopback()
+}
+
+// checkExposure warns once, loudly, when the ext_proc port listens beyond
+// loopback without TLS: whatever reaches it can play Envoy, forging
+// source.address and request.time (IP clusters, session clocks) and every
+// request's headers. The state is also a gauge
+// (distillguard_grpc_plaintext_exposed), for alerting.
+func (s *Server) checkExposure(cfg *config.Config) error {
+	bad := exposed(s.gl.Addr()) && !cfg.Server.TLS.Enabled()
+	if bad {
+		s.logger.Warn("ext_proc gRPC port listens beyond loopback without TLS: anything that reaches it can play Envoy; "+
+			"bind it to 127.0.0.1 or a unix socket, or set server.tls (with client_ca_file) and an UpstreamTlsContext on Envoy's cluster (envoy/envoy-mtls.yaml)",
+			"grpc", s.gl.Addr().String())
+	}
+	v := int64(0)
+	if bad {
+		v = 1
+	}
+	_, err := s.mp.Meter("github.com/distillguard/distillguard/server").Int64ObservableGauge("distillguard_grpc_plaintext_exposed",
+		metric.WithDescription("1 when the ext_proc gRPC port listens beyond loopback without TLS."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(v)
+			return nil
+		}))
+	return err
+}
+
 // grpcOptions are the settings every distillguard gRPC server runs with.
 func grpcOptions(cfg *config.Config) ([]grpc.ServerOption, error) {
 	gopts := []grpc.ServerOption{
 		// Envoy keeps one long-lived HTTP/2 connection per worker; keepalive
 		// pings from it must not be treated as abuse.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		// A BUFFERED body arrives as one message; grpc-go's 4 MiB default
-		// would refuse bodies the config allows. The slack covers headers
-		// and framing. Reloads cannot raise it (restart; see
+		// A BUFFERED body arrives as one message. The bound is
+		// processing.max_message_bytes, above max_body_bytes: a body too
+		// large to rewrite still arrives and is answered by extproc (413 on
+		// a guarded route) instead of the stream being reset with
+		// ResourceExhausted. Reloads cannot change it (restart; see
 		// config.Config.RestartRequired).
-		grpc.MaxRecvMsgSize(cfg.Processing.MaxBodyBytes + 1<<20),
+		grpc.MaxRecvMsgSize(cfg.Processing.MaxMessageBytes),
 		// Replies are marshalled into pooled buffers: grpc-go's codec
 		// allocates a fresh one for every message under 1 KiB, which is
 		// what a rewritten SSE event is (see extproc.Codec). Same bytes

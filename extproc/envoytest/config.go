@@ -130,4 +130,9 @@ type Result struct {
 	// Violations lists every protocol-contract breach by the processor
 	// (each is also an error path or a silent fix-up in Envoy).
 	Violations []string
+	// Reset: the processor answered with an immediate response after the
+	// response headers had gone downstream, so Envoy reset the stream: the
+	// client got the status and whatever body bytes were sent before, then
+	// an error (Status and Body are what it had received by then).
+	Reset bool
 }

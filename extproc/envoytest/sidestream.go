@@ -55,6 +55,10 @@ type run struct {
 	attrsSent bool
 	complete  bool // Envoy's processing_complete_: the processor is ignored
 	local     bool // a local reply was sent
+	// respStarted: the response headers went downstream (a headers reply
+	// in a mode that does not hold them, or the first body reply in one
+	// that does); a local reply after that is a stream reset.
+	respStarted bool
 }
 
 func (r *run) violate(format string, args ...any) {

@@ -44,4 +44,8 @@ const (
 	Policy = "policy"
 	// Shadow is true when the decision was only tagged, not enforced.
 	Shadow = "shadow"
+	// Refused is set instead of a decision when distillguard refused the
+	// exchange before scoring it (a request body it does not accept, or a
+	// response it cannot rewrite): the reason, e.g. "duplicate_member".
+	Refused = "refused"
 )

@@ -104,7 +104,8 @@ func fuzzFormat(f *testing.F, format Format, extra ...string) {
 
 // ndjsonReference rewrites in line by line (LF-terminated, no CR), as the
 // SSE framer reads one data line: one leading space is not part of the
-// payload, and an empty payload or [DONE] is passed as it is.
+// payload, an empty payload or [DONE] is passed as it is, and a line that
+// does not parse but holds what the policy changes is dropped.
 func ndjsonReference(rw *Rewriter, in []byte) []byte {
 	var out []byte
 	for len(in) > 0 {
@@ -113,8 +114,16 @@ func ndjsonReference(rw *Rewriter, in []byte) []byte {
 		if len(payload) == 0 || string(payload) == "[DONE]" {
 			out = append(out, line...)
 		} else {
+			mark := len(out)
 			out = append(out, line[:len(line)-len(payload)]...)
-			out, _ = rw.Rewrite(out, payload)
+			var err error
+			if out, err = rw.Rewrite(out, payload); err != nil && rw.mayTouch(payload) {
+				// Fail closed: a line that carries what the policy changes
+				// but does not parse is dropped, its LF with it.
+				out = out[:mark]
+				in = rest
+				continue
+			}
 		}
 		if found {
 			out = append(out, '\n')

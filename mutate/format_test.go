@@ -198,9 +198,12 @@ func TestNDJSONStream(t *testing.T) {
 		{"CRLF", lp + "\r\n" + lp + "\r\n", lpR + "\r\n" + lpR + "\r\n", 2, 0},
 		{"last line without LF", lp + "\n" + lp, lpR + "\n" + lpR, 2, 0},
 		{"empty lines and data: text", "\n\n" + lp + "\ndata: x\n", "\n\n" + lpR + "\ndata: x\n", 4, 1},
-		{"leading space and a BOM", " " + lp + "\n\xef\xbb\xbf" + lp + "\n", " " + lpR + "\n\xef\xbb\xbf" + lp + "\n", 2, 1},
+		// A line with logprobs that does not parse (here: a BOM before
+		// it) is dropped with its LF: fail closed, never passed raw.
+		{"leading space and a BOM", " " + lp + "\n\xef\xbb\xbf" + lp + "\n", " " + lpR + "\n", 2, 1},
 		// [DONE] is the SSE end marker, passed without counting.
-		{"not JSON", "[DONE]\n{\"logprobs\":[{\"logprob\":-0.1234}]\n", "[DONE]\n{\"logprobs\":[{\"logprob\":-0.1234}]\n", 2, 1},
+		{"not JSON", "[DONE]\n{\"logprobs\":[{\"logprob\":-0.1234}]\n", "[DONE]\n", 2, 1},
+		{"not JSON, nothing to change", "[DONE]\n{\"content\":\"x\"\n", "[DONE]\n{\"content\":\"x\"\n", 2, 0}, // not even parsed: nothing in it to change
 		{"empty", "", "", 0, 0},
 	}
 	for _, tc := range tests {
@@ -218,7 +221,10 @@ func TestNDJSONStream(t *testing.T) {
 	}
 }
 
-func TestNDJSONFailOpen(t *testing.T) {
+// TestNDJSONOversize: a line longer than the hold bound that carries
+// logprobs is dropped (with its LF), and rewriting goes on for the lines
+// after it.
+func TestNDJSONOversize(t *testing.T) {
 	lp := `{"logprobs":[{"token":"a","logprob":-0.123456,"top_logprobs":[]}]}`
 	long := `{"logprobs":[],"pad":"` + strings.Repeat("x", 300) + `"}`
 	in := lp + "\n" + long + "\n" + lp + "\n"
@@ -227,12 +233,12 @@ func TestNDJSONFailOpen(t *testing.T) {
 	for i := 0; i < len(in); i += 7 {
 		out = s.Write(out, []byte(in[i:min(i+7, len(in))]), i+7 >= len(in))
 	}
-	want := `{"logprobs":[{"token":"a","logprob":-0.12,"top_logprobs":[]}]}` + "\n" + long + "\n" + lp + "\n"
-	if string(out) != want {
+	lpR := `{"logprobs":[{"token":"a","logprob":-0.12,"top_logprobs":[]}]}`
+	if want := lpR + "\n" + lpR + "\n"; string(out) != want {
 		t.Fatalf("\ngot  %q\nwant %q", out, want)
 	}
-	if !s.Stats().FailedOpen || s.Held() != 0 {
-		t.Fatalf("stats %+v, held %d", s.Stats(), s.Held())
+	if st := s.Stats(); st.Oversize != 1 || st.FailedOpen || s.Held() != 0 {
+		t.Fatalf("stats %+v, held %d", st, s.Held())
 	}
 }
 

@@ -19,8 +19,10 @@ import "bytes"
 //
 // Everything else is the SSEStream's: the hold bound (an unfinished line
 // counts its escape, 6 bytes more), stats (Events counts lines, empty ones
-// included), the pass-through of lines that are not JSON objects, and the
-// flush of a last line without its LF at end of stream.
+// included), the pass-through of lines that are not JSON objects and hold
+// nothing the policy changes, the drop (line and LF) of one that holds
+// logprobs but does not parse or outgrows the hold bound, and the flush
+// of a last line without its LF at end of stream.
 type NDJSONStream struct {
 	sse SSEStream
 	in  []byte // the current chunk, escaped into events
@@ -34,7 +36,8 @@ type NDJSONStream struct {
 const dataField = "data:"
 
 // NewNDJSONStream returns a line framer over rw that holds at most maxHeld
-// bytes of an unfinished line before failing open (<= 0: DefaultMaxHeld).
+// bytes of an unfinished line (<= 0: DefaultMaxHeld); a longer line is
+// dropped as the SSE framer drops an oversized event.
 func NewNDJSONStream(rw *Rewriter, maxHeld int) *NDJSONStream {
 	if maxHeld <= 0 {
 		maxHeld = DefaultMaxHeld

@@ -90,13 +90,16 @@ bench-micro:
 bench-smoke:
 	$(GO) test -race -count=1 -run 'TestSmoke|TestMatrixAA|TestRunCommand' -v ./bench/ ./cmd/distillguard-bench/
 
-# The attack lab: detection replay through the real server, and the
-# Tramer / Carlini / distillation experiments. Writes lab-out/lab-report.md
-# and SVG plots. SEED and SCALE are forwarded.
+# The attack lab: detection replay through the real server, the
+# Tramer / Carlini / distillation experiments, and the same attacks end to
+# end against the whole server (economics). Writes lab-out/lab-report.md
+# and SVG plots, then prints the attacker cost multiples. SEED and SCALE
+# are forwarded.
 SEED ?= 1
 SCALE ?= 1
 lab:
 	$(GO) run ./cmd/distillguard-lab -corpus $(CORPUS) -seed $(SEED) -scale $(SCALE) -out lab-out
+	@awk '/^### Attacker cost multiple/{p=1} p{print} p&&/^Configuration /{p=0; print ""}' lab-out/lab-report.md
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi

@@ -116,6 +116,11 @@ type PolicySet struct {
 	Degrade  Tier `yaml:"degrade"`
 	Throttle Tier `yaml:"throttle"`
 	Block    Tier `yaml:"block"`
+	// Probation is what allow becomes for an identity that has not earned
+	// standing yet (scoring.standing). It only tightens allow: every
+	// setting takes the stricter of the two (probation.go). Absent, the
+	// set's identities in probation get allow.
+	Probation *Tier `yaml:"probation"`
 }
 
 // Tier is one verdict's action: rewrite (output and request) or reject.
@@ -178,9 +183,14 @@ type Action struct {
 	// Shadow: the route is in shadow mode (the caller resolves the allow
 	// tier instead of enforcing the verdict).
 	Shadow bool
+	// Probation: the set's probation tier, resolved in place of allow for
+	// an identity without standing (ResolveStanding).
+	Probation bool
 }
 
-type resolvedSet [4]Action
+// resolvedSet holds a set's four verdict tiers, then its probation tier
+// (probationSlot).
+type resolvedSet [5]Action
 
 type resolvedRoute struct {
 	Route
@@ -193,6 +203,11 @@ func (c *Config) Resolve(path, model string, v scoring.Verdict) Action {
 	if v < scoring.Allow || v > scoring.Block {
 		v = scoring.Block
 	}
+	return c.resolveSlot(path, model, int(v))
+}
+
+// resolveSlot returns the action in slot of the set the route resolves to.
+func (c *Config) resolveSlot(path, model string, slot int) Action {
 	for i := range c.routes {
 		r := &c.routes[i]
 		if r.PathPrefix != "" && !strings.HasPrefix(path, r.PathPrefix) {
@@ -201,11 +216,11 @@ func (c *Config) Resolve(path, model string, v scoring.Verdict) Action {
 		if r.Model != "" && !matchModel(r.Model, model) {
 			continue
 		}
-		a := r.set[v]
+		a := r.set[slot]
 		a.Shadow = r.Shadow
 		return a
 	}
-	return c.policies["default"][v]
+	return c.policies["default"][slot]
 }
 
 func matchModel(pattern, model string) bool {
@@ -355,6 +370,11 @@ func (c *Config) resolve() error {
 			}
 			rs[v] = a
 		}
+		p, err := resolveProbation(set.Probation, rs[scoring.Allow], name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("policies.%s.probation: %w", name, err))
+		}
+		rs[probationSlot] = p
 		c.policies[name] = rs
 	}
 	c.routes = c.routes[:0]

@@ -6,8 +6,12 @@
 // from logprobs and logit_bias (Carlini et al. 2024; Finlayson et al. 2024),
 // and distillation of a teacher into a student. Part two replays labelled
 // traffic (package traffic) through a real ext_proc gRPC server, driven as
-// Envoy drives it, and reports how soon each family is flagged. Run writes
-// one Markdown report with SVG figures.
+// Envoy drives it, and reports how soon each family is flagged. Part three
+// (economics) runs the attacks end to end against the whole server, under
+// attacker strategies that rotate identities, paraphrase, pace themselves
+// and age accounts, and reports what each costs against the raw API and
+// what the server costs honest users. Run writes one Markdown report with
+// SVG figures.
 //
 // Results depend only on the options: every experiment draws from its own
 // seeded generator, nothing depends on map order or on the clock, and
@@ -35,11 +39,14 @@ const (
 	// ExpDetectionEval repeats the detection replay for the tuned and
 	// held-out traffic variants under several secrets.
 	ExpDetectionEval = "detection-eval"
+	// ExpEconomics runs the attacks end to end against the whole server
+	// under attacker strategies and reports their cost (economics.go).
+	ExpEconomics = "economics"
 )
 
 // AllExperiments lists every experiment in report order.
 func AllExperiments() []string {
-	return []string{ExpTramer, ExpCarlini, ExpDistill, ExpDetection, ExpDetectionEval}
+	return []string{ExpTramer, ExpCarlini, ExpDistill, ExpDetection, ExpDetectionEval, ExpEconomics}
 }
 
 // Options configure a lab run.
@@ -73,6 +80,7 @@ type Sizes struct {
 	Distill       DistillParams
 	Detection     DetectionParams
 	DetectionEval DetectionEvalParams
+	Economics     EconomicsParams
 }
 
 // perturbScales returns the perturbation scales compared.
@@ -92,6 +100,7 @@ func SizesFor(scale float64, policies []Policy) Sizes {
 			HeldOut: sc(5000, 1000), HonestQueries: sc(1000, 200), HonestTopLogprobs: 5, Epochs: sc(200, 100), Policies: policies},
 		Detection:     DetectionParams{Scale: scale},
 		DetectionEval: DetectionEvalParams{Scale: scale, Secrets: 5},
+		Economics:     EconomicsParams{Secrets: 3, Setups: DefaultSetups(scale), Honest: HonestParams{Scale: 0.5 * scale}},
 	}
 	return s
 }
@@ -121,6 +130,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	sz.Detection.Config = cfg
 	sz.DetectionEval.CorpusDir = o.CorpusDir
 	sz.DetectionEval.Config = cfg
+	sz.Economics.CorpusDir = o.CorpusDir
+	sz.Economics.Config = cfg
 
 	par := o.Parallel
 	if par <= 0 {
@@ -164,6 +175,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				sl.err = p.do(ctx, func() (err error) { sl.sec, err = RunDetection(ctx, o.Seed, sz.Detection, task); return })
 			case ExpDetectionEval:
 				sl.err = p.do(ctx, func() (err error) { sl.sec, err = RunDetectionEval(ctx, o.Seed, sz.DetectionEval, task); return })
+			case ExpEconomics:
+				// Fans out on the pool itself: only its leaf runs take slots.
+				sl.sec, sl.err = RunEconomics(ctx, p, o.Seed, sz.Economics, task)
 			}
 			if sl.err != nil {
 				task.Done("failed: " + sl.err.Error())

@@ -113,6 +113,10 @@ type Config struct {
 	// forwards the verified JWT payload (its forward_payload_header), for
 	// the claim matchers of Trusted.
 	JWTPayloadHeader string `yaml:"jwt_payload_header"`
+
+	// Standing is what a new identity must show before it leaves probation
+	// (see Standing).
+	Standing Standing `yaml:"standing"`
 }
 
 // Thresholds are the score levels of the verdict tiers. A session moves up
@@ -152,6 +156,7 @@ func DefaultConfig() Config {
 		Quarantine:          time.Hour,
 		AutomationCap:       0.2,
 		Trusted:             []Trusted{},
+		Standing:            DefaultStanding(),
 	}
 }
 
@@ -202,6 +207,7 @@ func (c Config) withDefaults() Config {
 	}
 	setD(&c.Quarantine, d.Quarantine)
 	setF(&c.AutomationCap, d.AutomationCap)
+	c.Standing = c.Standing.withDefaults()
 	return c
 }
 
@@ -264,6 +270,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := newTrustTable(v.Trusted, v.JWTPayloadHeader); err != nil {
 		bad("%v", err)
+	}
+	if err := v.Standing.validate(); err != nil {
+		bad("standing: %v", err)
 	}
 	if v.AutomationCap <= 0 || v.AutomationCap > 1 {
 		bad("automation_cap %g must be in (0, 1]", v.AutomationCap)

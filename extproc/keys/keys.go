@@ -44,4 +44,7 @@ const (
 	Policy = "policy"
 	// Shadow is true when the decision was only tagged, not enforced.
 	Shadow = "shadow"
+	// Probation is true when the identity has not earned standing yet and
+	// the route's probation tier was enforced in place of allow.
+	Probation = "probation"
 )

@@ -64,7 +64,7 @@ type EconSetup struct {
 	// Distillation: teacher sizes, the raw attack's budget (whose fidelity
 	// is the target) and the budget multiple, student epochs.
 	DistillDim, DistillHidden, DistillVocab, DistillBase, DistillBudgetX, DistillEpochs int
-	HeldOutRecords                                                                  int
+	HeldOutRecords                                                                      int
 }
 
 // DefaultSetups returns the tuned configuration and the held-out one.

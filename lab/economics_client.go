@@ -464,9 +464,9 @@ type recordModel struct {
 	d     int
 }
 
-func (m recordModel) Vocab() int                      { return m.inner.Vocab() }
-func (m recordModel) Token(id int) string             { return m.inner.Token(id) }
-func (m recordModel) TokenID(t string) (int, bool)    { return m.inner.TokenID(t) }
+func (m recordModel) Vocab() int                          { return m.inner.Vocab() }
+func (m recordModel) Token(id int) string                 { return m.inner.Token(id) }
+func (m recordModel) TokenID(t string) (int, bool)        { return m.inner.TokenID(t) }
 func (m recordModel) recordOf(p string) ([]float64, bool) { return parseNumbers(p, m.d) }
 
 func (m recordModel) Logits(prompt string, dst []float64) error {
@@ -479,4 +479,3 @@ func (m recordModel) Logits(prompt string, dst []float64) error {
 	}
 	return m.inner.Logits(formatRecord(x), dst)
 }
-

@@ -216,7 +216,9 @@ func summariseHonest(reqs []honestReq, p EconomicsParams) *honestResult {
 		if asked {
 			f.asked++
 		}
-		refused := func(o econOutcome) bool { return o.status == http.StatusTooManyRequests || o.status == http.StatusForbidden }
+		refused := func(o econOutcome) bool {
+			return o.status == http.StatusTooManyRequests || o.status == http.StatusForbidden
+		}
 		if refused(h.on) {
 			f.refusedOn++
 		}

@@ -143,11 +143,11 @@ const (
 
 // volume and burst groups
 const (
-	vVol  = numContent + iota // requests
-	vTok                      // prompt tokens (bytes/4) plus requested completion tokens
-	vConv                     // conversation starts
-	vNumeric                  // numeric records asking for logprobs or logit_bias, over the volume window
-	bVol                      // burst group: requests
+	vVol     = numContent + iota // requests
+	vTok                         // prompt tokens (bytes/4) plus requested completion tokens
+	vConv                        // conversation starts
+	vNumeric                     // numeric records asking for logprobs or logit_bias, over the volume window
+	bVol                         // burst group: requests
 	numCounters
 )
 

@@ -136,10 +136,10 @@ type textScratch struct {
 	mac    []byte // identity MAC input
 	// numbers counts the number placeholders tokenize emitted.
 	numbers int
-	rep    []uint8
-	counts []templateCount
-	seen   []bool
-	f      textFeatures
+	rep     []uint8
+	counts  []templateCount
+	seen    []bool
+	f       textFeatures
 }
 
 // grow sizes the per-shingle buffers.

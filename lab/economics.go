@@ -78,7 +78,7 @@ func DefaultSetups(scale float64) []EconSetup {
 			HeldOutRecords: sc(20000, 2000)},
 		{Name: "held out", HeldOut: true, Seed: 0x4e1d,
 			TramerDim: 14, TramerBudgetX: 64, Uniform: true,
-			CarliniHidden: sc(24, 10), CarliniVocab: sc(160, 64), CarliniSteps: 9, CarliniBudgetX: 32,
+			CarliniHidden: sc(24, 10), CarliniVocab: sc(160, 64), CarliniSteps: 9, CarliniBudgetX: 16,
 			DistillDim: 12, DistillHidden: 24, DistillVocab: 12, DistillBase: sc(80, 50), DistillBudgetX: 32, DistillEpochs: sc(150, 60),
 			HeldOutRecords: sc(20000, 2000)},
 	}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sort"
 	"strings"
@@ -81,15 +82,35 @@ type Processing struct {
 	// upstream answers uncompressed; Envoy's compressor re-compresses for
 	// the client.
 	IdentityEncoding bool `yaml:"identity_encoding"`
-	// MaxHeldBytes bounds the unfinished SSE event held between chunks; past
-	// it the stream fails open (passes through raw) and is counted.
+	// MaxHeldBytes bounds the unfinished SSE event held between chunks; an
+	// event longer than this is dropped (a comment takes its place) or,
+	// with routes[].on_oversize: pass, released raw; later events are
+	// rewritten either way (sse_event_oversize).
 	MaxHeldBytes int `yaml:"max_held_bytes"`
 	// MaxBodyBytes bounds a body buffered for rewriting (BUFFERED,
-	// BUFFERED_PARTIAL, or a non-streamed body in a streamed mode); larger
-	// bodies pass through untouched and are counted.
+	// BUFFERED_PARTIAL, or a non-streamed body in a streamed mode). A
+	// larger request is answered 413 on a guarded route, a larger JSON
+	// response that the policy would change is refused (502, or a reset
+	// once its headers are gone), unless the route says on_oversize: pass.
 	MaxBodyBytes int `yaml:"max_body_bytes"`
-	// MaxDecompressedBytes bounds the output of one gzip-encoded response.
+	// MaxMessageBytes is the largest ext_proc message the gRPC server
+	// receives (grpc.MaxRecvMsgSize). It is above MaxBodyBytes so that an
+	// oversized BUFFERED body reaches the server and gets its 413 instead
+	// of a stream reset; keep Envoy's buffer limits below it.
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// MaxHeldTotalBytes bounds the body bytes held across all streams
+	// (request bodies, held SSE, JSON bodies, gzip output). A request past
+	// it is answered 503 with retry-after; a response the policy would
+	// change fails closed.
+	MaxHeldTotalBytes int64 `yaml:"max_held_total_bytes"`
+	// MaxDecompressedBytes bounds the output of one gzip-encoded body.
 	MaxDecompressedBytes int64 `yaml:"max_decompressed_bytes"`
+	// MaxDecodedChunkBytes bounds what one gzip chunk may decode to: a
+	// chunk that would expand beyond it is a decoding failure.
+	MaxDecodedChunkBytes int `yaml:"max_decoded_chunk_bytes"`
+	// MaxLogitBiasEntries bounds the entries of logit_bias (and of the
+	// fields that act like it); a larger one is refused with a 400.
+	MaxLogitBiasEntries int `yaml:"max_logit_bias_entries"`
 	// MaxPromptBytes caps the prompt text handed to scoring.
 	MaxPromptBytes int `yaml:"max_prompt_bytes"`
 	// MaxClockSkew bounds how far request.time may be in the future before
@@ -171,7 +192,22 @@ type Route struct {
 	// audit) but acts as for allow, whatever scoring.shadow says: a route
 	// can be observed before it is enforced.
 	Shadow bool `yaml:"shadow"`
+	// OnOversize is what happens to a body beyond the processing bounds
+	// (max_body_bytes, max_held_bytes): fail_closed (the default) refuses
+	// it (413 for a request; a dropped SSE event; a refused JSON
+	// response), pass lets it through unrewritten (counted).
+	OnOversize string `yaml:"on_oversize"`
+	// Identity overrides scoring.identity for the route's requests: the
+	// credential its upstream bills (e.g. ["header:x-api-key",
+	// "client_ip"] in front of an API that authenticates with x-api-key).
+	Identity []string `yaml:"identity"`
 }
+
+// On-oversize choices (Route.OnOversize).
+const (
+	OversizeFailClosed = "fail_closed"
+	OversizePass       = "pass"
+)
 
 // Action is the resolved answer for one (route, model, verdict).
 type Action struct {
@@ -186,6 +222,15 @@ type Action struct {
 	// Probation: the set's probation tier, resolved in place of allow for
 	// an identity without standing (ResolveStanding).
 	Probation bool
+	// Guarded: the route's tiers act on requests (a request policy, a
+	// reject, or outputs that differ by verdict), so its request bodies
+	// must be understood completely or refused.
+	Guarded bool
+	// OversizePass: the route lets oversized bodies through (on_oversize:
+	// pass).
+	OversizePass bool
+	// Identity is the route's identity sources (nil: scoring.identity).
+	Identity []string
 }
 
 // resolvedSet holds a set's four verdict tiers, then its probation tier
@@ -195,6 +240,16 @@ type resolvedSet [5]Action
 type resolvedRoute struct {
 	Route
 	set *resolvedSet
+}
+
+// action is the route's action in slot (a verdict, or probationSlot).
+func (r *resolvedRoute) action(slot int, globalShadow bool) Action {
+	a := r.set[slot]
+	a.Shadow = r.Shadow
+	a.Guarded = r.set.guarded(r.Shadow || globalShadow)
+	a.OversizePass = r.OnOversize == OversizePass
+	a.Identity = r.Identity
+	return a
 }
 
 // Resolve returns the action for a request on path for model under verdict.
@@ -216,11 +271,14 @@ func (c *Config) resolveSlot(path, model string, slot int) Action {
 		if r.Model != "" && !matchModel(r.Model, model) {
 			continue
 		}
-		a := r.set[slot]
-		a.Shadow = r.Shadow
-		return a
+		return r.action(slot, c.Scoring.Shadow)
 	}
-	return c.policies["default"][slot]
+	return c.defaultRoute().action(slot, c.Scoring.Shadow)
+}
+
+// defaultRoute is what a request no route matches resolves to.
+func (c *Config) defaultRoute() *resolvedRoute {
+	return &resolvedRoute{Route: Route{Policy: "default"}, set: c.policies["default"]}
 }
 
 func matchModel(pattern, model string) bool {
@@ -255,26 +313,28 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse decodes YAML over the embedded default, strictly, and validates it.
+//
+// Sections a file leaves out keep their defaults, and so do policy sets,
+// tier by tier and field by field: the file's policies.default is layered
+// over the embedded default set, and every other set over that effective
+// default (see mergePolicies). Routes replace the default routes
+// wholesale.
 func Parse(b []byte) (*Config, error) {
 	c := &Config{}
 	if err := decodeStrict(defaultYAML, c); err != nil {
 		return nil, fmt.Errorf("embedded default: %w", err)
 	}
-	// A file that defines policies replaces the default sets it names and
-	// keeps the others; routes replace the default routes wholesale.
-	defaults := c.Policies
 	c.Policies = nil
+	// Strict decoding first: unknown keys anywhere, policies included, are
+	// errors that name their line.
 	if err := decodeStrict(b, c); err != nil {
 		return nil, err
 	}
-	if c.Policies == nil {
-		c.Policies = map[string]PolicySet{}
+	sets, err := mergePolicies(defaultYAML, b)
+	if err != nil {
+		return nil, err
 	}
-	for name, set := range defaults {
-		if _, ok := c.Policies[name]; !ok {
-			c.Policies[name] = set
-		}
-	}
+	c.Policies = sets
 	if err := c.resolve(); err != nil {
 		return nil, err
 	}
@@ -312,23 +372,28 @@ func (c *Config) resolve() error {
 	if !validBodyMode(p.ResponseBodyMode) {
 		errs = append(errs, fmt.Errorf("processing.response_body_mode: %q is not one of NONE, STREAMED, BUFFERED, BUFFERED_PARTIAL, FULL_DUPLEX_STREAMED", p.ResponseBodyMode))
 	}
-	if p.MaxHeldBytes <= 0 {
-		errs = append(errs, errors.New("processing.max_held_bytes must be positive"))
+	inRange := func(key string, v, lo, hi int64) {
+		if v < lo || v > hi {
+			errs = append(errs, fmt.Errorf("%s: %d is not in [%d, %d]", key, v, lo, hi))
+		}
 	}
-	if p.MaxBodyBytes <= 0 {
-		errs = append(errs, errors.New("processing.max_body_bytes must be positive"))
+	durRange := func(key string, d, hi time.Duration) {
+		if d < 0 || d > hi {
+			errs = append(errs, fmt.Errorf("%s: %v is not in [0, %v]", key, d, hi))
+		}
 	}
-	if p.MaxDecompressedBytes <= 0 {
-		errs = append(errs, errors.New("processing.max_decompressed_bytes must be positive"))
-	}
-	if p.MaxPromptBytes <= 0 {
-		errs = append(errs, errors.New("processing.max_prompt_bytes must be positive"))
-	}
-	if p.MaxClockSkew < 0 {
-		errs = append(errs, errors.New("processing.max_clock_skew must not be negative"))
-	}
-	if c.Server.DrainGrace < 0 {
-		errs = append(errs, errors.New("server.drain_grace must not be negative"))
+	inRange("processing.max_body_bytes", int64(p.MaxBodyBytes), 1, maxBodyLimit)
+	inRange("processing.max_held_bytes", int64(p.MaxHeldBytes), 1, int64(max(p.MaxBodyBytes, 1)))
+	inRange("processing.max_message_bytes", int64(p.MaxMessageBytes), int64(p.MaxBodyBytes)+messageSlack, maxMessageLimit)
+	inRange("processing.max_held_total_bytes", p.MaxHeldTotalBytes, int64(p.MaxBodyBytes), 1<<40)
+	inRange("processing.max_decompressed_bytes", p.MaxDecompressedBytes, 1, 4<<30)
+	inRange("processing.max_decoded_chunk_bytes", int64(p.MaxDecodedChunkBytes), 64<<10, max(p.MaxDecompressedBytes, 64<<10))
+	inRange("processing.max_logit_bias_entries", int64(p.MaxLogitBiasEntries), 1, 1<<20)
+	inRange("processing.max_prompt_bytes", int64(p.MaxPromptBytes), 1, 1<<20)
+	durRange("processing.max_clock_skew", p.MaxClockSkew, 24*time.Hour)
+	durRange("server.drain_grace", c.Server.DrainGrace, time.Hour)
+	if err := checkListenAddr(c.Server.GRPCAddr); err != nil {
+		errs = append(errs, fmt.Errorf("server.grpc_addr: %w", err))
 	}
 	t := c.Server.TLS
 	if (t.CertFile == "") != (t.KeyFile == "") {
@@ -347,7 +412,12 @@ func (c *Config) resolve() error {
 	default:
 		errs = append(errs, fmt.Errorf("log.format: %q is not json or text", c.Log.Format))
 	}
-	if err := c.Scoring.Validate(); err != nil {
+	// Secrets kept in files (mounted Kubernetes Secrets) are read here,
+	// once per load: a SIGHUP reload reads them again, and a changed
+	// secret shows in RestartRequired as scoring.secret.
+	if err := c.Scoring.ResolveFiles(); err != nil {
+		errs = append(errs, fmt.Errorf("scoring: %w", err))
+	} else if err := c.Scoring.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("scoring: %w", err))
 	}
 
@@ -387,6 +457,16 @@ func (c *Config) resolve() error {
 		if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
 			errs = append(errs, fmt.Errorf("routes[%d].path_prefix: %q must start with /", i, r.PathPrefix))
 		}
+		switch r.OnOversize {
+		case "", OversizeFailClosed, OversizePass:
+		default:
+			errs = append(errs, fmt.Errorf("routes[%d].on_oversize: %q is not fail_closed or pass", i, r.OnOversize))
+		}
+		if r.Identity != nil {
+			if err := scoring.CheckIdentitySources(r.Identity); err != nil {
+				errs = append(errs, fmt.Errorf("routes[%d].identity: %w", i, err))
+			}
+		}
 		c.routes = append(c.routes, resolvedRoute{Route: r, set: set})
 	}
 	return errors.Join(errs...)
@@ -411,25 +491,29 @@ func (t Tier) resolve(v scoring.Verdict, name string) (Action, error) {
 		StripLogprobs:             r.StripLogprobs,
 	}
 	var errs []error
-	if a.Output.RoundDecimals > 12 {
-		errs = append(errs, fmt.Errorf("output.round_decimals %d is above 12", a.Output.RoundDecimals))
+	// A negative count or decimals would read as "leave untouched" in
+	// mutate and switch the rewrite off: every set value is range-checked.
+	optRange := func(key string, p *int, lo, hi int) {
+		if p != nil && (*p < lo || *p > hi) {
+			errs = append(errs, fmt.Errorf("%s: %d is not in [%d, %d]", key, *p, lo, hi))
+		}
 	}
-	if a.Output.EmbeddingDecimals > 12 {
-		errs = append(errs, fmt.Errorf("output.embedding_decimals %d is above 12", a.Output.EmbeddingDecimals))
-	}
-	if o.Perturb < 0 || o.Perturb > 10 {
-		errs = append(errs, fmt.Errorf("output.perturb %g must be in [0, 10]", o.Perturb))
-	}
-	if r.MaxN < 0 {
-		errs = append(errs, errors.New("request.max_n must not be negative"))
+	optRange("output.round_decimals", o.RoundDecimals, 0, 12)
+	optRange("output.embedding_decimals", o.EmbeddingDecimals, 0, 12)
+	optRange("output.max_alternatives", o.MaxAlternatives, 0, 1000)
+	optRange("request.max_top_logprobs", r.MaxTopLogprobs, 0, 1000)
+	maxN := r.MaxN
+	optRange("request.max_n", &maxN, 0, 1000)
+	if !(o.Perturb >= 0 && o.Perturb <= 10) { // also NaN
+		errs = append(errs, fmt.Errorf("output.perturb: %g is not in [0, 10]", o.Perturb))
 	}
 	if t.Reject != nil {
 		rj := *t.Reject
 		if rj.Status < 400 || rj.Status > 599 {
 			errs = append(errs, fmt.Errorf("reject.status %d must be a 4xx or 5xx code", rj.Status))
 		}
-		if rj.RetryAfter < 0 {
-			errs = append(errs, errors.New("reject.retry_after must not be negative"))
+		if rj.RetryAfter < 0 || rj.RetryAfter > 24*time.Hour {
+			errs = append(errs, fmt.Errorf("reject.retry_after: %v is not in [0, 24h]", rj.RetryAfter))
 		}
 		if rj.Message == "" {
 			rj.Message = defaultMessage(rj.Status)
@@ -440,6 +524,34 @@ func (t Tier) resolve(v scoring.Verdict, name string) (Action, error) {
 		a.Reject = &rj
 	}
 	return a, errors.Join(errs...)
+}
+
+// Bounds of the processing sizes: a body above 1 GiB is not one an
+// inference API sends, and gRPC messages are bounded by int32 framing.
+const (
+	maxBodyLimit    = 1 << 30
+	maxMessageLimit = 2<<30 - 1
+	// messageSlack is the room above max_body_bytes a BUFFERED body
+	// message needs for its headers and framing.
+	messageSlack = 64 << 10
+)
+
+// checkListenAddr accepts host:port and unix:PATH (unix:///abs/path).
+func checkListenAddr(a string) error {
+	if a == "" {
+		return nil // filled in from the flag
+	}
+	if p, ok := strings.CutPrefix(a, "unix:"); ok {
+		p = strings.TrimPrefix(p, "//")
+		if p == "" {
+			return errors.New("unix: needs a socket path")
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(a); err != nil {
+		return err
+	}
+	return nil
 }
 
 func defaultMessage(status int) string {

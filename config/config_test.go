@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +38,7 @@ func TestDefaultPolicyIsTheDocumentedOne(t *testing.T) {
 	if bl.Reject == nil || bl.Reject.Status != 403 {
 		t.Errorf("block = %+v", bl.Reject)
 	}
-	if c.Server.GRPCAddr != ":50051" || c.Server.AdminAddr != "127.0.0.1:9090" {
+	if c.Server.GRPCAddr != "127.0.0.1:50051" || c.Server.AdminAddr != "127.0.0.1:9090" {
 		t.Errorf("addresses = %q %q", c.Server.GRPCAddr, c.Server.AdminAddr)
 	}
 	if c.Processing.RequestBodyMode != "BUFFERED" || c.Processing.ResponseBodyMode != "STREAMED" {
@@ -107,8 +108,10 @@ routes:
 			t.Errorf("Resolve(%q,%q) = %q, want %q", tc.path, tc.model, a.Policy, tc.want)
 		}
 	}
+	// The set's tiers are layered over the effective default field by
+	// field: strict allow keeps default allow's rounding and caps.
 	s := c.Resolve("/v1/embeddings", "", scoring.Allow)
-	if !s.Output.StripLogprobs || s.Output.RoundDecimals != -1 || s.Output.MaxAlternatives != -1 || !s.Request.DropLogitBias {
+	if !s.Output.StripLogprobs || s.Output.RoundDecimals != 2 || s.Output.MaxAlternatives != 5 || !s.Request.DropLogitBias || s.Request.MaxTopLogprobs != 5 {
 		t.Errorf("strict allow = %+v %+v", s.Output, s.Request)
 	}
 	if b := c.Resolve("/v1/embeddings", "", scoring.Block); b.Reject.Message != "no" || b.Reject.Type != "permission_error" {
@@ -147,7 +150,7 @@ func TestEmptyFileIsTheDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Resolve("/", "", scoring.Allow) != Default().Resolve("/", "", scoring.Allow) {
+	if !reflect.DeepEqual(c.Resolve("/", "", scoring.Allow), Default().Resolve("/", "", scoring.Allow)) {
 		t.Error("empty file differs from default")
 	}
 }

@@ -15,9 +15,7 @@ import (
 //   - server.*, except server.drain_grace (read when the drain begins):
 //     the listeners, TLS credentials and grpc.MaxConcurrentStreams are
 //     bound into the gRPC server;
-//   - processing.max_body_bytes also sets grpc.MaxRecvMsgSize: a raised
-//     limit is honoured by the rewriter but gRPC keeps refusing messages
-//     above the old one;
+//   - processing.max_message_bytes sets grpc.MaxRecvMsgSize;
 //   - scoring.*: the engine is built from its section once (its caches,
 //     keys and bloom filters are sized and keyed from it);
 //   - admin.token: the admin API is built with it;
@@ -50,7 +48,7 @@ func restartOnly(key string) bool {
 	case "scoring", "log":
 		return true
 	}
-	return key == "processing.max_body_bytes" || key == "admin.token"
+	return key == "processing.max_message_bytes" || key == "admin.token"
 }
 
 // diffKeys calls changed with the dotted YAML key of every setting that

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -30,6 +31,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/compressor/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
 
@@ -324,5 +326,134 @@ func TestBufferLimitsFitMaxBody(t *testing.T) {
 		if got := c.GetPerConnectionBufferLimitBytes().GetValue(); got < want {
 			t.Errorf("cluster %s buffer limit %d < %d", c.GetName(), got, want)
 		}
+	}
+}
+
+// TestReplicasBootstrap pins what the replicated example relies on: several
+// distillguard hosts in one cluster, health-checked, and a message_timeout
+// an order of magnitude above the Redis call deadline of the embedded
+// default, so a slow Redis degrades scoring without failing requests.
+func TestReplicasBootstrap(t *testing.T) {
+	bs, err := loadBootstrap("envoy-replicas.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hosts int
+	for _, c := range bs.GetStaticResources().GetClusters() {
+		if c.GetName() != "distillguard" {
+			continue
+		}
+		for _, le := range c.GetLoadAssignment().GetEndpoints() {
+			hosts += len(le.GetLbEndpoints())
+		}
+		if len(c.GetHealthChecks()) == 0 || c.GetHealthChecks()[0].GetGrpcHealthCheck() == nil {
+			t.Error("distillguard cluster has no gRPC health check")
+		}
+		if c.GetOutlierDetection() == nil {
+			t.Error("distillguard cluster has no outlier detection")
+		}
+	}
+	if hosts < 3 {
+		t.Fatalf("distillguard cluster has %d hosts, want at least 3", hosts)
+	}
+	var timeout float64
+	var find func(protoreflect.Message)
+	find = func(msg protoreflect.Message) {
+		if a, ok := msg.Interface().(*anypb.Any); ok {
+			inner, err := a.UnmarshalNew()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if x, ok := inner.(*extprocv3.ExternalProcessor); ok {
+				timeout = x.GetMessageTimeout().AsDuration().Seconds()
+			}
+			find(inner.ProtoReflect())
+			return
+		}
+		msg.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			switch {
+			case fd.IsList() && fd.Message() != nil:
+				for i := 0; i < v.List().Len(); i++ {
+					find(v.List().Get(i).Message())
+				}
+			case fd.Message() != nil && !fd.IsList() && !fd.IsMap():
+				find(v.Message())
+			}
+			return true
+		})
+	}
+	find(bs.ProtoReflect())
+	deadline := config.Default().Scoring.Redis.CallTimeout.Seconds()
+	if timeout < 10*deadline {
+		t.Errorf("message_timeout %.3fs is not 10x the Redis call deadline %.3fs", timeout, deadline)
+	}
+}
+
+// TestTransportVariants: envoy-mtls.yaml and envoy-unix.yaml are
+// envoy.yaml with the distillguard cluster changed only in how it is
+// reached: mutual TLS (an UpstreamTlsContext that verifies distillguard's
+// certificate and name, presents Envoy's own, and speaks h2) or a unix
+// socket (a pipe address); everything else, the ext_proc filter included,
+// is the same.
+func TestTransportVariants(t *testing.T) {
+	base, err := loadBootstrap("envoy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster := func(bs *bootstrapv3.Bootstrap) int {
+		for i, c := range bs.GetStaticResources().GetClusters() {
+			if c.GetName() == "distillguard" {
+				return i
+			}
+		}
+		t.Fatal("no distillguard cluster")
+		return -1
+	}
+	for _, f := range []string{"envoy-mtls.yaml", "envoy-unix.yaml"} {
+		t.Run(f, func(t *testing.T) {
+			bs, err := loadBootstrap(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := bs.GetStaticResources().GetClusters()[cluster(bs)]
+			ep := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress()
+			switch f {
+			case "envoy-mtls.yaml":
+				ts := c.GetTransportSocket()
+				if ts == nil {
+					t.Fatal("no transport_socket")
+				}
+				var tc tlsv3.UpstreamTlsContext
+				if err := ts.GetTypedConfig().UnmarshalTo(&tc); err != nil {
+					t.Fatal(err)
+				}
+				ctx := tc.GetCommonTlsContext()
+				if len(ctx.GetTlsCertificates()) != 1 || ctx.GetValidationContext().GetTrustedCa().GetFilename() == "" ||
+					len(ctx.GetValidationContext().GetMatchTypedSubjectAltNames()) == 0 || tc.GetSni() == "" {
+					t.Errorf("the TLS context does not both verify distillguard and present a client certificate: %v", &tc)
+				}
+				if !slices.Contains(ctx.GetAlpnProtocols(), "h2") {
+					t.Error("no h2 ALPN: distillguard's TLS listener offers only h2")
+				}
+				if ep.GetSocketAddress() == nil {
+					t.Error("not a socket address")
+				}
+			case "envoy-unix.yaml":
+				if ep.GetPipe().GetPath() == "" {
+					t.Errorf("not a pipe address: %v", ep)
+				}
+			}
+			// Apart from the cluster's address and transport, the same
+			// bootstrap as envoy.yaml.
+			want := proto.Clone(base).(*bootstrapv3.Bootstrap)
+			got := proto.Clone(bs).(*bootstrapv3.Bootstrap)
+			for _, b := range []*bootstrapv3.Bootstrap{want, got} {
+				c := b.GetStaticResources().GetClusters()[cluster(b)]
+				c.TransportSocket, c.LoadAssignment, c.ClusterDiscoveryType = nil, nil, nil
+			}
+			if !proto.Equal(want, got) {
+				t.Errorf("%s differs from envoy.yaml beyond the distillguard cluster's address and transport", f)
+			}
+		})
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -22,62 +24,131 @@ import (
 	"github.com/distillguard/distillguard/scoring"
 )
 
-// TestBadRequestBodies: unparseable request bodies pass to the upstream
-// byte for byte, counted; the request is still scored.
+// unguardedConfig is the default with a route whose policy set acts on
+// nothing (no request policy, no reject, the same output everywhere): its
+// request bodies are read only for scoring.
+func unguardedConfig(t testing.TB) *config.Config {
+	c, err := config.Parse([]byte(`
+policies:
+  open:
+    allow: {output: {round_decimals: 2, max_alternatives: 5}, request: {max_top_logprobs: null, drop_logit_bias_with_logprobs: false}}
+    degrade: {output: {round_decimals: 2, max_alternatives: 5, perturb: 0, embedding_decimals: null}, request: {max_top_logprobs: null, max_n: 0, drop_logit_bias: false}}
+    throttle: {reject: null, output: {round_decimals: 2, max_alternatives: 5}}
+    block: {reject: null, output: {round_decimals: 2, max_alternatives: 5}}
+routes:
+  - path_prefix: /open/
+    policy: open
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := c.View("/open/v1/chat/completions"); v.Guarded {
+		t.Fatal("the open route is guarded")
+	}
+	return c
+}
+
+// TestBadRequestBodies: on a guarded route (the default) a request body
+// that is not understood never reaches the upstream: it is answered with
+// an OpenAI-style 400 or 415 that names the problem. On an unguarded route
+// it passes byte for byte, counted, and the request is still scored.
 func TestBadRequestBodies(t *testing.T) {
 	cases := []struct {
 		name        string
 		body        []byte
 		contentType string
 		encoding    string
-		reason      string
+		status      int    // guarded
+		msg         string // guarded: part of the error message
+		reason      string // unguarded pass-through
 	}{
-		{"truncated-json", []byte(`{"model":"x","messages":[{"role":"user","content":"hi"`), "application/json", "", reasonBadRequestJSON},
-		{"not-an-object", []byte(`["model","x"]`), "application/json", "", reasonBadRequestJSON},
-		{"form", []byte(`model=x&prompt=hello`), "application/x-www-form-urlencoded", "", reasonBadRequestJSON},
-		{"encoded", []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0}, "application/json", "gzip", reasonRequestEncoded},
+		{"truncated-json", []byte(`{"model":"x","messages":[{"role":"user","content":"hi"`), "application/json", "", 400, "request body:", reasonBadRequestJSON},
+		{"not-an-object", []byte(`["model","x"]`), "application/json", "", 400, "must be a JSON object", reasonBadRequestJSON},
+		{"form", []byte(`model=x&prompt=hello`), "application/x-www-form-urlencoded", "", 415, "content-type", reasonBadRequestJSON},
+		{"encoded", []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0}, "application/json", "gzip", 400, "does not decode", reasonRequestEncoded},
+		{"unknown-encoding", []byte(`{"model":"x"}`), "application/json", "identity, foo", 415, "content-encoding", reasonRequestEncoded},
 	}
 	for _, tc := range cases {
 		for _, m := range []procv3.ProcessingMode_BodySendMode{mBuffered, mStreamed, mDuplex} {
-			t.Run(tc.name+"/"+m.String(), func(t *testing.T) {
-				sc := verdictScorer(scoring.Allow)
-				h := newHarness(t, testConfig(nil), sc)
-				hdr := http.Header{"Content-Type": {tc.contentType}}
-				if tc.encoding != "" {
-					hdr.Set("Content-Encoding", tc.encoding)
+			for _, guarded := range []bool{true, false} {
+				name := tc.name + "/" + m.String()
+				if !guarded {
+					name += "/unguarded"
 				}
-				res, err := envoytest.New(h.client, envoyConfig(m, mStreamed)).Do(context.Background(), &envoytest.Exchange{
-					Body: tc.body, Header: hdr, RequestChunker: envoytest.Fixed(5),
-					Upstream: fixedUpstream(400, http.Header{"Content-Type": {"application/json"}}, []byte(`{"error":{}}`)),
+				t.Run(name, func(t *testing.T) {
+					sc := verdictScorer(scoring.Allow)
+					cfg := testConfig(nil)
+					path := "/v1/chat/completions"
+					if !guarded {
+						cfg, path = unguardedConfig(t), "/open/v1/chat/completions"
+					}
+					h := newHarness(t, cfg, sc)
+					hdr := http.Header{"Content-Type": {tc.contentType}}
+					if tc.encoding != "" {
+						hdr.Set("Content-Encoding", tc.encoding)
+					}
+					res, err := envoytest.New(h.client, envoyConfig(m, mStreamed)).Do(context.Background(), &envoytest.Exchange{
+						Path: path, Body: tc.body, Header: hdr, RequestChunker: envoytest.Fixed(5),
+						Upstream: fixedUpstream(400, http.Header{"Content-Type": {"application/json"}}, []byte(`{"error":{}}`)),
+					})
+					if err != nil {
+						t.Fatal(err)
+					}
+					noViolations(t, res)
+					if guarded {
+						if res.Upstream != nil && len(res.Upstream.Body) > 0 {
+							t.Errorf("upstream got %q", res.Upstream.Body)
+						}
+						if res.Status != tc.status || !bytes.Contains(res.Body, []byte(tc.msg)) || res.Header.Get("Content-Type") != "application/json" {
+							t.Errorf("client got %d %s %q, want %d naming %q", res.Status, res.Header.Get("Content-Type"), res.Body, tc.status, tc.msg)
+						}
+						var e apiError
+						if err := json.Unmarshal(res.Body, &e); err != nil || e.Error.Message == "" || e.Error.Type != "invalid_request_error" || e.Error.Code == nil {
+							t.Errorf("not an OpenAI-style error: %s (%v)", res.Body, err)
+						}
+						if len(sc.Calls()) != 0 {
+							t.Errorf("a refused request was scored")
+						}
+						return
+					}
+					if !bytes.Equal(res.Upstream.Body, tc.body) {
+						t.Errorf("upstream got %q, want %q", res.Upstream.Body, tc.body)
+					}
+					if res.Status != 400 || string(res.Body) != `{"error":{}}` {
+						t.Errorf("client got %d %q", res.Status, res.Body)
+					}
+					if n := h.passthroughs(t, tc.reason); n != 1 {
+						t.Errorf("passthroughs{%s} = %d, want 1", tc.reason, n)
+					}
+					if len(sc.Calls()) != 1 {
+						t.Errorf("scored %d times", len(sc.Calls()))
+					}
 				})
-				if err != nil {
-					t.Fatal(err)
-				}
-				noViolations(t, res)
-				if !bytes.Equal(res.Upstream.Body, tc.body) {
-					t.Errorf("upstream got %q, want %q", res.Upstream.Body, tc.body)
-				}
-				if res.Status != 400 || string(res.Body) != `{"error":{}}` {
-					t.Errorf("client got %d %q", res.Status, res.Body)
-				}
-				if n := h.passthroughs(t, tc.reason); n != 1 {
-					t.Errorf("passthroughs{%s} = %d, want 1", tc.reason, n)
-				}
-				if n := h.passthroughs(t, reasonNon2xx); n != 1 {
-					t.Errorf("passthroughs{non_2xx} = %d, want 1", n)
-				}
-				if len(sc.Calls()) != 1 {
-					t.Errorf("scored %d times", len(sc.Calls()))
-				}
-			})
+			}
 		}
 	}
 }
 
-// TestInvalidUTF8: invalid UTF-8 inside strings neither crashes nor
-// corrupts; the policy still applies to the parts it understands.
+// TestInvalidUTF8: a request body with invalid UTF-8 is refused on a
+// guarded route (Python's json.loads fails on it too, or decodes encoded
+// surrogates distillguard does not); invalid UTF-8 inside a streamed
+// response neither crashes nor corrupts, and the policy still applies to
+// the parts it understands.
 func TestInvalidUTF8(t *testing.T) {
-	body := []byte("{\"model\":\"m\xff\",\"messages\":[{\"role\":\"user\",\"content\":\"\xc3\x28 caf\xe9\"}],\"logprobs\":true,\"top_logprobs\":9,\"logit_bias\":{\"5\":1}}")
+	bad := []byte("{\"model\":\"m\xff\",\"messages\":[{\"role\":\"user\",\"content\":\"\xc3\x28 caf\xe9\"}],\"logprobs\":true,\"top_logprobs\":9,\"logit_bias\":{\"5\":1}}")
+	{
+		h := newHarness(t, testConfig(nil), verdictScorer(scoring.Allow))
+		res, err := envoytest.New(h.client, envoyConfig(mBuffered, mStreamed)).Do(context.Background(), &envoytest.Exchange{
+			Body: bad, Header: http.Header{"Content-Type": {"application/json"}}, Upstream: &envoytest.Upstream{},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Status != 400 || res.Upstream != nil || !bytes.Contains(res.Body, []byte("invalid UTF-8 at byte 11")) {
+			t.Fatalf("invalid UTF-8 request: %d %q, upstream reached: %v", res.Status, res.Body, res.Upstream != nil)
+		}
+	}
+	body := []byte("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"caf\xc3\xa9\"}],\"logprobs\":true,\"top_logprobs\":9,\"logit_bias\":{\"5\":1}}")
 	stream := []byte("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xff\xfe\"},\"logprobs\":{\"content\":[{\"token\":\"\xff\",\"logprob\":-0.123456,\"bytes\":[255],\"top_logprobs\":[]}]}}]}\n\ndata: [DONE]\n\n")
 	h := newHarness(t, testConfig(nil), verdictScorer(scoring.Allow))
 	res, err := envoytest.New(h.client, envoyConfig(mBuffered, mStreamed)).Do(context.Background(), &envoytest.Exchange{
@@ -92,8 +163,8 @@ func TestInvalidUTF8(t *testing.T) {
 	if res.Status != 200 {
 		t.Fatalf("status %d", res.Status)
 	}
-	if !bytes.Contains(res.Upstream.Body, []byte("\xc3\x28 caf\xe9")) {
-		t.Errorf("prompt bytes changed: %q", res.Upstream.Body)
+	if !bytes.Contains(res.Upstream.Body, []byte("caf\xc3\xa9")) || bytes.Contains(res.Upstream.Body, []byte("logit_bias")) {
+		t.Errorf("prompt bytes changed or logit_bias kept: %q", res.Upstream.Body)
 	}
 	if !bytes.Contains(res.Body, []byte("\xff\xfe")) || !bytes.HasSuffix(res.Body, []byte("data: [DONE]\n\n")) {
 		t.Errorf("stream bytes changed: %q", res.Body)
@@ -116,13 +187,19 @@ func TestUntouchedResponses(t *testing.T) {
 	}{
 		{"text-plain", 200, http.Header{"Content-Type": {"text/plain"}}, reasonUnknownContentType},
 		{"no-content-type", 200, http.Header{"Content-Type": {"application/octet-stream"}}, reasonUnknownContentType},
-		{"brotli", 200, http.Header{"Content-Type": {"application/json"}, "Content-Encoding": {"br"}}, reasonUnknownEncoding},
+		// An encoding the policy cannot read it in passes only where the
+		// route says on_oversize: pass (TestUndecodableResponseRefused).
+		{"brotli-pass", 200, http.Header{"Content-Type": {"application/json"}, "Content-Encoding": {"br"}}, reasonUnknownEncoding},
 		{"server-error", 500, http.Header{"Content-Type": {"application/json"}}, reasonNon2xx},
 	}
 	for _, tc := range cases {
 		for _, m := range []procv3.ProcessingMode_BodySendMode{mStreamed, mBuffered, mDuplex} {
 			t.Run(tc.name+"/"+m.String(), func(t *testing.T) {
-				h := newHarness(t, testConfig(nil), verdictScorer(scoring.Allow))
+				cfg := testConfig(nil)
+				if strings.HasSuffix(tc.name, "-pass") {
+					cfg = passConfig(t, nil)
+				}
+				h := newHarness(t, cfg, verdictScorer(scoring.Allow))
 				hdr := tc.header.Clone()
 				hdr.Set("Content-Length", strconv.Itoa(len(js)))
 				ec := envoyConfig(mBuffered, m)
@@ -152,30 +229,106 @@ func TestUntouchedResponses(t *testing.T) {
 	}
 }
 
+// passConfig is the default with every route set to on_oversize: pass
+// (the documented fail-open choice), processing changed by mod.
+func passConfig(t testing.TB, mod func(p *config.Processing)) *config.Config {
+	c, err := config.Parse([]byte("routes:\n  - policy: default\n    on_oversize: pass\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mod != nil {
+		mod(&c.Processing)
+	}
+	return c
+}
+
 // TestSSEWithoutEventEnd: an event that never ends is held up to
-// max_held_bytes, then the stream fails open: every byte passes, counted.
+// max_held_bytes, then dropped (a comment in its place) and skipped to
+// the end of the stream in bounded memory, counted; with on_oversize:
+// pass its bytes go on raw instead.
 func TestSSEWithoutEventEnd(t *testing.T) {
 	body := append([]byte(`data: {"choices":[{"logprobs":{"content":[{"token":"`), bytes.Repeat([]byte("x"), 300<<10)...)
-	for _, m := range []procv3.ProcessingMode_BodySendMode{mStreamed, mDuplex, mBuffered} {
+	for _, pass := range []bool{false, true} {
+		for _, m := range []procv3.ProcessingMode_BodySendMode{mStreamed, mDuplex, mBuffered} {
+			t.Run(fmt.Sprintf("%v/pass=%v", m, pass), func(t *testing.T) {
+				mod := func(p *config.Processing) { p.MaxHeldBytes = 64 << 10 }
+				cfg := testConfig(mod)
+				if pass {
+					cfg = passConfig(t, mod)
+				}
+				h := newHarness(t, cfg, verdictScorer(scoring.Allow))
+				ec := envoyConfig(mBuffered, m)
+				ec.AllowModeOverride = false
+				res, err := envoytest.New(h.client, ec).Do(context.Background(), &envoytest.Exchange{
+					Body: chatBody, ResponseChunker: envoytest.Fixed(8 << 10),
+					Upstream: fixedUpstream(200, sseHeader(), body),
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				noViolations(t, res)
+				switch {
+				case pass:
+					if !bytes.Equal(res.Body, body) {
+						t.Fatalf("body changed (%d bytes out, %d in)", len(res.Body), len(body))
+					}
+				case m == mBuffered:
+					// A whole body is never held; its unterminated event
+					// carries logprobs and does not parse: dropped.
+					if !bytes.HasPrefix(res.Body, []byte(": distillguard dropped an event it could not read")) {
+						t.Fatalf("unreadable event not dropped: %.80q", res.Body)
+					}
+				case !bytes.HasPrefix(res.Body, []byte(": distillguard dropped an event")) || len(res.Body) > 200:
+					t.Fatalf("oversized event not dropped: %d bytes %.80q", len(res.Body), res.Body)
+				}
+				if m != mBuffered {
+					if n := h.passthroughs(t, reasonSSEEventOversize); n != 1 {
+						t.Errorf("passthroughs{sse_event_oversize} = %d, want 1", n)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestSSEOversizeEventKeepsRewriting: an event over max_held_bytes (an
+// upstream's prompt_logprobs for a long prompt) costs that event only:
+// every event after it is still rewritten, in every streamed mode.
+func TestSSEOversizeEventKeepsRewriting(t *testing.T) {
+	g := envoytest.NewGen(44)
+	events := g.ChatStream(envoytest.Options{Tokens: 6, Logprobs: true, TopLogprobs: 8})
+	big := []byte(`data: {"prompt_logprobs":[` + strings.Repeat(`{"1":{"logprob":-0.123456789,"rank":1}},`, 4000) + `null]}` + "\n\n")
+	stream := append(append(append([]byte(nil), events[0]...), big...), envoytest.Join(events[1:])...)
+	for _, m := range []procv3.ProcessingMode_BodySendMode{mStreamed, mDuplex} {
 		t.Run(m.String(), func(t *testing.T) {
-			h := newHarness(t, testConfig(func(p *config.Processing) { p.MaxHeldBytes = 64 << 10 }), verdictScorer(scoring.Allow))
+			h := newHarness(t, testConfig(func(p *config.Processing) { p.MaxHeldBytes = 32 << 10 }), verdictScorer(scoring.Allow))
 			ec := envoyConfig(mBuffered, m)
-			ec.AllowModeOverride = false
 			res, err := envoytest.New(h.client, ec).Do(context.Background(), &envoytest.Exchange{
-				Body: chatBody, ResponseChunker: envoytest.Fixed(8 << 10),
-				Upstream: fixedUpstream(200, sseHeader(), body),
+				Body: chatBody, ResponseChunker: envoytest.Fixed(4 << 10),
+				Upstream: fixedUpstream(200, sseHeader(), stream),
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
 			noViolations(t, res)
-			if !bytes.Equal(res.Body, body) {
-				t.Fatalf("body changed (%d bytes out, %d in)", len(res.Body), len(body))
+			if bytes.Contains(res.Body, []byte("-0.123456789")) {
+				t.Fatal("the oversized event passed raw")
 			}
-			if realMutate() && m != mBuffered { // a whole body is never held
-				if n := h.passthroughs(t, reasonHeldOverflow); n != 1 {
-					t.Errorf("passthroughs{held_overflow} = %d, want 1", n)
+			out := sseEvents(res.Body)
+			if len(out) != len(events)+1 {
+				t.Fatalf("%d events out, want %d", len(out), len(events)+1)
+			}
+			rewritten := 0
+			for i, ev := range events[1:] {
+				if !bytes.Equal(out[i+2], ev) {
+					rewritten++
 				}
+				if bytes.Contains(out[i+2], []byte(`"top_logprobs":[`)) && bytes.Count(out[i+2], []byte(`"logprob"`)) > 1+5+1 {
+					t.Errorf("event %d after the oversized one keeps more than 5 alternatives", i+1)
+				}
+			}
+			if rewritten == 0 {
+				t.Fatal("no event after the oversized one was rewritten")
 			}
 		})
 	}
@@ -183,14 +336,15 @@ func TestSSEWithoutEventEnd(t *testing.T) {
 
 // TestLargeBodyBoundedMemory feeds 100 MiB through the state machine in
 // 256 KiB chunks (a JSON response under STREAMED, and a request under
-// STREAMED): the server holds at most max_body_bytes, then passes every
-// byte through unchanged, counted.
+// STREAMED) on a route that lets oversized bodies pass (on_oversize:
+// pass): the server holds at most max_body_bytes, then passes every byte
+// through unchanged, counted. TestOversizeFailsClosed covers the default.
 func TestLargeBodyBoundedMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("100 MiB body")
 	}
 	const total, chunk, limit = 100 << 20, 256 << 10, 1 << 20
-	cfg := testConfig(func(p *config.Processing) { p.MaxBodyBytes, p.ModeOverride = limit, false })
+	cfg := passConfig(t, func(p *config.Processing) { p.MaxBodyBytes, p.MaxHeldBytes, p.ModeOverride = limit, 64<<10, false })
 	for _, side := range []string{"response", "request"} {
 		t.Run(side, func(t *testing.T) {
 			h := newHarness(t, cfg, verdictScorer(scoring.Allow))
@@ -206,7 +360,7 @@ func TestLargeBodyBoundedMemory(t *testing.T) {
 			}
 			request := side == "request"
 			first := &extprocv3.ProcessingRequest{ProtocolConfig: pc, Request: &extprocv3.ProcessingRequest_RequestHeaders{
-				RequestHeaders: &extprocv3.HttpHeaders{Headers: hdrs(":path", "/v1/chat/completions", ":method", "POST"), EndOfStream: !request}}}
+				RequestHeaders: &extprocv3.HttpHeaders{Headers: hdrs(":path", "/v1/chat/completions", ":method", "POST", "authorization", "Bearer t"), EndOfStream: !request}}}
 			if got := st.handle(first); len(got) != 1 {
 				t.Fatalf("%d replies to request headers", len(got))
 			}
@@ -268,36 +422,95 @@ func TestLargeBodyBoundedMemory(t *testing.T) {
 }
 
 // TestLargeBodyEndToEnd: an 8 MiB JSON response over gRPC with a 1 MiB
-// bound passes through untouched; announced by content-length, it is not
-// even switched to BUFFERED.
+// bound, on a policy that rewrites it. By default it fails closed: a 502
+// while Envoy still holds the headers (announced by content-length: at
+// the headers; otherwise once the BUFFERED body is seen), a reset when
+// they have gone downstream (STREAMED without override). With on_oversize:
+// pass it passes untouched, counted; announced, it is not even switched to
+// BUFFERED.
 func TestLargeBodyEndToEnd(t *testing.T) {
 	body := append([]byte(`{"choices":[{"logprobs":{"content":[{"logprob":-0.123456}]},"x":"`), bytes.Repeat([]byte("y"), 8<<20)...)
 	body = append(body, `"}]}`...)
-	for _, announced := range []bool{false, true} {
-		t.Run("content-length-"+strconv.FormatBool(announced), func(t *testing.T) {
+	for _, pass := range []bool{false, true} {
+		for _, override := range []bool{true, false} {
+			for _, announced := range []bool{false, true} {
+				t.Run(fmt.Sprintf("pass=%v/override=%v/content-length=%v", pass, override, announced), func(t *testing.T) {
+					mod := func(p *config.Processing) { p.MaxBodyBytes, p.MaxHeldBytes = 1<<20, 64<<10 }
+					cfg := testConfig(mod)
+					if pass {
+						cfg = passConfig(t, mod)
+					}
+					h := newHarness(t, cfg, verdictScorer(scoring.Allow))
+					ec := envoyConfig(mBuffered, mStreamed)
+					ec.BufferLimit = 16 << 20
+					ec.AllowModeOverride = override
+					hdr := http.Header{"Content-Type": {"application/json"}}
+					if announced {
+						hdr.Set("Content-Length", strconv.Itoa(len(body)))
+					}
+					res, err := envoytest.New(h.client, ec).Do(context.Background(), &envoytest.Exchange{
+						Body: chatBody, ResponseChunker: envoytest.Fixed(64 << 10),
+						Upstream: fixedUpstream(200, hdr, body),
+					})
+					if err != nil {
+						t.Fatal(err)
+					}
+					noViolations(t, res)
+					switch {
+					case pass:
+						if !bytes.Equal(res.Body, body) {
+							t.Fatalf("body changed")
+						}
+						if announced && res.ModeOverrides != 0 {
+							t.Error("an announced oversized body was switched to BUFFERED")
+						}
+						if n := h.passthroughs(t, reasonBodyTooLarge); n != 1 {
+							t.Errorf("passthroughs{body_too_large} = %d", n)
+						}
+					case announced || override:
+						if res.Status != 502 || res.Reset || !bytes.Contains(res.Body, []byte("larger than the gateway can rewrite")) {
+							t.Fatalf("got %d reset=%v %.100q, want a 502", res.Status, res.Reset, res.Body)
+						}
+					default:
+						if !res.Reset || bytes.Contains(res.Body, []byte("-0.123456")) {
+							t.Fatalf("got %d reset=%v, %d bytes: want a reset", res.Status, res.Reset, len(res.Body))
+						}
+					}
+					if !pass {
+						if n := h.counter(t, "distillguard_refusals", attribute.String("reason", refuseResponseTooLarge)); n != 1 {
+							t.Errorf("refusals{response_too_large} = %d", n)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestOversizeRequest: a request body beyond max_body_bytes on a guarded
+// route gets a 413, in every body mode (BUFFERED_PARTIAL cuts it at
+// Envoy's buffer limit: also a 413), never a pass and never a reset; a
+// message above max_message_bytes is the only thing gRPC itself refuses.
+func TestOversizeRequest(t *testing.T) {
+	big := []byte(`{"model":"m","logprobs":true,"top_logprobs":20,"logit_bias":{"1":5},"messages":[{"role":"user","content":"` + strings.Repeat("a", 3<<20) + `"}]}`)
+	for _, m := range []procv3.ProcessingMode_BodySendMode{mBuffered, mStreamed, mDuplex, mPartial} {
+		t.Run(m.String(), func(t *testing.T) {
 			h := newHarness(t, testConfig(func(p *config.Processing) { p.MaxBodyBytes = 1 << 20 }), verdictScorer(scoring.Allow))
-			ec := envoyConfig(mBuffered, mStreamed)
-			ec.BufferLimit = 16 << 20
-			hdr := http.Header{"Content-Type": {"application/json"}}
-			if announced {
-				hdr.Set("Content-Length", strconv.Itoa(len(body)))
+			ec := envoyConfig(m, mStreamed)
+			ec.BufferLimit = 8 << 20
+			if m == mPartial {
+				ec.BufferLimit = 2 << 20
 			}
 			res, err := envoytest.New(h.client, ec).Do(context.Background(), &envoytest.Exchange{
-				Body: chatBody, ResponseChunker: envoytest.Fixed(64 << 10),
-				Upstream: fixedUpstream(200, hdr, body),
+				Body: big, Header: http.Header{"Content-Type": {"application/json"}}, RequestChunker: envoytest.Fixed(256 << 10),
+				Upstream: &envoytest.Upstream{},
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
 			noViolations(t, res)
-			if !bytes.Equal(res.Body, body) {
-				t.Fatalf("body changed")
-			}
-			if announced && res.ModeOverrides != 0 {
-				t.Error("an announced oversized body was switched to BUFFERED")
-			}
-			if n := h.passthroughs(t, reasonBodyTooLarge); n != 1 {
-				t.Errorf("passthroughs{body_too_large} = %d", n)
+			if res.Status != 413 || res.Upstream != nil && len(res.Upstream.Body) > 0 || !bytes.Contains(res.Body, []byte("request_too_large")) {
+				t.Fatalf("got %d %.120q (upstream reached: %v)", res.Status, res.Body, res.Upstream != nil)
 			}
 		})
 	}
@@ -313,9 +526,12 @@ func gz(t testing.TB, b []byte) []byte {
 }
 
 // TestGzip: gzip responses are decoded, rewritten and sent on without
-// content-encoding; a bomb or a corrupt stream fails cleanly: restored
-// untouched while the whole body is still in hand (BUFFERED), truncated to
-// what decoded cleanly once bytes were released (streamed).
+// content-encoding. A bomb or a corrupt stream (a body labelled gzip that
+// is not) fails closed by default: a 502 while Envoy still holds the
+// headers (BUFFERED), a reset once they went downstream and nothing was
+// released, never an empty 200; once bytes were released, the stream is
+// cut after what decoded cleanly (counted). With on_oversize: pass a body
+// still whole is restored untouched, content-encoding put back.
 func TestGzip(t *testing.T) {
 	g := envoytest.NewGen(21)
 	stream := envoytest.Join(g.ChatStream(envoytest.Options{Logprobs: true, TopLogprobs: 7, Tokens: 8}))
@@ -326,30 +542,54 @@ func TestGzip(t *testing.T) {
 	corrupt := gz(t, js)
 	corrupt[len(corrupt)/2] ^= 0xff
 	corrupt[len(corrupt)/2+1] ^= 0xff
+	// Events that decode (flushed per event, as servers do), then
+	// garbage: a cut after the released events.
+	var flushed bytes.Buffer
+	zw := gzip.NewWriter(&flushed)
+	for _, ev := range g.ChatStream(envoytest.Options{Logprobs: true, TopLogprobs: 7, Tokens: 40}) {
+		zw.Write(ev)
+		zw.Flush()
+	}
+	cutStream := append(flushed.Bytes(), []byte("not gzip at all, not at all")...)
+	type outcome int
+	const (
+		decoded  outcome = iota // rewritten and released without content-encoding
+		refused                 // 502 local reply
+		reset                   // stream reset, nothing released
+		cut                     // released up to the failure, the rest dropped
+		restored                // original bytes, content-encoding back (pass)
+	)
 	cases := []struct {
 		name     string
 		ct       string
 		body     []byte
 		mode     procv3.ProcessingMode_BodySendMode
 		override bool
-		ok       bool // decodes cleanly
-		restored bool // failure with the original passed back
+		pass     bool
+		want     outcome
 	}{
-		{"sse-streamed", "text/event-stream", gz(t, stream), mStreamed, true, true, false},
-		{"sse-duplex", "text/event-stream", gz(t, stream), mDuplex, false, true, false},
-		{"json-buffered", "application/json", gz(t, js), mStreamed, true, true, false},
-		{"json-duplex", "application/json", gz(t, js), mDuplex, false, true, false},
-		{"bomb-sse-streamed", "text/event-stream", bomb, mStreamed, true, false, false},
-		{"bomb-json-buffered", "application/json", jsBomb, mBuffered, false, false, true},
-		{"corrupt-json-buffered", "application/json", corrupt, mBuffered, false, false, true},
-		{"corrupt-json-streamed", "application/json", corrupt, mStreamed, false, false, false},
+		{"sse-streamed", "text/event-stream", gz(t, stream), mStreamed, true, false, decoded},
+		{"sse-duplex", "text/event-stream", gz(t, stream), mDuplex, false, false, decoded},
+		{"json-buffered", "application/json", gz(t, js), mStreamed, true, false, decoded},
+		{"json-duplex", "application/json", gz(t, js), mDuplex, false, false, decoded},
+		{"bomb-sse-streamed", "text/event-stream", bomb, mStreamed, true, false, reset},
+		{"bomb-json-buffered", "application/json", jsBomb, mBuffered, false, false, refused},
+		{"corrupt-json-buffered", "application/json", corrupt, mBuffered, false, false, refused},
+		{"corrupt-json-streamed", "application/json", corrupt, mStreamed, false, false, reset},
+		{"not-gzip-sse-streamed", "text/event-stream", stream, mStreamed, true, false, reset},
+		{"not-gzip-json-buffered", "application/json", js, mBuffered, false, false, refused},
+		{"garbage-after-events", "text/event-stream", cutStream, mStreamed, true, false, cut},
+		{"pass/bomb-json-buffered", "application/json", jsBomb, mBuffered, false, true, restored},
+		{"pass/corrupt-json-buffered", "application/json", corrupt, mBuffered, false, true, restored},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if !tc.ok && !tc.restored {
-				requireRealMutate(t) // the placeholder's Gunzip fails on the first byte
+			mod := func(p *config.Processing) { p.MaxDecompressedBytes = 1 << 20 }
+			cfg := testConfig(mod)
+			if tc.pass {
+				cfg = passConfig(t, mod)
 			}
-			h := newHarness(t, testConfig(func(p *config.Processing) { p.MaxDecompressedBytes = 1 << 20 }), verdictScorer(scoring.Allow))
+			h := newHarness(t, cfg, verdictScorer(scoring.Allow))
 			ec := envoyConfig(mBuffered, tc.mode)
 			ec.AllowModeOverride = tc.override
 			ec.BufferLimit = 16 << 20
@@ -361,42 +601,37 @@ func TestGzip(t *testing.T) {
 				t.Fatal(err)
 			}
 			noViolations(t, res)
-			if res.Status != 200 {
-				t.Fatalf("status %d", res.Status)
-			}
 			ce := res.Header.Get("Content-Encoding")
-			switch {
-			case tc.restored:
-				if ce != "gzip" || !bytes.Equal(res.Body, tc.body) {
-					t.Errorf("not restored: content-encoding %q, body equal %v", ce, bytes.Equal(res.Body, tc.body))
-				}
-				if n := h.passthroughs(t, reasonGzipError); n != 1 {
-					t.Errorf("passthroughs{gzip_error} = %d", n)
-				}
-			case !realMutate():
-				// Placeholder Gunzip: everything fails and is restored or
-				// dropped; only the absence of violations matters here.
-			case tc.ok:
-				if ce != "" {
-					t.Errorf("content-encoding %q left on a decoded body", ce)
-				}
-				plain := stream
-				if tc.ct == "application/json" {
-					plain = js
-				}
-				if len(res.Body) == 0 || bytes.Equal(res.Body, plain) {
-					t.Errorf("decoded body not rewritten (%d bytes)", len(res.Body))
+			plain := stream
+			if tc.ct == "application/json" {
+				plain = js
+			}
+			switch tc.want {
+			case decoded:
+				if res.Status != 200 || ce != "" || len(res.Body) == 0 || bytes.Equal(res.Body, plain) {
+					t.Errorf("status %d content-encoding %q, %d bytes: not decoded and rewritten", res.Status, ce, len(res.Body))
 				}
 				if h.passthroughs(t, reasonGzipError) != 0 {
 					t.Error("gzip_error counted for a valid stream")
 				}
-			default:
-				if ce != "" {
-					t.Errorf("content-encoding %q on a truncated decoded body", ce)
+			case refused:
+				if res.Status != 502 || res.Reset || !bytes.Contains(res.Body, []byte("bad_upstream_response")) {
+					t.Errorf("got %d reset=%v %.100q, want a 502", res.Status, res.Reset, res.Body)
 				}
-				if len(res.Body) > 2<<20 {
-					t.Errorf("%d bytes released past a 1 MiB decompression bound", len(res.Body))
+			case reset:
+				if !res.Reset || len(res.Body) != 0 {
+					t.Errorf("got %d reset=%v, %d bytes: want a reset", res.Status, res.Reset, len(res.Body))
 				}
+			case cut:
+				if res.Status != 200 || res.Reset || ce != "" || len(res.Body) == 0 || bytes.Contains(res.Body, []byte("not gzip")) {
+					t.Errorf("got %d reset=%v content-encoding %q %q, want the decoded events only", res.Status, res.Reset, ce, res.Body)
+				}
+			case restored:
+				if res.Status != 200 || ce != "gzip" || !bytes.Equal(res.Body, tc.body) {
+					t.Errorf("not restored: %d content-encoding %q, body equal %v", res.Status, ce, bytes.Equal(res.Body, tc.body))
+				}
+			}
+			if tc.want != decoded {
 				if n := h.passthroughs(t, reasonGzipError); n != 1 {
 					t.Errorf("passthroughs{gzip_error} = %d", n)
 				}
@@ -476,7 +711,7 @@ func TestStateReleased(t *testing.T) {
 	gzStream := gz(t, envoytest.Join(g.ChatStream(envoytest.Options{Logprobs: true, TopLogprobs: 3})))
 	hv := func(k, v string) *corev3.HeaderValue { return &corev3.HeaderValue{Key: k, RawValue: []byte(v)} }
 	reqHeaders := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
-		Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{hv(":path", "/v1/chat/completions"), hv(":method", "POST"), hv("content-type", "application/json")}}}}}
+		Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{hv(":path", "/v1/chat/completions"), hv(":method", "POST"), hv("content-type", "application/json"), hv("authorization", "Bearer t")}}}}}
 	body := func(b []byte, eos bool) *extprocv3.ProcessingRequest {
 		return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: b, EndOfStream: eos}}}
 	}
@@ -553,7 +788,7 @@ func TestConfigSnapshot(t *testing.T) {
 	}
 	st := srv.newStream(context.Background())
 	defer st.release()
-	swapped, err := config.Parse([]byte("policies:\n  default:\n    throttle: {}\n"))
+	swapped, err := config.Parse([]byte("policies:\n  default:\n    throttle: {reject: null}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -646,5 +881,24 @@ func TestBufferedPartialCut(t *testing.T) {
 				t.Error("the part past the cut did not pass untouched")
 			}
 		})
+	}
+}
+
+// TestUndecodableResponseRefused: a response the policy would change, in
+// an encoding distillguard cannot decode (br, zstd, a list of codings),
+// is answered 502 at its headers instead of passing raw.
+func TestUndecodableResponseRefused(t *testing.T) {
+	js := envoytest.NewGen(8).ChatCompletion(envoytest.Options{Logprobs: true, TopLogprobs: 9})
+	for _, ce := range [][]string{{"br"}, {"zstd"}, {"gzip, br"}, {"gzip", "gzip"}} {
+		h := newHarness(t, testConfig(nil), verdictScorer(scoring.Allow))
+		res, err := envoytest.New(h.client, envoyConfig(mBuffered, mStreamed)).Do(context.Background(), &envoytest.Exchange{
+			Body: chatBody, Upstream: fixedUpstream(200, http.Header{"Content-Type": {"application/json"}, "Content-Encoding": ce}, js)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		noViolations(t, res)
+		if res.Status != 502 || bytes.Contains(res.Body, []byte("logprob")) {
+			t.Errorf("content-encoding %q: %d %.80q", ce, res.Status, res.Body)
+		}
 	}
 }

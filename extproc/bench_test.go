@@ -33,7 +33,7 @@ func benchEvents(top int, logprobs bool) [][]byte {
 func openResponse(b *testing.B, srv *Server, mode *extprocv3.ProtocolConfiguration) *stream {
 	st := srv.newStream(context.Background())
 	st.handle(&extprocv3.ProcessingRequest{ProtocolConfig: mode, Request: &extprocv3.ProcessingRequest_RequestHeaders{
-		RequestHeaders: &extprocv3.HttpHeaders{Headers: hmap(":path", "/v1/chat/completions", ":method", "POST", "content-type", "application/json")}}})
+		RequestHeaders: &extprocv3.HttpHeaders{Headers: hmap(":path", "/v1/chat/completions", ":method", "POST", "content-type", "application/json", "authorization", "Bearer bench")}}})
 	st.handle(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
 		RequestBody: &extprocv3.HttpBody{Body: chatBody, EndOfStream: true}}})
 	r := st.handle(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{

@@ -3,6 +3,7 @@ package extproc
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 
 	"github.com/distillguard/distillguard/mutate"
 )
@@ -39,9 +40,17 @@ type respBody struct {
 	// released: body bytes went out in a reply, so the original body can
 	// no longer be handed back instead.
 	released bool
+	// oversizePass: the route lets bodies beyond the bounds and bodies
+	// that do not decode through unrewritten (on_oversize: pass);
+	// otherwise they fail closed (actAbort).
+	oversizePass bool
+	// abort is the refusal an actAbort answers with.
+	abort *mutate.RequestError
 
-	out *outBuf   // the stream's output scratch
-	rec *recorder // the stream's measurements
+	out      *outBuf   // the stream's output scratch
+	rec      *recorder // the stream's measurements
+	mem      *memHold  // the stream's share of the held-bytes bound
+	memLimit int64
 }
 
 // bodyKind is what a respBody does with its chunks. SSE and JSON bodies
@@ -84,6 +93,7 @@ const (
 	actKeep                       // let it go on unchanged
 	actHold                       // clear it: nothing to release yet
 	actRestore                    // let it go on and put content-encoding back: gzip failed on a body still whole
+	actAbort                      // refuse the response (respBody.abort): a local reply while Envoy holds its headers, a reset after
 )
 
 // released is what a reply releases in place of chunk, given the action
@@ -92,7 +102,7 @@ func released(act chunkAction, out, chunk []byte) []byte {
 	switch act {
 	case actEmit:
 		return out
-	case actHold:
+	case actHold, actAbort:
 		return nil
 	}
 	return chunk
@@ -130,9 +140,22 @@ func (b *respBody) Write(chunk []byte, eos bool) (act chunkAction, out []byte, w
 		if b.gz != nil {
 			var err error
 			if in, err = b.decode(chunk, end); err != nil {
+				if errors.Is(err, mutate.ErrChunkTooLarge) && b.kind == bodyJSON && !b.oversizePass {
+					// One chunk of a JSON document decoding beyond
+					// max_body_bytes: the document is too large.
+					act = b.fail(refusal(502, refuseResponseTooLarge, "the upstream response is larger than the gateway can rewrite"))
+					break
+				}
 				act, out = b.gzipFailed(in, restorable)
 				break
 			}
+		}
+		// What this chunk makes the stream hold (the unfinished event or
+		// document, and the rewritten copy) must fit the server-wide bound.
+		if !b.mem.ensure(b.holding()+2*len(in), b.memLimit) {
+			b.rec.pass(reasonOverBudget)
+			act = b.fail(refusal(503, refuseOverloaded, "the gateway is holding too many response bodies; retry shortly"))
+			break
 		}
 		switch b.kind {
 		case bodySSE:
@@ -145,7 +168,7 @@ func (b *respBody) Write(chunk []byte, eos bool) (act chunkAction, out []byte, w
 			act, out = b.keepOr(in, chunk)
 		}
 	}
-	whole = first && act != actHold && (end == endLast || end == endWhole)
+	whole = first && act != actHold && act != actAbort && (end == endLast || end == endWhole)
 	if len(released(act, out, chunk)) > 0 {
 		b.released = true
 	}
@@ -183,9 +206,21 @@ func (b *respBody) decode(chunk []byte, end chunkEnd) ([]byte, error) {
 	return dec, nil
 }
 
+// fail gives the body up and says the reply refuses the response with e.
+func (b *respBody) fail(e *mutate.RequestError) chunkAction {
+	b.abort = e
+	b.stop()
+	return actAbort
+}
+
 // document collects a JSON document and rewrites it once complete.
 func (b *respBody) document(in, chunk []byte, end chunkEnd, restorable bool) (chunkAction, []byte, chunkEnd) {
 	if len(b.buf)+len(in) > b.maxBody {
+		if !b.oversizePass {
+			// The policy would change this document and it cannot be
+			// read within bounds: never pass it raw.
+			return b.fail(refusal(502, refuseResponseTooLarge, "the upstream response is larger than the gateway can rewrite")), nil, end
+		}
 		b.rec.pass(reasonBodyTooLarge)
 		if restorable && b.origEnc != "" {
 			b.stop()
@@ -228,6 +263,13 @@ func (b *respBody) document(in, chunk []byte, end chunkEnd, restorable bool) (ch
 		return actHold, nil, end
 	}
 	out, err := b.rw.Rewrite(b.out.borrow(), doc)
+	if err != nil && !b.oversizePass && b.rw.Touches(doc) {
+		// It carries what the policy changes (a logprobs or embedding
+		// member) but does not parse: a lenient client might still read
+		// it (NaN, -Infinity), so it is never passed raw.
+		b.rec.pass(reasonInvalidJSON)
+		return b.fail(refusal(502, refuseResponseUnreadable, "the upstream response is not JSON the gateway can rewrite")), nil, end
+	}
 	if err != nil {
 		b.rec.pass(reasonInvalidJSON)
 		b.buf = nil
@@ -251,22 +293,37 @@ func (b *respBody) frame(in []byte, final bool) []byte {
 	return out
 }
 
-// gzipFailed ends decoding after a gzip error.
+// gzipFailed ends decoding after a gzip error (a body labelled gzip that
+// is not, a truncated one, a bomb). Closed (the default): while nothing
+// was released the response is refused (a 502 where Envoy still holds
+// the headers, a reset after), never emptied under a 200; once bytes
+// were released, what decoded cleanly goes out and the rest is dropped.
+// With on_oversize: pass, a body still whole is handed back as it came,
+// content-encoding restored.
 func (b *respBody) gzipFailed(dec []byte, restorable bool) (chunkAction, []byte) {
 	b.rec.pass(reasonGzipError)
 	_, _ = b.gz.Close(nil)
 	b.gz = nil
-	if restorable {
+	switch {
+	case b.oversizePass && restorable:
 		b.stop()
 		return actRestore, nil
+	case b.oversizePass && !b.released:
+		// Fail open, as configured: the bytes go on as they came.
+		b.stop()
+		return actKeep, nil
+	case !b.released:
+		return b.fail(refusal(502, refuseResponseEncoding, "the upstream response is labelled gzip but does not decode")), nil
 	}
 	// content-encoding is already gone and bytes were released: release
-	// what decoded cleanly and drop the rest rather than send compressed
-	// bytes as identity.
+	// the complete events of what decoded cleanly and drop the rest (an
+	// unfinished event included: it was never rewritten) rather than send
+	// compressed bytes as identity. Counted (gzip_error).
 	var out []byte
 	switch b.kind {
 	case bodySSE:
-		out = b.frame(dec, true)
+		out = b.frame(dec, false)
+		b.sse.Discard()
 	case bodyJSON:
 		out = append(b.buf, dec...)
 	default:
@@ -298,6 +355,32 @@ func (b *respBody) stop() {
 	}
 }
 
+// holding is what the body keeps between messages, for the held-bytes
+// bound: the collected document, the unfinished event, decoding scratch.
+func (b *respBody) holding() int {
+	n := cap(b.buf) + cap(b.dec)
+	if b.sse != nil {
+		n += b.sse.Held()
+	}
+	return n
+}
+
+// maxKeptScratch bounds the decoding scratch a body keeps between
+// messages: one large chunk must not pin its peak for the rest of the
+// stream.
+const maxKeptScratch = 64 << 10
+
+// shrink lets go of scratch beyond maxKeptScratch and of the rewriter's
+// reference to the last document (after a message).
+func (b *respBody) shrink() {
+	if cap(b.dec) > maxKeptScratch {
+		b.dec = nil
+	}
+	if b.rw != nil {
+		b.rw.Release()
+	}
+}
+
 // held is the number of body bytes held back and not yet released.
 func (b *respBody) held() int {
 	n := len(b.buf)
@@ -316,8 +399,11 @@ func (b *respBody) sseStats() {
 	if d := s.Invalid - b.prev.Invalid; d > 0 {
 		b.rec.passN(reasonInvalidJSON, d)
 	}
-	if s.FailedOpen && !b.prev.FailedOpen {
-		b.rec.pass(reasonHeldOverflow)
+	if d := s.Oversize - b.prev.Oversize; d > 0 {
+		b.rec.passN(reasonSSEEventOversize, d)
+	}
+	if d := s.Unreadable - b.prev.Unreadable; d > 0 {
+		b.rec.passN(reasonSSEEventUnreadable, d)
 	}
 	b.prev = s
 }

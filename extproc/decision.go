@@ -3,6 +3,7 @@ package extproc
 import (
 	"encoding/json"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -18,45 +19,72 @@ import (
 
 func (st *stream) reqHeader(name string) string { return getHeader(st.rq.hdr, name) }
 
-// decide scores the request once, from the headers and body (nil when the
-// body is not used), and resolves its action. It returns the immediate
-// response when the action rejects, and whether body parsed as an OpenAI
-// request (only then is it rewritten).
-func (st *stream) decide(body []byte) (reject *extprocv3.ProcessingResponse, parsed bool) {
-	if st.decided {
-		return nil, false
-	}
-	st.decided = true
+// scoringRequest is the scorer's view of the request from its headers and
+// attributes (the body's fields are added by decide).
+func (st *stream) scoringRequest() *scoring.Request {
 	rq := &st.rq
-	sr := &scoring.Request{
+	return &scoring.Request{
 		Time:          st.reqTime,
 		Header:        st.reqHeader,
 		SourceAddress: st.srcAddr,
 		Path:          rq.path,
 		Endpoint:      endpointOf(rq.path),
+		Identity:      st.identitySources(),
 	}
+}
+
+// identitySources are the identity sources of this request (nil: the
+// scorer's configured ones): the route's, or the Messages API's default.
+func (st *stream) identitySources() []string {
+	if st.decided && st.action.Identity != nil {
+		return st.action.Identity
+	}
+	if v := st.rq.view.Identity; v != nil {
+		return v
+	}
+	return defaultIdentityFor(endpointOf(st.rq.path), st.cfg.Scoring.Identity)
+}
+
+// defaultIdentityFor is the identity of an API whose upstream bills
+// another credential than the configured default puts first: Anthropic's
+// Messages API authenticates with x-api-key
+// (https://docs.anthropic.com/en/api/overview#authentication), so a junk
+// Authorization header must not be the session there. Only the built-in
+// default list is reordered; a configured one is the operator's decision.
+func defaultIdentityFor(endpoint string, configured []string) []string {
+	if endpoint != "messages" || !slices.Equal(configured, scoring.DefaultConfig().Identity) {
+		return nil
+	}
+	return []string{"header:x-api-key", "authorization", "client_ip"}
+}
+
+// decide scores the request once, from the headers and the body as read
+// (b, nil when there is none or it could not be read; body is the bytes
+// forwarded), and resolves its action. It returns the immediate response
+// when the action rejects.
+func (st *stream) decide(b *mutate.Body, body []byte) (reject *extprocv3.ProcessingResponse) {
+	if st.decided {
+		return nil
+	}
+	rq := &st.rq
+	sr := st.scoringRequest()
+	st.decided = true
 	model := ""
-	if len(body) > 0 {
-		switch {
-		case rq.encoded:
-			st.pass(reasonRequestEncoded)
-		case !mutate.StartsLikeObject(body):
-			st.pass(reasonBadRequestJSON)
-		default:
-			p, err := mutate.ParseRequest(body, st.cfg.Processing.MaxPromptBytes)
-			if err != nil || p == nil {
-				st.pass(reasonBadRequestJSON)
-				break
-			}
-			parsed = true
-			model = p.Model
-			sr.Model, sr.Prompt, sr.Messages = p.Model, p.Prompt, p.Messages
-			sr.Stream, sr.N, sr.MaxTokens, sr.Temperature = p.Stream, p.N, p.MaxTokens, p.Temperature
-			sr.Logprobs, sr.TopLogprobs, sr.LogitBiasSize = p.Logprobs, p.TopLogprobs, p.LogitBiasSize
-			sr.Echo, sr.ShapeKeys = p.Echo, p.ShapeKeys
-			sr.System, sr.Tools, sr.ToolCount, sr.FirstUser = p.System, p.Tools, p.ToolCount, p.FirstUser
-			sr.UserTurns, sr.AssistantTurns, sr.ToolTurns, sr.AfterUser = p.UserTurns, p.AssistantTurns, p.ToolTurns, p.AfterUser
-		}
+	if b != nil {
+		p := &b.Request
+		model = p.Model
+		sr.Model, sr.Prompt, sr.Messages = p.Model, p.Prompt, p.Messages
+		sr.Stream, sr.N, sr.MaxTokens, sr.Temperature = p.Stream, p.N, p.MaxTokens, p.Temperature
+		sr.Logprobs, sr.TopLogprobs, sr.LogitBiasSize = p.Logprobs, p.TopLogprobs, p.LogitBiasSize
+		sr.Echo, sr.ShapeKeys = p.Echo, p.ShapeKeys
+		sr.System, sr.Tools, sr.ToolCount, sr.FirstUser = p.System, p.Tools, p.ToolCount, p.FirstUser
+		sr.UserTurns, sr.AssistantTurns, sr.ToolTurns, sr.AfterUser = p.UserTurns, p.AssistantTurns, p.ToolTurns, p.AfterUser
+	}
+	// The model picks the route; the route may name its own identity
+	// (else the API's default, else the configured sources).
+	sr.Identity = st.cfg.Resolve(rq.path, model, scoring.Allow).Identity
+	if sr.Identity == nil {
+		sr.Identity = defaultIdentityFor(endpointOf(rq.path), st.cfg.Scoring.Identity)
 	}
 	d := st.score(sr)
 	shadow := d.Shadow || st.cfg.Scoring.Shadow || st.cfg.Resolve(rq.path, model, scoring.Allow).Shadow
@@ -72,10 +100,11 @@ func (st *stream) decide(body []byte) (reject *extprocv3.ProcessingResponse, par
 	st.seed = mutate.PerturbSeed(d.Session, body)
 	st.meta = decisionMetadata(d, st.action, shadow)
 	st.srv.m.request(st.mctx, d.Verdict.String(), st.action.Policy, shadow)
+	st.traceDecision(d, model)
 	if st.action.Reject != nil {
-		return st.reject(st.action.Reject), parsed
+		return st.reject(st.action.Reject)
 	}
-	return nil, parsed
+	return nil
 }
 
 // score calls the scorer and fails open: a panic inside Score allows the

@@ -78,7 +78,7 @@ func decodeFuzz(data []byte) (reqMode, respMode procv3.ProcessingMode_BodySendMo
 		switch op % 7 {
 		case opReqH:
 			h := &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
-				hv(":path", fuzzPaths[tmpl]), hv(":method", "POST"), hv("content-type", "application/json"),
+				hv(":path", fuzzPaths[tmpl]), hv(":method", "POST"), hv("content-type", "application/json"), hv("authorization", "Bearer fuzz"),
 				hv("accept-encoding", "gzip"), hv("content-length", "12"), hv("content-encoding", fuzzEncodings[tmpl]),
 				hv("authorization", string(payload)),
 			}}

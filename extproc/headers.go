@@ -1,11 +1,15 @@
 package extproc
 
 import (
+	"net/url"
+	"path"
 	"strconv"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/distillguard/distillguard/mutate"
 )
 
 // headerValue returns a header's value. Envoy sends values in raw_value
@@ -28,6 +32,29 @@ func getHeader(m *corev3.HeaderMap, name string) string {
 		}
 	}
 	return ""
+}
+
+// headerCount is the number of entries of a lower-case header name: Envoy
+// sends a header that arrived several times as several entries.
+func headerCount(m *corev3.HeaderMap, name string) int {
+	n := 0
+	for _, h := range m.GetHeaders() {
+		if h.GetKey() == name {
+			n++
+		}
+	}
+	return n
+}
+
+// headerValues returns every value of a lower-case header name.
+func headerValues(m *corev3.HeaderMap, name string) []string {
+	var out []string
+	for _, h := range m.GetHeaders() {
+		if h.GetKey() == name {
+			out = append(out, headerValue(h))
+		}
+	}
+	return out
 }
 
 func hasHeader(m *corev3.HeaderMap, name string) bool {
@@ -103,6 +130,25 @@ func parseEncoding(ce string) encoding {
 	return encUnknown
 }
 
+// charsetOK reports whether a content-type's charset parameter, if any, is
+// UTF-8 (RFC 8259 section 8.1: JSON exchanged between systems is UTF-8;
+// RFC 9110 section 8.3.2: parameter values may be quoted, names and the
+// charset are case-insensitive).
+func charsetOK(ct string) bool {
+	_, params, _ := strings.Cut(ct, ";")
+	for p := range strings.SplitSeq(params, ";") {
+		k, v, _ := strings.Cut(p, "=")
+		if !strings.EqualFold(strings.TrimSpace(k), "charset") {
+			continue
+		}
+		v = strings.Trim(strings.TrimSpace(v), `"`)
+		if !strings.EqualFold(v, "utf-8") && !strings.EqualFold(v, "utf8") {
+			return false
+		}
+	}
+	return true
+}
+
 func parseStatus(s string) int {
 	n, err := strconv.Atoi(s)
 	if err != nil {
@@ -111,12 +157,38 @@ func parseStatus(s string) int {
 	return n
 }
 
-// endpointOf maps a request path onto the scorer's endpoint names. Suffix
-// matching keeps prefixed deployments (/openai/v1/chat/completions) working.
-func endpointOf(path string) string {
-	if i := strings.IndexAny(path, "?#"); i >= 0 {
-		path = path[:i]
+// normalizePath is the path as upstream servers route it, for matching
+// routes and endpoints: without query and fragment, percent-decoded once
+// (uvicorn hands Starlette the decoded path, so /v1/%63hat/completions
+// reaches the chat handler), with dot segments resolved and repeated
+// slashes merged (RFC 3986 section 5.2.4; servers that do neither answer
+// such paths with 404, servers that do reach the handler the normalized
+// path names, so matching the normalized path never picks a more lenient
+// route than the one that serves the request).
+func normalizePath(p string) string {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		p = p[:i]
 	}
+	if strings.IndexByte(p, '%') >= 0 {
+		if u, err := url.PathUnescape(p); err == nil {
+			p = u
+		}
+	}
+	if !strings.Contains(p, "//") && !strings.Contains(p, "/.") && strings.HasPrefix(p, "/") {
+		return p
+	}
+	trailing := strings.HasSuffix(p, "/")
+	p = path.Clean("/" + p)
+	if trailing && p != "/" {
+		p += "/"
+	}
+	return p
+}
+
+// endpointOf maps a request path (normalized) onto the scorer's endpoint
+// names. Suffix matching keeps prefixed deployments
+// (/openai/v1/chat/completions) working.
+func endpointOf(path string) string {
 	path = strings.TrimSuffix(path, "/")
 	switch {
 	case strings.HasSuffix(path, "/chat/completions"):
@@ -127,6 +199,23 @@ func endpointOf(path string) string {
 		return "responses"
 	case strings.HasSuffix(path, "/embeddings"):
 		return "embeddings"
+	case strings.HasSuffix(path, "/messages"):
+		return "messages" // Anthropic Messages API
 	}
 	return ""
+}
+
+// mutateEndpoint is the request reader's view of an endpoint name.
+func mutateEndpoint(ep string) mutate.API {
+	switch ep {
+	case "chat":
+		return mutate.APIChat
+	case "completions":
+		return mutate.APICompletions
+	case "responses":
+		return mutate.APIResponses
+	case "embeddings":
+		return mutate.APIEmbeddings
+	}
+	return mutate.APIOther
 }

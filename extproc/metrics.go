@@ -39,7 +39,6 @@ func (k msgKind) String() string { return kindNames[k] }
 const (
 	reasonInvalidJSON        = "invalid_json"         // response JSON / SSE data that is not a JSON object
 	reasonBodyTooLarge       = "body_too_large"       // body beyond max_body_bytes
-	reasonHeldOverflow       = "held_overflow"        // SSE event longer than max_held_bytes
 	reasonGzipError          = "gzip_error"           // corrupt gzip or beyond max_decompressed_bytes
 	reasonUnknownContentType = "unknown_content_type" // response neither SSE nor JSON
 	reasonUnknownEncoding    = "unknown_content_encoding"
@@ -52,14 +51,18 @@ const (
 	reasonHeldAtTrailers     = "held_at_trailers" // bytes held when trailers ended a non-duplex body
 	reasonHeldAtEnd          = "held_at_end"      // bytes still held when the stream ended
 	reasonNon2xx             = "non_2xx"
-	reasonNoDecision         = "no_decision" // response seen before the request was decided
+	reasonNoDecision         = "no_decision"          // response seen before the request was decided
+	reasonSSEEventOversize   = "sse_event_oversize"   // SSE event longer than max_held_bytes (dropped, or released raw with on_oversize: pass)
+	reasonOverBudget         = "over_budget"          // max_held_total_bytes reached while a body was held
+	reasonSSEEventUnreadable = "sse_event_unreadable" // SSE event with logprobs that does not parse: dropped
 )
 
 var allReasons = []string{
-	reasonInvalidJSON, reasonBodyTooLarge, reasonHeldOverflow, reasonGzipError,
+	reasonInvalidJSON, reasonBodyTooLarge, reasonGzipError,
 	reasonUnknownContentType, reasonUnknownEncoding, reasonBadRequestJSON,
 	reasonRequestEncoded, reasonClockSkew, reasonBadRequestTime, reasonScorerPanic,
 	reasonPartialBody, reasonHeldAtTrailers, reasonHeldAtEnd, reasonNon2xx, reasonNoDecision,
+	reasonSSEEventOversize, reasonOverBudget, reasonSSEEventUnreadable,
 }
 
 // Protocol violations (warned and counted in
@@ -80,6 +83,7 @@ type metrics struct {
 	bytes       metric.Int64Counter
 	immediate   metric.Int64Counter
 	protocol    metric.Int64Counter
+	refusals    metric.Int64Counter
 
 	// Precomputed attribute sets, read-only after newMetrics. They are held
 	// as ready-made option slices: passing a slice on to a variadic
@@ -148,6 +152,9 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	m.protocol, err = mt.Int64Counter("distillguard_protocol_errors",
 		metric.WithDescription("ext_proc messages that violate the protocol contract, by kind."))
 	add(err)
+	m.refusals, err = mt.Int64Counter("distillguard_refusals",
+		metric.WithDescription("Exchanges refused with an error status (a request body not understood, too large, of an unsupported encoding or media type; duplicate or missing credentials; the memory bound; a response that cannot be rewritten), by reason."))
+	add(err)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -182,6 +189,9 @@ type tally struct {
 	bytesOut int64
 	events   int64
 	pending  int // messages since the last flush
+	// eventsTotal is the stream's events flushed so far (the stream's
+	// span reports the total; see traceEnd).
+	eventsTotal int64
 }
 
 // recorder is where one stream's measurements go: per-message counts into
@@ -224,7 +234,7 @@ func (m *metrics) flush(ctx context.Context, t *tally) {
 	if t.events > 0 {
 		m.events.Add(ctx, t.events)
 	}
-	*t = tally{}
+	*t = tally{eventsTotal: t.eventsTotal + t.events}
 }
 
 // observeMessage records one message's processing time (for the messages
@@ -266,4 +276,8 @@ func (m *metrics) immediateResponse(ctx context.Context, status int) {
 
 func (m *metrics) protocolError(ctx context.Context, kind string) {
 	m.protocol.Add(ctx, 1, metric.WithAttributes(attribute.String("kind", kind)))
+}
+
+func (m *metrics) refusal(ctx context.Context, reason string) {
+	m.refusals.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
 }

@@ -43,7 +43,7 @@ func sseStream(t testing.TB, client extprocv3.ExternalProcessorClient, ctx conte
 	setup := []*extprocv3.ProcessingRequest{
 		{ProtocolConfig: &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mStreamed},
 			Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
-				Headers: hmap(":path", "/v1/chat/completions", ":method", "POST", "content-type", "application/json")}}},
+				Headers: hmap(":path", "/v1/chat/completions", ":method", "POST", "content-type", "application/json", "authorization", "Bearer t")}}},
 		{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: chatBody, EndOfStream: true}}},
 		{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
 			Headers: hmap(":status", "200", "content-type", "text/event-stream")}}},

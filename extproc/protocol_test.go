@@ -300,7 +300,7 @@ func TestModeOverride(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(nil)
 			if tc.noop {
-				c, err := config.Parse([]byte("policies:\n  default:\n    allow: {}\n"))
+				c, err := config.Parse([]byte("policies:\n  default:\n    allow: {output: {round_decimals: null, max_alternatives: null}}\n"))
 				if err != nil {
 					t.Fatal(err)
 				}

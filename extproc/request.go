@@ -1,7 +1,12 @@
 package extproc
 
 import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"io"
 	"strconv"
+	"strings"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
@@ -12,13 +17,36 @@ import (
 func (st *stream) onRequestHeaders(h *extprocv3.HttpHeaders) {
 	rq := &st.rq
 	rq.hdr = h.GetHeaders()
-	rq.path = getHeader(rq.hdr, ":path")
-	rq.encoded = parseEncoding(getHeader(rq.hdr, "content-encoding")) != encIdentity
-	if h.GetEndOfStream() || st.reqMode == modeNone || st.reqMode == modeGRPC {
+	rq.path = normalizePath(getHeader(rq.hdr, ":path"))
+	rq.view = st.cfg.View(rq.path)
+	if st.observe {
+		// Envoy acts on no reply in observability mode: nothing is
+		// enforced, and bodies are read for scoring only.
+		rq.view.Guarded = false
+	}
+	hasBody := !h.GetEndOfStream() && st.reqMode != modeNone && st.reqMode != modeGRPC
+	rq.enc = parseEncoding(getHeader(rq.hdr, "content-encoding"))
+	if n := headerCount(rq.hdr, "content-encoding"); n > 1 {
+		rq.enc = encUnknown
+	}
+	if rq.view.Guarded {
+		e := st.checkRequestHeaders(!h.GetEndOfStream())
+		if e == nil && !h.GetEndOfStream() && !hasBody {
+			// Body mode NONE (or GRPC) on a route that needs the body: it
+			// would reach the upstream unread.
+			e = refusal(500, refuseBodyNotSent, "the gateway is configured not to inspect request bodies on a route that requires it")
+		}
+		if e != nil {
+			rq.phase.to(reqPassing)
+			st.emit(st.refuse(e))
+			return
+		}
+	}
+	if !hasBody {
 		// No body will be seen (none exists, body mode NONE, or gRPC frames
 		// that are not OpenAI JSON): decide from the headers now.
 		rq.phase.to(reqPassing)
-		if rej, _ := st.decide(nil); rej != nil {
+		if rej := st.decide(nil, nil); rej != nil {
 			st.emit(rej)
 			return
 		}
@@ -37,12 +65,16 @@ func (st *stream) onRequestHeaders(h *extprocv3.HttpHeaders) {
 		// Chunks are held until the body is complete, then replaced by the
 		// (possibly rewritten) whole: the length may change and header
 		// mutations on STREAMED body replies are ignored, so the length goes
-		// now. Envoy removes it itself in this mode unless
-		// allow_content_length_header is set.
+		// now, and so does a gzip content-encoding the body will be
+		// forwarded without. Envoy removes content-length itself in this
+		// mode unless allow_content_length_header is set.
 		rq.phase.to(reqHolding)
 		var m mutation
 		if hasHeader(rq.hdr, "content-length") {
 			m.removeHeader("content-length")
+		}
+		if st.decodesRequest() {
+			m.removeHeader("content-encoding")
 		}
 		st.preIdentityEncoding(&m)
 		st.emit(headersReply(true, &m))
@@ -52,6 +84,82 @@ func (st *stream) onRequestHeaders(h *extprocv3.HttpHeaders) {
 		rq.phase.to(reqHolding)
 		st.emit(headersReply(true, nil))
 	}
+}
+
+// decodesRequest reports whether a gzip request body is decoded and
+// forwarded as identity: on guarded routes, where it must be read.
+func (st *stream) decodesRequest() bool { return st.rq.view.Guarded && st.rq.enc == encGzip }
+
+// checkRequestHeaders refuses, on a guarded route, what makes the request
+// ambiguous before its body is read: a credential header sent twice (the
+// first is what distillguard would score, while upstreams differ on which
+// one they bill), and, when a body follows, no credential and no client
+// address at all (nothing to attribute the prompt to), or a content-type or
+// content-encoding the body could not be read under (a lenient upstream
+// ignores both and parses the bytes as JSON, so a body distillguard would
+// skip as "encoded" or "not JSON" would still be acted on).
+func (st *stream) checkRequestHeaders(hasBody bool) *mutate.RequestError {
+	rq := &st.rq
+	for _, name := range st.credentialHeaders() {
+		if headerCount(rq.hdr, name) > 1 {
+			return refusal(400, refuseDuplicateCredential, "the "+name+" header is sent more than once")
+		}
+	}
+	if !hasBody {
+		// Nothing a body-less request says reaches a model: it is scored
+		// (anonymous ones in one session, counted no_identity) and passed.
+		return nil
+	}
+	if st.cfg.Scoring.Enabled && !scoring.Attributable(&st.cfg.Scoring, st.identitySources(), st.scoringRequest()) {
+		return refusal(401, refuseUnattributable, "the request has no credential and no client address to attribute it to")
+	}
+	if headerCount(rq.hdr, "content-type") > 1 {
+		return refusal(415, mutate.RefuseMediaType, "the content-type header is sent more than once")
+	}
+	if ct := getHeader(rq.hdr, "content-type"); ct != "" {
+		if mt := mediaType(ct); !isJSON(mt) {
+			return refusal(415, mutate.RefuseMediaType, "content-type "+strconv.Quote(mt)+" is not accepted; send application/json")
+		}
+		if !charsetOK(ct) {
+			return refusal(415, mutate.RefuseMediaType, "content-type "+strconv.Quote(ct)+": only the UTF-8 charset is accepted")
+		}
+	}
+	if rq.enc == encUnknown {
+		ce := strings.Join(headerValues(rq.hdr, "content-encoding"), ", ")
+		return refusal(415, mutate.RefuseContentEnc, "content-encoding "+strconv.Quote(ce)+" is not accepted; send identity or gzip")
+	}
+	return nil
+}
+
+// credentialHeaders are the header names identity may be read from on
+// this request: the configured sources and the route's.
+func (st *stream) credentialHeaders() []string {
+	out := make([]string, 0, 4)
+	add := func(srcs []string) {
+		for _, s := range srcs {
+			name := "authorization"
+			if h, ok := strings.CutPrefix(s, "header:"); ok {
+				name = strings.ToLower(strings.TrimSpace(h))
+			} else if s != "authorization" {
+				continue
+			}
+			if !containsString(out, name) {
+				out = append(out, name)
+			}
+		}
+	}
+	add(st.cfg.Scoring.Identity)
+	add(st.rq.view.Identity)
+	return out
+}
+
+func containsString(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 func (st *stream) onRequestBody(b *extprocv3.HttpBody) {
@@ -68,10 +176,24 @@ func (st *stream) onRequestBody(b *extprocv3.HttpBody) {
 		st.passRequestChunk(data, eos)
 		return
 	}
-	rq.phase.to(reqHolding) // a body before any headers (request headers skipped) is held the same way
+	if rq.phase == reqStart {
+		// A body before any headers (request_header_mode SKIP): the path
+		// is unknown, so the view is the one of a path no route names
+		// (the default set's), and the body is held the same way.
+		rq.view = st.cfg.View("")
+		if st.observe {
+			rq.view.Guarded = false
+		}
+	}
+	rq.phase.to(reqHolding)
 	if len(rq.buf)+len(data) > st.cfg.Processing.MaxBodyBytes {
-		// Too large to parse within bounds: decide from the headers and let
-		// the body through untouched.
+		if rq.view.Guarded && !rq.view.OversizePass {
+			st.emit(st.refuse(refusal(413, mutate.RefuseTooLarge,
+				"request body: larger than "+strconv.Itoa(st.cfg.Processing.MaxBodyBytes)+" bytes")))
+			return
+		}
+		// Too large to parse within bounds, on a route that lets it
+		// through: decide from the headers and pass the body untouched.
 		st.pass(reasonBodyTooLarge)
 		held := rq.buf
 		rq.buf = nil
@@ -82,8 +204,19 @@ func (st *stream) onRequestBody(b *extprocv3.HttpBody) {
 		// BUFFERED_PARTIAL without end_of_stream: Envoy cut the body at its
 		// buffer limit and streams the rest past the processor, so the
 		// JSON can be neither parsed whole nor rewritten.
+		if rq.view.Guarded && !rq.view.OversizePass {
+			st.emit(st.refuse(refusal(413, mutate.RefuseTooLarge, "request body: larger than the gateway's buffer limit")))
+			return
+		}
 		st.pass(reasonPartialBody)
 		st.releaseRequest(nil, data, eos)
+		return
+	}
+	// The body (or what is held of it) and what reading it costs (the
+	// rewritten copy) must fit the server-wide bound.
+	if !st.mem.ensure(2*(len(rq.buf)+len(data)), st.cfg.Processing.MaxHeldTotalBytes) {
+		st.pass(reasonOverBudget)
+		st.emit(st.refuse(refusal(503, refuseOverloaded, "the gateway is holding too many request bodies; retry shortly")))
 		return
 	}
 	// BUFFERED sends the whole body in one message; end_of_stream is false
@@ -126,19 +259,25 @@ func (st *stream) onRequestTrailers() {
 			// A trailers reply cannot carry body bytes: what was held is
 			// lost to the upstream. Only a non-duplex mode with trailers
 			// gets here (HTTP/2 request trailers with request_trailer_mode
-			// SEND); count it loudly.
+			// SEND); count it loudly. The body is still read for the
+			// decision (and refused when it is not understood).
 			st.pass(reasonHeldAtTrailers)
-			st.srv.log.Warn("request trailers arrived while body bytes were held", "stream", st.id, "held", len(rq.buf))
+			st.warn("held_at_trailers", "request trailers arrived while body bytes were held", "held", len(rq.buf))
 			rq.phase.to(reqPassing)
 			body := rq.buf
 			rq.buf = nil
-			if rej, _ := st.decide(body); rej != nil {
+			b, _, e := st.readRequestBody(body)
+			if e != nil {
+				st.emit(st.refuse(e))
+				return
+			}
+			if rej := st.decide(b, body); rej != nil {
 				st.emit(rej)
 				return
 			}
 		default:
 			rq.phase.to(reqPassing)
-			if rej, _ := st.decide(nil); rej != nil {
+			if rej := st.decide(nil, nil); rej != nil {
 				st.emit(rej)
 				return
 			}
@@ -170,11 +309,12 @@ func (st *stream) settle() (headersHeld bool) {
 	return headersHeld
 }
 
-// releaseRequest decides without the body (too large, or cut) and lets the
-// held bytes and the current chunk through unchanged.
+// releaseRequest decides without the body (too large, or cut, on a route
+// that lets such bodies pass) and lets the held bytes and the current
+// chunk through unchanged.
 func (st *stream) releaseRequest(held, data []byte, eos bool) {
 	headersHeld := st.settle()
-	if rej, _ := st.decide(nil); rej != nil {
+	if rej := st.decide(nil, nil); rej != nil {
 		st.emit(rej)
 		return
 	}
@@ -201,27 +341,98 @@ func (st *stream) releaseRequest(held, data []byte, eos bool) {
 	st.emit(r)
 }
 
+// readRequestBody reads a complete request body. On a guarded route it is
+// decoded when gzip-encoded and read strictly: the error is the refusal.
+// Elsewhere it is read when it can be, for scoring, and passed as it is
+// otherwise (counted). fwd is what goes upstream unless rewritten: body,
+// or its decoded form.
+func (st *stream) readRequestBody(body []byte) (b *mutate.Body, fwd []byte, e *mutate.RequestError) {
+	if len(body) == 0 {
+		return nil, body, nil
+	}
+	rq := &st.rq
+	p := &st.cfg.Processing
+	opts := mutate.ReadOptions{API: mutateEndpoint(endpointOf(rq.path)), MaxPrompt: p.MaxPromptBytes, MaxBiasEntries: p.MaxLogitBiasEntries}
+	if !rq.view.Guarded {
+		if rq.enc != encIdentity {
+			st.pass(reasonRequestEncoded)
+			return nil, body, nil
+		}
+		b, err := mutate.ReadRequest(body, opts)
+		if err != nil {
+			st.pass(reasonBadRequestJSON)
+			return nil, body, nil
+		}
+		return b, body, nil
+	}
+	fwd = body
+	if rq.enc == encGzip {
+		dec, err := st.gunzipRequest(body)
+		if err != nil {
+			return nil, nil, err
+		}
+		fwd = dec
+	}
+	b, err := mutate.ReadRequest(fwd, opts)
+	if err != nil {
+		var re *mutate.RequestError
+		if errors.As(err, &re) {
+			return nil, nil, re
+		}
+		return nil, nil, refusal(400, mutate.RefuseSyntax, "request body: "+err.Error())
+	}
+	return b, fwd, nil
+}
+
+// gunzipRequest decodes a gzip request body (RFC 1952; concatenated
+// members are one body) within max_body_bytes.
+func (st *stream) gunzipRequest(body []byte) ([]byte, *mutate.RequestError) {
+	limit := st.cfg.Processing.MaxBodyBytes
+	zr, err := gzip.NewReader(bytes.NewReader(body))
+	if err != nil {
+		return nil, refusal(400, mutate.RefuseContentEnc, "request body: labelled gzip but does not decode ("+err.Error()+")")
+	}
+	var out bytes.Buffer
+	n, err := io.Copy(&out, io.LimitReader(zr, int64(limit)+1))
+	switch {
+	case n > int64(limit):
+		return nil, refusal(413, mutate.RefuseTooLarge, "request body: decodes to more than "+strconv.Itoa(limit)+" bytes")
+	case err != nil:
+		return nil, refusal(400, mutate.RefuseContentEnc, "request body: labelled gzip but does not decode ("+err.Error()+")")
+	}
+	if !st.mem.ensure(len(body)+2*out.Len(), st.cfg.Processing.MaxHeldTotalBytes) {
+		st.pass(reasonOverBudget)
+		return nil, refusal(503, refuseOverloaded, "the gateway is holding too many request bodies; retry shortly")
+	}
+	return out.Bytes(), nil
+}
+
 // finishRequest decides on the complete body and releases it, rewritten.
 // held says earlier chunks were held back (and cleared) so the reply must
 // carry the whole body.
 func (st *stream) finishRequest(body []byte, held, eos bool) {
 	headersHeld := st.settle()
-	rej, parsed := st.decide(body)
-	if rej != nil {
+	b, fwd, e := st.readRequestBody(body)
+	if e != nil {
+		st.emit(st.refuse(e))
+		return
+	}
+	if rej := st.decide(b, fwd); rej != nil {
 		st.emit(rej)
 		return
 	}
-	out, changed := body, false
-	if parsed && !st.action.Request.IsNoop() {
-		nb, ch, err := mutate.RewriteRequest(nil, body, st.action.Request)
-		if err != nil {
-			st.pass(reasonBadRequestJSON)
-		} else if ch {
+	decoded := len(fwd) != len(body) || (len(fwd) > 0 && &fwd[0] != &body[0])
+	out, changed := fwd, decoded
+	if b != nil && !st.action.Request.IsNoop() {
+		if nb, ch := b.Rewrite(nil, st.action.Request); ch {
 			out, changed = nb, true
 		}
 	}
 	var m mutation
 	st.identityEncoding(&m)
+	if decoded {
+		m.removeHeader("content-encoding")
+	}
 	if streamedMode(st.reqMode) {
 		if changed && hasHeader(st.rq.hdr, "content-length") {
 			// Removed first, then set: Envoy skips content-length in
@@ -270,18 +481,14 @@ func (st *stream) identityEncoding(m *mutation) {
 }
 
 // preIdentityEncoding is identityEncoding before the decision (STREAMED
-// request headers): the model is unknown, so the route is resolved without
-// it, and any rewriting tier counts. Gzip decoding on the response covers
-// what this misses.
+// request headers): the model is unknown, so any tier of any route the
+// path may resolve to that rewrites responses counts. Gzip decoding on the
+// response covers what this misses.
 func (st *stream) preIdentityEncoding(m *mutation) {
 	if !st.cfg.Processing.IdentityEncoding || !hasHeader(st.rq.hdr, "accept-encoding") {
 		return
 	}
-	for v := scoring.Allow; v <= scoring.Block; v++ {
-		a := st.cfg.Resolve(st.rq.path, "", v)
-		if a.Reject == nil && !a.Output.IsNoop() {
-			m.removeHeader("accept-encoding")
-			return
-		}
+	if st.rq.view.Rewrites {
+		m.removeHeader("accept-encoding")
 	}
 }

@@ -14,14 +14,22 @@ import (
 type respKind uint8
 
 const (
-	respPass respKind = iota // left untouched
-	respSSE                  // text/event-stream, framed and rewritten per event
-	respJSON                 // one JSON document, buffered and rewritten whole
+	respPass   respKind = iota // left untouched
+	respSSE                    // text/event-stream, framed and rewritten per event
+	respJSON                   // one JSON document, buffered and rewritten whole
+	respRefuse                 // refused at the headers (announced too large to rewrite)
 )
 
 func (st *stream) onResponseHeaders(h *extprocv3.HttpHeaders) {
 	hdr := h.GetHeaders()
 	kind, mode, override := st.responsePlan(hdr, h.GetEndOfStream())
+	if kind == respRefuse {
+		// Envoy still holds the response headers: the local reply replaces
+		// the response.
+		st.rs.phase.to(respPassing)
+		st.emit(st.refuse(st.rs.refusal))
+		return
+	}
 	if kind == respPass {
 		st.rs.phase.to(respPassing)
 		st.emit(headersReply(false, nil))
@@ -65,7 +73,13 @@ func (st *stream) responsePlan(hdr *corev3.HeaderMap, eos bool) (respKind, bodyM
 	default:
 		st.pass(reasonUnknownContentType)
 	}
-	if kind != respPass && enc == encUnknown {
+	if kind != respPass && (enc == encUnknown || headerCount(hdr, "content-encoding") > 1) {
+		if !st.action.OversizePass {
+			// A body the policy would change, in an encoding it cannot be
+			// read in (br, zstd, a list): never pass it raw.
+			st.rs.refusal = refusal(502, refuseResponseEncoding, "the upstream response has a content-encoding the gateway cannot rewrite")
+			return respRefuse, 0, nil
+		}
 		st.pass(reasonUnknownEncoding)
 		kind = respPass
 	}
@@ -73,6 +87,13 @@ func (st *stream) responsePlan(hdr *corev3.HeaderMap, eos bool) (respKind, bodyM
 		// A JSON body announced larger than the bound would be passed
 		// through anyway: do not ask Envoy to buffer it.
 		if n, err := strconv.ParseInt(getHeader(hdr, "content-length"), 10, 64); err == nil && n > int64(st.cfg.Processing.MaxBodyBytes) {
+			if !st.action.OversizePass {
+				// The policy would change this document, and it cannot
+				// be read within bounds: refuse it now, while the status
+				// can still say so.
+				st.rs.refusal = refusal(502, refuseResponseTooLarge, "the upstream response is larger than the gateway can rewrite")
+				return respRefuse, 0, nil
+			}
 			st.pass(reasonBodyTooLarge)
 			kind = respPass
 		}
@@ -96,6 +117,12 @@ func (st *stream) responsePlan(hdr *corev3.HeaderMap, eos bool) (respKind, bodyM
 			mode = want
 		}
 	}
+	if kind != respPass && (mode == modeNone || mode == modeGRPC) && !st.action.OversizePass {
+		// The body would reach the client without passing here (response
+		// body mode NONE and no override): refuse rather than pass it raw.
+		st.rs.refusal = refusal(502, refuseBodyNotSent, "the gateway is configured not to inspect responses on a route that rewrites them")
+		return respRefuse, 0, nil
+	}
 	if kind == respPass || mode == modeNone || mode == modeGRPC {
 		return respPass, 0, nil
 	}
@@ -110,7 +137,8 @@ func (st *stream) startBody(hdr *corev3.HeaderMap, kind respKind, mode bodyMode)
 	rs.phase.to(respRewriting)
 	p := &st.cfg.Processing
 	b := &rs.body
-	*b = respBody{kind: bodyJSON, mode: mode, configured: st.respMode, maxBody: p.MaxBodyBytes, out: &st.scratch, rec: &st.recorder}
+	*b = respBody{kind: bodyJSON, mode: mode, configured: st.respMode, maxBody: p.MaxBodyBytes, out: &st.scratch, rec: &st.recorder,
+		oversizePass: st.action.OversizePass, mem: &st.mem, memLimit: p.MaxHeldTotalBytes}
 	if kind == respSSE {
 		b.kind = bodySSE
 	}
@@ -123,10 +151,20 @@ func (st *stream) startBody(hdr *corev3.HeaderMap, kind respKind, mode bodyMode)
 		b.origEnc = ce
 		m.removeHeader("content-encoding")
 		b.gz = mutate.NewGunzip(p.MaxDecompressedBytes)
+		// What one message decodes to is what its reply carries: bounded
+		// per chunk for a stream, by the document bound for a document.
+		if b.kind == bodySSE {
+			b.gz.LimitChunk(p.MaxDecodedChunkBytes)
+		} else {
+			b.gz.LimitChunk(p.MaxBodyBytes + 1)
+		}
 	}
 	b.rw = mutate.NewRewriter(st.action.Output, st.seed)
 	if b.kind == bodySSE {
 		b.sse = mutate.NewSSEStream(b.rw, p.MaxHeldBytes)
+		if st.action.OversizePass {
+			b.sse.PassOversize()
+		}
 	}
 	return &m
 }
@@ -157,6 +195,10 @@ func (st *stream) onResponseBody(hb *extprocv3.HttpBody) {
 	act, out, whole := b.Write(data, eos)
 	if b.kind == bodyStopped {
 		rs.phase.to(respPassing)
+	}
+	if act == actAbort {
+		st.emit(st.refuse(b.abort))
+		return
 	}
 	sent := released(act, out, data)
 	if streamedMode(b.mode) {

@@ -67,7 +67,7 @@ func TestReplyReuse(t *testing.T) {
 	js := g.ChatCompletion(envoytest.Options{Tokens: 8, Logprobs: true, TopLogprobs: 3})
 	big := bytes.Repeat(append(bytes.Clone(events[1]), events[2]...), 300) // > 128 KiB of SSE
 	reqJSON := []byte(`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}],"logprobs":true,"top_logprobs":20,"logit_bias":{"5":1}}`)
-	chat := []string{":path", "/v1/chat/completions", ":method", "POST", "content-type", "application/json", "content-length", "120", "accept-encoding", "gzip"}
+	chat := []string{":path", "/v1/chat/completions", ":method", "POST", "content-type", "application/json", "content-length", "120", "accept-encoding", "gzip", "authorization", "Bearer t"}
 	sseHdr := []string{":status", "200", "content-type", "text/event-stream"}
 
 	type tc struct {

@@ -25,18 +25,28 @@
 //     scored from the headers and passed through.
 //   - NONE, or no body: decided at the request headers.
 //
-// Bodies beyond max_body_bytes are decided from the headers and passed
-// through; unparseable ones pass through; both are counted.
+// On a guarded route (config.Action.Guarded: its tiers act on requests) a
+// body is read strictly (mutate.ReadRequest) and refused with an
+// OpenAI-style error when it is not understood (refuse.go): malformed or
+// ambiguous JSON, a guarded field of another type, a body beyond
+// max_body_bytes (413), an unsupported content-type, charset or
+// content-encoding (415; gzip is decoded and forwarded as identity),
+// duplicate credential headers, no credential and no address (401), the
+// server-wide held-bytes bound (503). Elsewhere, and on routes that say
+// on_oversize: pass for oversized bodies, bodies are decided from what can
+// be read and passed, counted.
 //
 // Response bodies are rewritten when the resolved output policy changes
-// something, the status is 2xx, the content type is SSE or JSON and the
-// encoding is identity or gzip. SSE is framed incrementally (complete events
-// released per chunk, the unfinished tail held up to max_held_bytes); JSON
-// is rewritten whole (mode_override to BUFFERED when allowed, otherwise held
-// like a STREAMED request body). Gzip is decoded (bounded by
-// max_decompressed_bytes) and sent on as identity; a decoding failure hands
-// back the original body while it is still whole, else releases what
-// decoded cleanly and drops the rest.
+// something, the status is 2xx and the content type is SSE or JSON. SSE is
+// framed incrementally (complete events released per chunk, the unfinished
+// tail held up to max_held_bytes; a longer event is dropped and skipped in
+// bounded memory, and the events after it are rewritten); JSON is
+// rewritten whole (mode_override to BUFFERED when allowed, otherwise held
+// like a STREAMED request body). Gzip is decoded (bounded per body and per
+// chunk) and sent on as identity. A body that cannot be rewritten (too
+// large, not decodable, an unknown encoding) fails closed: a 502 while
+// Envoy holds the headers, a reset after them, a cut once bytes were
+// released; on_oversize: pass routes pass it instead, counted.
 //
 // Known limit: in STREAMED, a body that ends with trailers instead of
 // end_of_stream while bytes are held cannot release them: a trailers reply
@@ -98,6 +108,11 @@ type Server struct {
 
 	active atomic.Int64
 	ids    atomic.Uint64
+	// mem is the bound on body bytes held across streams
+	// (processing.max_held_total_bytes).
+	mem budget
+	// logs rate-limits the warnings anything reaching the port can cause.
+	logs *logLimiter
 	// outBufs pools the output scratch of rewritten bodies (*[]byte) across
 	// streams: a reply points into it only until it is sent (see outBuf).
 	outBufs sync.Pool
@@ -107,7 +122,7 @@ var _ extprocv3.ExternalProcessorServer = (*Server)(nil)
 
 // New returns a Server.
 func New(opts Options) (*Server, error) {
-	s := &Server{config: opts.Config, scorer: opts.Scorer, log: opts.Logger, now: opts.Now, fallback: config.Default()}
+	s := &Server{config: opts.Config, scorer: opts.Scorer, log: opts.Logger, now: opts.Now, fallback: config.Default(), logs: newLogLimiter(time.Second)}
 	if s.config == nil {
 		s.config = func() *config.Config { return s.fallback }
 	}
@@ -129,6 +144,15 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.m = m
+	if _, err := mp.Meter("github.com/distillguard/distillguard/extproc").Int64ObservableGauge("distillguard_held_bytes",
+		metric.WithUnit("By"),
+		metric.WithDescription("Body bytes reserved by streams against processing.max_held_total_bytes."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(s.mem.used.Load())
+			return nil
+		})); err != nil {
+		return nil, err
+	}
 	if s.config() == nil {
 		return nil, errors.New("extproc: Options.Config returned nil")
 	}
@@ -205,7 +229,10 @@ func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) error {
 			}
 		}
 		// Send has marshalled the replies: the bytes they pointed at are
-		// free again.
+		// free again. The message is emptied too: reused for the next
+		// RecvMsg, it would otherwise keep the last body (up to
+		// max_message_bytes) referenced while the stream waits.
 		st.sent()
+		req.Reset()
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/distillguard/distillguard/config"
 	"github.com/distillguard/distillguard/extproc/keys"
+	"github.com/distillguard/distillguard/mutate"
 	"github.com/distillguard/distillguard/scoring"
 )
 
@@ -94,15 +95,18 @@ type stream struct {
 	nreplies int
 	// scratch is the output buffer rewritten bodies are written into.
 	scratch outBuf
+	// mem is the stream's share of the server-wide bound on held bytes.
+	mem memHold
 }
 
 // reqState is the request direction of a stream.
 type reqState struct {
-	phase   reqPhase
-	hdr     *corev3.HeaderMap
-	path    string
-	encoded bool
-	buf     []byte // the body held for the decision
+	phase reqPhase
+	hdr   *corev3.HeaderMap
+	path  string // :path, normalized (normalizePath)
+	view  config.RouteView
+	enc   encoding // content-encoding
+	buf   []byte   // the body held for the decision
 }
 
 // respState is the response direction of a stream.
@@ -112,6 +116,8 @@ type respState struct {
 	// reply, restored on a whole BUFFERED body).
 	hadLength bool
 	body      respBody // in respRewriting
+	// refusal is the answer of a response refused at its headers.
+	refusal *mutate.RequestError
 }
 
 func (s *Server) newStream(ctx context.Context) *stream {
@@ -124,7 +130,16 @@ func (s *Server) newStream(ctx context.Context) *stream {
 	st.reqMode = parseMode(cfg.Processing.RequestBodyMode)
 	st.respMode = parseMode(cfg.Processing.ResponseBodyMode)
 	st.scratch.pool = &s.outBufs
+	st.mem.b = &s.mem
 	return st
+}
+
+const levelDebug = slog.LevelDebug
+
+// warn logs a warning about this stream, at most one line per second per
+// kind server-wide (see logLimiter).
+func (st *stream) warn(kind, msg string, args ...any) {
+	st.srv.logs.warn(st.srv.log, time.Now(), kind, msg, append([]any{"stream", st.id}, args...)...)
 }
 
 // handle processes one message and returns the replies to send, in order.
@@ -140,6 +155,12 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) []*extprocv3.Processi
 		st.respMode = pc.GetResponseBodyMode()
 	}
 	if req.GetObservabilityMode() {
+		if !st.observe && req.GetProtocolConfig() == nil && !streamedMode(st.reqMode) {
+			// In observability mode Envoy sends bodies only in STREAMED
+			// mode, chunk by chunk, without protocol_config: a configured
+			// BUFFERED mode would read each chunk as a whole body.
+			st.reqMode, st.respMode = modeStreamed, modeStreamed
+		}
 		st.observe = true
 	}
 	if attrs := req.GetAttributes(); len(attrs) > 0 {
@@ -200,7 +221,7 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) []*extprocv3.Processi
 		// messages are not implemented by Envoy, so this is a client bug.
 		st.lastKind = kindUnknown
 		st.srv.m.protocolError(st.mctx, protoEmptyRequest)
-		st.srv.log.Warn("ext_proc message without a request", "stream", st.id)
+		st.warn("protocol_"+protoEmptyRequest, "ext_proc message without a request")
 	}
 	if !rq.phase.holding() {
 		// The request side is finished (decided, its replies built): its
@@ -222,7 +243,7 @@ func (st *stream) check(bad bool, kind string) bool {
 		return false
 	}
 	st.srv.m.protocolError(st.mctx, kind)
-	st.srv.log.Warn("ext_proc protocol violation", "stream", st.id, "violation", kind, "message", st.lastKind.String())
+	st.warn("protocol_"+kind, "ext_proc protocol violation", "violation", kind, "message", st.lastKind.String())
 	return true
 }
 
@@ -299,12 +320,25 @@ func (st *stream) readAttributes(attrs map[string]*structpb.Struct) {
 
 // sent is called once the replies of a message have been sent (Process) or
 // when the stream ends: the output scratch they pointed into goes back to
-// the server's pool, so streams waiting for their next chunk hold none.
-func (st *stream) sent() { st.scratch.giveBack() }
+// the server's pool, the reply trees drop what they pointed at, decoding
+// scratch beyond a small size is let go, and the memory reservation
+// shrinks to what the stream still holds, so streams waiting for their
+// next chunk hold nothing the next message does not need.
+func (st *stream) sent() {
+	st.scratch.giveBack()
+	for _, rb := range st.replies {
+		*rb = replyBuf{}
+	}
+	clear(st.out)
+	st.out = st.out[:0]
+	st.rs.body.shrink()
+	st.mem.settle(cap(st.rq.buf) + st.rs.body.holding())
+}
 
 // release drops everything the stream holds. It runs on every exit path of
 // Process.
 func (st *stream) release() {
+	st.traceEnd()
 	st.sent()
 	if !st.rejected && (len(st.rq.buf) > 0 || st.rs.body.held() > 0) {
 		// The stream ended with body bytes still held back, which only a
@@ -312,10 +346,11 @@ func (st *stream) release() {
 		// aborted exchange leaves behind.
 		st.pass(reasonHeldAtEnd)
 		if st.end == "eof" {
-			st.srv.log.Warn("ext_proc stream closed while body bytes were held", "stream", st.id)
+			st.warn("held_at_end", "ext_proc stream closed while body bytes were held")
 		}
 	}
 	st.rs.body.stop()
+	st.mem.release()
 	st.m.flush(st.mctx, &st.tally)
 	if st.srv.log.Enabled(st.ctx, slog.LevelDebug) {
 		st.srv.log.Debug("ext_proc stream done", "stream", st.id, "messages", st.msgs,

@@ -33,6 +33,8 @@ type DetectionParams struct {
 	// Families restricts the traffic to these families; empty means all.
 	Families []string
 	// Addr is an external ext_proc server; empty starts one in-process.
+	// Several, comma-separated, are replicas: request i goes to the
+	// i-th mod N (as Envoy spreads streams over a cluster's hosts).
 	Addr   string
 	Config *config.Config
 	// NewServer builds a substitute processor for the in-process server
@@ -46,6 +48,11 @@ type DetectionParams struct {
 	// Variant selects the generator's content variant (traffic.Options.Variant):
 	// 0 tuned, 1 held out.
 	Variant int
+	// Replicas > 1 replays over that many in-process replicas in
+	// replicated mode, sharing the Redis at RedisAddr, each request sent
+	// to the next replica in turn (replicas.go).
+	Replicas  int
+	RedisAddr string
 }
 
 // outcome is the server's answer to one replayed request.
@@ -251,7 +258,18 @@ func replayDetection(ctx context.Context, seed uint64, p DetectionParams, prog *
 	if len(reqs) > 0 {
 		clock.Store(reqs[0].Time.UnixNano())
 	}
-	if addr == "" {
+	timeout := p.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	var rs *replicaSet
+	if p.Replicas > 1 {
+		if rs, err = startReplicas(p, seed, now, timeout); err != nil {
+			return nil, 0, "", err
+		}
+		defer rs.stop()
+		where = rs.where
+	} else if addr == "" {
 		a, stop, err := startServer(p, now)
 		if err != nil {
 			return nil, 0, "", err
@@ -262,16 +280,20 @@ func replayDetection(ctx context.Context, seed uint64, p DetectionParams, prog *
 			where = "in-process substitute server"
 		}
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, 0, "", err
+	var cls []*envoyClient
+	if rs == nil {
+		for _, a := range strings.Split(addr, ",") {
+			conn, err := grpc.NewClient(strings.TrimSpace(a), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return nil, 0, "", err
+			}
+			defer conn.Close()
+			cls = append(cls, &envoyClient{c: extprocv3.NewExternalProcessorClient(conn), timeout: timeout})
+		}
+		if len(cls) > 1 {
+			where = fmt.Sprintf("%d external servers (%s), round-robin per request", len(cls), addr)
+		}
 	}
-	defer conn.Close()
-	timeout := p.Timeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	cl := &envoyClient{c: extprocv3.NewExternalProcessorClient(conn), timeout: timeout}
 
 	accounts := map[string]*accountStats{}
 	fams := map[string]*familyStats{}
@@ -282,7 +304,12 @@ func replayDetection(ctx context.Context, seed uint64, p DetectionParams, prog *
 			return nil, 0, "", ctx.Err()
 		}
 		clock.Store(r.Time.UnixNano())
-		out, err := cl.send(ctx, r)
+		var out outcome
+		if rs != nil {
+			out, err = rs.send(ctx, i, r)
+		} else {
+			out, err = cls[i%len(cls)].send(ctx, r)
+		}
 		if err != nil {
 			return nil, 0, "", fmt.Errorf("request %d (%s): %w", r.Seq, r.Account, err)
 		}

@@ -18,7 +18,16 @@ const labSeed = "distillguard-lab"
 // p.NewServer builds, with the production gRPC settings either way. The
 // returned stop drains it and waits for every goroutine it started.
 func startServer(p DetectionParams, now func() time.Time) (string, func(), error) {
-	cfg := p.Config
+	srv, stop, err := startServerFull(p, p.Config, now)
+	if err != nil {
+		return "", nil, err
+	}
+	return srv.GRPCAddr(), stop, nil
+}
+
+// startServerFull is startServer with the configuration given and the
+// server returned (replicated replays drive its engine's Flush).
+func startServerFull(p DetectionParams, cfg *config.Config, now func() time.Time) (*server.Server, func(), error) {
 	if cfg == nil {
 		cfg = config.Default()
 	}
@@ -27,7 +36,7 @@ func startServer(p DetectionParams, now func() time.Time) (string, func(), error
 	if p.NewServer != nil {
 		sub, c, err := p.NewServer(cfg, now)
 		if err != nil {
-			return "", nil, err
+			return nil, nil, err
 		}
 		opts.Processor, closeSub = sub, c
 	}
@@ -36,20 +45,20 @@ func startServer(p DetectionParams, now func() time.Time) (string, func(), error
 	var err error
 	if opts.GRPCListener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		closeSub()
-		return "", nil, err
+		return nil, nil, err
 	}
 	if opts.AdminListener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		opts.GRPCListener.Close()
 		closeSub()
-		return "", nil, err
+		return nil, nil, err
 	}
 	srv, err := server.New(cfg, opts)
 	if err != nil {
 		closeSub()
-		return "", nil, err
+		return nil, nil, err
 	}
 	srv.Start()
-	return srv.GRPCAddr(), func() {
+	return srv, func() {
 		srv.Drain(cfg.Server.DrainGrace)
 		closeSub()
 	}, nil

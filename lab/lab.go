@@ -28,6 +28,7 @@ import (
 	"sync"
 
 	"github.com/distillguard/distillguard/config"
+	"github.com/distillguard/distillguard/internal/redisproc"
 )
 
 // Experiment names accepted by Options.Experiments.
@@ -42,10 +43,19 @@ const (
 	// ExpEconomics runs the attacks end to end against the whole server
 	// under attacker strategies and reports their cost (economics.go).
 	ExpEconomics = "economics"
+	// ExpDetectionReplicas repeats the detection replay over 1, 3 and 5
+	// replicas sharing a real Redis (replicas.go); not run by default.
+	ExpDetectionReplicas = "detection-replicas"
 )
 
 // AllExperiments lists every experiment in report order.
 func AllExperiments() []string {
+	return []string{ExpTramer, ExpCarlini, ExpDistill, ExpDetection, ExpDetectionEval, ExpEconomics, ExpDetectionReplicas}
+}
+
+// DefaultExperiments are the experiments a run without a list runs: all
+// but the replicated comparison, which needs a redis-server.
+func DefaultExperiments() []string {
 	return []string{ExpTramer, ExpCarlini, ExpDistill, ExpDetection, ExpDetectionEval, ExpEconomics}
 }
 
@@ -71,16 +81,23 @@ type Options struct {
 	Parallel int
 	// Progress displays progress; nil displays nothing.
 	Progress *Progress
+	// Replicas: with one count N > 1, the detection replay runs over N
+	// replicas in replicated mode; the detection-replicas experiment
+	// compares every count listed (default 1, 3, 5). RedisAddr is the
+	// Redis they share (empty: a redis-server started for the run).
+	Replicas  []int
+	RedisAddr string
 }
 
 // Sizes are the parameters derived from Options.Scale.
 type Sizes struct {
-	Tramer        TramerParams
-	Carlini       CarliniParams
-	Distill       DistillParams
-	Detection     DetectionParams
-	DetectionEval DetectionEvalParams
-	Economics     EconomicsParams
+	Tramer            TramerParams
+	Carlini           CarliniParams
+	Distill           DistillParams
+	Detection         DetectionParams
+	DetectionEval     DetectionEvalParams
+	DetectionReplicas DetectionReplicasParams
+	Economics         EconomicsParams
 }
 
 // perturbScales returns the perturbation scales compared.
@@ -98,9 +115,10 @@ func SizesFor(scale float64, policies []Policy) Sizes {
 			Policies: policies, LogprobFree: []string{"default allow", "default degrade", "logit_bias dropped"}},
 		Distill: DistillParams{Dim: 16, Hidden: 32, Vocab: 32, Budgets: []int{sc(50, 20), sc(200, 50), sc(800, 100)},
 			HeldOut: sc(5000, 1000), HonestQueries: sc(1000, 200), HonestTopLogprobs: 5, Epochs: sc(200, 100), Policies: policies},
-		Detection:     DetectionParams{Scale: scale},
-		DetectionEval: DetectionEvalParams{Scale: scale, Secrets: 5},
-		Economics:     EconomicsParams{Secrets: 3, Setups: DefaultSetups(scale), Honest: HonestParams{Scale: 0.5 * scale}},
+		Detection:         DetectionParams{Scale: scale},
+		DetectionEval:     DetectionEvalParams{Scale: scale, Secrets: 5},
+		DetectionReplicas: DetectionReplicasParams{Scale: scale, Variant: 1},
+		Economics:         EconomicsParams{Secrets: 3, Setups: DefaultSetups(scale), Honest: HonestParams{Scale: 0.5 * scale}},
 	}
 	return s
 }
@@ -109,7 +127,7 @@ func SizesFor(scale float64, policies []Policy) Sizes {
 func Run(ctx context.Context, o Options) (*Report, error) {
 	exps := o.Experiments
 	if len(exps) == 0 {
-		exps = AllExperiments()
+		exps = DefaultExperiments()
 	}
 	for _, e := range exps {
 		if !slices.Contains(AllExperiments(), e) {
@@ -132,6 +150,23 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	sz.DetectionEval.Config = cfg
 	sz.Economics.CorpusDir = o.CorpusDir
 	sz.Economics.Config = cfg
+	sz.DetectionReplicas.CorpusDir = o.CorpusDir
+	sz.DetectionReplicas.Config = cfg
+	sz.DetectionReplicas.Replicas = o.Replicas
+	sz.DetectionReplicas.RedisAddr = o.RedisAddr
+	if len(o.Replicas) == 1 && o.Replicas[0] > 1 && slices.Contains(exps, ExpDetection) {
+		// The detection replay itself over N replicas.
+		sz.Detection.Replicas = o.Replicas[0]
+		sz.Detection.RedisAddr = o.RedisAddr
+		if sz.Detection.RedisAddr == "" {
+			srv, err := redisproc.Start(redisproc.Options{})
+			if err != nil {
+				return nil, fmt.Errorf("lab: redis-server for the replicated detection replay: %w", err)
+			}
+			defer srv.Stop()
+			sz.Detection.RedisAddr = srv.Addr()
+		}
+	}
 
 	par := o.Parallel
 	if par <= 0 {
@@ -178,6 +213,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			case ExpEconomics:
 				// Fans out on the pool itself: only its leaf runs take slots.
 				sl.sec, sl.err = RunEconomics(ctx, p, o.Seed, sz.Economics, task)
+			case ExpDetectionReplicas:
+				sl.err = p.do(ctx, func() (err error) {
+					sl.sec, err = RunDetectionReplicas(ctx, o.Seed, sz.DetectionReplicas, task)
+					return
+				})
 			}
 			if sl.err != nil {
 				task.Done("failed: " + sl.err.Error())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 
 	"github.com/distillguard/distillguard/watermark"
@@ -22,6 +23,12 @@ type WatermarkParams struct {
 	MaxTokens int
 	// StudentOrder is the student n-gram order (2: bigram).
 	StudentOrder int
+	// LargeHarvests and LargeProbes extend the detection grid past the
+	// targets (how much more text the frequency-preserving mark needs).
+	LargeHarvests, LargeProbes []int
+	// StatsResponses is how many unmarked teacher responses the
+	// provider's context statistics are counted in.
+	StatsResponses int
 	// Decoys is the number of decoy keys for false-positive rates.
 	Decoys int
 
@@ -35,24 +42,34 @@ type LogprobWatermarkParams struct {
 	Dim, Hidden, Vocab int
 	Epochs             int
 	Amplitude          float64 // nats
-	Harvests, Probes   []int
-	Decoys             int
+	// Amplitudes is the amplitude curve (at the largest harvest and probe
+	// count); it must contain Amplitude.
+	Amplitudes       []float64
+	Harvests, Probes []int
+	Decoys           int
+	// ShadowFactor sizes the provider's shadow student: trained on this
+	// many times the largest harvest, of the provider's own inputs.
+	ShadowFactor int
 }
 
 // WatermarkSizes returns the experiment sizes at scale (1 = the report's).
 func WatermarkSizes(corpusDir string, scale float64) WatermarkParams {
 	sc := func(n, floor int) int { return max(floor, int(math.Round(float64(n)*scale))) }
 	return WatermarkParams{
-		CorpusDir:    corpusDir,
-		Harvests:     []int{sc(250, 50), sc(500, 100), sc(1000, 200), sc(2000, 400)},
-		Probes:       []int{sc(50, 25), sc(100, 50), sc(250, 100), sc(500, 200)},
-		MaxTokens:    60,
-		StudentOrder: 2,
-		Decoys:       sc(1000, 200),
-		LP: LogprobWatermarkParams{Dim: 16, Hidden: 32, Vocab: sc(512, 128), Epochs: sc(150, 60), Amplitude: 0.2,
-			Harvests: []int{sc(250, 100), sc(500, 200), sc(1000, 400), sc(2000, 800)},
-			Probes:   []int{sc(50, 25), sc(100, 50), sc(250, 100), sc(500, 200)},
-			Decoys:   sc(1000, 200)},
+		CorpusDir:      corpusDir,
+		Harvests:       []int{sc(250, 50), sc(500, 100), sc(1000, 200), sc(2000, 400)},
+		Probes:         []int{sc(50, 25), sc(100, 50), sc(250, 100), sc(500, 200)},
+		MaxTokens:      60,
+		StudentOrder:   2,
+		StatsResponses: sc(50000, 5000),
+		LargeHarvests:  []int{sc(2000, 400), sc(4000, 800), sc(8000, 1600)},
+		LargeProbes:    []int{sc(500, 200), sc(1000, 400), sc(2000, 800)},
+		Decoys:         sc(1000, 200),
+		LP: LogprobWatermarkParams{Dim: 16, Hidden: 32, Vocab: sc(512, 128), Epochs: sc(150, 60), Amplitude: 0.3,
+			Amplitudes: []float64{0.05, 0.1, 0.2, 0.3, 0.5},
+			Harvests:   []int{sc(250, 100), sc(500, 200), sc(1000, 400), sc(2000, 800)},
+			Probes:     []int{sc(50, 25), sc(100, 50), sc(250, 100), sc(500, 200)},
+			Decoys:     sc(1000, 200), ShadowFactor: 4},
 	}
 }
 
@@ -132,7 +149,6 @@ func falsePositives(v *watermark.Verifier, texts []string, decoys []*watermark.K
 
 type textHarvest struct {
 	raw, marked []string // the same teacher responses, unmarked and marked
-	other       []string // independent unmarked responses (frequency reference)
 }
 
 // RunWatermark runs the text and logprob watermark experiments.
@@ -141,10 +157,7 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 	if err != nil {
 		return Section{}, fmt.Errorf("watermark: %w", err)
 	}
-	lex := watermark.DefaultLexicon()
 	key := labWatermarkKey(seed, 40)
-	marker := watermark.NewMarker(lex, key)
-	ver := watermark.NewVerifier(lex)
 	decoys := decoyKeys(seed, p.Decoys)
 
 	// The teacher: a trigram model of the corpora.
@@ -155,16 +168,29 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 		}
 	}
 	teacher := trainNgram(3, docs)
+	// The provider's context statistics: counted in its own unmarked
+	// output (an independent sample, larger than any comparison below),
+	// as a deployment builds them from its own traffic.
+	embedded := watermark.DefaultLexicon()
+	statsGen := newRand(seed, 47)
+	own := make([][]byte, p.StatsResponses)
+	for i := range own {
+		own[i] = []byte(detokenize(teacher.generate(statsGen, p.MaxTokens)))
+	}
+	lex := embedded.WithContextStats(watermark.BuildContextStats(embedded, own))
+	own = nil
+	marker := watermark.NewMarker(lex, key)
+	ver := watermark.NewVerifier(lex)
 	maxH := p.Harvests[len(p.Harvests)-1]
 	maxP := p.Probes[len(p.Probes)-1]
+	bigH, bigP := max(maxH, p.LargeHarvests[len(p.LargeHarvests)-1]), max(maxP, p.LargeProbes[len(p.LargeProbes)-1])
 	gen := newRand(seed, 41)
 	chunks := newRand(seed, 42)
 	var h textHarvest
-	for i := 0; i < maxH; i++ {
+	for i := 0; i < bigH; i++ {
 		t := detokenize(teacher.generate(gen, p.MaxTokens))
 		h.raw = append(h.raw, t)
 		h.marked = append(h.marked, streamMark(marker, t, chunks))
-		h.other = append(h.other, detokenize(teacher.generate(gen, p.MaxTokens)))
 	}
 	if ctx.Err() != nil {
 		return Section{}, ctx.Err()
@@ -176,7 +202,7 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 		}
 		st := trainNgram(p.StudentOrder, d)
 		r := newRand(seed, stream)
-		out := make([]string, maxP)
+		out := make([]string, bigP)
 		for i := range out {
 			out[i] = detokenize(st.generate(r, p.MaxTokens))
 		}
@@ -189,10 +215,13 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 			"The teacher is a trigram model of the corpora (GSM8K worked solutions, HH-RLHF turns, self-instruct tasks); its responses pass " +
 				"through the gateway's lexical watermark (keyed conditional synonym substitution, `watermark.Stream`, fed in random 1-16 byte " +
 				"fragments as SSE deltas arrive). The attacker trains a word n-gram student on the marked responses, and the provider verifies " +
-				"the student's own generated outputs with `watermark.Verifier` (exact Poisson-binomial tail over distinct (set, context) groups).",
-			"The logprob watermark lowers every returned alternative but the first by A(1+cos(2πf·g(token)))/2 nats (g a keyed PRF of the " +
-				"token text, f a key-derived frequency); the distillation experiment's softmax-regression student trained on marked soft " +
-				"labels is probed, and its top-20 logprobs (as chat.completion JSON) go through `watermark.ParseChatLogprobs` and the spectral verifier.",
+				"the student's own generated outputs with `watermark.Verifier` (a likelihood-ratio test martingale over distinct (set, form slot, context) groups, " +
+				"with the key's replayed draw probabilities as the null: conservative by construction). The context -> member assignment is " +
+				"frequency-preserving (CATER): built per key from context statistics of the provider's own unmarked output, so every member keeps its natural share.",
+			"The logprob watermark splits tokens into two keyed groups s(w) = ±1 and lowers every returned alternative but the first by " +
+				"A(1 - s(w)·h)/2 nats, h = sin(u) with u a keyed ±1 projection of the record's features (GINSEW-style: the signal varies with the input). " +
+				"The distillation experiment's softmax-regression student trained on marked soft labels is probed, and its top-20 logprobs (as chat.completion JSON) " +
+				"go through `watermark.ParseChatLogprobs` and `watermark.LogprobSample` (keyed token-sign randomisation with a Rademacher tail bound).",
 		},
 		Params: [][2]string{
 			{"seed", fmt.Sprint(seed)},
@@ -200,6 +229,7 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 			{"teacher", fmt.Sprintf("word trigram (Witten-Bell), %d corpus texts, responses of at most %d tokens", len(docs), p.MaxTokens)},
 			{"student", fmt.Sprintf("word %d-gram (Witten-Bell) trained on the harvested responses", p.StudentOrder)},
 			{"decoy keys", itoa(p.Decoys)},
+			{"context statistics", fmt.Sprintf("%d unmarked teacher responses (independent of every sample below), %d (set, slot) units", p.StatsResponses, lex.ContextStats().Sets())},
 		},
 	}
 
@@ -222,11 +252,62 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 			return Section{}, ctx.Err()
 		}
 	}
-	t1.Notes = []string{"Cells: p-value (matching groups / distinct (set, context) groups scored)."}
+	t1.Notes = []string{"Cells: p-value (matching groups / distinct (set, slot, context) groups scored)."}
+	last = last[:maxP]
 	full := verifyTexts(ver, last, key)
 
+	// 1b. Past the targets, and the capacity / visibility trade-off: the
+	// same harvest marked without the frequency-preserving statistics.
+	tL := Table{Title: "Lexical watermark: larger harvests and more student outputs", Header: []string{"harvested responses"}}
+	for _, m := range p.LargeProbes {
+		tL.Header = append(tL.Header, fmt.Sprintf("%d outputs", m))
+	}
+	for hi, n := range p.LargeHarvests {
+		outs := student(h.marked[:n], 55+uint64(hi))
+		row := []string{itoa(n)}
+		for _, m := range p.LargeProbes {
+			r := verifyTexts(ver, outs[:m], key)
+			row = append(row, fmt.Sprintf("%s (%d/%d)", fmtSci(r.PValue), r.Matches, r.Scored))
+		}
+		tL.Rows = append(tL.Rows, row)
+		if ctx.Err() != nil {
+			return Section{}, ctx.Err()
+		}
+	}
+	bigN, bigM := p.LargeHarvests[len(p.LargeHarvests)-1], p.LargeProbes[len(p.LargeProbes)-1]
+	tT := Table{Title: "Lexical watermark: capacity against visibility, by the statistics the assignment uses",
+		Header: []string{"context statistics", "share of candidates keyed (seen + tail)", fmt.Sprintf("p, %d harvested / %d outputs", maxH, maxP),
+			fmt.Sprintf("p, %d harvested / %d outputs", bigN, bigM), "words changed (teacher output)"}}
+	for vi, v := range []struct {
+		name string
+		lex  *watermark.Lexicon
+	}{
+		{"own unmarked output (this package's procedure)", lex},
+		{"embedded corpus statistics (contexts_table.go)", embedded},
+		{"none (table weights in every context)", lex.WithContextStats(nil)},
+	} {
+		mk := watermark.NewMarker(v.lex, key)
+		vv := watermark.NewVerifier(v.lex)
+		marked := make([]string, bigN)
+		var st watermark.Stats
+		for i, t := range h.raw[:bigN] {
+			b, s := mk.Mark([]byte(t))
+			marked[i] = string(b)
+			st.Words += s.Words
+			st.Substituted += s.Substituted
+		}
+		a := mk.Assignment()
+		small := student(marked[:maxH], 90+uint64(vi))
+		large := student(marked, 95+uint64(vi))
+		r1, r2 := verifyTexts(vv, small[:maxP], key), verifyTexts(vv, large[:bigM], key)
+		tT.Rows = append(tT.Rows, []string{v.name, fmtPct(a.Keyed + a.Tail), fmtSci(r1.PValue), fmtSci(r2.PValue),
+			fmtPct2(float64(st.Substituted) / float64(max(st.Words, 1)))})
+	}
+	tT.Notes = []string{"Keyed share: occurrences in the statistics whose context draws its member by the key among two or more (the rest are left unmarked, or forced to the one member that fits, the same for every key). " +
+		"Visibility of the same three markings: the word-frequency table below."}
+
 	// 2. False positives.
-	unmarkedOuts := student(h.raw, 60)
+	unmarkedOuts := student(h.raw[:maxH], 60)[:maxP]
 	fpStudent, minStudent := falsePositives(ver, unmarkedOuts, decoys)
 	fpMarkedDecoy, minMarkedDecoy := falsePositives(ver, last, decoys)
 	trueOnUnmarked := verifyTexts(ver, unmarkedOuts, key)
@@ -266,10 +347,10 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 		}},
 	}
 	for ai, a := range attacks {
-		attacked, frac := a.fn(h.marked, newRand(seed, 70+uint64(ai)))
+		attacked, frac := a.fn(h.marked[:maxH], newRand(seed, 70+uint64(ai)))
 		outs := last
 		if ai > 0 {
-			outs = student(attacked, 80+uint64(ai))
+			outs = student(attacked, 80+uint64(ai))[:maxP]
 		}
 		r := verifyTexts(ver, outs, key)
 		t3.Rows = append(t3.Rows, []string{a.name, fmtPct2(frac), fmtSci(r.PValue), fmt.Sprintf("%d / %d", r.Matches, r.Scored)})
@@ -295,13 +376,13 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 			fmtPct2(float64(st.Candidates) / float64(st.Words)), fmtPct2(float64(st.Substituted) / float64(st.Words)),
 			fmtPct2(float64(changed) / float64(sents)), fmt.Sprintf("%.2f", chrf.Score())})
 	}
-	t5 := frequencyTable(lex, h)
+	t5 := frequencyTable(lex, embedded, key, teacher, seed, maxH, p.MaxTokens)
 
 	lpTables, lpFindings, err := runLogprobWatermark(ctx, seed, p.LP)
 	if err != nil {
 		return Section{}, err
 	}
-	sec.Tables = append([]Table{t1, t2, t3, t4, t5}, lpTables...)
+	sec.Tables = append([]Table{t1, tL, tT, t2, t3, t4, t5}, lpTables...)
 	sec.Findings = append([]string{
 		fmt.Sprintf("A bigram student of %d marked responses is identified from %d of its outputs at p = %s (%d of %d groups match the key).",
 			maxH, maxP, fmtSci(full.PValue), full.Matches, full.Scored),
@@ -372,80 +453,138 @@ func dropWords(texts []string, r *rand.Rand, p float64) ([]string, float64) {
 	return out, float64(dropped) / float64(max(words, 1))
 }
 
-// frequencyTable compares member frequencies in marked and independent
-// unmarked teacher outputs: a chi-squared test of homogeneity per set,
-// summed over sets (the frequency analysis an attacker with unmarked
-// reference text can run), for the conditional mark and for an
-// unconditional one (one fixed member per set, as a plain keyed
-// substitution without context would give).
-func frequencyTable(lex *watermark.Lexicon, h textHarvest) Table {
-	count := func(texts []string, fixed bool) map[string][]int {
-		out := map[string][]int{}
-		for _, t := range texts {
-			for _, w := range tokenize(t) {
-				alts, ok := lex.Lookup(strings.ToLower(w))
-				if !ok {
-					continue
-				}
-				set := strings.Join(alts, ",")
-				c := out[set]
-				if c == nil {
-					c = make([]int, len(alts))
-					out[set] = c
-				}
-				m := 0
-				for i, a := range alts {
-					if a == strings.ToLower(w) {
-						m = i
-					}
-				}
-				if fixed {
-					m = int(uint(len(set)*7+int(set[0])) % uint(len(alts)))
-				}
-				c[m]++
-			}
-		}
-		return out
-	}
-	ref := count(h.other, false)
-	tb := Table{Title: "Visibility in word frequencies (marked vs independent unmarked teacher outputs)",
-		Header: []string{"marking", "sets compared", "chi-squared", "df", "p-value", "mean total variation"}}
-	for _, v := range []struct {
-		name  string
-		texts []string
-		fixed bool
-	}{{"none (two unmarked samples)", h.raw, false}, {"conditional (this package)", h.marked, false}, {"unconditional (one member per set)", h.raw, true}} {
-		got := count(v.texts, v.fixed)
-		var chi, tv float64
-		var df, sets int
-		for set, a := range got {
-			b := ref[set]
-			if b == nil {
+// memberCounts counts, per synonym set (named by its members), how often
+// each member occurs anywhere in texts: the plain word-frequency view of
+// an analyst with no key. fixed replaces every occurrence by one member per
+// set (what a keyed substitution without context would give).
+func memberCounts(lex *watermark.Lexicon, texts []string, fixed bool) map[string][]int {
+	out := map[string][]int{}
+	for _, t := range texts {
+		for _, w := range tokenize(t) {
+			lw := strings.ToLower(w)
+			alts, ok := lex.Lookup(lw)
+			if !ok {
 				continue
 			}
-			na, nb := sum(a), sum(b)
-			if na+nb < 20 {
+			set := strings.Join(alts, ",")
+			c := out[set]
+			if c == nil {
+				c = make([]int, len(alts))
+				out[set] = c
+			}
+			m := 0
+			for i, a := range alts {
+				if a == lw {
+					m = i
+				}
+			}
+			if fixed {
+				m = int(uint(len(set)*7+int(set[0])) % uint(len(alts)))
+			}
+			c[m]++
+		}
+	}
+	return out
+}
+
+// homogeneity is the chi-squared test of homogeneity of member
+// frequencies between two samples, summed over the sets with at least 20
+// occurrences in the two together, and the mean total variation distance
+// between the two samples' member shares over those sets.
+type homogeneity struct {
+	sets, df int
+	chi, tv  float64
+}
+
+func compareCounts(a, b map[string][]int) homogeneity {
+	var h homogeneity
+	names := make([]string, 0, len(a))
+	for set := range a {
+		names = append(names, set)
+	}
+	slices.Sort(names) // map order must not reach the float sums
+	for _, set := range names {
+		ca, cb := a[set], b[set]
+		if cb == nil {
+			continue
+		}
+		na, nb := sum(ca), sum(cb)
+		if na+nb < 20 || na == 0 || nb == 0 {
+			continue
+		}
+		h.sets++
+		var tvs float64
+		cols := 0
+		for i := range ca {
+			col := float64(ca[i] + cb[i])
+			if col == 0 {
 				continue
 			}
-			sets++
-			var tvs float64
-			for i := range a {
-				col := float64(a[i] + b[i])
-				if col == 0 {
-					continue
-				}
-				ea := col * float64(na) / float64(na+nb)
-				eb := col * float64(nb) / float64(na+nb)
-				chi += (float64(a[i])-ea)*(float64(a[i])-ea)/ea + (float64(b[i])-eb)*(float64(b[i])-eb)/eb
-				df++
-				tvs += math.Abs(float64(a[i])/float64(na) - float64(b[i])/float64(nb))
-			}
-			df--
-			tv += tvs / 2
+			cols++
+			ea := col * float64(na) / float64(na+nb)
+			eb := col * float64(nb) / float64(na+nb)
+			h.chi += (float64(ca[i])-ea)*(float64(ca[i])-ea)/ea + (float64(cb[i])-eb)*(float64(cb[i])-eb)/eb
+			tvs += math.Abs(float64(ca[i])/float64(na) - float64(cb[i])/float64(nb))
 		}
-		tb.Rows = append(tb.Rows, []string{v.name, itoa(sets), fmt.Sprintf("%.1f", chi), itoa(df), fmtSci(chiSquaredUpper(chi, df)), fmt.Sprintf("%.3f", tv/float64(max(sets, 1)))})
+		h.df += cols - 1
+		h.tv += tvs / 2
 	}
-	tb.Notes = []string{"Sets with at least 20 occurrences in the two samples together; p-value by the Wilson-Hilferty approximation."}
+	if h.sets > 0 {
+		h.tv /= float64(h.sets)
+	}
+	return h
+}
+
+// frequencyTable compares member frequencies of marked teacher output with
+// an independent unmarked sample of the same size, at the experiment's
+// harvest size and at ten times it: the frequency analysis an attacker
+// with unmarked reference text can run. Baselines: two unmarked samples
+// (what sampling alone gives), the conditional mark without context
+// statistics (every context drawn by table weight), and an unconditional
+// substitution (one member per set).
+func frequencyTable(lex, embedded *watermark.Lexicon, key *watermark.Key, teacher *ngramLM, seed uint64, n, maxTok int) Table {
+	noStats := lex.WithContextStats(nil)
+	marker, corpusStats, plain := watermark.NewMarker(lex, key), watermark.NewMarker(embedded, key), watermark.NewMarker(noStats, key)
+	tb := Table{Title: "Visibility in word frequencies (member counts of marked vs independent unmarked teacher outputs)",
+		Header: []string{"responses per sample", "marking", "sets compared", "occurrences", "chi-squared", "df", "p-value", "mean total variation"}}
+	for si, size := range []int{n, 10 * n} {
+		gen := newRand(seed, 48+uint64(si))
+		raw, other := make([]string, size), make([]string, size)
+		for i := range raw {
+			raw[i] = detokenize(teacher.generate(gen, maxTok))
+			other[i] = detokenize(teacher.generate(gen, maxTok))
+		}
+		mark := func(m *watermark.Marker) []string {
+			out := make([]string, size)
+			for i, t := range raw {
+				b, _ := m.Mark([]byte(t))
+				out[i] = string(b)
+			}
+			return out
+		}
+		ref := memberCounts(lex, other, false)
+		for _, v := range []struct {
+			name string
+			c    map[string][]int
+		}{
+			{"none (two unmarked samples)", memberCounts(lex, raw, false)},
+			{"conditional, frequency-preserving, statistics of own output (this package)", memberCounts(lex, mark(marker), false)},
+			{"conditional, frequency-preserving, embedded corpus statistics", memberCounts(lex, mark(corpusStats), false)},
+			{"conditional, table weights, no context statistics", memberCounts(lex, mark(plain), false)},
+			{"unconditional (one member per set)", memberCounts(lex, raw, true)},
+		} {
+			h := compareCounts(v.c, ref)
+			occ := 0
+			for _, c := range v.c {
+				occ += sum(c)
+			}
+			tb.Rows = append(tb.Rows, []string{itoa(size), v.name, itoa(h.sets), itoa(occ), fmt.Sprintf("%.1f", h.chi), itoa(h.df),
+				fmtSci(chiSquaredUpper(h.chi, h.df)), fmt.Sprintf("%.3f", h.tv)})
+		}
+	}
+	tb.Notes = []string{"Chi-squared test of homogeneity per set, summed over the sets with at least 20 occurrences in the two samples together (df = members seen - 1 per set); p-value by the Wilson-Hilferty approximation. " +
+		"The marked sample is the unmarked one after marking, so row \"none\" is the same texts unmarked. " +
+		"The embedded statistics (contexts_table.go) come from the 110k-word corpora: at ten times the harvest the comparison resolves their estimation error, which statistics counted in the provider's own output do not have."}
 	return tb
 }
 

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
@@ -35,12 +36,57 @@ func TestWatermarkExperimentSmall(t *testing.T) {
 	rep := &Report{Title: "watermark", Sections: []Section{sec}}
 	t.Logf("\n%s", rep.Markdown())
 
-	// Detection grows with the harvest and the outputs verified: the
-	// largest cell of the small run identifies the student.
-	det := findTable(t, rep, "Lexical watermark: p-value")
-	maxH, maxP := itoa(p.Harvests[len(p.Harvests)-1]), p.Probes[len(p.Probes)-1]
-	if v := leadingFloat(t, cellOf(t, det, maxH, itoa(maxP)+" outputs")); v > 1e-2 {
-		t.Errorf("student of %s marked responses, %d outputs: p = %g, want <= 0.01", maxH, maxP, v)
+	// Detection: past the targets the frequency-preserving mark
+	// identifies the student (it needs more outputs than a mark that
+	// ignores frequencies, which the capacity table shows).
+	// One student's p-value varies a lot with its own sampling, so the
+	// students of the largest output column and of the capacity table's
+	// first row are combined (Fisher: -2 sum log p is chi-squared with 2k
+	// degrees of freedom when every p is uniform).
+	large := findTable(t, rep, "Lexical watermark: larger harvests")
+	capTab := findTable(t, rep, "Lexical watermark: capacity against visibility")
+	bigP := itoa(p.LargeProbes[len(p.LargeProbes)-1]) + " outputs"
+	var fisher float64
+	var k int
+	for _, r := range large.Rows {
+		fisher -= 2 * math.Log(math.Max(leadingFloat(t, cellOf(t, large, r[0], bigP)), 1e-300))
+		k++
+	}
+	fisher -= 2 * math.Log(math.Max(leadingFloat(t, capTab.Rows[0][3]), 1e-300))
+	k++
+	if pc := chiSquaredUpper(fisher, 2*k); pc > 1e-3 {
+		t.Errorf("students at %s: Fisher-combined p = %g over %d students, want <= 1e-3", bigP, pc, k)
+	}
+	if len(capTab.Rows) != 3 {
+		t.Fatalf("capacity table rows: %v", capTab.Rows)
+	}
+	own, none := leadingFloat(t, capTab.Rows[0][1]), leadingFloat(t, capTab.Rows[2][1])
+	if !(own > 5 && own < none && none == 100) {
+		t.Errorf("keyed shares: own statistics %v%%, none %v%%", own, none)
+	}
+	if v := leadingFloat(t, capTab.Rows[2][3]); v > 1e-6 {
+		t.Errorf("table-weight marking, largest harvest: p = %g", v)
+	}
+	// Visibility: at ten times the harvest the frequency-preserving mark
+	// is not told apart from unmarked text; a mark that ignores the
+	// statistics, and an unconditional one, are.
+	vis := findTable(t, rep, "Visibility in word frequencies")
+	big := itoa(10 * maxHarvest(p))
+	for _, r := range vis.Rows {
+		if r[0] != big {
+			continue
+		}
+		pv := leadingFloat(t, r[6])
+		switch {
+		case strings.HasPrefix(r[1], "none"), strings.Contains(r[1], "statistics of own output"):
+			if pv < 0.01 {
+				t.Errorf("%s at %s responses: chi-squared p = %g", r[1], big, pv)
+			}
+		case strings.Contains(r[1], "table weights"), strings.HasPrefix(r[1], "unconditional"):
+			if pv > 1e-6 {
+				t.Errorf("%s at %s responses: chi-squared p = %g, want visible", r[1], big, pv)
+			}
+		}
 	}
 	// False positives: students of unmarked text and unmarked corpora.
 	fp := findTable(t, rep, "False positives over decoy keys")
@@ -64,12 +110,21 @@ func TestWatermarkExperimentSmall(t *testing.T) {
 			t.Errorf("%s: chrF %v", r[0], v)
 		}
 	}
-	// Logprob verifier: calibrated on unmarked students.
+	// Logprob verifier: calibrated on unmarked students, and the mark
+	// grows with the amplitude.
 	lfp := findTable(t, rep, "Logprob watermark: false positives")
 	for _, r := range lfp.Rows {
 		if v := leadingFloat(t, r[3]); v < 97 {
 			t.Errorf("logprob, %s (reference %s): p >= 0.01 for only %v%% of decoy keys", r[0], r[1], v)
 		}
+	}
+	amp := findTable(t, rep, "Logprob watermark: p-value against amplitude")
+	lo, hi := amp.Rows[0], amp.Rows[len(amp.Rows)-1]
+	if v := leadingFloat(t, hi[1]); v > 1e-3 {
+		t.Errorf("amplitude %s, teacher reference: p = %g", hi[0], v)
+	}
+	if leadingFloat(t, lo[5]) >= leadingFloat(t, hi[5]) || leadingFloat(t, lo[4]) != 0 {
+		t.Errorf("cost columns: %v / %v", lo, hi)
 	}
 	// Same seed, same section.
 	again, err := RunWatermark(context.Background(), 7, p)
@@ -80,3 +135,5 @@ func TestWatermarkExperimentSmall(t *testing.T) {
 		t.Error("two runs with the same seed differ")
 	}
 }
+
+func maxHarvest(p WatermarkParams) int { return p.Harvests[len(p.Harvests)-1] }

@@ -106,7 +106,7 @@ func (r *Rewriter) number(s, e int, parse bool) chosenLP {
 	if b := r.s.b[s]; b == '-' || isDigit(b) {
 		c.ok = true
 		if parse {
-			c.v, c.ok = parseNumber(r.s.b[s:e])
+			c.v, c.ok = r.value(r.s.b[s:e])
 		}
 	}
 	return c
@@ -234,6 +234,10 @@ func (r *Rewriter) patchNum(s, e int, orig, out float64, k int) {
 		r.roundNum(s, e, k)
 		return
 	}
+	if r.valProb {
+		r.patchProb(s, e, orig, out, k)
+		return
+	}
 	r.replaceNum(s, e, orig, out, k)
 }
 
@@ -256,7 +260,7 @@ func (r *Rewriter) sameToken(tok span, alts []alt) int {
 func (r *Rewriter) parseAlts(alts []alt) {
 	for j := range alts {
 		if a := &alts[j]; a.ok {
-			a.v, a.ok = parseNumber(r.s.b[a.lp.s:a.lp.e])
+			a.v, a.ok = r.value(r.s.b[a.lp.s:a.lp.e])
 		}
 	}
 }

@@ -257,3 +257,52 @@ func referenceGunzip(in []byte, limit int64) ([]byte, error) {
 	}
 	return out, err
 }
+
+// FuzzSSEOversize: events longer than the hold bound, in any chunking.
+// Released raw (PassOversize) with a policy that changes nothing, every
+// byte comes out once and in order; dropped, the framer never holds more
+// than the bound plus one chunk, and the comment replaces each event it
+// gives up.
+func FuzzSSEOversize(f *testing.F) {
+	f.Add([]byte("data: "+lpDoc+"\n\ndata: "+strings.Repeat("x", 300)+"\n\ndata: [DONE]\n\n"), uint64(1), byte(40))
+	f.Add([]byte("data: "+strings.Repeat("y", 100)+"\r\r\r\ndata: {}\r\n\r\n"), uint64(2), byte(16))
+	f.Add([]byte(": c\n"+strings.Repeat("data: z\n", 30)+"\n"), uint64(3), byte(8))
+	f.Fuzz(func(t *testing.T, in []byte, seed uint64, held byte) {
+		if len(in) > 1<<14 {
+			return
+		}
+		maxHeld := int(held) + 1
+		rng := rand.New(rand.NewPCG(seed, 3))
+		for _, pass := range []bool{true, false} {
+			for k := 0; k < 3; k++ {
+				s := NewSSEStream(NewRewriter(Passthrough(), seed), maxHeld)
+				if pass {
+					s.PassOversize()
+				}
+				var out []byte
+				prev, biggest := 0, 0
+				cuts := randCuts(rng, len(in))
+				if k == 0 {
+					cuts = everyByte(len(in))
+				}
+				for _, c := range cuts {
+					c = max(c, prev)
+					out = s.Write(out, in[prev:c], false)
+					biggest = max(biggest, c-prev)
+					prev = c
+					if s.Held() > maxHeld+biggest {
+						t.Fatalf("held %d, bound %d + chunk %d", s.Held(), maxHeld, biggest)
+					}
+				}
+				out = s.Write(out, in[prev:], true)
+				st := s.Stats()
+				if pass && !bytes.Equal(out, in) {
+					t.Fatalf("pass-through of oversized events changed the stream:\nin  %q\nout %q", in, out)
+				}
+				if !pass && int64(bytes.Count(out, []byte(oversizeComment))) < st.Oversize {
+					t.Fatalf("%d events dropped, %d comments", st.Oversize, bytes.Count(out, []byte(oversizeComment)))
+				}
+			}
+		}
+	})
+}

@@ -11,6 +11,11 @@ import (
 // gzip bomb, or simply a body larger than the proxy is willing to hold).
 var ErrTooLarge = errors.New("mutate: decompressed body exceeds the limit")
 
+// ErrChunkTooLarge reports one input chunk that decodes to more than the
+// per-chunk bound (LimitChunk): what one message produces is what one
+// reply carries, so it must stay bounded whatever the body's total.
+var ErrChunkTooLarge = errors.New("mutate: one gzip chunk decodes beyond the per-chunk limit")
+
 // Gunzip decodes a gzip stream incrementally: each byte of input is
 // decompressed once, whatever the chunking.
 //
@@ -25,7 +30,9 @@ var ErrTooLarge = errors.New("mutate: decompressed body exceeds the limit")
 // holds inside an unfinished block comes out with a later Write; servers
 // that flush per event (Z_SYNC_FLUSH) end a block at every flush.
 type Gunzip struct {
-	maxOut int64
+	maxOut   int64
+	maxChunk int // per Write; 0: no bound beyond maxOut
+	base     int // len(out) when the current Write started
 
 	started bool
 	done    bool
@@ -36,14 +43,19 @@ type Gunzip struct {
 	out []byte         // owned by whichever side runs; decoder appends
 	n   int64          // bytes produced so far
 	cur []byte         // decoder: unread part of the current chunk
+	had bool           // decoder: a chunk was handed over (and is used up once cur is empty)
 	eof bool           // decoder: the input channel was closed
-	buf [32 << 10]byte // decoder: read buffer
+	buf [16 << 10]byte // decoder: read buffer
 	fin error          // decoder: final result
 }
 
 // NewGunzip returns a decoder that fails once more than maxOut bytes have
 // been produced (gzip bomb guard).
 func NewGunzip(maxOut int64) *Gunzip { return &Gunzip{maxOut: maxOut} }
+
+// LimitChunk bounds what one Write may produce to n bytes: beyond it the
+// Write fails with ErrChunkTooLarge.
+func (g *Gunzip) LimitChunk(n int) { g.maxChunk = n }
 
 // Write feeds chunk and appends all output decodable so far to dst.
 func (g *Gunzip) Write(dst, chunk []byte) ([]byte, error) {
@@ -65,7 +77,7 @@ func (g *Gunzip) Write(dst, chunk []byte) ([]byte, error) {
 		g.ev = make(chan struct{})
 		go g.decode()
 	}
-	g.out = dst
+	g.out, g.base = dst, len(dst)
 	g.in <- chunk
 	<-g.ev
 	dst, g.out = g.out, nil
@@ -79,7 +91,7 @@ func (g *Gunzip) Write(dst, chunk []byte) ([]byte, error) {
 // It is safe to call more than once and after an error.
 func (g *Gunzip) Close(dst []byte) ([]byte, error) {
 	if g.started && !g.done {
-		g.out = dst
+		g.out, g.base = dst, len(dst)
 		close(g.in)
 		<-g.ev
 		dst, g.out = g.out, nil
@@ -110,6 +122,10 @@ func (g *Gunzip) decode() {
 		if n > 0 {
 			if g.n+int64(n) > g.maxOut {
 				g.fin = fmt.Errorf("%w (%d bytes)", ErrTooLarge, g.maxOut)
+				return
+			}
+			if g.maxChunk > 0 && len(g.out)-g.base+n > g.maxChunk {
+				g.fin = fmt.Errorf("%w (%d bytes)", ErrChunkTooLarge, g.maxChunk)
 				return
 			}
 			g.n += int64(n)
@@ -143,8 +159,11 @@ func (s *gzipSource) fill() bool {
 		if s.eof {
 			return false
 		}
-		if s.cur != nil {
-			// The previous chunk is used up: let Write return its output.
+		if s.had {
+			// The previous chunk is used up: let Write return its output,
+			// and keep no reference to it (it is the message Envoy sent)
+			// while waiting for the next one.
+			s.cur = nil
 			s.ev <- struct{}{}
 		}
 		c, ok := <-s.in
@@ -152,7 +171,7 @@ func (s *gzipSource) fill() bool {
 			s.eof = true
 			return false
 		}
-		s.cur = c
+		s.cur, s.had = c, true
 	}
 	return true
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -180,4 +182,36 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestGunzipChunkLimit: one chunk may not decode beyond LimitChunk, so a
+// 64 KiB chunk of a bomb cannot become a 64 MiB reply; a stream that stays
+// under the bound per chunk decodes whole.
+func TestGunzipChunkLimit(t *testing.T) {
+	bomb := gzipped(strings.Repeat("\x00", 64<<20))
+	g := NewGunzip(1 << 30)
+	g.LimitChunk(4 << 20)
+	out, err := g.Write(nil, bomb[:min(len(bomb), 64<<10)])
+	if !errors.Is(err, ErrChunkTooLarge) || len(out) > 4<<20 {
+		t.Fatalf("bomb chunk: %d bytes, err %v", len(out), err)
+	}
+	g.Close(nil)
+	var sb strings.Builder
+	rng := rand.New(rand.NewPCG(5, 6))
+	for sb.Len() < 1<<20 {
+		fmt.Fprintf(&sb, "data: {\"a\":%d,\"logprob\":-%.6f}\n\n", rng.Uint64(), rng.Float64())
+	}
+	plain := sb.String()
+	in := gzipped(plain)
+	g = NewGunzip(1 << 30)
+	g.LimitChunk(64 << 10)
+	var got []byte
+	for i := 0; i < len(in); i += 512 {
+		if got, err = g.Write(got, in[i:min(i+512, len(in))]); err != nil {
+			t.Fatalf("at %d: %v", i, err)
+		}
+	}
+	if got, err = g.Close(got); err != nil || string(got) != plain {
+		t.Fatalf("%d bytes, %v", len(got), err)
+	}
 }

@@ -199,7 +199,7 @@ func TestPropertyStreams(t *testing.T) {
 		if st.Events != int64(nEvents) {
 			t.Fatalf("iter %d: %d events framed, %d sent", it, st.Events, nEvents)
 		}
-		if st.Invalid != 0 || st.FailedOpen {
+		if st.Invalid != 0 || st.Oversize != 0 {
 			t.Fatalf("iter %d: stats %+v", it, st)
 		}
 		for k := 0; k < 4; k++ {

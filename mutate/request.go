@@ -56,9 +56,10 @@ const respLogprobsInclude = "message.output_text.logprobs"
 // maxPrompt <= 0 keeps it whole.
 //
 // Fields are read leniently: a field of an unexpected type is ignored
-// rather than failing the request (the upstream server will reject it);
-// only a body that is not a JSON object, or nests deeper than 128 levels,
-// is an error (wrapping ErrNotJSON).
+// rather than failing the request; only a body that is not a JSON object,
+// or nests deeper than 128 levels, is an error (wrapping ErrNotJSON).
+// This is the reading for tools and replays; the server reads requests
+// with ReadRequest, which refuses what ParseRequest would ignore.
 //
 // Logprobs is true when the body asks for logprobs in any form: chat
 // "logprobs": true, legacy completions "logprobs": <int> (TopLogprobs is
@@ -78,13 +79,7 @@ func ParseRequest(body []byte, maxPrompt int) (*Request, error) {
 	if err != nil {
 		return nil, notJSON(err)
 	}
-	req := &Request{ShapeKeys: make([]string, 0, len(top))}
-	for _, m := range top {
-		req.ShapeKeys = append(req.ShapeKeys, m.key)
-	}
-	slices.Sort(req.ShapeKeys)
-	req.ShapeKeys = slices.Compact(req.ShapeKeys) // a repeated key is one key, as in a map
-
+	req := &Request{}
 	req.Model, _ = jsonString(top.get("model"))
 	req.Stream, _ = jsonBool(top.get("stream"))
 	req.Echo, _ = jsonBool(top.get("echo"))
@@ -125,12 +120,22 @@ func ParseRequest(body []byte, maxPrompt int) (*Request, error) {
 			}
 		}
 	}
-	if raw := top.get("logit_bias"); raw != nil {
-		var lb map[string]json.RawMessage
-		if json.Unmarshal(raw, &lb) == nil {
-			req.LogitBiasSize = len(lb)
-		}
+	if n, ok := countEntries(top.get("logit_bias"), -1); ok {
+		req.LogitBiasSize = n
 	}
+	readContent(req, top, maxPrompt)
+	return req, nil
+}
+
+// readContent fills in what a request says besides its parameters: the
+// shape keys, the prompt and the conversation structure.
+func readContent(req *Request, top topObject, maxPrompt int) {
+	req.ShapeKeys = make([]string, 0, len(top))
+	for _, m := range top {
+		req.ShapeKeys = append(req.ShapeKeys, m.key)
+	}
+	slices.Sort(req.ShapeKeys)
+	req.ShapeKeys = slices.Compact(req.ShapeKeys) // a repeated key is one key, as in a map
 
 	p := promptBuilder{max: maxPrompt}
 	var conv conversation
@@ -177,7 +182,40 @@ func ParseRequest(body []byte, maxPrompt int) (*Request, error) {
 	req.Prompt = p.b.String()
 	req.System, req.FirstUser = conv.system.b.String(), conv.first.b.String()
 	req.UserTurns, req.AssistantTurns, req.ToolTurns, req.AfterUser = conv.user, conv.assistant, conv.tool, conv.afterUser
-	return req, nil
+}
+
+// countEntries counts the members of an object or the elements of an
+// array (raw must be valid JSON, or nil), without decoding them. It stops
+// once the count passes limit (limit < 0: no limit) and reports false for
+// anything but an object or an array.
+func countEntries(raw []byte, limit int) (int, bool) {
+	var s scanner
+	s.reset(raw)
+	s.ws()
+	n := 0
+	var err error
+	switch s.peek() {
+	case '{':
+		err = s.eachMember(func(_, _ int) error {
+			if n++; limit >= 0 && n > limit {
+				return errSyntax // stop: the caller reads n
+			}
+			return s.skipValue(1)
+		})
+	case '[':
+		err = s.eachElem(func(int) error {
+			if n++; limit >= 0 && n > limit {
+				return errSyntax
+			}
+			return s.skipValue(1)
+		})
+	default:
+		return 0, false
+	}
+	if err != nil && !(limit >= 0 && n > limit) {
+		return 0, false
+	}
+	return n, true
 }
 
 // conversation tallies the roles of chat messages or Responses input items
@@ -279,15 +317,6 @@ type topMember struct {
 }
 
 type topObject []topMember
-
-// member is one member of a request body's top-level object, as offsets
-// into the body.
-type member struct {
-	s      int  // the name's opening quote
-	ks, ke int  // the name without its quotes, still escaped
-	vs, e  int  // the value
-	keep   bool // RewriteRequest: the member stays
-}
 
 // scanTop validates body in one pass of the scanner (its top-level value
 // must be an object, with nothing but whitespace after it) and appends the

@@ -98,9 +98,11 @@ func TestParseRequest(t *testing.T) {
 			want: Request{Prompt: "go", Messages: 4, ShapeKeys: []string{"input", "tools"}, System: "d", UserTurns: 1, AssistantTurns: 1, ToolTurns: 1, AfterUser: 2},
 		},
 		{
+			// ParseRequest is the lenient reading (ReadRequest refuses
+			// these); an array logit_bias is llama.cpp's form and counts.
 			name: "wrong types are ignored",
-			body: `{"model":1,"stream":"yes","n":"2","max_tokens":1.5,"temperature":"hot","logprobs":"x","top_logprobs":null,"logit_bias":[1],"messages":{"role":"user"}}`,
-			want: Request{ShapeKeys: []string{"logit_bias", "logprobs", "max_tokens", "messages", "model", "n", "stream", "temperature", "top_logprobs"}},
+			body: `{"model":1,"stream":"yes","n":"2","max_tokens":1.5,"temperature":"hot","logprobs":"x","top_logprobs":null,"logit_bias":[[1,2]],"messages":{"role":"user"}}`,
+			want: Request{LogitBiasSize: 1, ShapeKeys: []string{"logit_bias", "logprobs", "max_tokens", "messages", "model", "n", "stream", "temperature", "top_logprobs"}},
 		},
 		{
 			name: "integral floats and huge values",
@@ -149,7 +151,6 @@ func TestRewriteRequest(t *testing.T) {
 		{"logit_bias middle", allowReq, `{"a":1, "logit_bias": {"1":1} , "logprobs":true}`, `{"a":1 , "logprobs":true}`, true},
 		{"logit_bias last, pretty", allowReq, "{\n  \"logprobs\": 3,\n  \"logit_bias\": {\"1\": 1}\n}", "{\n  \"logprobs\": 3\n}", true},
 		{"logit_bias only member", RequestPolicy{MaxTopLogprobs: -1, DropLogitBias: true}, `{ "logit_bias" : {} }`, `{}`, true},
-		{"duplicate logit_bias", RequestPolicy{MaxTopLogprobs: -1, DropLogitBias: true}, `{"logit_bias":{},"x":1,"logit_bias":{}}`, `{"x":1}`, true},
 		{"responses include asks for logprobs", allowReq, `{"include":["message.output_text.logprobs"],"logit_bias":{"1":1}}`, `{"include":["message.output_text.logprobs"]}`, true},
 		{"prompt_logprobs asks and is capped", allowReq, `{"prompt_logprobs":10,"logit_bias":{"1":1}}`, `{"prompt_logprobs":5}`, true},
 		{"logprobs false does not ask", allowReq, `{"logprobs":false,"logit_bias":{"1":1}}`, `{"logprobs":false,"logit_bias":{"1":1}}`, false},
@@ -157,7 +158,14 @@ func TestRewriteRequest(t *testing.T) {
 		{"n and best_of", RequestPolicy{MaxTopLogprobs: -1, MaxN: 1}, `{"n":4,"best_of":5.0,"x":[1]}`, `{"n":1,"best_of":1,"x":[1]}`, true},
 		{"strip", RequestPolicy{MaxTopLogprobs: -1, StripLogprobs: true}, `{"model":"m","logprobs":true,"top_logprobs":3,"include":["a","message.output_text.logprobs","b"]}`, `{"model":"m","include":["a","b"]}`, true},
 		{"strip include only element", RequestPolicy{MaxTopLogprobs: -1, StripLogprobs: true}, `{"include":[ "message.output_text.logprobs" ]}`, `{"include":[]}`, true},
-		{"non-number values left", allowReq, `{"top_logprobs":"20","n":null}`, `{"top_logprobs":"20","n":null}`, false},
+		{"null values left", allowReq, `{"top_logprobs":null,"n":null}`, `{"top_logprobs":null,"n":null}`, false},
+		{"escaped member names are the names they decode to", allowReq, `{"logit\u005fbias":{"1":1},"log\u0070robs":true,"top_logprob\u0073":20}`, `{"log\u0070robs":true,"top_logprob\u0073":5}`, true},
+		{"integral float capped", allowReq, `{"logprobs":true,"top_logprobs":2e1}`, `{"logprobs":true,"top_logprobs":5}`, true},
+		{"escaped include value asks and is stripped", RequestPolicy{MaxTopLogprobs: -1, StripLogprobs: true}, `{"include":["message.output_text.logprob\u0073"]}`, `{"include":[]}`, true},
+		{"allowed_token_ids acts like logit_bias", allowReq, `{"logprobs":true,"allowed_token_ids":[1,2]}`, `{"logprobs":true}`, true},
+		{"echo asks on chat", allowReq, `{"echo":true,"logit_bias":{"1":1}}`, `{"echo":true}`, true},
+		{"TGI parameters", allowReq, `{"inputs":"x","parameters":{"top_n_tokens":9,"details":true}}`, `{"inputs":"x","parameters":{"top_n_tokens":5,"details":true}}`, true},
+		{"Gemini generation config", RequestPolicy{MaxTopLogprobs: -1, StripLogprobs: true}, `{"generationConfig":{"responseLogprobs":true,"logprobs":5,"temperature":1}}`, `{"generationConfig":{"temperature":1}}`, true},
 		{"nested members untouched", RequestPolicy{MaxTopLogprobs: 0, DropLogitBias: true}, `{"metadata":{"logit_bias":{},"top_logprobs":9}}`, `{"metadata":{"logit_bias":{},"top_logprobs":9}}`, false},
 		{"noop policy", RequestPolicy{MaxTopLogprobs: -1}, `{"top_logprobs":20}`, `{"top_logprobs":20}`, false},
 	}

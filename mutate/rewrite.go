@@ -6,12 +6,18 @@ import (
 	"github.com/distillguard/distillguard/internal/hashmix"
 )
 
-// Rewriter rewrites one JSON document at a time (an SSE event's data or a
-// whole non-streamed body). One per HTTP stream; not safe for concurrent use.
-// It carries the perturbation position across documents so that the output
-// depends only on the sequence of documents, never on chunking.
+// Rewriter rewrites one JSON document at a time (an SSE event's data, an
+// NDJSON line or a whole non-streamed body). One per HTTP stream; not safe
+// for concurrent use. It carries the perturbation position across
+// documents so that the output depends only on the sequence of documents,
+// never on chunking.
 //
-// Fields rewritten (every other byte is copied through):
+// A Rewriter reads one API format (NewRewriterFor; format.go). The
+// non-OpenAI formats each have their walk, which says what it rewrites:
+// Gemini (walk_gemini.go), TGI (walk_tgi.go), llama.cpp (walk_llamacpp.go),
+// Ollama (walk_ollama.go) and Anthropic Messages (walk_anthropic.go, text
+// only). For the OpenAI-compatible formats, the fields rewritten (every
+// other byte is copied through):
 //   - chat.completion / chat.completion.chunk: choices[].logprobs.content[]
 //     and .refusal[] entries {token, logprob, bytes, top_logprobs[]}
 //     (https://platform.openai.com/docs/api-reference/chat/object);
@@ -49,6 +55,7 @@ import (
 // emit such keys; clients cannot influence response keys.
 type Rewriter struct {
 	p        OutputPolicy
+	f        Format // the API the documents speak (format.go)
 	seedMix  uint64
 	touchLP  bool // the policy changes logprobs
 	touchEmb bool // the policy changes embeddings
@@ -56,6 +63,12 @@ type Rewriter struct {
 	round    int  // RoundDecimals clamped to [-1, 22]
 	embRound int  // EmbeddingDecimals clamped to [-1, 22]
 	maxAlt   int
+	// valProb is set while the walk is inside values that are
+	// probabilities in [0, 1] rather than logprobs (llama.cpp's prob
+	// layouts): they are ranked and perturbed in log space and rounded as
+	// probabilities (values.go).
+	valProb bool
+	text    TextRewriter // rewrites generated text where a walk finds it (text.go); nil: none
 
 	s         scanner
 	patchList           // the current document's patches
@@ -70,6 +83,7 @@ type Rewriter struct {
 	legTok []span
 	legLP  []chosenLP
 	legTop []span
+	steps  []step // decoding steps of parallel arrays read in one pass (walk_fields.go)
 	b64    []byte
 
 	stats RewriterStats
@@ -111,8 +125,10 @@ func clampDecimals(k int) int {
 // Stats returns the counts so far.
 func (r *Rewriter) Stats() RewriterStats { return r.stats }
 
-// Rewrite appends the rewritten doc to dst. When doc is not a JSON object it
-// appends doc unchanged and returns an error wrapping ErrNotJSON.
+// Rewrite appends the rewritten doc to dst. When doc is not a JSON object
+// (or, for the formats that send them, a JSON array of responses: Gemini,
+// TGI, llama.cpp) it appends doc unchanged and returns an error wrapping
+// ErrNotJSON.
 //
 // Documents that contain nothing the policy touches (no `logprobs"` or
 // `"embedding"` member, or only with a null value) take a fast path: they
@@ -128,7 +144,7 @@ func (r *Rewriter) Rewrite(dst, doc []byte) ([]byte, error) {
 // rewrite is Rewrite that also reports whether the bytes changed.
 func (r *Rewriter) rewrite(dst, doc []byte) ([]byte, bool, error) {
 	r.stats.Documents++
-	if !StartsLikeObject(doc) {
+	if c := firstNonSpace(doc); c != '{' && (c != '[' || !r.f.acceptsArray()) {
 		r.stats.NotJSON++
 		return append(dst, doc...), false, notJSON(errNotObject)
 	}
@@ -139,7 +155,7 @@ func (r *Rewriter) rewrite(dst, doc []byte) ([]byte, bool, error) {
 	r.patchList.reset(doc)
 	r.pend = r.pend[:0]
 	r.s.reset(doc)
-	if err := r.walkTop(); err != nil {
+	if err := r.walkDoc(); err != nil {
 		r.stats.NotJSON++
 		return append(dst, doc...), false, notJSON(err)
 	}
@@ -159,10 +175,73 @@ const (
 )
 
 // mayTouch is the fast path's test: whether doc may hold a member the
-// policy changes.
+// policy changes, by the keys of the document's format. A text rewriter
+// sees every document.
 func (r *Rewriter) mayTouch(doc []byte) bool {
+	if r.text != nil {
+		return true
+	}
+	switch r.f {
+	case FormatGemini:
+		return r.touchLP && (hasLiveKey(doc, keyLogprobsResult) || hasLiveKey(doc, keyAvgLogprobs))
+	case FormatTGI:
+		return r.touchLP && hasLiveKey(doc, keyLogprob)
+	case FormatLlamaCpp:
+		return r.touchLP && hasLiveKey(doc, keyCompletionProbs)
+	case FormatOllama:
+		return r.touchLP && hasLiveKey(doc, keyLogprobs)
+	case FormatAnthropic:
+		return false // no distributions: only text, which needs a text rewriter
+	}
 	return r.touchLP && hasLiveKey(doc, keyLogprobs) ||
 		r.touchEmb && hasLiveKey(doc, keyEmbedding)
+}
+
+// walkDoc runs the walk of the Rewriter's format over the document.
+func (r *Rewriter) walkDoc() error {
+	switch r.f {
+	case FormatGemini:
+		return r.walkGemini()
+	case FormatTGI:
+		return r.walkTGI()
+	case FormatLlamaCpp:
+		return r.walkLlamaCpp()
+	case FormatOllama:
+		return r.walkOllama()
+	case FormatAnthropic:
+		return r.walkAnthropic()
+	}
+	return r.walkTop()
+}
+
+// walkArrayOr walks a document that is one object, handed to obj, or an
+// array of them (each element that is an object handed to obj; others
+// validated), and checks that nothing follows.
+func (r *Rewriter) walkArrayOr(obj func(depth int, n uint64) error) error {
+	s := &r.s
+	s.ws()
+	var err error
+	switch s.peek() {
+	case '{':
+		err = obj(0, 0)
+	case '[':
+		err = s.eachElem(func(n int) error {
+			if s.peek() == '{' {
+				return obj(1, uint64(n))
+			}
+			return s.skipValue(1)
+		})
+	default:
+		return errNotObject
+	}
+	if err != nil {
+		return err
+	}
+	s.ws()
+	if s.i != len(s.b) {
+		return errTrailing
+	}
+	return nil
 }
 
 // hasLiveKey reports whether doc may hold key as a member name with a

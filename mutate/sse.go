@@ -4,10 +4,19 @@ import "bytes"
 
 // StreamStats counts what an SSEStream saw.
 type StreamStats struct {
-	Events     int64 // events framed
-	Rewritten  int64 // events whose bytes changed
-	Invalid    int64 // data events that were not JSON (passed through)
-	FailedOpen bool  // the held tail exceeded maxHeld; the rest passed through raw
+	Events    int64 // events framed
+	Rewritten int64 // events whose bytes changed
+	Invalid   int64 // data events that were not JSON (passed through)
+	// Oversize counts events longer than maxHeld: dropped (a comment in
+	// their place), or released raw after PassOversize.
+	Oversize int64
+	// Unreadable counts events dropped because their data carries what
+	// the policy changes but does not parse (also counted in Invalid).
+	Unreadable int64
+	// FailedOpen is never set: an oversized event no longer ends the
+	// rewriting of its stream (see Oversize). Kept for callers that read
+	// it.
+	FailedOpen bool
 	// MultiLineSkipped counts events with several data lines that could
 	// not be split back into the same lines after the rewrite and passed
 	// through untouched (a safeguard: the rewrite keeps line breaks).
@@ -42,8 +51,35 @@ type SSEStream struct {
 	joined    []byte
 	out       []byte
 	started   bool // the first event (which may carry a BOM) was seen
-	failed    bool
+
+	// An event longer than maxHeld is skipped to its end in bounded
+	// memory: skipping is set while its bytes go by, dropped (or, with
+	// passOversize, released raw) as they arrive. lastTerm says the last
+	// byte seen ended a line, lastCR that it was a CR (whose LF, if one
+	// follows, belongs to the same line end).
+	passOversize bool
+	// comments: a dropped event leaves an SSE comment in its place (set
+	// by NewSSEStream). A framer built as a struct literal by another
+	// framer on top of this one (NDJSON) drops events without a trace,
+	// which keeps the output positional: nothing but payloads changes.
+	comments bool
+	skipping bool
+	lastTerm bool
+	lastCR   bool
+	// swallowLF: the skipped event ended with a CR at the end of a chunk;
+	// an LF opening the next chunk completes that line end.
+	swallowLF bool
 }
+
+// maxKeptHold bounds the capacity the unfinished-event buffer keeps once
+// it is empty: a stream that once held a large event does not keep its
+// peak for the rest of its life.
+const maxKeptHold = 64 << 10
+
+// oversizeComment takes the place of a dropped event: an SSE comment
+// (ignored by clients) followed by a blank line, so the event boundary
+// stays where it was.
+const oversizeComment = ": distillguard dropped an event longer than the gateway's hold limit\n\n"
 
 // sseLine is one line of the current event: s:ce its content, ce:e its
 // terminator (empty for an unterminated last line at the end of stream).
@@ -51,12 +87,26 @@ type SSEStream struct {
 type sseLine struct{ s, ce, e int }
 
 // NewSSEStream returns a framer that holds at most maxHeld bytes of an
-// unfinished event before failing open.
+// unfinished event: a longer event is dropped, a comment in its place
+// (Stats().Oversize), and the events after it are rewritten as usual.
 func NewSSEStream(rw *Rewriter, maxHeld int) *SSEStream {
 	if maxHeld <= 0 {
 		maxHeld = DefaultMaxHeld
 	}
-	return &SSEStream{rw: rw, maxHeld: maxHeld}
+	return &SSEStream{rw: rw, maxHeld: maxHeld, comments: true}
+}
+
+// PassOversize makes events longer than maxHeld pass through raw instead
+// of being dropped (still in bounded memory, still counted): the
+// documented fail-open choice (routes[].on_oversize: pass).
+func (s *SSEStream) PassOversize() { s.passOversize = true }
+
+// Discard drops the unfinished event held back (after a failure that ends
+// the stream's rewriting: it is never released).
+func (s *SSEStream) Discard() {
+	s.hold = nil
+	s.resetFrame()
+	s.skipping = false
 }
 
 // Held is the number of bytes currently held back.
@@ -70,12 +120,30 @@ func (s *SSEStream) Stats() StreamStats { return s.stats }
 // final event without its terminating blank line is rewritten when its data
 // is a complete JSON object, else passed through.
 //
-// When the unfinished tail grows beyond maxHeld, everything held is
-// emitted raw and the rest of the stream passes through raw (fail open,
-// Stats().FailedOpen).
+// When the unfinished tail grows beyond maxHeld, the event is given up:
+// dropped, with a comment in its place (released raw after PassOversize),
+// and its remaining bytes are skipped as they arrive, in bounded memory,
+// until the blank line that ends it; framing resumes after it.
 func (s *SSEStream) Write(dst, chunk []byte, eos bool) []byte {
-	if s.failed {
-		return append(dst, chunk...)
+	// The rewriter's last document is a slice of chunk: let it go with
+	// the call, so that a stream waiting for its next chunk keeps none.
+	defer s.rw.Release()
+	if s.swallowLF {
+		s.swallowLF = false
+		if len(chunk) > 0 && chunk[0] == '\n' {
+			if s.passOversize {
+				dst = append(dst, '\n')
+			}
+			chunk = chunk[1:]
+		}
+	}
+	if s.skipping {
+		var rest []byte
+		dst, rest = s.skip(dst, chunk)
+		if s.skipping {
+			return dst
+		}
+		chunk = rest
 	}
 	var buf []byte
 	if len(s.hold) == 0 {
@@ -94,11 +162,26 @@ func (s *SSEStream) Write(dst, chunk []byte, eos bool) []byte {
 		s.resetFrame()
 		s.hold = s.hold[:0]
 	case len(tail) > s.maxHeld:
-		dst = append(dst, tail...)
-		s.failed = true
-		s.stats.FailedOpen = true
-		s.hold = nil
-		s.lines = s.lines[:0]
+		s.stats.Oversize++
+		s.stats.Events++
+		s.resetFrame()
+		s.skipping, s.lastTerm, s.lastCR = true, false, false
+		if !s.passOversize && s.comments {
+			dst = append(dst, oversizeComment...)
+		}
+		// The tail is skipped like the bytes that follow it (its end of
+		// event may be a CR at its very end).
+		var rest []byte
+		dst, rest = s.skip(dst, tail)
+		rest = append([]byte(nil), rest...)
+		s.hold = s.hold[:0]
+		if cap(s.hold) > maxKeptHold {
+			s.hold = nil
+		}
+		if !s.skipping && len(rest) > 0 {
+			return s.Write(dst, rest, false)
+		}
+		return dst
 	case len(s.hold) == 0:
 		s.hold = append(s.hold, tail...)
 	case ev > 0:
@@ -108,7 +191,59 @@ func (s *SSEStream) Write(dst, chunk []byte, eos bool) []byte {
 		n := copy(s.hold, tail)
 		s.hold = s.hold[:n]
 	}
+	if len(s.hold) == 0 && cap(s.hold) > maxKeptHold {
+		s.hold = nil
+	}
 	return dst
+}
+
+// skip consumes the bytes of an event being skipped, up to and including
+// the blank line that ends it (the line end right after a line end), and
+// returns the rest of b when the event ended there (s.skipping cleared).
+// With passOversize the skipped bytes are appended to dst.
+func (s *SSEStream) skip(dst, b []byte) ([]byte, []byte) {
+	i := 0
+	for i < len(b) {
+		c := b[i]
+		switch {
+		case c == '\n' && s.lastCR:
+			// The LF of a CRLF: the same line end.
+			s.lastCR = false
+			i++
+		case c == '\n' || c == '\r':
+			if s.lastTerm {
+				// A blank line: the event ends with this line end.
+				end := i + 1
+				if c == '\r' {
+					if end < len(b) && b[end] == '\n' {
+						end++
+					} else if end == len(b) {
+						s.swallowLF = true
+					}
+				}
+				if s.passOversize {
+					dst = append(dst, b[:end]...)
+				}
+				s.skipping = false
+				return dst, b[end:]
+			}
+			s.lastTerm, s.lastCR = true, c == '\r'
+			i++
+		default:
+			s.lastTerm, s.lastCR = false, false
+			// Jump to the next line end.
+			k := bytes.IndexAny(b[i:], "\r\n")
+			if k < 0 {
+				i = len(b)
+			} else {
+				i += k
+			}
+		}
+	}
+	if s.passOversize {
+		dst = append(dst, b...)
+	}
+	return dst, nil
 }
 
 func (s *SSEStream) resetFrame() {
@@ -212,14 +347,43 @@ func (s *SSEStream) event(dst, ev []byte) []byte {
 		if len(payload) == 0 || string(payload) == "[DONE]" {
 			return append(dst, ev...)
 		}
+		mark := len(dst)
 		dst = append(dst, ev[:d.s]...)
 		var changed bool
 		var err error
 		dst, changed, err = s.rw.rewrite(dst, payload)
 		s.count(changed, err)
+		if err != nil && s.unreadable(payload) {
+			return s.dropped(dst[:mark])
+		}
 		return append(dst, ev[d.e:]...)
 	}
 	return s.multiLine(dst, ev)
+}
+
+// unreadableComment takes the place of an event dropped because its data
+// carries what the policy changes but is not JSON distillguard can read.
+const unreadableComment = ": distillguard dropped an event it could not read\n\n"
+
+// dropped appends what takes the place of a dropped event.
+func (s *SSEStream) dropped(dst []byte) []byte {
+	if s.comments {
+		return append(dst, unreadableComment...)
+	}
+	return dst
+}
+
+// unreadable reports whether a payload that failed to parse must be
+// dropped: it holds something the policy would change (a logprobs or
+// embedding member), which a lenient client might still read (Python's
+// json.loads takes NaN and -Infinity), so passing it raw would pass it
+// unrewritten. With PassOversize (on_oversize: pass) it passes, counted.
+func (s *SSEStream) unreadable(payload []byte) bool {
+	if s.passOversize || !s.rw.mayTouch(payload) {
+		return false
+	}
+	s.stats.Unreadable++
+	return true
 }
 
 func (s *SSEStream) count(changed bool, err error) {
@@ -251,6 +415,9 @@ func (s *SSEStream) multiLine(dst, ev []byte) []byte {
 	s.out, changed, err = s.rw.rewrite(s.out[:0], s.joined)
 	s.rw.keepLF = false
 	s.count(changed, err)
+	if err != nil && s.unreadable(s.joined) {
+		return s.dropped(dst)
+	}
 	if err != nil || !changed {
 		return append(dst, ev...)
 	}

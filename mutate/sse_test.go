@@ -57,7 +57,10 @@ func TestSSEFraming(t *testing.T) {
 		{name: "two spaces: second one is payload", p: round2, in: "data:  " + lpDoc + "\n\n", want: "data:  " + lpDocR + "\n\n", events: 1, rewrites: 1},
 		{name: "done", p: round2, in: "data: [DONE]\n\n", want: "data: [DONE]\n\n", events: 1},
 		{name: "comment only and blank events", p: round2, in: ":ping\n\n\n\n", want: ":ping\n\n\n\n", events: 3},
-		{name: "not JSON", p: round2, in: "data: hello\n\ndata: {\"logprobs\":\n\n", want: "data: hello\n\ndata: {\"logprobs\":\n\n", events: 2, invalid: 2},
+		// Not JSON: passed, unless it carries logprobs (then dropped: a
+		// lenient client might read what was never rewritten).
+		{name: "not JSON", p: round2, in: "data: hello\n\ndata: {\"logprobs\":\n\n", want: "data: hello\n\n" + unreadableComment, events: 2, invalid: 2},
+		{name: "NaN logprob", p: round2, in: "data: {\"logprobs\":{\"content\":[{\"logprob\":NaN}]}}\n\ndata: [DONE]\n\n", want: unreadableComment + "data: [DONE]\n\n", events: 2, invalid: 1},
 		{name: "multi-line data", p: round2, in: multi, want: multiR, events: 1, rewrites: 1},
 		{name: "multi-line data, cut spanning a line break", p: pol(func(p *OutputPolicy) { p.MaxAlternatives = 1 }),
 			in: multiCut, want: multiCutR, events: 1, rewrites: 1},
@@ -65,7 +68,7 @@ func TestSSEFraming(t *testing.T) {
 			in: multi, want: "data: {\"choices\":[{\"logprobs\":null\ndata: \ndata: }]}\n\n", events: 1, rewrites: 1},
 		{name: "final event without blank line", p: round2, in: "data: " + lpDoc, want: "data: " + lpDocR, events: 1, rewrites: 1},
 		{name: "final event without blank line, with LF", p: round2, in: "data: " + lpDoc + "\n", want: "data: " + lpDocR + "\n", events: 1, rewrites: 1},
-		{name: "final event incomplete", p: round2, in: "data: " + lpDoc[:40], want: "data: " + lpDoc[:40], events: 1, invalid: 1},
+		{name: "final event incomplete", p: round2, in: "data: " + lpDoc[:40], want: unreadableComment, events: 1, invalid: 1},
 		{name: "final CR", p: round2, in: "data: " + lpDoc + "\r", want: "data: " + lpDocR + "\r", events: 1, rewrites: 1},
 		{name: "BOM", p: round2, in: "\xef\xbb\xbfdata: " + lpDoc + "\n\ndata: " + lpDoc + "\n\n", want: "\xef\xbb\xbfdata: " + lpDocR + "\n\ndata: " + lpDocR + "\n\n", events: 2, rewrites: 2},
 		{name: "field named data2 ignored", p: round2, in: "data2: " + lpDoc + "\n\n", want: "data2: " + lpDoc + "\n\n", events: 1},
@@ -88,7 +91,7 @@ func TestSSEFraming(t *testing.T) {
 				if string(out) != tt.want {
 					t.Fatalf("%s: got\n%q\nwant\n%q", name, out, tt.want)
 				}
-				if st.Events != tt.events || st.Rewritten != tt.rewrites || st.Invalid != tt.invalid || st.MultiLineSkipped != 0 || st.FailedOpen {
+				if st.Events != tt.events || st.Rewritten != tt.rewrites || st.Invalid != tt.invalid || st.MultiLineSkipped != 0 || st.Oversize != 0 {
 					t.Fatalf("%s: stats %+v", name, st)
 				}
 			}
@@ -131,33 +134,58 @@ func TestSSEHoldsPartialEvent(t *testing.T) {
 	}
 }
 
-func TestSSEFailOpen(t *testing.T) {
+// TestSSEOversizeEvent: an event longer than maxHeld is dropped (a
+// comment in its place) or, with PassOversize, released raw, in every
+// chunking and with every line ending; the events after it are still
+// rewritten, and nothing held ever exceeds the bound by more than a chunk.
+func TestSSEOversizeEvent(t *testing.T) {
 	big := `{"choices":[{"logprobs":{"content":[{"token":"` + strings.Repeat("x", 5000) + `","logprob":-0.123456}]}}]}`
-	in := "data: " + lpDoc + "\n\ndata: " + big + "\n\ndata: " + lpDoc + "\n\n"
-	for _, step := range []int{1, 100, len(in)} {
-		var cuts []int
-		for c := step; c < len(in); c += step {
-			cuts = append(cuts, c)
-		}
-		out, st := feed(round2, 1, 1024, []byte(in), cuts)
-		if step == len(in) {
-			// A single chunk holds no tail: every event is complete.
-			want := "data: " + lpDocR + "\n\ndata: " + strings.Replace(big, "-0.123456", "-0.12", 1) + "\n\ndata: " + lpDocR + "\n\n"
-			if string(out) != want || st.FailedOpen {
-				t.Fatalf("single chunk: failed open %v", st.FailedOpen)
+	for _, nl := range []string{"\n", "\r\n", "\r"} {
+		in := "data: " + lpDoc + nl + nl + "id: 2" + nl + "data: " + big + nl + nl + "data: " + lpDoc + nl + nl
+		for _, pass := range []bool{false, true} {
+			for _, step := range []int{1, 7, 100, 1000, 4000, len(in)} {
+				s := NewSSEStream(NewRewriter(round2, 1), 1024)
+				if pass {
+					s.PassOversize()
+				}
+				var out []byte
+				for c := 0; c < len(in); c += step {
+					out = s.Write(out, []byte(in[c:min(c+step, len(in))]), false)
+					if s.Held() > 1024+step {
+						t.Fatalf("%q step %d: held %d", nl, step, s.Held())
+					}
+				}
+				out = s.Write(out, nil, true)
+				st := s.Stats()
+				first, last := "data: "+lpDocR+nl+nl, "data: "+lpDocR+nl+nl
+				var want string
+				switch {
+				case step == len(in):
+					// A single chunk holds no tail: every event is complete
+					// and rewritten.
+					want = first + "id: 2" + nl + "data: " + strings.Replace(big, "-0.123456", "-0.12", 1) + nl + nl + last
+				case pass:
+					want = first + "id: 2" + nl + "data: " + big + nl + nl + last
+				default:
+					want = first + oversizeComment + last
+				}
+				if string(out) != want {
+					t.Fatalf("%q pass=%v step %d: got %q", nl, pass, step, out)
+				}
+				if wantOver := int64(1); step == len(in) {
+					if st.Oversize != 0 {
+						t.Fatalf("single chunk counted oversize")
+					}
+				} else if st.Oversize != wantOver || st.Rewritten != 2 {
+					t.Fatalf("%q pass=%v step %d: stats %+v", nl, pass, step, st)
+				}
 			}
-			continue
-		}
-		want := "data: " + lpDocR + "\n\ndata: " + big + "\n\ndata: " + lpDoc + "\n\n"
-		if string(out) != want {
-			t.Fatalf("step %d: got %q", step, out)
-		}
-		if !st.FailedOpen {
-			t.Fatalf("step %d: FailedOpen not set", step)
 		}
 	}
 }
 
+// TestSSEMaxHeldBound: an event that never ends is skipped in bounded
+// memory for the rest of the stream.
 func TestSSEMaxHeldBound(t *testing.T) {
 	s := NewSSEStream(NewRewriter(round2, 1), 4096)
 	chunk := bytes.Repeat([]byte("a"), 1000)
@@ -168,8 +196,8 @@ func TestSSEMaxHeldBound(t *testing.T) {
 			t.Fatalf("held %d > bound", s.Held())
 		}
 	}
-	if len(out) != 100*1000 || !s.Stats().FailedOpen {
-		t.Fatalf("out %d bytes, stats %+v", len(out), s.Stats())
+	if string(out) != oversizeComment || s.Stats().Oversize != 1 {
+		t.Fatalf("out %q, stats %+v", out, s.Stats())
 	}
 }
 

@@ -182,6 +182,10 @@ func (e *Engine) Reset(idStr string) (bool, error) {
 	e.quarantine.remove(id)
 	e.remembered.remove(id)
 	st.Unlock()
+	if e.rep != nil {
+		// Forget it in Redis too, or the next request would bring it back.
+		e.rep.remove(idStr)
+	}
 	found = e.index.remove(id) || found || q
 	return found, nil
 }

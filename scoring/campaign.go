@@ -38,6 +38,11 @@ type templateSketch struct {
 	mass     float64 // forward-scaled count of distinct elements inserted
 	capacity float64
 	full     int64 // reports refused because the sketch was full
+	// pend, in replicated mode (non-nil), sums this replica's increments
+	// per cell (row*width+column) since they were last taken for the
+	// shared log (replica_agg.go); pendMass likewise.
+	pend     map[uint32]*[3]float32
+	pendMass float64
 }
 
 const tmplDepth = 3
@@ -86,18 +91,40 @@ func (t *templateSketch) scale(now int64) float32 {
 			}
 		}
 		t.mass *= float64(f)
+		for _, d := range t.pend {
+			d[0], d[1], d[2] = d[0]*f, d[1]*f, d[2]*f
+		}
+		t.pendMass *= float64(f)
 		t.land, e = now, 0
 	}
 	return float32(math.Exp2(e))
 }
 
-func (t *templateSketch) cells(h uint64) [tmplDepth]*tmplCell {
+func (t *templateSketch) cells(h uint64) ([tmplDepth]*tmplCell, [tmplDepth]uint32) {
 	var out [tmplDepth]*tmplCell
+	var idx [tmplDepth]uint32
 	h2 := hashmix.Mix64(h^0x3c6ef372fe94f82b) | 1
+	w := uint64(len(t.rows[0]))
 	for i := range out {
-		out[i] = &t.rows[i][(h+uint64(i)*h2)&t.mask]
+		j := (h + uint64(i)*h2) & t.mask
+		out[i] = &t.rows[i][j]
+		idx[i] = uint32(uint64(i)*w + j)
 	}
-	return out
+	return out, idx
+}
+
+// note adds an increment of cell idx to the pending deltas (replicated
+// mode). Called with mu held.
+func (t *templateSketch) note(idx uint32, field int, d float32) {
+	if t.pend == nil || d <= 0 {
+		return
+	}
+	p := t.pend[idx]
+	if p == nil {
+		p = new([3]float32)
+		t.pend[idx] = p
+	}
+	p[field] += d
 }
 
 // Report kinds for observe.
@@ -115,7 +142,7 @@ func (t *templateSketch) observe(now int64, hs []uint64, rep []uint8, out []temp
 	defer t.mu.Unlock()
 	sc := t.scale(now)
 	for i, h := range hs {
-		cs := t.cells(h)
+		cs, idx := t.cells(h)
 		ms, mf, mc := cs[0].s, cs[0].f, cs[0].c
 		for _, c := range cs[1:] {
 			ms, mf, mc = min(ms, c.s), min(mf, c.f), min(mc, c.c)
@@ -130,23 +157,29 @@ func (t *templateSketch) observe(now int64, hs []uint64, rep []uint8, out []temp
 				r = repNone
 			} else if ms == 0 && mf == 0 {
 				t.mass += float64(sc)
+				if t.pend != nil {
+					t.pendMass += float64(sc)
+				}
 			}
 		}
 		if r&repReuse != 0 {
 			ms += sc
-			for _, c := range cs {
+			for j, c := range cs {
+				t.note(idx[j], 0, ms-c.s)
 				c.s = max(c.s, ms)
 			}
 		}
 		if r&repFirst != 0 {
 			mf += sc
-			for _, c := range cs {
+			for j, c := range cs {
+				t.note(idx[j], 1, mf-c.f)
 				c.f = max(c.f, mf)
 			}
 		}
 		if r&repConv != 0 && max(ms, mf) > 0 {
 			mc = min(mc+sc, max(ms, mf))
-			for _, c := range cs {
+			for j, c := range cs {
+				t.note(idx[j], 2, mc-c.c)
 				c.c = max(c.c, mc)
 			}
 		}
@@ -183,6 +216,9 @@ type cohortSketch struct {
 	mu    sync.Mutex
 	slots []cohortSlot
 	land  int64
+	// pend, in replicated mode (non-nil), sums this replica's reports
+	// per slot since they were last taken for the shared log.
+	pend map[uint16]*cohortSlot
 }
 
 type cohortSlot struct {
@@ -225,6 +261,10 @@ func (c *cohortSketch) observe(now int64, class uint32, report bool, langs uint3
 			c.slots[i].fast *= ff
 			c.slots[i].slow *= fs
 		}
+		for _, p := range c.pend {
+			p.fast *= ff
+			p.slow *= fs
+		}
 		c.land, e = now, 0
 	}
 	sf := float32(math.Exp2(e))
@@ -243,6 +283,19 @@ func (c *cohortSketch) observe(now int64, class uint32, report bool, langs uint3
 		s.fast += sf
 		s.slow += ss
 		s.langs |= langs
+		if c.pend != nil {
+			p := c.pend[uint16(class%cohortSlots)]
+			if p == nil {
+				p = &cohortSlot{}
+				c.pend[uint16(class%cohortSlots)] = p
+			}
+			p.fast += sf
+			p.slow += ss
+			if p.epoch != ep {
+				p.langs, p.epoch = 0, ep
+			}
+			p.langs |= langs
+		}
 	}
 	fresh := s.fast / sf
 	slow := s.slow / ss
@@ -282,6 +335,47 @@ type clusterTable struct {
 	max     int
 	half    int64
 	evicted int64
+	// pend, in replicated mode (non-nil), sums this replica's changes per
+	// cluster since they were last taken for the shared log.
+	pend map[uint64]*clusterDelta
+}
+
+// clusterDelta is one replica's change to a cluster: sessions and flagged
+// sessions added (decayed to t) and the flagged members it added.
+type clusterDelta struct {
+	kind              uint8
+	label             string
+	t                 int64
+	sessions, flagged float64
+	members           [][16]byte
+}
+
+// note records a change to cluster key (replicated mode). Called with mu
+// held.
+func (t *clusterTable) note(key uint64, c *cluster, dSessions, dFlagged float64, member *[16]byte, now int64) {
+	if t.pend == nil {
+		return
+	}
+	d := t.pend[key]
+	if d == nil {
+		d = &clusterDelta{kind: c.kind, label: c.label, t: now}
+		t.pend[key] = d
+	}
+	if now > d.t {
+		f := math.Exp2(-float64(now-d.t) / float64(t.half))
+		d.sessions *= f
+		d.flagged *= f
+		d.t = now
+	}
+	f := 1.0
+	if now < d.t {
+		f = math.Exp2(-float64(d.t-now) / float64(t.half))
+	}
+	d.sessions += dSessions * f
+	d.flagged += dFlagged * f
+	if member != nil && len(d.members) < len(c.members) {
+		d.members = append(d.members, *member)
+	}
 }
 
 // clusterSample is how many clusters eviction compares.

@@ -23,7 +23,18 @@ type Config struct {
 	// on restart (state is in memory anyway), and no two processes share
 	// ids. Set it (32+ random bytes) when ids must match across replicas or
 	// in logs across restarts. The raw credential is never stored or logged.
+	// Every keyed hash (session ids, token and shingle sampling, template,
+	// cohort and link hashes) derives from it, so replicas and restarts
+	// with the same secret see the same keys; replicated mode (Redis)
+	// requires it.
 	Secret string `yaml:"secret"`
+	// SecretFile reads Secret from a file instead (a mounted Kubernetes
+	// Secret; surrounding whitespace is dropped). Set one of the two.
+	SecretFile string `yaml:"secret_file"`
+	// Redis, when redis.addrs is set, is replicated mode: sessions and the
+	// cross-account aggregates are shared between replicas through Redis
+	// (see replica.go).
+	Redis RedisConfig `yaml:"redis"`
 
 	// Identity lists where the session key comes from, first non-empty wins:
 	// "authorization" (the bearer token of the Authorization header),
@@ -117,6 +128,8 @@ type Config struct {
 	// Standing is what a new identity must show before it leaves probation
 	// (see Standing).
 	Standing Standing `yaml:"standing"`
+	// what ResolveFiles read, so a resolved Config validates again
+	secretFromFile string
 }
 
 // Thresholds are the score levels of the verdict tiers. A session moves up
@@ -157,6 +170,7 @@ func DefaultConfig() Config {
 		AutomationCap:       0.2,
 		Trusted:             []Trusted{},
 		Standing:            DefaultStanding(),
+		Redis:               defaultRedis(),
 	}
 }
 
@@ -208,6 +222,7 @@ func (c Config) withDefaults() Config {
 	setD(&c.Quarantine, d.Quarantine)
 	setF(&c.AutomationCap, d.AutomationCap)
 	c.Standing = c.Standing.withDefaults()
+	c.Redis = c.Redis.withDefaults()
 	return c
 }
 
@@ -277,6 +292,10 @@ func (c *Config) Validate() error {
 	if v.AutomationCap <= 0 || v.AutomationCap > 1 {
 		bad("automation_cap %g must be in (0, 1]", v.AutomationCap)
 	}
+	if v.SecretFile != "" && v.Secret != "" && v.Secret != v.secretFromFile {
+		bad("set secret or secret_file, not both")
+	}
+	v.Redis.validate(v.Secret != "" || v.SecretFile != "", func(format string, a ...any) { bad(format, a...) })
 	names := make([]string, 0, len(v.Weights))
 	for n := range v.Weights {
 		names = append(names, n)

@@ -109,6 +109,17 @@ package scoring
 // reports and read merged counts, while the local ristretto caches stay
 // the hot store for sessions.
 //
+// Replicated mode (Config.Redis, replica.go). Replicas share this state
+// through Redis: a session is one blob under <prefix>{<id>}:s (its own
+// cluster slot), read once per request (started at the request headers,
+// Prefetch), merged into the local copy as remote + (local - base), and
+// written behind by a compare-and-set script; the sketches and link
+// clusters keep summing this replica's increments, which a flush appends
+// to a shared stream every flush_interval while it reads the other
+// replicas' batches and adds them in (replica_agg.go). Every key has a
+// TTL; a slow or absent Redis costs dilution (local-only scoring), never
+// a stalled request.
+//
 // Caches. Sessions live in two ristretto caches bounded by
 // Config.MemoryBytes. New sessions start in the probation cache
 // (Config.ProbationShare of the budget) and move to the main cache after

@@ -63,6 +63,7 @@ type Engine struct {
 	quarantine *quarantineList
 	remembered *quarantineList // identities with earned standing (standing.go)
 	trust      *trustTable
+	rep        *replica // replicated mode (scoring.redis); nil in process
 
 	promote tokenBucket
 
@@ -101,6 +102,9 @@ const (
 
 // New builds an Engine. Zero fields of cfg take their defaults.
 func New(cfg Config, opts Options) (*Engine, error) {
+	if err := cfg.ResolveFiles(); err != nil {
+		return nil, fmt.Errorf("scoring: %w", err)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("scoring: %w", err)
 	}
@@ -175,6 +179,14 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		e.prob.Close()
 		return nil, fmt.Errorf("scoring: metrics: %w", err)
 	}
+	if cfg.Redis.Enabled() {
+		if e.rep, err = newReplica(e, cfg, opts); err != nil {
+			_ = e.m.reg.Unregister()
+			e.main.Close()
+			e.prob.Close()
+			return nil, fmt.Errorf("scoring: redis: %w", err)
+		}
+	}
 	return e, nil
 }
 
@@ -183,6 +195,10 @@ func New(cfg Config, opts Options) (*Engine, error) {
 func (e *Engine) Close() error {
 	if !e.closed.CompareAndSwap(false, true) {
 		return nil
+	}
+	// The flusher writes what is queued, then stops.
+	if e.rep != nil {
+		e.rep.close()
 	}
 	// Unregister first: the metrics callback reads the caches.
 	var err error
@@ -275,12 +291,21 @@ func (e *Engine) Score(r *Request) (d Decision) {
 		}
 	}
 
+	// Replicated mode: the one Redis call of the request, made before the
+	// session's lock is taken so a slow Redis holds up nobody else.
+	var remote fetched
+	if e.rep != nil {
+		remote = e.rep.read(d.Session)
+	}
 	st := &e.stripes[id[0]]
 	st.Lock()
-	s := e.lookup(d.Session, id, now)
+	s := e.lookup(d.Session, id, now, &remote)
 	old := s.tier
 	ev := e.observe(s, r, f, sc, &lk, now, tr)
 	e.store(d.Session, s)
+	if e.rep != nil {
+		e.rep.markDirty(s)
+	}
 	requests := s.requests
 	var expl string
 	if ev.entry.tier != old {
@@ -308,18 +333,27 @@ func (e *Engine) Score(r *Request) (d Decision) {
 	return d
 }
 
-// lookup finds or creates the session. Called with the stripe lock held.
-func (e *Engine) lookup(key string, id [16]byte, now int64) *session {
+// lookup finds or creates the session, brought up to the remote state in
+// replicated mode. Called with the stripe lock held.
+func (e *Engine) lookup(key string, id [16]byte, now int64, remote *fetched) *session {
 	s, ok := e.main.Get(key)
 	if !ok {
 		s, ok = e.prob.Get(key)
 	}
-	if ok && s.requests > 0 && now-s.last > int64(e.cfg.SessionTTL) {
-		// Idle past the TTL: start over in the same cache slot.
-		*s = session{id: id, flags: s.flags & fPromoted, wallSet: s.wallSet, cost: s.cost}
-	}
 	if !ok {
 		s = &session{id: id}
+	}
+	if e.rep != nil {
+		e.rep.reconcile(s, *remote)
+	}
+	if s.requests > 0 && now-s.last > int64(e.cfg.SessionTTL) {
+		// Idle past the TTL: start over in the same cache slot (and, in
+		// replicated mode, replace the remote state with the new one).
+		rep := s.rep
+		if rep != nil {
+			rep.inc, rep.ver, rep.base, rep.force = 0, 0, nil, true
+		}
+		*s = session{id: id, flags: s.flags & fPromoted, wallSet: s.wallSet, cost: s.cost, rep: rep}
 	}
 	if s.requests == 0 {
 		if until := e.quarantine.until(id); until > now {
@@ -749,10 +783,12 @@ func (e *Engine) joinClusters(s *session, r *Request, lk *links, t int64) (float
 		}
 		if !e.markSeen(s, lk[k]^e.joinSalt) {
 			c.sessions++
+			ct.note(lk[k], c, 1, 0, nil, t)
 		}
 		if s.has(fOwnFlag) && !e.markSeen(s, lk[k]^e.flagSalt) {
 			c.flagged++
 			c.addMember(s.id)
+			ct.note(lk[k], c, 0, 1, &s.id, t)
 		}
 		cl[k] = c
 		if !s.has(fOwnFlag) {
@@ -771,6 +807,7 @@ func (e *Engine) flagInClusters(s *session, lk *links, cl [linkKinds]*cluster, t
 			c.decayTo(t, ct.half)
 			c.flagged++
 			c.addMember(s.id)
+			ct.note(lk[k], c, 0, 1, &s.id, t)
 		}
 	}
 }

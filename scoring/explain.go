@@ -144,4 +144,7 @@ func (e *Engine) ObserveResponse(session string, u Usage) {
 	s.c.rebase(t, &e.params.half)
 	w := s.c.scalesAt(t, &e.params.half)
 	s.c.add(cOut, float32(min(u.CompletionTokens, 1<<24)), &w)
+	if e.rep != nil {
+		e.rep.markDirty(s)
+	}
 }

@@ -78,14 +78,71 @@ func header(r *Request, name string) string {
 	return r.Header(name)
 }
 
-// bearer extracts the token of an Authorization header
-// (RFC 6750 section 2.1: "Bearer" is case-insensitive).
+// bearer extracts the credential of an Authorization header: the token of
+// the Bearer scheme (RFC 6750 section 2.1; the scheme name is
+// case-insensitive, RFC 9110 section 11.1), else the whole value (another
+// scheme's credentials). A scheme without a token ("Bearer", "Bearer ")
+// and a blank value are no credential at all: they would otherwise put
+// every such client in one shared session.
 func bearer(v string) string {
 	v = strings.TrimSpace(v)
-	if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-		return strings.TrimSpace(v[7:])
+	if len(v) >= 6 && strings.EqualFold(v[:6], "bearer") && (len(v) == 6 || v[6] == ' ' || v[6] == '\t') {
+		return strings.TrimSpace(v[6:])
 	}
 	return v
+}
+
+// sourcesOf returns the identity sources of r: its own (Request.Identity,
+// validated by the configuration that names them) or the configured ones.
+func (id *identity) sourcesOf(r *Request, buf *[8]source) []source {
+	if r.Identity == nil {
+		return id.sources
+	}
+	out := buf[:0]
+	for _, s := range r.Identity {
+		if src, err := parseSource(s); err == nil && len(out) < len(buf) {
+			out = append(out, src)
+		}
+	}
+	return out
+}
+
+// sourceValue is the credential a source yields for r ("" when absent).
+func sourceValue(s source, r *Request, ip netip.Addr, haveIP bool) string {
+	switch s.kind {
+	case 'a':
+		return bearer(header(r, "authorization"))
+	case 'h':
+		return strings.TrimSpace(header(r, s.header))
+	case 'i':
+		if haveIP {
+			return ip.String()
+		}
+	}
+	return ""
+}
+
+// Attributable reports whether a request can be attributed to a session
+// of its own under cfg: one of its identity sources (sources, or
+// cfg.Identity when nil) yields a credential, or the client address is
+// known. A request with neither would share one anonymous session with
+// every other such request.
+func Attributable(cfg *Config, sources []string, r *Request) bool {
+	if sources == nil {
+		sources = cfg.Identity
+	}
+	id := identity{xffName: strings.ToLower(cfg.ClientIPHeader), hops: cfg.TrustedHops}
+	ip, haveIP := id.clientIP(r)
+	if haveIP {
+		return true
+	}
+	for _, s := range sources {
+		src, err := parseSource(s)
+		if err == nil && sourceValue(src, r, ip, haveIP) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // clientIP returns the client address: from the trusted header when
@@ -119,9 +176,17 @@ func parseHostPort(s string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// sessionID is the HMAC of the first present source. ok is false when no
-// source yields a value (the request is scored under a shared "anonymous"
-// id so it is still counted).
+// sessionID is the HMAC of the first source that yields a credential
+// (Request.Identity, or the configured sources, in order; a blank value
+// or a bearer scheme without a token yields none). A request with none is
+// anonymous: it is keyed by its client address when one is known, even
+// when client_ip is not a configured source, so anonymous clients never
+// share one session across addresses; with no address at all it falls in
+// the single "anonymous" session (kind 0, counted as no_identity; extproc
+// refuses such requests on guarded routes). Which header value is read
+// when a header is sent twice is Request.Header's: the first; extproc
+// refuses duplicate credential headers on guarded routes, because
+// upstreams differ in which one they bill.
 // buf is scratch space reused across calls (the MAC input is assembled in
 // it so that hashing does not allocate).
 func (id *identity) sessionID(r *Request, ip netip.Addr, haveIP bool, buf *[]byte) (out [16]byte, kind byte) {
@@ -131,21 +196,8 @@ func (id *identity) sessionID(r *Request, ip netip.Addr, haveIP bool, buf *[]byt
 		id.macs.Put(mac)
 	}()
 	var sum [sha256.Size]byte
-	for _, s := range id.sources {
-		var v string
-		switch s.kind {
-		case 'a':
-			v = bearer(header(r, "authorization"))
-		case 'h':
-			v = header(r, s.header)
-		case 'i':
-			if haveIP {
-				v = ip.String()
-			}
-		}
-		if v == "" {
-			continue
-		}
+	var sbuf [8]source
+	emit := func(s source, v string) {
 		b := append((*buf)[:0], s.kind, 0)
 		b = append(b, s.header...)
 		b = append(b, 0)
@@ -153,7 +205,18 @@ func (id *identity) sessionID(r *Request, ip netip.Addr, haveIP bool, buf *[]byt
 		mac.Write(b)
 		*buf = b
 		copy(out[:], mac.Sum(sum[:0]))
-		return out, s.kind
+	}
+	for _, s := range id.sourcesOf(r, &sbuf) {
+		if v := sourceValue(s, r, ip, haveIP); v != "" {
+			emit(s, v)
+			return out, s.kind
+		}
+	}
+	if haveIP {
+		// Anonymous, keyed by the address: the same key as a client_ip
+		// source, so configuring client_ip changes nothing for them.
+		emit(source{kind: 'i'}, ip.String())
+		return out, 'n'
 	}
 	mac.Write([]byte("anonymous"))
 	copy(out[:], mac.Sum(sum[:0]))
@@ -245,4 +308,19 @@ func linkLabel(kind int, r *Request, ip netip.Addr) string {
 		return ipBlock(ip).String()
 	}
 	return string(appendShape([]byte(uaLabel(r)+" | "), r))
+}
+
+// CheckIdentitySources validates a list of identity sources (the syntax of
+// Config.Identity), for configuration that names them elsewhere (per-route
+// identity).
+func CheckIdentitySources(srcs []string) error {
+	if len(srcs) == 0 {
+		return errors.New("at least one source is needed")
+	}
+	for i, s := range srcs {
+		if _, err := parseSource(s); err != nil {
+			return fmt.Errorf("[%d]: %w", i, err)
+		}
+	}
+	return nil
 }

@@ -50,6 +50,9 @@ type Request struct {
 	// SourceAddress is Envoy's source.address attribute ("ip:port"), or "".
 	SourceAddress string
 	Path          string
+	// Identity overrides Config.Identity for this request (nil: the
+	// configured sources), in the same syntax: the route's credential.
+	Identity []string
 
 	// Parsed body fields (zero values when there was no JSON body).
 	Endpoint      string // "chat", "completions", "responses", "embeddings" or ""

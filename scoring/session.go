@@ -62,6 +62,10 @@ const (
 type shingleSet struct {
 	cur, prev *bloom.BloomFilter
 	n         uint32 // entries added to cur
+	// rot counts rotations: generation rot has min(256<<rot, 4096) bits,
+	// so replicas' filters of one generation have the same size and
+	// merge by OR (replica_state.go).
+	rot uint32
 }
 
 func (s *shingleSet) has(l *locations) (inCur, any bool) {
@@ -81,6 +85,7 @@ func (s *shingleSet) add(l *locations) (grew bool) {
 		s.prev = s.cur
 		s.cur = bloom.New(m, bloomK)
 		s.n = 0
+		s.rot++
 		grew = true
 	}
 	bloomAdd(s.cur, l)
@@ -332,6 +337,10 @@ type session struct {
 	c               counters
 	set             shingleSet
 	cost            int64 // last cost reported to the cache
+	// rep is the replicated-mode bookkeeping (nil in process-only mode):
+	// the version read from Redis and the state as of it, so what this
+	// replica added since is known (replica_state.go).
+	rep *replicaMeta
 }
 
 func (s *session) has(f uint8) bool { return s.flags&f != 0 }
@@ -345,7 +354,14 @@ const sessionOverhead = 160
 const sessionFixedBytes = int64(unsafe.Sizeof(session{}))
 
 func (s *session) bytes() int64 {
-	return sessionFixedBytes + int64(s.set.bytes()) + sessionOverhead
+	n := sessionFixedBytes + int64(s.set.bytes()) + sessionOverhead
+	if s.rep != nil {
+		n += replicaMetaBytes
+		if s.rep.base != nil {
+			n += sessionFixedBytes // a base holds no filter bits (baseCopy)
+		}
+	}
+	return n
 }
 
 func popcount(x uint32) int { return bits.OnesCount32(x) }

@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +89,7 @@ type Server struct {
 	logger *slog.Logger
 
 	mp     *sdkmetric.MeterProvider
+	tel    *telemetry
 	engine *scoring.Engine // nil when scoring is off or Options.Processor is set
 
 	grpc   *grpc.Server
@@ -132,7 +134,15 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	s.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	// OTLP export and tracing, as the OTEL_* environment configures them
+	// (telemetry.go); one MeterProvider feeds /metrics and OTLP alike.
+	if s.tel, err = newTelemetry(context.Background(), s.logger); err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	s.mp = sdkmetric.NewMeterProvider(s.tel.meterOptions(exp)...)
+	if err := registerBuildInfo(s.mp); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
 
 	proc := o.Processor
 	var adminAPI http.Handler
@@ -158,13 +168,16 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 			return nil, fmt.Errorf("ext_proc: %w", err)
 		}
 		proc = p
+		if s.engine != nil && cfg.Scoring.Redis.Enabled() {
+			proc = prefetchProcessor{ExternalProcessorServer: p, eng: s.engine}
+		}
 	}
 
 	gopts, err := grpcOptions(cfg)
 	if err != nil {
 		return nil, err
 	}
-	s.grpc = grpc.NewServer(gopts...)
+	s.grpc = grpc.NewServer(append(gopts, s.tel.serverOptions()...)...)
 	extprocv3.RegisterExternalProcessorServer(s.grpc, proc)
 	// envoy/envoy.yaml health-checks the processor over gRPC
 	// (grpc.health.v1.Health), per service name or the whole server.
@@ -174,9 +187,12 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.admin = &http.Server{Handler: s.adminMux(reg, adminAPI, o.Pprof), ReadHeaderTimeout: 5 * time.Second}
 
 	if s.gl == nil {
-		if s.gl, err = net.Listen("tcp", cfg.Server.GRPCAddr); err != nil {
+		if s.gl, err = Listen(cfg.Server.GRPCAddr); err != nil {
 			return nil, fmt.Errorf("grpc listen: %w", err)
 		}
+	}
+	if err := s.checkExposure(cfg); err != nil {
+		return nil, err
 	}
 	if s.al == nil {
 		if s.al, err = net.Listen("tcp", cfg.Server.AdminAddr); err != nil {
@@ -187,17 +203,75 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	return s, nil
 }
 
+// Listen binds the ext_proc listener for addr: host:port (TCP), or
+// unix:PATH / unix:///PATH (a unix socket; Envoy reaches it with a pipe
+// address, envoy/envoy-unix.yaml). A stale socket file left by an earlier
+// run is removed first; anything else at PATH is an error.
+func Listen(addr string) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix:")
+	if !ok {
+		return net.Listen("tcp", addr)
+	}
+	path = strings.TrimPrefix(path, "//")
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another server is listening", path)
+		}
+		_ = os.Remove(path)
+	}
+	return net.Listen("unix", path)
+}
+
+// exposed reports whether a listener accepts connections from other hosts
+// (a TCP address that is not loopback: an unspecified address, 0.0.0.0 or
+// ::, is every interface).
+func exposed(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && !ta.IP.IsLoopback()
+}
+
+// checkExposure warns once, loudly, when the ext_proc port listens beyond
+// loopback without TLS: whatever reaches it can play Envoy, forging
+// source.address and request.time (IP clusters, session clocks) and every
+// request's headers. The state is also a gauge
+// (distillguard_grpc_plaintext_exposed), for alerting.
+func (s *Server) checkExposure(cfg *config.Config) error {
+	bad := exposed(s.gl.Addr()) && !cfg.Server.TLS.Enabled()
+	if bad {
+		s.logger.Warn("ext_proc gRPC port listens beyond loopback without TLS: anything that reaches it can play Envoy; "+
+			"bind it to 127.0.0.1 or a unix socket, or set server.tls (with client_ca_file) and an UpstreamTlsContext on Envoy's cluster (envoy/envoy-mtls.yaml)",
+			"grpc", s.gl.Addr().String())
+	}
+	v := int64(0)
+	if bad {
+		v = 1
+	}
+	_, err := s.mp.Meter("github.com/distillguard/distillguard/server").Int64ObservableGauge("distillguard_grpc_plaintext_exposed",
+		metric.WithDescription("1 when the ext_proc gRPC port listens beyond loopback without TLS."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(v)
+			return nil
+		}))
+	return err
+}
+
 // grpcOptions are the settings every distillguard gRPC server runs with.
 func grpcOptions(cfg *config.Config) ([]grpc.ServerOption, error) {
 	gopts := []grpc.ServerOption{
 		// Envoy keeps one long-lived HTTP/2 connection per worker; keepalive
 		// pings from it must not be treated as abuse.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		// A BUFFERED body arrives as one message; grpc-go's 4 MiB default
-		// would refuse bodies the config allows. The slack covers headers
-		// and framing. Reloads cannot raise it (restart; see
+		// A BUFFERED body arrives as one message. The bound is
+		// processing.max_message_bytes, above max_body_bytes: a body too
+		// large to rewrite still arrives and is answered by extproc (413 on
+		// a guarded route) instead of the stream being reset with
+		// ResourceExhausted. Reloads cannot change it (restart; see
 		// config.Config.RestartRequired).
-		grpc.MaxRecvMsgSize(cfg.Processing.MaxBodyBytes + 1<<20),
+		grpc.MaxRecvMsgSize(cfg.Processing.MaxMessageBytes),
 		// Replies are marshalled into pooled buffers: grpc-go's codec
 		// allocates a fresh one for every message under 1 KiB, which is
 		// what a rewritten SSE event is (see extproc.Codec). Same bytes
@@ -262,6 +336,10 @@ func NewLogger(c *config.Config, w io.Writer) *slog.Logger {
 	}
 	return slog.New(slog.NewJSONHandler(w, ho))
 }
+
+// Engine is the scoring engine (nil when scoring is off or
+// Options.Processor is set): replays drive its Flush in replicated mode.
+func (s *Server) Engine() *scoring.Engine { return s.engine }
 
 // Config returns the configuration in force. extproc reads it once per
 // stream, so a stream keeps the snapshot it started with.
@@ -337,7 +415,8 @@ func (s *Server) Serve(ctx context.Context) error {
 // refused while those in flight get grace to finish; then the remaining
 // ones are closed, the admin listener shuts down, and Drain returns once
 // every goroutine the server started has ended and the scoring engine and
-// meter provider are released. Only the first call does anything.
+// the tracer and meter providers are released (their last spans and
+// metrics exported, when OTLP is on). Only the first call does anything.
 func (s *Server) Drain(grace time.Duration) {
 	s.drain.Do(func() {
 		s.mu.Lock()
@@ -383,8 +462,14 @@ func (s *Server) release() {
 	if s.engine != nil {
 		_ = s.engine.Close()
 	}
+	// Spans first: the streams that made them are gone. Then the meter
+	// provider, whose OTLP reader exports once more on Shutdown; both
+	// flushes are bounded so an unreachable collector cannot hold Drain.
+	s.tel.shutdown()
 	if s.mp != nil {
-		_ = s.mp.Shutdown(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), telemetryShutdown)
+		_ = s.mp.Shutdown(ctx)
+		cancel()
 	}
 }
 

@@ -99,9 +99,9 @@ func start(t *testing.T, cfg *config.Config, o Options) *Server {
 	return s
 }
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+func dial(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,8 +269,8 @@ func TestAdminVariants(t *testing.T) {
 
 // TestProcessorOverrideGetsTheGRPCSettings checks that a substitute
 // processor (the latency suite's baseline) is served with distillguard's
-// message size limit, derived from processing.max_body_bytes: above grpc-go's
-// 4 MiB default with the default 16 MiB, refused above it when lowered.
+// message size limit, processing.max_message_bytes: above grpc-go's 4 MiB
+// default with the default 64 MiB, refused above it when lowered.
 func TestProcessorOverrideGetsTheGRPCSettings(t *testing.T) {
 	leakCheck(t)
 	tests := []struct {
@@ -278,9 +278,9 @@ func TestProcessorOverrideGetsTheGRPCSettings(t *testing.T) {
 		body   int
 		refuse bool
 	}{
-		{cfg: "", body: 6 << 20},
-		{cfg: "processing: {max_body_bytes: 1048576}", body: 3 << 19},
-		{cfg: "processing: {max_body_bytes: 1048576}", body: 3 << 20, refuse: true},
+		{cfg: "", body: 20 << 20},
+		{cfg: "processing: {max_body_bytes: 1048576, max_message_bytes: 2097152}", body: 3 << 19},
+		{cfg: "processing: {max_body_bytes: 1048576, max_message_bytes: 2097152}", body: 3 << 20, refuse: true},
 	}
 	for _, tc := range tests {
 		s := start(t, parse(t, tc.cfg), Options{Processor: ackProcessor{}})

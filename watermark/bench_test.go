@@ -21,6 +21,7 @@ func BenchmarkStreamDelta(b *testing.B) {
 	out := make([]byte, 0, 256)
 	const delta = 12
 	b.ReportAllocs()
+	b.ResetTimer()
 	b.SetBytes(delta)
 	pos := 0
 	for i := 0; i < b.N; i++ {
@@ -43,6 +44,7 @@ func BenchmarkStream1KB(b *testing.B) {
 	text = text[:1024]
 	out := make([]byte, 0, 2048)
 	b.ReportAllocs()
+	b.ResetTimer()
 	b.SetBytes(int64(len(text)))
 	for i := 0; i < b.N; i++ {
 		s.Reset()
@@ -58,9 +60,10 @@ func BenchmarkShiftTop5(b *testing.B) {
 	base := []TokenLogprob{{" the", -0.01}, {" a", -4.7}, {" an", -6.2}, {" this", -7.5}, {" that", -8.1}}
 	alts := make([]TokenLogprob, len(base))
 	b.ReportAllocs()
+	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		copy(alts, base)
-		s.ShiftTop(alts)
+		s.ShiftTop(0.37, alts)
 	}
 }
 
@@ -70,9 +73,53 @@ func BenchmarkShift(b *testing.B) {
 	s := lm.NewShifter()
 	tok := []byte(" token")
 	b.ReportAllocs()
+	b.ResetTimer()
 	var v float64
 	for i := 0; i < b.N; i++ {
-		v += s.Shift(tok, -2.5, false)
+		v += s.Shift(0.37, tok, -2.5, false)
 	}
 	_ = v
+}
+
+// BenchmarkNewMarker is the per-key setup: the frequency-preserving
+// assignment of every (set, slot) unit of the embedded statistics.
+func BenchmarkNewMarker(b *testing.B) {
+	lex := DefaultLexicon()
+	k := testKey(b, "", 1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		NewMarker(lex, k)
+	}
+}
+
+// BenchmarkScoreKey is one key's lexical score of 500 responses' worth of
+// text: the cost per decoy key.
+func BenchmarkScoreKey(b *testing.B) {
+	lex := DefaultLexicon()
+	sm := NewVerifier(lex).NewSample()
+	for i := 0; i < 500; i++ {
+		sm.Add(synthText(uint64(i), 2))
+	}
+	k := testKey(b, "", 1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		sm.Score(k)
+	}
+}
+
+// BenchmarkTextContext is the logprob mark's per-response context signal
+// of a 60-word prompt.
+func BenchmarkTextContext(b *testing.B) {
+	lm, _ := NewLogprobMark(testKey(b, "", 1), 0.3)
+	s := lm.NewShifter()
+	prompt := []byte(benchText)
+	b.ReportAllocs()
+	b.ResetTimer()
+	var h float64
+	for i := 0; i < b.N; i++ {
+		h += s.TextContext(prompt)
+	}
+	_ = h
 }

@@ -10,19 +10,24 @@ import (
 	"io"
 	"math"
 	"os"
+	"strings"
 )
 
 // RunVerify is the command `distillguard watermark verify`:
 //
-//	verify -key-file F [-mode text|logprobs] [-reference R] [-decoys N] FILE...
+//	verify -key-file F [-mode text|logprobs] [-contexts C] [-prompts P] [-reference R] [-decoys N] FILE...
 //
 // Text mode reads each FILE as JSONL, one response a line ({"text": ...},
 // or an OpenAI chat.completion / text_completion object whose choices'
 // message.content or text are taken), or, when its first non-blank byte is
 // not '{', as one plain text; "-" is standard input. Logprobs mode reads
 // chat.completion objects with choices[].logprobs.content[].top_logprobs
-// (the suspect's answers to probe prompts), with -reference the provider's
-// own answers to the same probes in the same order. Every key of the key
+// (the suspect's answers to probe prompts, one choice per probe), -prompts
+// the probes themselves, one JSON object a line in the same order
+// ({"prompt": TEXT}, an OpenAI chat request's {"messages": [...]}, or
+// {"features": [NUMBERS]} for record inputs; see ReadProbeContexts), and
+// -reference, optionally, the provider's own unmarked answers to the same
+// probes in the same order. Every key of the key
 // file is tested; for each FILE one JSON object is written to stdout with
 // the best key's test and p_value_any_key, the Bonferroni bound over the
 // keys. -decoys N also scores N keys nobody holds (derived from a fixed
@@ -35,10 +40,12 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	keyFile := fs.String("key-file", "", "watermark key file (hex or raw secret, or key set)")
 	mode := fs.String("mode", "text", "text (lexical watermark) or logprobs (logprob watermark)")
-	refFile := fs.String("reference", "", "logprobs mode: the provider's own answers to the same probes")
+	refFile := fs.String("reference", "", "logprobs mode: the provider's own unmarked answers to the same probes")
+	promptFile := fs.String("prompts", "", "logprobs mode: the probe prompts, one JSON object a line, in the order of the answers")
+	ctxFile := fs.String("contexts", "", "text mode: the context statistics the text was marked with (default: the embedded ones)")
 	decoys := fs.Int("decoys", 0, "also score this many decoy keys")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: distillguard watermark verify -key-file F [-mode text|logprobs] [-reference R] [-decoys N] FILE...")
+		fmt.Fprintln(stderr, "usage: distillguard watermark verify -key-file F [-mode text|logprobs] [-contexts C] [-prompts P] [-reference R] [-decoys N] FILE...")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -58,8 +65,14 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 	if *decoys < 0 || *decoys > 100000 {
 		return fail(fmt.Errorf("-decoys %d: want 0 to 100000", *decoys))
 	}
-	if *refFile != "" && *mode != "logprobs" {
-		return fail(errors.New("-reference applies to -mode logprobs"))
+	if (*refFile != "" || *promptFile != "") && *mode != "logprobs" {
+		return fail(errors.New("-reference and -prompts apply to -mode logprobs"))
+	}
+	if *ctxFile != "" && *mode != "text" {
+		return fail(errors.New("-contexts applies to -mode text"))
+	}
+	if *mode == "logprobs" && *promptFile == "" {
+		return fail(errors.New("-mode logprobs needs -prompts (the probe prompts)"))
 	}
 	ks, err := LoadKeyFile(*keyFile)
 	if err != nil {
@@ -70,6 +83,18 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	var ref []LogprobPosition
+	var probes []ProbeContext
+	if *promptFile != "" {
+		f, err := openInput(*promptFile)
+		if err != nil {
+			return fail(err)
+		}
+		probes, err = ReadProbeContexts(f)
+		f.Close()
+		if err != nil {
+			return fail(fmt.Errorf("%s: %w", *promptFile, err))
+		}
+	}
 	if *refFile != "" {
 		if ref, err = readLogprobFile(*refFile); err != nil {
 			return fail(err)
@@ -77,12 +102,17 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 	}
 	enc := json.NewEncoder(stdout)
 	lex := DefaultLexicon()
+	if *ctxFile != "" {
+		if lex, err = LoadContextStats(lex, *ctxFile); err != nil {
+			return fail(err)
+		}
+	}
 	for _, name := range fs.Args() {
 		var rep any
 		if *mode == "text" {
 			rep, err = verifyTextFile(lex, name, ks, dk)
 		} else {
-			rep, err = verifyLogprobFile(name, ref, ks, dk)
+			rep, err = verifyLogprobFile(name, ref, probes, ks, dk)
 		}
 		if err != nil {
 			return fail(err)
@@ -92,6 +122,71 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return 0
+}
+
+// RunContexts is the command `distillguard watermark contexts`:
+//
+//	contexts -o OUT FILE...
+//
+// It counts the candidates of the synonym table in the provider's own
+// unmarked output (FILE: JSONL or plain text, as verify's text mode reads
+// them) and writes the context statistics the frequency-preserving
+// assignment works from (ContextStats.Format). Count at least as much text
+// as anyone could compare marked output against: the statistics' own
+// sampling error is what a large enough comparison would see.
+//
+// Exit status: 0 on success, 2 on a usage or input error.
+func RunContexts(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("watermark contexts", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "", "output file for the context statistics")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: distillguard watermark contexts -o OUT FILE...")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *out == "" || fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	lex := DefaultLexicon()
+	var texts [][]byte
+	for _, name := range fs.Args() {
+		f, err := openInput(name)
+		if err != nil {
+			fmt.Fprintln(stderr, "watermark contexts:", err)
+			return 2
+		}
+		err = readTexts(f, func(b []byte) { texts = append(texts, append([]byte(nil), b...)) })
+		f.Close()
+		if err != nil {
+			fmt.Fprintf(stderr, "watermark contexts: %s: %v\n", name, err)
+			return 2
+		}
+	}
+	cs := BuildContextStats(lex, texts)
+	if err := os.WriteFile(*out, cs.Format(lex), 0o644); err != nil {
+		fmt.Fprintln(stderr, "watermark contexts:", err)
+		return 2
+	}
+	fmt.Fprintf(stdout, "%d texts, %d (set, slot) units\n", len(texts), cs.Sets())
+	return 0
+}
+
+// LoadContextStats reads a context statistics file (RunContexts writes
+// one) and returns lex marking with it.
+func LoadContextStats(lex *Lexicon, path string) (*Lexicon, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("watermark: context statistics: %w", err)
+	}
+	cs, err := ParseContextStats(lex, b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return lex.WithContextStats(cs), nil
 }
 
 // DecoyKeys returns n keys derived from a fixed public label: keys nobody
@@ -189,18 +284,18 @@ func readLogprobFile(name string) ([]LogprobPosition, error) {
 	return pos, nil
 }
 
-func verifyLogprobFile(name string, ref []LogprobPosition, ks *KeySet, decoys []*Key) (*LogprobReport, error) {
+func verifyLogprobFile(name string, ref []LogprobPosition, probes []ProbeContext, ks *KeySet, decoys []*Key) (*LogprobReport, error) {
 	pos, err := readLogprobFile(name)
 	if err != nil {
 		return nil, err
 	}
-	ls, err := NewLogprobSample(pos, ref)
+	ls, err := NewLogprobSample(pos, ref, probes)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	rep := &LogprobReport{File: name, Mode: "logprobs"}
 	for i, k := range ks.Keys() {
-		r := ls.ScoreSpectrum(k)
+		r := ls.Score(k)
 		if len(ks.Keys()) > 1 {
 			rep.Keys = append(rep.Keys, r)
 		}
@@ -217,6 +312,56 @@ func verifyLogprobFile(name string, ref []LogprobPosition, ks *KeySet, decoys []
 		}
 	}
 	return rep, nil
+}
+
+// ReadProbeContexts reads probe prompts, one JSON object a line (blank
+// lines skipped): {"prompt": TEXT}, {"features": [NUMBERS]}, or an OpenAI
+// chat request whose messages' string contents are joined by line feeds
+// (the context signal hashes the words, so order and separators do not
+// matter).
+func ReadProbeContexts(r io.Reader) ([]ProbeContext, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
+	var out []ProbeContext
+	for line := 1; sc.Scan(); line++ {
+		b := trimSpace(sc.Bytes())
+		if len(b) == 0 {
+			continue
+		}
+		var doc struct {
+			Prompt   *string   `json:"prompt"`
+			Features []float64 `json:"features"`
+			Messages []struct {
+				Content json.RawMessage `json:"content"`
+			} `json:"messages"`
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		var c ProbeContext
+		switch {
+		case doc.Features != nil:
+			c.Features = doc.Features
+		case doc.Prompt != nil:
+			c.Text = *doc.Prompt
+		case doc.Messages != nil:
+			var parts []string
+			for _, m := range doc.Messages {
+				var s string
+				if json.Unmarshal(m.Content, &s) == nil {
+					parts = append(parts, s)
+				}
+			}
+			c.Text = strings.Join(parts, "\n")
+		default:
+			return nil, fmt.Errorf("line %d: no \"prompt\", \"features\" or \"messages\"", line)
+		}
+		out = append(out, c)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // readTexts calls add for every text of r (see RunVerify for the forms).

@@ -5,18 +5,26 @@
 // sees and rewrites output but does not sample, so both marks are rewrites:
 //
 //   - Lexical (text): Marker / Stream substitute words of an embedded synonym
-//     table by a keyed function of the previous token, preserving each
-//     member's natural share over contexts (He et al., AAAI 2022; CATER,
-//     NeurIPS 2022). Verifier / Sample find the same positions in suspect
-//     text and give an exact Poisson-binomial p-value.
+//     table by a keyed function of (set, form slot, previous token) (He et
+//     al., AAAI 2022). The context -> member mapping is CATER's
+//     frequency-preserving one (He et al., NeurIPS 2022; contexts.go):
+//     built per key from context statistics of unmarked output
+//     (ContextStats), so every member keeps its natural share and plain
+//     word-frequency comparisons show nothing. Verifier / Sample replay the
+//     key's assignment and give a conservative p-value (a likelihood-ratio
+//     test martingale over distinct (set, slot, context) groups).
 //   - Logprob (soft labels): LogprobMark / Shifter lower returned
-//     alternatives by a keyed periodic function of the token (DRW, Findings
-//     of EMNLP 2022; GINSEW, ICML 2023); LogprobSample scores a suspect's
-//     top_logprobs at the key's frequency.
+//     alternatives by A (1 - s(w) h) / 2, s(w) a keyed token group and h a
+//     sinusoid of a keyed projection of the input (DRW, Findings of EMNLP
+//     2022; GINSEW, ICML 2023), so a student fitting the soft labels learns
+//     an input-dependent signal; LogprobSample tests a suspect's
+//     top_logprobs on probe inputs by keyed token-sign randomisation with a
+//     Rademacher tail bound (conservative).
 //
 // Keys come from a key file (LoadKeyFile: hex or raw secret, or a key set
 // with ids for rotation: the active key marks, every key verifies) and are
 // expanded with HKDF-SHA256; every position-dependent choice is a keyed PRF
 // (AES-256 on one block, HMAC-SHA256 beyond), never an unkeyed hash.
-// RunVerify is the `distillguard watermark verify` command's logic.
+// RunVerify, RunKeygen and RunContexts are the `distillguard watermark
+// verify|keygen|contexts` commands' logic.
 package watermark

@@ -36,13 +36,11 @@ type Key struct {
 	id string
 	// lexBlock / lexMAC key the lexical choice (block for inputs up to
 	// 15 bytes, HMAC for longer ones); lpBlock / lpMAC key the logprob
-	// phase.
+	// mark's token groups and context projection.
 	lexBlock cipher.Block
 	lexMAC   []byte
 	lpBlock  cipher.Block
 	lpMAC    []byte
-	// freq is the logprob signal's frequency (cycles over the unit phase).
-	freq int
 }
 
 // NewKey derives a key from secret (at least MinSecretBytes). An empty id
@@ -72,8 +70,6 @@ func NewKey(id string, secret []byte) (*Key, error) {
 	if k.lpBlock, err = aes.NewCipher(derive("logprob aes", 32)); err != nil {
 		return nil, err
 	}
-	f := derive("logprob frequency", 8)
-	k.freq = minFreq + int(binary.BigEndian.Uint64(f)%uint64(maxFreq-minFreq+1))
 	return k, nil
 }
 

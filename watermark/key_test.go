@@ -85,9 +85,6 @@ func TestKeyDerivation(t *testing.T) {
 	if Fingerprint(s1) == Fingerprint(s2) || Fingerprint(s1) != a.id[:0]+Fingerprint(s1) {
 		t.Error("fingerprints")
 	}
-	if a.freq < minFreq || a.freq > maxFreq {
-		t.Errorf("frequency %d outside [%d, %d]", a.freq, minFreq, maxFreq)
-	}
 }
 
 func TestLoadKeyFileAndRotation(t *testing.T) {

@@ -2,7 +2,6 @@ package watermark
 
 import (
 	"fmt"
-	"math/bits"
 	"strconv"
 	"strings"
 )
@@ -30,6 +29,9 @@ type Lexicon struct {
 	words map[string]lexEntry
 	// surfaces counts the substitutable surface forms.
 	surfaces int
+	// ctx holds the context statistics the frequency-preserving
+	// assignment works from (nil: table weights, every context hashed).
+	ctx *ContextStats
 }
 
 type lexSet struct {
@@ -53,15 +55,33 @@ type lexEntry struct {
 	slot   uint8
 }
 
-// DefaultLexicon parses the embedded synonym table. The table is a constant
-// checked by the tests, so a parse error is a programming error.
+// DefaultLexicon parses the embedded synonym table and attaches the
+// embedded context statistics (contextTable, built from the prompt corpora
+// by TestContextTableGolden). Both are constants checked by the tests, so
+// a parse error is a programming error.
 func DefaultLexicon() *Lexicon {
 	l, err := ParseLexicon(synonymTable)
 	if err != nil {
 		panic(err)
 	}
-	return l
+	cs, err := ParseContextStats(l, []byte(contextTable))
+	if err != nil {
+		panic(err)
+	}
+	return l.WithContextStats(cs)
 }
+
+// WithContextStats returns a lexicon sharing l's sets that marks with the
+// frequency-preserving assignment over cs (parsed or built for l); nil
+// turns it off: members are drawn by table weight in every context.
+func (l *Lexicon) WithContextStats(cs *ContextStats) *Lexicon {
+	c := *l
+	c.ctx = cs
+	return &c
+}
+
+// ContextStats returns the statistics the lexicon marks with (nil: none).
+func (l *Lexicon) ContextStats() *ContextStats { return l.ctx }
 
 // Sets is the number of synonym sets with at least one substitutable form.
 func (l *Lexicon) Sets() int { return len(l.sets) }
@@ -80,23 +100,6 @@ func (l *Lexicon) Lookup(word string) (alternatives []string, ok bool) {
 		alternatives = append(alternatives, m.forms[e.slot])
 	}
 	return alternatives, true
-}
-
-// choose maps a 64-bit PRF output to a member, each with probability
-// weight/total (up to 2^-64 per member).
-func (s *lexSet) choose(u uint64) int {
-	hi, _ := bits.Mul64(u, s.total)
-	for i := range s.members {
-		if hi < s.members[i].cum {
-			return i
-		}
-	}
-	return len(s.members) - 1
-}
-
-// prob is the probability that a keyed choice picks member m.
-func (s *lexSet) prob(m int) float64 {
-	return float64(s.members[m].weight) / float64(s.total)
 }
 
 // slotsFor returns the slots a part of speech inflects for, and the names

@@ -128,21 +128,23 @@ func TestInflect(t *testing.T) {
 	}
 }
 
-func TestChooseFollowsWeights(t *testing.T) {
+func TestTailFollowsWeights(t *testing.T) {
+	// Without statistics a set's plan is its table weights: PRF outputs
+	// map to members in those proportions.
 	l, err := ParseLexicon("a big:3 large:1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &l.sets[0]
-	if s.choose(0) != 0 || s.choose(^uint64(0)) != 1 {
+	plan := buildPlan(nil, nil, unitOf(0, slotBase), &l.sets[0], nil, false)
+	if plan.tailMember(0) != 0 || plan.tailMember(^uint64(0)) != 1 {
 		t.Error("extreme PRF outputs must pick the first and last member")
 	}
 	// The boundary sits at 3/4 of the 64-bit range.
 	b := uint64(3) << 62
-	if s.choose(b-1) != 0 || s.choose(b) != 1 {
-		t.Errorf("boundary misplaced: choose(b-1)=%d choose(b)=%d", s.choose(b-1), s.choose(b))
+	if plan.tailMember(b-1) != 0 || plan.tailMember(b) != 1 {
+		t.Errorf("boundary misplaced: %d %d", plan.tailMember(b-1), plan.tailMember(b))
 	}
-	if s.prob(0) != 0.75 || s.prob(1) != 0.25 {
-		t.Errorf("prob = %v, %v", s.prob(0), s.prob(1))
+	if plan.tailProb(0) != 0.75 || plan.tailProb(1) != 0.25 {
+		t.Errorf("prob = %v, %v", plan.tailProb(0), plan.tailProb(1))
 	}
 }

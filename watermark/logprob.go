@@ -2,52 +2,63 @@ package watermark
 
 import (
 	"bufio"
+	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
-	"sort"
-)
-
-// Logprob signal frequency range (cycles over the unit phase interval).
-const (
-	minFreq = 4
-	maxFreq = 32
-	// spectrumMax is the highest frequency the verifier's spectrum covers.
-	spectrumMax = 64
+	"unicode"
+	"unicode/utf8"
 )
 
 // MaxAmplitude bounds the logprob signal, in nats.
 const MaxAmplitude = 1.0
 
+// PRF domains of the logprob mark (first message byte), so the token
+// partition, the word hashes and the feature signs are independent draws.
+const (
+	lpDomainToken   = 0x01
+	lpDomainWord    = 0x02
+	lpDomainFeature = 0x03
+)
+
 // LogprobMark is the logprob watermark for soft-label harvesters, after
 // DRW (Zhao et al., "Distillation-Resistant Watermarking for Model
-// Protection in NLP", Findings of EMNLP 2022) and GINSEW (Zhao et al., ICML
-// 2023): a keyed periodic signal added to the probabilities a client sees,
-// which a student trained on them inherits and a periodogram at the key's
-// frequency reveals. DRW draws the phase from a keyed projection of an
-// input token; a gateway sees only the returned tokens, so here the phase
-// is a keyed PRF of the alternative's token text, g(w) in [0, 1), and every
-// returned alternative except the first (most likely) one is lowered by
+// Protection in NLP", Findings of EMNLP 2022) and GINSEW (Zhao et al.,
+// "Protecting Language Generation Models via Invisible Watermarking", ICML
+// 2023): a keyed signal added to the probabilities a client sees that
+// varies with the INPUT, so a student fitting the soft labels must learn
+// it as a function of its input, and a probe of the student shows it.
 //
-//	A (1 + cos(2 pi f g(w))) / 2   in [0, A] nats,
+// The key splits tokens into two groups, s(w) = +1 or -1 (a keyed PRF of
+// the token text), and maps each response's context to a signal
+// h = sin(u) in [-1, 1], where u is a keyed projection of the context,
+// standardised to unit variance: a signed hash of the prompt's words
+// (TextContext; feature hashing, Weinberger et al., ICML 2009) or a keyed
+// +-1 projection of a numeric feature vector (VectorContext). GINSEW
+// perturbs the two groups' probability mass by a sinusoid of a projection
+// of the input's representation; here, so that the chosen token stays
+// first and every value stays <= 0, each returned alternative but the
+// first is lowered by
 //
-// with f a key-derived integer frequency. Lowering only (never raising) and
-// leaving the first entry alone keeps every value <= 0 and the chosen
-// (most likely) token first, the invariants mutate's perturbation keeps.
-// A student of any architecture can learn the signal (it is a fixed
-// function of the output token), and it needs no knowledge of the
-// attacker's prompts to verify. Immutable and safe for concurrent use;
-// each response stream takes a Shifter.
+//	A (1 - s(w) h) / 2   in [0, A] nats,
+//
+// so the log-ratio between the groups moves by A h, opposite signs for
+// opposite contexts. The sinusoid is one half-period over +-1.6 standard
+// deviations of u, nearly linear there (its correlation with u is 0.92),
+// so a student as simple as a softmax regression over the input features
+// fits it; a fixed per-token shift (the previous design) is absorbed by
+// per-token biases and stays buried under the student's own per-token
+// errors. Immutable and safe for concurrent use; each response stream
+// takes a Shifter.
 type LogprobMark struct {
 	key *Key
 	amp float64
 }
 
 // NewLogprobMark returns the mark of key k with amplitude amp nats
-// (0 < amp <= MaxAmplitude; DRW used 0.2 in probability space, 0.1-0.3
-// nats keeps the honest-user cost near mutate's perturbation).
+// (0 < amp <= MaxAmplitude; keep it within the output perturbation
+// budget, e.g. 0.2-0.3 nats).
 func NewLogprobMark(k *Key, amp float64) (*LogprobMark, error) {
 	if !(amp > 0 && amp <= MaxAmplitude) {
 		return nil, fmt.Errorf("watermark: logprob amplitude %g outside (0, %g]", amp, MaxAmplitude)
@@ -55,47 +66,134 @@ func NewLogprobMark(k *Key, amp float64) (*LogprobMark, error) {
 	return &LogprobMark{key: k, amp: amp}, nil
 }
 
-// Frequency is the key's signal frequency.
-func (m *LogprobMark) Frequency() int { return m.key.freq }
-
 // Amplitude is the signal's amplitude in nats.
 func (m *LogprobMark) Amplitude() float64 { return m.amp }
 
+// Key is the mark's key.
+func (m *LogprobMark) Key() *Key { return m.key }
+
 // NewShifter returns the per-stream state for Shift (PRF scratch space).
 func (m *LogprobMark) NewShifter() *Shifter {
-	return &Shifter{m: m, p: prf{block: m.key.lpBlock, macKey: m.key.lpMAC}}
+	return &Shifter{m: m, p: lpPRF(m.key)}
 }
+
+func lpPRF(k *Key) prf { return prf{block: k.lpBlock, macKey: k.lpMAC} }
 
 // Shifter applies a LogprobMark. Its output depends only on the key, the
 // amplitude and its arguments, never on earlier calls. Not safe for
 // concurrent use.
 type Shifter struct {
-	m *LogprobMark
-	p prf
+	m   *LogprobMark
+	p   prf
+	msg []byte
 }
 
-// Phase is the token's keyed phase g(w) in [0, 1).
-func (s *Shifter) Phase(token []byte) float64 { return phase(&s.p, token) }
-
-func phase(p *prf, token []byte) float64 { return phaseOf(p.sum64(token)) }
-
-func phaseOf(u uint64) float64 { return float64(u>>11) * (1.0 / (1 << 53)) }
-
-// Delta is the signal for token: -A (1 + cos(2 pi f g(w))) / 2, in [-A, 0].
-func (s *Shifter) Delta(token []byte) float64 {
-	return -s.m.amp * (1 + math.Cos(2*math.Pi*float64(s.m.key.freq)*s.Phase(token))) / 2
+// domainSum is the PRF of (domain, b).
+func (p *prf) domainSum(scratch *[]byte, domain byte, b []byte) uint64 {
+	*scratch = append(append((*scratch)[:0], domain), b...)
+	return p.sum64(*scratch)
 }
 
-// Shift returns the marked value of logprob v for token: v itself for the
-// first (most likely) alternative of a position (first = true), otherwise
-// v + Delta(token), clamped to <= 0. A caller rewriting a top_logprobs
-// array in place must also keep it sorted (ShiftTop does both); the
-// chosen token's own "logprob" takes the value of its entry in the array.
-func (s *Shifter) Shift(token []byte, v float64, first bool) float64 {
+func (p *prf) domainSumString(scratch *[]byte, domain byte, s string) uint64 {
+	*scratch = append(append((*scratch)[:0], domain), s...)
+	return p.sum64(*scratch)
+}
+
+// signOf is +1 or -1 from the top bit of a PRF output.
+func signOf(u uint64) float64 {
+	if u>>63 == 0 {
+		return 1
+	}
+	return -1
+}
+
+// Sign is the token's keyed group, +1 or -1.
+func (s *Shifter) Sign(token []byte) float64 {
+	return signOf(s.p.domainSum(&s.msg, lpDomainToken, token))
+}
+
+// TextContext is the context signal h of a prompt: sin(u), u the sum of a
+// keyed sign per word (maximal runs of letters and digits, ASCII lower
+// case) over the square root of the word count. 0 for a prompt without
+// words.
+func (s *Shifter) TextContext(prompt []byte) float64 { return textContext(&s.p, &s.msg, prompt) }
+
+func textContext(p *prf, scratch *[]byte, prompt []byte) float64 {
+	var sum float64
+	n := 0
+	var w []byte
+	flush := func() {
+		if len(w) > 0 {
+			sum += signOf(p.domainSum(scratch, lpDomainWord, w))
+			n++
+			w = w[:0]
+		}
+	}
+	var buf [64]byte
+	w = buf[:0]
+	for i := 0; i < len(prompt); {
+		r, size := utf8.DecodeRune(prompt[i:])
+		if unicode.IsLetter(r) || unicode.IsDigit(r) {
+			if r < utf8.RuneSelf && r >= 'A' && r <= 'Z' {
+				w = append(w, byte(r)+'a'-'A')
+			} else {
+				w = append(w, prompt[i:i+size]...)
+			}
+		} else {
+			flush()
+		}
+		i += size
+	}
+	flush()
+	if n == 0 {
+		return 0
+	}
+	return math.Sin(sum / math.Sqrt(float64(n)))
+}
+
+// VectorContext is the context signal h of a numeric input (a record's
+// features, for APIs whose prompts are records): sin(u), u the keyed +-1
+// projection of x over sqrt(len(x)) (unit variance for standardised
+// features). 0 for an empty x.
+func (s *Shifter) VectorContext(x []float64) float64 { return vectorContext(&s.p, &s.msg, x) }
+
+func vectorContext(p *prf, scratch *[]byte, x []float64) float64 {
+	if len(x) == 0 {
+		return 0
+	}
+	var sum float64
+	var idx [4]byte
+	for i, v := range x {
+		binary.BigEndian.PutUint32(idx[:], uint32(i))
+		sum += signOf(p.domainSum(scratch, lpDomainFeature, idx[:])) * v
+	}
+	return math.Sin(sum / math.Sqrt(float64(len(x))))
+}
+
+// Delta is the signal for token in context h: -A (1 - s(w) h) / 2, in
+// [-A, 0] for h in [-1, 1].
+func (s *Shifter) Delta(h float64, token []byte) float64 {
+	return -s.m.amp * (1 - s.Sign(token)*clampUnit(h)) / 2
+}
+
+func clampUnit(h float64) float64 {
+	if !(h >= -1) { // also NaN
+		return -1
+	}
+	return math.Min(h, 1)
+}
+
+// Shift returns the marked value of logprob v for token in context h: v
+// itself for the first (most likely) alternative of a position (first =
+// true), otherwise v + Delta(h, token), clamped to <= 0. A caller rewriting
+// a top_logprobs array in place must also keep it sorted (ShiftTop does
+// both); the chosen token's own "logprob" takes the value of its entry in
+// the array. Apply it before rounding.
+func (s *Shifter) Shift(h float64, token []byte, v float64, first bool) float64 {
 	if first {
 		return v
 	}
-	return math.Min(v+s.Delta(token), 0)
+	return math.Min(v+s.Delta(h, token), 0)
 }
 
 // TokenLogprob is one returned alternative.
@@ -104,12 +202,14 @@ type TokenLogprob struct {
 	Logprob float64 `json:"logprob"`
 }
 
-// ShiftTop marks one position's alternatives, given most likely first as
-// the API returns them: the first is unchanged, every other one is shifted
-// and clamped to the value ranked above it, so the order survives.
-func (s *Shifter) ShiftTop(alts []TokenLogprob) {
+// ShiftTop marks one position's alternatives in context h, given most
+// likely first as the API returns them: the first is unchanged, every other
+// one is shifted and clamped to the value ranked above it, so the order
+// survives.
+func (s *Shifter) ShiftTop(h float64, alts []TokenLogprob) {
+	h = clampUnit(h)
 	for i := 1; i < len(alts); i++ {
-		d := -s.m.amp * (1 + math.Cos(2*math.Pi*float64(s.m.key.freq)*phaseOf(s.p.sum64s(alts[i].Token)))) / 2
+		d := -s.m.amp * (1 - signOf(s.p.domainSumString(&s.msg, lpDomainToken, alts[i].Token))*h) / 2
 		alts[i].Logprob = math.Min(math.Min(alts[i].Logprob+d, 0), alts[i-1].Logprob)
 	}
 }
@@ -173,222 +273,3 @@ func ParseChatLogprobs(r io.Reader) ([]LogprobPosition, error) {
 
 // maxLineBytes bounds one input line.
 const maxLineBytes = 64 << 20
-
-// LogprobResult is the spectral test of a suspect's logprobs against a key.
-type LogprobResult struct {
-	KeyID     string `json:"key_id"`
-	Frequency int    `json:"frequency"`
-	Probes    int    `json:"probes"`
-	Positions int    `json:"positions"`
-	// Candidates is the number of distinct tokens scored (each a point of
-	// the periodogram); Observations the alternatives behind them.
-	Candidates   int  `json:"candidates"`
-	Observations int  `json:"observations"`
-	Reference    bool `json:"reference"`
-	// Z is the matched-filter statistic: the tokens' mean residuals
-	// projected on -cos(2 pi f g(w)), standardised under the null.
-	Z float64 `json:"z"`
-	// PValue is the one-sided p-value of Z.
-	PValue float64 `json:"p_value"`
-	// Power is the normalised periodogram at the key's frequency, and
-	// PowerPValue its p-value exp(-Power) (DRW's phase-free test).
-	Power       float64 `json:"power"`
-	PowerPValue float64 `json:"power_p_value"`
-	// PeakRatio is Power over the mean power at the other frequencies
-	// 1..64, and Rank the key frequency's rank among them (1 = highest);
-	// ScoreSpectrum fills them.
-	PeakRatio float64 `json:"peak_ratio,omitempty"`
-	Rank      int     `json:"rank,omitempty"`
-}
-
-// ErrNoLogprobs is returned when the input holds no alternatives to score.
-var ErrNoLogprobs = errors.New("watermark: no top_logprobs alternatives to score")
-
-type tokenStat struct {
-	sum float64
-	n   int
-}
-
-// LogprobSample holds a suspect's per-token mean logprob levels: for every
-// alternative after the first, its logprob minus the position's first one,
-// or, with a reference (the provider's own unmarked answers to the same
-// probes), its logprob minus the reference's logprob for the same token at
-// the same probe and position. The reference removes the tokens' natural
-// levels, which otherwise are the noise of the test.
-type LogprobSample struct {
-	tokens    []string
-	stats     []tokenStat
-	probes    int
-	positions int
-	obs       int
-	reference bool
-}
-
-// NewLogprobSample aggregates suspect positions; reference may be nil.
-func NewLogprobSample(suspect, reference []LogprobPosition) (*LogprobSample, error) {
-	type pk struct{ probe, index int }
-	var ref map[pk]map[string]float64
-	if reference != nil {
-		ref = make(map[pk]map[string]float64, len(reference))
-		for _, p := range reference {
-			m := make(map[string]float64, len(p.Top))
-			for _, t := range p.Top {
-				m[t.Token] = t.Logprob
-			}
-			ref[pk{p.Probe, p.Index}] = m
-		}
-	}
-	ls := &LogprobSample{reference: reference != nil}
-	idx := map[string]int{}
-	probes := map[int]bool{}
-	for _, p := range suspect {
-		if len(p.Top) < 2 {
-			continue
-		}
-		var rm map[string]float64
-		if ref != nil {
-			if rm = ref[pk{p.Probe, p.Index}]; rm == nil {
-				continue
-			}
-		}
-		used := false
-		for _, t := range p.Top[1:] {
-			y := t.Logprob - p.Top[0].Logprob
-			if rm != nil {
-				r, ok := rm[t.Token]
-				if !ok {
-					continue
-				}
-				y = t.Logprob - r
-			}
-			if math.IsNaN(y) || math.IsInf(y, 0) {
-				continue
-			}
-			i, ok := idx[t.Token]
-			if !ok {
-				i = len(ls.tokens)
-				idx[t.Token] = i
-				ls.tokens = append(ls.tokens, t.Token)
-				ls.stats = append(ls.stats, tokenStat{})
-			}
-			ls.stats[i].sum += y
-			ls.stats[i].n++
-			ls.obs++
-			used = true
-		}
-		if used {
-			ls.positions++
-			probes[p.Probe] = true
-		}
-	}
-	ls.probes = len(probes)
-	if len(ls.tokens) == 0 {
-		return nil, ErrNoLogprobs
-	}
-	return ls, nil
-}
-
-// Tokens is the number of distinct tokens in the sample.
-func (ls *LogprobSample) Tokens() int { return len(ls.tokens) }
-
-// weights returns the per-token statistics a_w = (mean_w - mean) sqrt(n_w),
-// clipped at four times their RMS: key-independent, so the null
-// distribution below holds for any values, and no single token dominates
-// the sums (the normal limit needs that).
-func (ls *LogprobSample) weights() []float64 {
-	var tot float64
-	var n int
-	for _, s := range ls.stats {
-		tot += s.sum
-		n += s.n
-	}
-	mu := tot / float64(n)
-	a := make([]float64, len(ls.stats))
-	var q float64
-	for i, s := range ls.stats {
-		a[i] = (s.sum/float64(s.n) - mu) * math.Sqrt(float64(s.n))
-		q += a[i] * a[i]
-	}
-	if c := 4 * math.Sqrt(q/float64(len(a))); c > 0 {
-		for i := range a {
-			a[i] = math.Max(-c, math.Min(c, a[i]))
-		}
-	}
-	return a
-}
-
-// Score tests the sample against key k. Under the null hypothesis (the
-// suspect never learned from this key's marks) the phases g(w) are
-// independent uniform draws whatever the suspect's values a_w, so
-// C = sum a_w cos(2 pi f g_w) and S = sum a_w sin(2 pi f g_w) have mean 0,
-// variance Q/2 each (Q = sum a_w^2) and no correlation (f an integer); by
-// the central limit theorem Z = -C / sqrt(Q/2) is standard normal and
-// 2 (C^2 + S^2) / Q is chi-squared with 2 degrees of freedom. The null is
-// randomisation over the key, the same as for the lexical test, so decoy
-// keys check it directly.
-func (ls *LogprobSample) Score(k *Key) LogprobResult {
-	p := prf{block: k.lpBlock, macKey: k.lpMAC}
-	a := ls.weights()
-	g := make([]float64, len(a))
-	var q float64
-	for i, tok := range ls.tokens {
-		g[i] = phaseOf(p.sum64s(tok))
-		q += a[i] * a[i]
-	}
-	r := LogprobResult{KeyID: k.ID(), Frequency: k.freq, Probes: ls.probes, Positions: ls.positions,
-		Candidates: len(a), Observations: ls.obs, Reference: ls.reference, PValue: 1, PowerPValue: 1}
-	if q == 0 {
-		return r
-	}
-	c, s := ls.project(a, g, k.freq)
-	r.Z = -c / math.Sqrt(q/2)
-	r.PValue = normalUpper(r.Z)
-	r.Power = (c*c + s*s) / q
-	r.PowerPValue = math.Exp(-r.Power)
-	return r
-}
-
-// project returns C and S at frequency f.
-func (ls *LogprobSample) project(a, g []float64, f int) (c, s float64) {
-	for i := range a {
-		sn, cs := math.Sincos(2 * math.Pi * float64(f) * g[i])
-		c += a[i] * cs
-		s += a[i] * sn
-	}
-	return c, s
-}
-
-// ScoreSpectrum is Score plus the periodogram at every frequency 1..64:
-// PeakRatio and Rank compare the key's frequency with the others (the
-// DRW-style display; 64 times the work of Score).
-func (ls *LogprobSample) ScoreSpectrum(k *Key) LogprobResult {
-	r := ls.Score(k)
-	p := prf{block: k.lpBlock, macKey: k.lpMAC}
-	a := ls.weights()
-	g := make([]float64, len(a))
-	var q float64
-	for i, tok := range ls.tokens {
-		g[i] = phaseOf(p.sum64s(tok))
-		q += a[i] * a[i]
-	}
-	if q == 0 {
-		return r
-	}
-	var others []float64
-	var mean float64
-	for f := 1; f <= spectrumMax; f++ {
-		if f == k.freq {
-			continue
-		}
-		c, s := ls.project(a, g, f)
-		others = append(others, (c*c+s*s)/q)
-		mean += others[len(others)-1]
-	}
-	mean /= float64(len(others))
-	if mean > 0 {
-		r.PeakRatio = r.Power / mean
-	}
-	sort.Float64s(others)
-	r.Rank = 1 + len(others) - sort.SearchFloat64s(others, r.Power)
-	return r
-}

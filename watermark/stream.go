@@ -8,24 +8,30 @@ import (
 
 // Marker marks response text with one key: a keyed, conditional synonym
 // substitution. For a word of a synonym set at a substitutable position, the
-// member written is chosen by a PRF of (set, context), where the context is
+// member written is a keyed function of (set, context), where the context is
 // the previous token (the previous word, normalised to its set when it is a
-// set member, or the punctuation in between). Over contexts the PRF output
-// is uniform, so each member keeps its table weight as its share (CATER's
-// frequency-preserving condition, He et al. NeurIPS 2022); given the
-// context the choice is a fixed keyed function, which is what a student that
-// learns next-word statistics from the text inherits. Keyed lexical
-// substitution and its binomial test follow He et al., AAAI 2022.
+// set member, or the punctuation in between). Given the context the choice
+// is fixed, which is what a student that learns next-word statistics from
+// the text inherits (keyed lexical substitution: He et al., AAAI 2022). The
+// context -> member mapping is CATER's frequency-preserving one (He et al.,
+// NeurIPS 2022; contexts.go): weighted by how often each context occurs in
+// the lexicon's context statistics, every member keeps its natural share,
+// so comparing word frequencies of marked and unmarked text shows nothing.
 //
 // A Marker is immutable and safe for concurrent use; each response (each
 // choice of a response) gets its own Stream.
 type Marker struct {
-	lex *Lexicon
-	key *Key
+	lex   *Lexicon
+	key   *Key
+	plans []setPlan // the key's assignment per set (contexts.go)
 }
 
-// NewMarker returns a marker for key over lex.
-func NewMarker(lex *Lexicon, key *Key) *Marker { return &Marker{lex: lex, key: key} }
+// NewMarker returns a marker for key over lex. It runs the key's
+// frequency-preserving assignment for every set once (a few milliseconds
+// for the default lexicon), so build one per key, not per response.
+func NewMarker(lex *Lexicon, key *Key) *Marker {
+	return &Marker{lex: lex, key: key, plans: lex.plans(key, false)}
+}
 
 // Key is the key the marker marks with.
 func (m *Marker) Key() *Key { return m.key }
@@ -35,7 +41,7 @@ func (m *Marker) Lexicon() *Lexicon { return m.lex }
 
 // NewStream returns the stateful transformer for one response's text.
 func (m *Marker) NewStream() *Stream {
-	s := &Stream{lex: m.lex, prf: prf{block: m.key.lexBlock, macKey: m.key.lexMAC}}
+	s := &Stream{lex: m.lex, plans: m.plans, prf: prf{block: m.key.lexBlock, macKey: m.key.lexMAC}}
 	s.Reset()
 	return s
 }
@@ -65,6 +71,10 @@ type Stats struct {
 	Words       int64 // words (maximal runs of letters and digits)
 	Candidates  int64 // words of a synonym set at a substitutable position
 	Substituted int64 // candidates replaced by another member
+	// Unmarked counts candidates in contexts the frequency-preserving
+	// assignment leaves alone (too frequent to move without shifting a
+	// member's share).
+	Unmarked int64
 }
 
 // Character classes of the scanner (ASCII table below; other runes are
@@ -180,6 +190,7 @@ func (c *ctxBuf) article() bool {
 // unchanged. Not safe for concurrent use.
 type Stream struct {
 	lex     *Lexicon
+	plans   []setPlan
 	prf     prf
 	observe bool        // verifier mode: no output, candidates recorded
 	cands   []candidate // observe mode
@@ -212,20 +223,21 @@ type Stream struct {
 	inPos, outPos int64
 	subs          []Substitution
 	stats         Stats
-	msg           [2 + maxCtx]byte
+	msg           [prfMsgLen]byte
 }
 
 type candidate struct {
 	set    uint16
 	member uint8
+	slot   uint8
 	ctx    ctxBuf
 }
 
 // Reset makes the stream ready for a new response.
 func (s *Stream) Reset() {
-	lex, p, obs := s.lex, s.prf, s.observe
+	lex, plans, p, obs := s.lex, s.plans, s.prf, s.observe
 	subs, cands := s.subs[:0], s.cands[:0]
-	*s = Stream{lex: lex, prf: p, observe: obs, subs: subs, cands: cands, noToken: true, leftOK: true}
+	*s = Stream{lex: lex, plans: plans, prf: p, observe: obs, subs: subs, cands: cands, noToken: true, leftOK: true}
 }
 
 // Held is how many input bytes the stream holds back (the unfinished word
@@ -468,13 +480,6 @@ func appendCased(dst []byte, w string, c casing) []byte {
 	return dst
 }
 
-// keyedMember is the member the key picks for set in context ctx.
-func keyedMember(p *prf, msg []byte, set uint16, ls *lexSet, ctx *ctxBuf) int {
-	binary.BigEndian.PutUint16(msg, set)
-	n := 2 + copy(msg[2:], ctx.bytes())
-	return ls.choose(p.sum64(msg[:n]))
-}
-
 func (s *Stream) candidate(dst []byte, e lexEntry) []byte {
 	w := s.word[:s.nword]
 	c := caseOf(w)
@@ -484,11 +489,14 @@ func (s *Stream) candidate(dst []byte, e lexEntry) []byte {
 	}
 	s.stats.Candidates++
 	if s.observe {
-		s.cands = append(s.cands, candidate{set: e.set, member: e.member, ctx: s.wordCtx})
+		s.cands = append(s.cands, candidate{set: e.set, member: e.member, slot: e.slot, ctx: s.wordCtx})
 		return dst
 	}
-	m := keyedMember(&s.prf, s.msg[:], e.set, ls, &s.wordCtx)
-	if m == int(e.member) {
+	m, _ := s.lex.member(&s.prf, s.msg[:], s.plans, unitOf(e.set, e.slot), s.wordCtx.bytes())
+	if m < 0 {
+		s.stats.Unmarked++
+	}
+	if m < 0 || m == int(e.member) {
 		return s.emit(dst, w)
 	}
 	s.stats.Substituted++

@@ -14,11 +14,10 @@ package watermark
 // substituted). A MEMBER with irregular forms spells them with "|": A
 // base|er|est, n sg|pl, v base|past|pp or base|past|pp|ing; missing forms
 // follow the regular spelling rules (inflect.go). WEIGHT is the member's
-// approximate relative frequency in general English prose: the keyed choice
-// draws members in these proportions, so over many contexts each member
-// keeps roughly its natural share (the frequency-preserving goal of CATER,
-// He et al., NeurIPS 2022), and the verifier's null hypothesis uses the same
-// proportions.
+// approximate relative frequency in general English prose: the prior of
+// the frequency-preserving assignment (contexts.go), which takes each
+// member's share from the context statistics and falls back on these
+// weights for a form the statistics never saw.
 //
 // Curation rules (checked by the tests where they can be): every member
 // means the same as the others in nearly every context; no function words

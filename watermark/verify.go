@@ -4,18 +4,19 @@ import "math"
 
 // Verifier tests suspect text for the lexical watermark of a key. It finds
 // the candidate positions exactly as the marker does (same scanner, same
-// lexicon), so a marked text is scored at the positions that were marked.
+// lexicon and context statistics), so a marked text is scored at the
+// positions that were marked.
 type Verifier struct{ lex *Lexicon }
 
 // NewVerifier returns a verifier over lex (the lexicon the text was marked
-// with).
+// with, with the same context statistics).
 func NewVerifier(lex *Lexicon) *Verifier { return &Verifier{lex: lex} }
 
 // Sample accumulates the candidate positions of a body of suspect text (all
 // the outputs of one suspect model, or all the texts of one file). Not safe
 // for concurrent use; Score may be called for many keys.
 //
-// Positions are grouped by (set, context): the key's choice is one draw per
+// Positions are grouped by (set, slot, context): the key's choice is one draw per
 // group, so two positions of one group are not independent trials. Each
 // group is scored once, on its most frequent member (ties to the member
 // listed first in the table), which is a function of the text alone.
@@ -29,6 +30,7 @@ type Sample struct {
 
 type group struct {
 	set    uint16
+	slot   uint8
 	ctx    ctxBuf
 	counts []uint32
 }
@@ -50,13 +52,13 @@ func (sm *Sample) Add(text []byte) {
 	st.Flush(nil)
 	sm.texts++
 	for _, c := range st.cands {
-		sm.buf = append(sm.buf[:0], byte(c.set>>8), byte(c.set))
+		sm.buf = append(sm.buf[:0], byte(c.set>>8), byte(c.set), c.slot)
 		sm.buf = append(sm.buf, c.ctx.bytes()...)
 		gi, ok := sm.index[string(sm.buf)]
 		if !ok {
 			gi = int32(len(sm.groups))
 			sm.index[string(sm.buf)] = gi
-			sm.groups = append(sm.groups, group{set: c.set, ctx: c.ctx,
+			sm.groups = append(sm.groups, group{set: c.set, slot: c.slot, ctx: c.ctx,
 				counts: make([]uint32, len(st.lex.sets[c.set].members))})
 		}
 		sm.groups[gi].counts[c.member]++
@@ -64,7 +66,7 @@ func (sm *Sample) Add(text []byte) {
 }
 
 // Texts, Words and Candidates count what the sample holds; Groups is the
-// number of independent trials (distinct set and context pairs).
+// number of distinct set and context pairs.
 func (sm *Sample) Texts() int64      { return sm.texts }
 func (sm *Sample) Words() int64      { return sm.st.stats.Words }
 func (sm *Sample) Candidates() int64 { return sm.st.stats.Candidates }
@@ -75,42 +77,84 @@ type Result struct {
 	KeyID string `json:"key_id"`
 	Texts int64  `json:"texts"`
 	Words int64  `json:"words"`
-	// Candidates counts positions scored: words of a synonym set at a
+	// Candidates counts positions seen: words of a synonym set at a
 	// substitutable position.
 	Candidates int64 `json:"candidates"`
-	// Scored counts the independent trials: distinct (set, context)
-	// groups among the candidates.
+	// Scored counts the trials: distinct (set, context) groups among the
+	// candidates whose context the key marks and whose observed member the
+	// key could have chosen with a probability strictly between 0 and 1.
 	Scored int `json:"scored"`
-	// Matches counts groups whose most frequent member is the key's choice.
+	// Matches counts scored groups whose most frequent member is the key's
+	// choice.
 	Matches int `json:"matches"`
 	// Expected and Variance are the mean and variance of Matches under the
-	// null hypothesis (text not marked with this key): each group matches
-	// with the table probability of its observed member, independently,
-	// because the key's choice is a fresh PRF output per group.
+	// null hypothesis (text not marked with this key), given the key's
+	// draw probabilities; Z is (Matches - Expected) / sqrt(Variance), a
+	// descriptive statistic.
 	Expected float64 `json:"expected"`
 	Variance float64 `json:"variance"`
-	// Z is (Matches - Expected) / sqrt(Variance): the statistic.
-	Z float64 `json:"z"`
-	// PValue is P(Matches >= observed) under the null: the exact
-	// Poisson-binomial tail up to 2,000 groups, the normal approximation
-	// with continuity correction beyond (Method says which).
-	PValue float64 `json:"p_value"`
-	Method string  `json:"method"`
-	pEqual float64
+	Z        float64 `json:"z"`
+	// LogEValue is the natural log of the test martingale at the end of
+	// the sample (see Score) and PValue min(1, exp(-LogEValue)): P(PValue
+	// <= a) <= a for every a under the null, by Ville's inequality,
+	// whatever the dependence between the key's draws.
+	LogEValue float64 `json:"log_e_value"`
+	PValue    float64 `json:"p_value"`
+	Method    string  `json:"method"`
 }
 
-// Method names.
-const (
-	MethodExact  = "exact Poisson-binomial tail"
-	MethodNormal = "normal approximation, continuity-corrected"
-)
+// MethodEValue names the lexical test.
+const MethodEValue = "likelihood-ratio mixture test martingale (conservative)"
+
+// fidelities are the alternatives the lexical test mixes over: a student
+// copies the key's choice in a share kappa of its groups beyond chance
+// (match probability p + kappa (1 - p)). An even mixture over a grid is as
+// valid as any single one and loses at most log(len) nats of evidence
+// against the best of them.
+func fidelities() [8]float64 { return [8]float64{0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9} }
 
 // Score tests the sample against key k.
+//
+// Under the null hypothesis the text is independent of the key, so, per
+// set, the key's draws over its contexts (in the fixed assignment order of
+// contexts.go, then the hashed tail) are the only randomness: at each
+// context j the key picks the observed member o_j with probability p_j,
+// a function of the key's earlier draws of that set, which Score replays.
+// The match indicators X_j therefore satisfy E[X_j / p_j | earlier draws]
+// = 1, and for every fidelity kappa the product over scored groups of
+// (1 - kappa) + kappa X_j / p_j (the likelihood ratio of "match
+// probability p_j + kappa (1 - p_j)" against p_j) is a non-negative
+// martingale with mean 1 (Shafer and Vovk; Ramdas et al., "Game-theoretic
+// statistics and safe anytime-valid inference", Statistical Science 2023).
+// Their average is one too, so P(EValue >= 1/a) <= a (Markov / Ville):
+// PValue is conservative by construction, with no independence or normal
+// approximation assumed. Groups in contexts the key leaves unmarked, and
+// groups with p_j of 0 or 1, carry no evidence and are not scored.
 func (sm *Sample) Score(k *Key) Result {
+	// Only the units the sample holds need the key's assignment.
+	lex := sm.st.lex
 	p := prf{block: k.lexBlock, macKey: k.lexMAC}
-	var msg [2 + maxCtx]byte
-	ps := make([]float64, len(sm.groups))
-	matches := 0
+	var msg [prfMsgLen]byte
+	plans := make([]setPlan, len(lex.sets)*numSlots)
+	built := make([]bool, len(plans))
+	for i := range sm.groups {
+		g := &sm.groups[i]
+		u := unitOf(g.set, g.slot)
+		if !built[u] {
+			plans[u] = buildPlan(&p, msg[:], u, &lex.sets[g.set], lex.stats(u), true)
+			built[u] = true
+		}
+	}
+	return sm.score(k, plans)
+}
+
+func (sm *Sample) score(k *Key, plans []setPlan) Result {
+	lex := sm.st.lex
+	p := prf{block: k.lexBlock, macKey: k.lexMAC}
+	var msg [prfMsgLen]byte
+	kap := fidelities()
+	var logW [len(kap)]float64
+	r := Result{KeyID: k.ID(), Texts: sm.texts, Words: sm.Words(), Candidates: sm.Candidates(), Method: MethodEValue}
 	for i := range sm.groups {
 		g := &sm.groups[i]
 		obs := 0
@@ -119,32 +163,50 @@ func (sm *Sample) Score(k *Key) Result {
 				obs = m
 			}
 		}
-		ls := &sm.st.lex.sets[g.set]
-		if keyedMember(&p, msg[:], g.set, ls, &g.ctx) == obs {
-			matches++
+		u := unitOf(g.set, g.slot)
+		m, j := lex.member(&p, msg[:], plans, u, g.ctx.bytes())
+		if m < 0 {
+			continue
 		}
-		ps[i] = ls.prob(obs)
+		plan := &plans[u]
+		var pj float64
+		if j >= 0 {
+			pj = plan.prob[int(j)*len(g.counts)+obs]
+		} else {
+			pj = plan.tailProb(obs)
+		}
+		if !(pj > 0 && pj < 1) {
+			continue
+		}
+		r.Scored++
+		r.Expected += pj
+		r.Variance += pj * (1 - pj)
+		x := 0.0
+		if m == obs {
+			r.Matches++
+			x = 1
+		}
+		for i, kp := range kap {
+			logW[i] += math.Log((1 - kp) + kp*x/pj)
+		}
 	}
-	t := poissonBinomialTail(ps, matches)
-	r := Result{KeyID: k.ID(), Texts: sm.texts, Words: sm.Words(), Candidates: sm.Candidates(),
-		Scored: len(ps), Matches: matches, Expected: t.Mean, Variance: t.Variance, Z: t.Z,
-		PValue: t.PValue, Method: MethodNormal, pEqual: t.PEqual}
-	if t.Exact {
-		r.Method = MethodExact
+	if r.Variance > 0 {
+		r.Z = (float64(r.Matches) - r.Expected) / math.Sqrt(r.Variance)
 	}
+	r.LogEValue = logMeanExp(logW[:])
+	r.PValue = math.Min(1, math.Exp(-r.LogEValue))
 	return r
 }
 
-// Randomized is the randomised p-value P(X > k) + u P(X = k) for u uniform
-// in [0, 1): exactly uniform under the null, where PValue (P(X >= k)) is
-// conservative because the count is discrete. Calibration checks use it.
-func (r Result) Randomized(u float64) float64 {
-	if r.Method == MethodExact {
-		return r.PValue - (1-u)*r.pEqual
+// logMeanExp is log(mean(exp(x))), without overflow.
+func logMeanExp(x []float64) float64 {
+	mx := math.Inf(-1)
+	for _, v := range x {
+		mx = math.Max(mx, v)
 	}
-	sd := math.Sqrt(r.Variance)
-	if sd == 0 {
-		return u
+	var s float64
+	for _, v := range x {
+		s += math.Exp(v - mx)
 	}
-	return normalUpper((float64(r.Matches) + 0.5 - u - r.Expected) / sd)
+	return mx + math.Log(s/float64(len(x)))
 }

@@ -1,70 +1,12 @@
 package watermark
 
 import (
+	"fmt"
 	"math"
-	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 )
-
-func TestPoissonBinomialTail(t *testing.T) {
-	// Exact mode against brute-force enumeration of all outcomes.
-	r := rand.New(rand.NewPCG(1, 2))
-	for trial := 0; trial < 30; trial++ {
-		n := 1 + r.IntN(12)
-		ps := make([]float64, n)
-		for i := range ps {
-			ps[i] = r.Float64()
-		}
-		dist := make([]float64, n+1)
-		for mask := 0; mask < 1<<n; mask++ {
-			p, c := 1.0, 0
-			for i := range ps {
-				if mask&(1<<i) != 0 {
-					p *= ps[i]
-					c++
-				} else {
-					p *= 1 - ps[i]
-				}
-			}
-			dist[c] += p
-		}
-		for k := 0; k <= n+1; k++ {
-			var want float64
-			for j := k; j <= n; j++ {
-				want += dist[j]
-			}
-			got := poissonBinomialTail(ps, k)
-			if math.Abs(got.PValue-math.Min(want, 1)) > 1e-12 || !got.Exact {
-				t.Fatalf("n=%d k=%d: p = %v, want %v", n, k, got.PValue, want)
-			}
-			if k <= n && math.Abs(got.PEqual-dist[k]) > 1e-12 {
-				t.Fatalf("n=%d k=%d: P(X=k) = %v, want %v", n, k, got.PEqual, dist[k])
-			}
-		}
-	}
-	// Just past the exact limit the normal approximation agrees with the
-	// exact tail computed below the limit on the same distribution.
-	ps := make([]float64, exactLimit+1)
-	for i := range ps {
-		ps[i] = 0.3 + 0.4*float64(i%5)/4
-	}
-	mean := 0.0
-	for _, p := range ps {
-		mean += p
-	}
-	for _, dz := range []float64{0, 1, 2, 3} {
-		k := int(mean + dz*math.Sqrt(float64(len(ps))*0.22))
-		approx := poissonBinomialTail(ps, k)
-		exact := poissonBinomialTail(ps[:exactLimit], k-int(math.Round(ps[exactLimit])))
-		if approx.Exact || !exact.Exact {
-			t.Fatal("modes")
-		}
-		if rel := math.Abs(approx.PValue-exact.PValue) / exact.PValue; rel > 0.1 {
-			t.Errorf("k=%d: normal %g vs exact %g (rel %.3f)", k, approx.PValue, exact.PValue, rel)
-		}
-	}
-}
 
 // ksUniform returns the Kolmogorov-Smirnov statistic of xs against U(0,1)
 // and its asymptotic p-value (Kolmogorov distribution, Stephens' small-n
@@ -88,12 +30,12 @@ func ksUniform(xs []float64) (d, p float64) {
 	return d, math.Min(math.Max(p, 0), 1)
 }
 
-// TestLexicalCalibration: text never marked with a key gives uniform
-// p-values over keys. 1,000 decoy keys (seeded) score each unmarked corpus,
-// and a corpus marked with another key; the randomised p-values pass a KS
-// test against U(0,1) and the conservative p-values are below 0.01 in at
-// most 1.5% of trials (the target is 1%; the slack covers the binomial
-// spread of 1,000 trials).
+// TestLexicalCalibration: text never marked with a key gives conservative
+// p-values over keys. 1,000 decoy keys (seeded) score each unmarked corpus
+// and each corpus marked with another key; at every level a the share of
+// keys with p <= a stays within a plus three binomial standard errors (the
+// test is conservative by construction, so the share is usually far
+// below a).
 func TestLexicalCalibration(t *testing.T) {
 	const decoys = 1000
 	lex := DefaultLexicon()
@@ -103,7 +45,6 @@ func TestLexicalCalibration(t *testing.T) {
 	for i := range keys {
 		keys[i] = testKey(t, "", 1_000_000+uint64(i))
 	}
-	u := rand.New(rand.NewPCG(5, 6))
 	var samples []*Sample
 	var names []string
 	for _, c := range loadCorpora(t) {
@@ -117,24 +58,27 @@ func TestLexicalCalibration(t *testing.T) {
 		names = append(names, c.name+" (unmarked)", c.name+" (marked with another key)")
 	}
 	for si, sm := range samples {
-		rand01 := make([]float64, decoys)
-		below := 0
+		ps := make([]float64, decoys)
+		scored := 0
 		for i, k := range keys {
 			r := sm.Score(k)
-			rand01[i] = r.Randomized(u.Float64())
-			if r.PValue < 0.01 {
-				below++
+			ps[i] = r.PValue
+			scored += r.Scored
+		}
+		var line []string
+		for _, a := range []float64{0.001, 0.01, 0.05, 0.2, 0.5} {
+			n := 0
+			for _, p := range ps {
+				if p <= a {
+					n++
+				}
+			}
+			line = append(line, fmt.Sprintf("p<=%g: %d", a, n))
+			if limit := a*decoys + 3*math.Sqrt(a*(1-a)*decoys); float64(n) > limit {
+				t.Errorf("%s: p <= %g for %d of %d decoy keys (limit %.0f)", names[si], a, n, decoys, limit)
 			}
 		}
-		d, p := ksUniform(rand01)
-		t.Logf("%s: %d groups; KS D = %.4f (p = %.3f); conservative p < 0.01 in %d of %d decoy keys",
-			names[si], sm.Groups(), d, p, below, decoys)
-		if p < 0.001 {
-			t.Errorf("%s: randomised p-values not uniform: KS D = %.4f, p = %.2g", names[si], d, p)
-		}
-		if below > decoys*15/1000 {
-			t.Errorf("%s: p < 0.01 for %d of %d decoy keys", names[si], below, decoys)
-		}
+		t.Logf("%s: %d groups, %.0f scored per key; %s", names[si], sm.Groups(), float64(scored)/decoys, strings.Join(line, ", "))
 	}
 }
 

@@ -6,6 +6,7 @@
 //	distillguard-bench serve-noop -grpc-addr A -admin-addr B
 //	distillguard-bench serve-distillguard -config F -grpc-addr A -admin-addr B [-pprof]
 //	distillguard-bench e2e [flags]          # through envoy/envoy.yaml when envoy is on PATH
+//	distillguard-bench replicated [flags]   # replicated mode (Redis) against in-memory scoring
 //
 // Servers under test run as child processes (this binary's serve-* modes, or
 // the distillguard binary given with -distillguard), so their CPU time and
@@ -36,6 +37,7 @@ commands:
   serve-noop           serve the no-op processor (baseline)
   serve-distillguard   serve the real distillguard processor in this process
   e2e                  end-to-end through Envoy (needs envoy on PATH)
+  replicated           replicated mode on a real redis-server against in-memory scoring
 
 "distillguard-bench <command> -h" lists a command's flags.
 `
@@ -59,6 +61,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdServeDistillguard(ctx, args, stderr)
 	case "e2e":
 		err = cmdE2E(ctx, args, stdout, stderr)
+	case "replicated":
+		err = cmdReplicated(ctx, args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

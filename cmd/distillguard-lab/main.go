@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -38,10 +39,12 @@ func run() error {
 	seed := fs.Uint64("seed", 1, "seed: the same seed gives the same report")
 	scale := fs.Float64("scale", 1, "size of the run: 1 is the full lab, smaller is quicker")
 	out := fs.String("out", "lab-out", "output directory for "+lab.ReportFile+" and figures")
-	exps := fs.String("experiments", strings.Join(lab.AllExperiments(), ","), "comma-separated experiments: "+strings.Join(lab.AllExperiments(), ", "))
-	addr := fs.String("addr", "", "external distillguard ext_proc address host:port (default: start one in-process)")
+	exps := fs.String("experiments", strings.Join(lab.DefaultExperiments(), ","), "comma-separated experiments: "+strings.Join(lab.AllExperiments(), ", "))
+	addr := fs.String("addr", "", "external distillguard ext_proc address host:port, or several comma-separated replicas served round-robin per request (default: start one in-process)")
 	cfgPath := fs.String("config", "", "distillguard configuration file (default: the embedded default)")
 	parallel := fs.Int("parallel", 0, "experiment parts run at once (default GOMAXPROCS)")
+	replicas := fs.String("replicas", "", "replica counts: one count N > 1 replays detection over N replicas sharing Redis round-robin per request; a list (1,3,5) is what detection-replicas compares")
+	redisAddr := fs.String("redis", "", "Redis host:port the replicas share (default: start a redis-server for the run)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -70,6 +73,18 @@ func run() error {
 		}
 	}
 
+	var counts []int
+	for _, f := range strings.Split(*replicas, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 || n > 64 {
+			return fmt.Errorf("-replicas: %q is not a count in [1, 64]", f)
+		}
+		counts = append(counts, n)
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	prog := lab.NewProgress(os.Stdout, lab.IsTerminal(os.Stdout))
@@ -83,6 +98,8 @@ func run() error {
 		Config:      cfg,
 		Parallel:    *parallel,
 		Progress:    prog,
+		Replicas:    counts,
+		RedisAddr:   *redisAddr,
 	})
 	if rep != nil {
 		if werr := rep.Write(*out); werr != nil {

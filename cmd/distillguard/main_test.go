@@ -245,10 +245,10 @@ func TestReloadNamesRestartOnlySettings(t *testing.T) {
 		t.Errorf("reloadable change warned about:\n%s", h.log)
 	}
 
-	write("scoring: {secret: two}\nprocessing: {max_held_bytes: 2048, max_body_bytes: 33554432}\nserver: {drain_grace: 5s}\n")
+	write("scoring: {secret: two}\nprocessing: {max_held_bytes: 2048, max_message_bytes: 134217728}\nserver: {drain_grace: 5s}\n")
 	h.sigs <- syscall.SIGHUP
 	reloaded(2)
-	want := warning + `,"restart_required":["processing.max_body_bytes","scoring.secret"]`
+	want := warning + `,"restart_required":["processing.max_message_bytes","scoring.secret"]`
 	if n := strings.Count(h.log.String(), warning); n != 1 || !strings.Contains(h.log.String(), want) {
 		t.Errorf("want one warning %s, got:\n%s", want, h.log)
 	}
@@ -330,6 +330,29 @@ func TestCheckConfig(t *testing.T) {
 	}
 	if rc := runMain([]string{"-check-config", "-tls-cert", "x.pem"}, &out, &errb); rc != 1 {
 		t.Fatalf("cert without key accepted: rc=%d", rc)
+	}
+	// A partial policy: the table shows what every tier does, inherited
+	// tiers included, and a negative setting is an error, not "ok".
+	partial := filepath.Join(t.TempDir(), "partial.yaml")
+	if err := os.WriteFile(partial, []byte("policies:\n  default:\n    allow:\n      output: {round_decimals: 3}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if rc := runMain([]string{"-check-config", "-config", partial}, &out, &errb); rc != 0 {
+		t.Fatalf("partial: rc=%d err=%q", rc, errb.String())
+	}
+	for _, want := range []string{"config ok (" + partial + ")", "grpc 127.0.0.1:50051", "rounded to 3 decimals", "429 rate_limit_error", "403 permission_error", "throttle", "block"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("-check-config output lacks %q:\n%s", want, out.String())
+		}
+	}
+	neg := filepath.Join(t.TempDir(), "neg.yaml")
+	if err := os.WriteFile(neg, []byte("policies:\n  default:\n    allow:\n      output: {round_decimals: -5}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	errb.Reset()
+	if rc := runMain([]string{"-check-config", "-config", neg}, &out, &errb); rc != 1 || !strings.Contains(errb.String(), "round_decimals") {
+		t.Fatalf("negative round_decimals: rc=%d err=%q", rc, errb.String())
 	}
 }
 

@@ -8,8 +8,9 @@ import (
 	"log/slog"
 	"os"
 	"syscall"
+	"time"
 
-	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel"
 
 	"github.com/distillguard/distillguard/config"
 	"github.com/distillguard/distillguard/server"
@@ -61,13 +62,22 @@ func run(ctx context.Context, o *options, sigs <-chan os.Signal, logOut io.Write
 		return fmt.Errorf("config: %w", err)
 	}
 	logger := server.NewLogger(cfg, logOut)
+	// The OpenTelemetry SDK reports what it cannot do (an OTLP export that
+	// failed, a bad OTEL_* value it ignored) to its process-wide error
+	// handler; the default prints with the log package, outside the
+	// server's structured log.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		logger.Warn("OpenTelemetry error", "error", err.Error())
+	}))
 	srv, err := server.New(cfg, server.Options{Logger: logger, Pprof: o.pprof})
 	if err != nil {
 		return err
 	}
-	meter := srv.MeterProvider().Meter("github.com/distillguard/distillguard/cmd/distillguard")
-	reloads, _ := meter.Int64Counter("distillguard_config_reloads",
-		metric.WithDescription("Configuration reloads on SIGHUP, by result (ok, error)."))
+	rl, err := newReloads(srv.MeterProvider(), time.Now())
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("metrics: %w", err)
+	}
 
 	srv.Start()
 	logger.Info("distillguard serving", "grpc", srv.GRPCAddr(), "admin", srv.AdminAddr(),
@@ -87,7 +97,7 @@ loop:
 			break loop
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
-				reload(o, srv, logger, reloads)
+				reload(o, srv, logger, rl)
 				continue
 			}
 			logger.Info("signal received, draining", "signal", s.String())
@@ -113,7 +123,7 @@ func configName(p string) string {
 // the snapshot they started with. Settings read only at start (listeners,
 // TLS, scoring, ...) keep their old values; a reload that changes them names
 // them.
-func reload(o *options, srv *server.Server, logger *slog.Logger, reloads metric.Int64Counter) {
+func reload(o *options, srv *server.Server, logger *slog.Logger, rl *reloads) {
 	if o.configPath == "" {
 		logger.Info("SIGHUP: no -config file, nothing to reload")
 		return
@@ -121,12 +131,12 @@ func reload(o *options, srv *server.Server, logger *slog.Logger, reloads metric.
 	next, err := loadConfig(o)
 	if err != nil {
 		logger.Error("config reload failed, keeping the running config", "error", err.Error())
-		reloads.Add(context.Background(), 1, metric.WithAttributes(resultAttr("error")))
+		rl.record(false, time.Now())
 		return
 	}
 	if keys := srv.Reload(next); len(keys) > 0 {
 		logger.Warn("config reload: these settings take effect after a restart", "restart_required", keys)
 	}
-	reloads.Add(context.Background(), 1, metric.WithAttributes(resultAttr("ok")))
+	rl.record(true, time.Now())
 	logger.Info("config reloaded", "config", o.configPath)
 }

@@ -190,6 +190,16 @@ func (r *run) acceptMetadata(m *extprocv3.ProcessingResponse, kind string) {
 
 func (r *run) immediate(ir *extprocv3.ImmediateResponse) {
 	r.res.Immediate = ir
+	if r.respStarted {
+		// DownstreamFilterManager::sendLocalReply once the response
+		// headers were encoded: there is no reply left to send, the
+		// stream is reset and the client sees a broken response.
+		r.res.Reset = true
+		r.res.LocalReply = "reset_after_response_started"
+		r.local = true
+		r.complete = true
+		return
+	}
 	code := int(ir.GetStatus().GetCode())
 	if code < 200 {
 		code = 200 // DefaultImmediateStatus; invalid codes are ignored

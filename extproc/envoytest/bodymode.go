@@ -51,6 +51,9 @@ func (r *run) buffered(request bool, h *headerList, body []byte, trl *headerList
 	if done {
 		return ret
 	}
+	if !request {
+		r.respStarted = true
+	}
 	if bm := cr.GetBodyMutation(); bm != nil {
 		nb, ok := r.applyBody(bm, body)
 		if !ok {
@@ -120,6 +123,9 @@ func (r *run) partial(request bool, h *headerList, body []byte, chunks [][]byte,
 	if done {
 		return ret
 	}
+	if !request {
+		r.respStarted = true
+	}
 	nb, ok := r.applyBody(cr.GetBodyMutation(), sent)
 	if !ok {
 		if r.spurious("streamed_response while the body mode is BUFFERED_PARTIAL") == ended {
@@ -179,6 +185,9 @@ func (r *run) duplex(request bool, h *headerList, chunks [][]byte, trl *headerLi
 		if err := r.applyHeaderMutation(commonOf(m).GetHeaderMutation(), h, r.shouldRemoveContentLength(request)); err != nil {
 			r.mutationFailed(err)
 			return nil
+		}
+		if !request {
+			r.respStarted = true
 		}
 	}
 	bodyDone, trlDone := false, !sendTrl

@@ -6,6 +6,7 @@ import (
 
 	procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -52,6 +53,11 @@ type Config struct {
 	// not apply to FULL_DUPLEX_STREAMED bodies or observability mode, as in
 	// Envoy.
 	MessageTimeout time.Duration
+	// InitialMetadata is sent as the side stream's gRPC initial metadata:
+	// the grpc_service's initial_metadata, and the trace context Envoy's
+	// tracer injects there when tracing is on (traceparent for the
+	// OpenTelemetry tracer, x-b3-* for Zipkin; envoyproxy/envoy#33665).
+	InitialMetadata metadata.MD
 }
 
 // MutationRules mirrors config.common.mutation_rules.v3.HeaderMutationRules.
@@ -124,4 +130,9 @@ type Result struct {
 	// Violations lists every protocol-contract breach by the processor
 	// (each is also an error path or a silent fix-up in Envoy).
 	Violations []string
+	// Reset: the processor answered with an immediate response after the
+	// response headers had gone downstream, so Envoy reset the stream: the
+	// client got the status and whatever body bytes were sent before, then
+	// an error (Status and Body are what it had received by then).
+	Reset bool
 }

@@ -44,6 +44,14 @@ func (r *run) path(request bool, h *headerList, body []byte, chunks [][]byte, tr
 				r.mutationFailed(err)
 				return nil
 			}
+			if !request && !eos {
+				switch r.bodyMode(false) {
+				case procv3.ProcessingMode_BUFFERED, procv3.ProcessingMode_BUFFERED_PARTIAL:
+					// Held until the body reply.
+				default:
+					r.respStarted = true
+				}
+			}
 			if cr.GetStatus() == extprocv3.CommonResponse_CONTINUE_AND_REPLACE {
 				// Replace the whole message; nothing more is sent.
 				if bm := cr.GetBodyMutation(); bm != nil {
@@ -60,6 +68,9 @@ func (r *run) path(request bool, h *headerList, body []byte, chunks [][]byte, tr
 		}
 	} else if r.shouldRemoveContentLength(request) {
 		h.remove("content-length")
+	}
+	if !request {
+		defer func() { r.respStarted = true }()
 	}
 	if eos || r.complete || replaced {
 		return body

@@ -104,6 +104,12 @@ func (e *Envoy) Do(ctx context.Context, ex *Exchange) (*Result, error) {
 	rh.kv = append([][2]string{{":status", strconv.Itoa(status)}}, rh.kv...)
 	rbody = r.path(false, rh, rbody, chunker(ex.ResponseChunker)(rbody), rtrl)
 	if r.local {
+		if r.res.Reset {
+			// The client had the status line already.
+			st, _ := rh.get(":status")
+			r.res.Status, _ = strconv.Atoi(st)
+			r.res.Header = rh.http()
+		}
 		return r.finish(), nil
 	}
 	st, _ := rh.get(":status")

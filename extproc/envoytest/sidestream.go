@@ -13,6 +13,7 @@ import (
 
 	procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -54,6 +55,10 @@ type run struct {
 	attrsSent bool
 	complete  bool // Envoy's processing_complete_: the processor is ignored
 	local     bool // a local reply was sent
+	// respStarted: the response headers went downstream (a headers reply
+	// in a mode that does not hold them, or the first body reply in one
+	// that does); a local reply after that is a stream reset.
+	respStarted bool
 }
 
 func (r *run) violate(format string, args ...any) {
@@ -86,7 +91,12 @@ func (r *run) open() error {
 	if r.st != nil {
 		return nil
 	}
-	st, err := r.client.Process(r.sctx)
+	ctx := r.sctx
+	if len(r.cfg.InitialMetadata) > 0 {
+		md, _ := metadata.FromOutgoingContext(ctx) // the caller's, kept
+		ctx = metadata.NewOutgoingContext(ctx, metadata.Join(md, r.cfg.InitialMetadata))
+	}
+	st, err := r.client.Process(ctx)
 	if err != nil {
 		return err
 	}

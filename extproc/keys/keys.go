@@ -47,4 +47,8 @@ const (
 	// Probation is true when the identity has not earned standing yet and
 	// the route's probation tier was enforced in place of allow.
 	Probation = "probation"
+	// Refused is set instead of a decision when distillguard refused the
+	// exchange before scoring it (a request body it does not accept, or a
+	// response it cannot rewrite): the reason, e.g. "duplicate_member".
+	Refused = "refused"
 )

@@ -1,0 +1,283 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/distillguard/distillguard/internal/redisproc"
+)
+
+// Replicated mode against in-memory scoring. RunReplicated starts two
+// distillguard child processes with scoring on and the same secret, one
+// keeping its state in process and one in replicated mode on a real
+// redis-server, runs alternating rounds of the same workload (sessions
+// that come back, so the session read finds state), and reports the
+// latency of the request-headers and request-body messages (the ones the
+// session read is on) of both, their ratios, and the Redis commands per
+// request (INFO commandstats over the replicated rounds).
+
+// ReplicatedConfig configures RunReplicated.
+type ReplicatedConfig struct {
+	// Distillguard is the binary's argv with the {grpc}, {admin} and
+	// {config} placeholders (as for the matrix).
+	Distillguard ServerSpec
+	// RedisAddr is a running Redis; empty starts a redis-server
+	// (internal/redisproc) for the run.
+	RedisAddr   string
+	Rounds      int
+	Warmup      time.Duration
+	Duration    time.Duration
+	Concurrency int
+	Conns       int
+	// Sessions is the pool of session keys the exchanges draw from.
+	Sessions int
+	// Rate is an open-loop message rate over all streams (0: closed
+	// loop, which on a machine the servers and the load generator share
+	// measures CPU contention as much as latency).
+	Rate    float64
+	Seed    uint64
+	Prompts []string
+	OutDir  string
+	Log     io.Writer
+}
+
+// ReplicatedReport is RunReplicated's result.
+type ReplicatedReport struct {
+	Settings struct {
+		Rounds      int     `json:"rounds"`
+		DurationSec float64 `json:"duration_s"`
+		Concurrency int     `json:"concurrency"`
+		Sessions    int     `json:"sessions"`
+		Rate        float64 `json:"rate_msgs_per_s"`
+		Redis       string  `json:"redis"`
+	} `json:"settings"`
+	Machine Machine `json:"machine"`
+	// ByKind[server][kind] for servers "in-memory" and "replicated".
+	ByKind    map[string]map[string]Percentiles `json:"latency_by_kind"`
+	Exchanges map[string]uint64                 `json:"exchanges"`
+	Errors    map[string]uint64                 `json:"errors"`
+	// Ratios[kind] = replicated / in-memory p50 and p99.
+	Ratios map[string][2]float64 `json:"ratios_p50_p99"`
+	// OpsPerRequest are the Redis commands per exchange by command, and
+	// their total.
+	OpsPerRequest map[string]float64 `json:"redis_ops_per_request"`
+	LoadAvg       float64            `json:"load_avg"`
+}
+
+const (
+	nameInMemory   = "in-memory"
+	nameReplicated = "replicated"
+	benchSecret    = "bench-secret-0123456789abcdef0123456789abcdef"
+)
+
+// RunReplicated runs the comparison.
+func RunReplicated(ctx context.Context, rc ReplicatedConfig) (*ReplicatedReport, error) {
+	if rc.Rounds < 1 {
+		rc.Rounds = 1
+	}
+	if rc.Log == nil {
+		rc.Log = io.Discard
+	}
+	if rc.Concurrency <= 0 {
+		rc.Concurrency = 32
+	}
+	if rc.Sessions <= 0 {
+		rc.Sessions = 4096
+	}
+	addr := rc.RedisAddr
+	if addr == "" {
+		srv, err := redisproc.Start(redisproc.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("redis-server: %w", err)
+		}
+		defer srv.Stop()
+		addr = srv.Addr()
+	}
+	if err := CheckLoopback(addr); err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	dir := filepath.Join(rc.OutDir, "servers", "replicated")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	base := "scoring:\n  secret: " + benchSecret + "\n"
+	mem := rc.Distillguard
+	mem.Name, mem.Config = nameInMemory, []byte(base)
+	rep := rc.Distillguard
+	rep.Name, rep.Config = nameReplicated, []byte(base+"  redis:\n    addrs: [\""+addr+"\"]\n    key_prefix: \"bench:\"\n")
+	cm, err := StartChild(ctx, mem, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer cm.Stop()
+	cr, err := StartChild(ctx, rep, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer cr.Stop()
+
+	cl, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+	if err != nil {
+		return nil, fmt.Errorf("redis client: %w", err)
+	}
+	defer cl.Close()
+
+	wl, err := BuildWorkload(withPrompts(WorkloadSpec{Kind: KindStream, Mix: []MixEntry{{Alternatives: 5, Weight: 1}}, Tokens: 8}, rc.Prompts), rc.Seed)
+	if err != nil {
+		return nil, err
+	}
+	out := &ReplicatedReport{
+		ByKind: map[string]map[string]Percentiles{}, Exchanges: map[string]uint64{}, Errors: map[string]uint64{},
+		Ratios: map[string][2]float64{}, OpsPerRequest: map[string]float64{},
+	}
+	out.Settings.Rounds, out.Settings.DurationSec, out.Settings.Concurrency = rc.Rounds, rc.Duration.Seconds(), rc.Concurrency
+	out.Settings.Sessions, out.Settings.Redis, out.Settings.Rate = rc.Sessions, addr, rc.Rate
+	out.Machine = DescribeMachine()
+	hists := map[string]*[numKinds]Hist{nameInMemory: {}, nameReplicated: {}}
+	var repExchanges uint64
+	ops := map[string]int64{}
+	for round := 1; round <= rc.Rounds; round++ {
+		for _, c := range []*Child{cm, cr} {
+			// Commands are counted over the measurement window alone.
+			var before, after map[string]int64
+			var statErr error
+			onWindow := func(start bool) {
+				if c != cr {
+					return
+				}
+				m, err := commandStats(ctx, cl)
+				if err != nil {
+					statErr = err
+				}
+				if start {
+					before = m
+				} else {
+					after = m
+				}
+			}
+			res, err := Run(ctx, LoadConfig{
+				Addr: c.GRPCAddr, Conns: rc.Conns, Concurrency: rc.Concurrency, Warmup: rc.Warmup, Duration: rc.Duration,
+				Mode: Streamed, Workload: wl, Seed: rc.Seed + uint64(round), Sessions: rc.Sessions, OnWindow: onWindow, Rate: rc.Rate,
+			})
+			if err != nil {
+				return nil, err
+			}
+			if statErr != nil {
+				return nil, fmt.Errorf("redis INFO commandstats: %w", statErr)
+			}
+			if c == cr {
+				for k, v := range after {
+					ops[k] += v - before[k]
+				}
+				repExchanges += res.Exchanges
+			}
+			for k := range hists[c.Name] {
+				if res.ByKind[k] != nil {
+					hists[c.Name][k].Merge(res.ByKind[k])
+				}
+			}
+			out.Exchanges[c.Name] += res.Exchanges
+			out.Errors[c.Name] += res.Errors
+			fmt.Fprintf(rc.Log, "round %d/%d %-10s %8d exchanges  request_body p50 %8s p99 %8s  errors %d\n", round, rc.Rounds, c.Name,
+				res.Exchanges, fmtDur(res.ByKind[KindReqBody].Quantile(0.5)), fmtDur(res.ByKind[KindReqBody].Quantile(0.99)), res.Errors)
+		}
+	}
+	for name, hs := range hists {
+		out.ByKind[name] = map[string]Percentiles{}
+		for k := range hs {
+			if hs[k].Count > 0 {
+				out.ByKind[name][KindName(k)] = summarize(&hs[k])
+			}
+		}
+	}
+	for _, k := range []int{KindReqHeaders, KindReqBody} {
+		a, b := out.ByKind[nameInMemory][KindName(k)], out.ByKind[nameReplicated][KindName(k)]
+		if a.P50 > 0 && a.P99 > 0 {
+			out.Ratios[KindName(k)] = [2]float64{b.P50 / a.P50, b.P99 / a.P99}
+		}
+	}
+	if repExchanges > 0 {
+		// Redis counts the commands a script runs under their own names:
+		// the GET and SET inside each EVALSHA are not round trips.
+		ops["get"] -= ops["evalsha"]
+		ops["set"] = max(ops["set"]-ops["evalsha"], 0)
+		total := 0.0
+		for k, v := range ops {
+			if v <= 0 || k == "info" {
+				continue
+			}
+			out.OpsPerRequest[k] = float64(v) / float64(repExchanges)
+			total += out.OpsPerRequest[k]
+		}
+		out.OpsPerRequest["total"] = total
+	}
+	out.LoadAvg = loadAvg()
+	if out.Errors[nameInMemory]+out.Errors[nameReplicated] > 0 {
+		return out, errors.New("replicated comparison: some messages failed (see the report)")
+	}
+	return out, nil
+}
+
+// commandStats reads INFO commandstats: calls per command.
+func commandStats(ctx context.Context, c rueidis.Client) (map[string]int64, error) {
+	s, err := c.Do(ctx, c.B().Info().Section("commandstats").Build()).ToString()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for line := range strings.SplitSeq(s, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		calls, _, _ := strings.Cut(strings.TrimPrefix(rest, "calls="), ",")
+		n, err := strconv.ParseInt(calls, 10, 64)
+		if err == nil {
+			out[strings.TrimPrefix(name, "cmdstat_")] = n
+		}
+	}
+	return out, nil
+}
+
+// Markdown renders the report.
+func (r *ReplicatedReport) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Replicated mode against in-memory scoring\n\n")
+	load := "closed loop"
+	if r.Settings.Rate > 0 {
+		load = fmt.Sprintf("open loop at %.0f messages/s", r.Settings.Rate)
+	}
+	fmt.Fprintf(&b, "%d alternating rounds of %.0f s per server, %d concurrent streams over %d sessions, %s, top-5 8-token streams, scoring on; Redis at %s. Machine: %s; load average %.2f.\n\n",
+		r.Settings.Rounds, r.Settings.DurationSec, r.Settings.Concurrency, r.Settings.Sessions, load, r.Settings.Redis, r.Machine.CPU, r.LoadAvg)
+	fmt.Fprintf(&b, "| message | server | count | p50 | p90 | p99 | p99.9 |\n|---|---|--:|--:|--:|--:|--:|\n")
+	for _, k := range []string{KindName(KindReqHeaders), KindName(KindReqBody)} {
+		for _, s := range []string{nameInMemory, nameReplicated} {
+			p := r.ByKind[s][k]
+			fmt.Fprintf(&b, "| %s | %s | %d | %.0f µs | %.0f µs | %.0f µs | %.0f µs |\n", k, s, p.Count, p.P50, p.P90, p.P99, p.P999)
+		}
+		x := r.Ratios[k]
+		fmt.Fprintf(&b, "| %s | **ratio** | | **%.2fx** | | **%.2fx** | |\n", k, x[0], x[1])
+	}
+	fmt.Fprintf(&b, "\nRedis commands per request sent by distillguard (INFO commandstats over the replicated windows, without the GET and SET each EVALSHA runs inside):")
+	keys := make([]string, 0, len(r.OpsPerRequest))
+	for k := range r.OpsPerRequest {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s %.2f;", k, r.OpsPerRequest[k])
+	}
+	fmt.Fprintf(&b, "\n\nExchanges: in-memory %d, replicated %d; errors: %d and %d.\n", r.Exchanges[nameInMemory], r.Exchanges[nameReplicated],
+		r.Errors[nameInMemory], r.Errors[nameReplicated])
+	return b.String()
+}

@@ -1,0 +1,557 @@
+package mutate
+
+import (
+	"hash/maphash"
+	"math"
+	"strconv"
+	"unsafe"
+)
+
+// The strict request reader's second half: the guarded fields. Where the
+// validator (strict.go) makes the body's tree unambiguous, this reads the
+// members a policy acts on with the types the upstream declares for them,
+// and refuses a body in which one has another type.
+//
+// vLLM declares its request models with pydantic v2 in lax mode
+// (vllm/entrypoints/openai/protocol.py: ChatCompletionRequest,
+// CompletionRequest, ResponsesRequest; OpenAIBaseModel allows extra
+// fields), and lax mode coerces (https://docs.pydantic.dev/latest/concepts/conversion_table/):
+// an int field takes an integral float (20.0, 2e1), a numeric string ("20",
+// " 20 ", "+20", "2_0", "20.00") and a bool; a bool field takes 0, 1, 0.0,
+// 1.0 and the strings "1", "true", "yes", "on", "t", "y" (any case) and
+// their negations. The reader accepts a guarded field only as null, as the
+// JSON type itself, or in the non-string forms both readings take as the
+// same value: integral numbers (20.0, 2e1) and true/false (1, 0: Python's
+// bool is an int) for integer fields, 0 and 1 for boolean fields. Every
+// other form, every string the lax mode would coerce included, is refused
+// with a 400 that names the field. So the value the upstream acts on is
+// the value the policy judged, and capping it replaces the number in
+// place.
+
+// API is the API a request is addressed to. It decides the declared type
+// of the fields whose type differs between APIs (logprobs is a boolean for
+// chat completions, an integer for legacy completions).
+type API uint8
+
+const (
+	APIOther API = iota // unknown: a field may have any of its declared types
+	APIChat
+	APICompletions
+	APIResponses
+	APIEmbeddings
+)
+
+// ReadOptions bound what ReadRequest accepts.
+type ReadOptions struct {
+	API API
+	// MaxPrompt caps the prompt texts kept for scoring (see ParseRequest).
+	MaxPrompt int
+	// MaxDepth bounds the nesting (0: DefaultMaxDepth).
+	MaxDepth int
+	// MaxBiasEntries bounds the entries of logit_bias and of the fields
+	// that act like it (0: DefaultMaxBiasEntries).
+	MaxBiasEntries int
+}
+
+// DefaultMaxBiasEntries bounds logit_bias: token restrictions of a few
+// hundred entries are what structured-output libraries send; a body that
+// biases tens of thousands of tokens is refused before it costs anything.
+const DefaultMaxBiasEntries = 1024
+
+// fieldType is the JSON type a guarded field must have (null is always
+// accepted: every such field is optional).
+type fieldType uint8
+
+const (
+	tInt           fieldType = iota // an integer, or an integral number
+	tBool                           // true or false
+	tIntOrBool                      // logprobs where the endpoint is unknown
+	tString                         // a string
+	tNumber                         // a finite number
+	tObject                         // an object
+	tArray                          // an array
+	tObjectOrArray                  // logit_bias: an object (OpenAI, vLLM) or an array of pairs (llama.cpp)
+	tStringArray                    // an array of strings
+)
+
+// fieldRole is what a policy does with a guarded field.
+type fieldRole uint8
+
+const (
+	roleType     fieldRole = iota // typed for scoring only
+	roleTopK                      // alternatives per token: capped at MaxTopLogprobs, > 0 asks for logprobs
+	rolePromptK                   // prompt logprobs: capped; any value but null asks
+	roleLogprobs                  // logprobs: true asks; an integer (legacy completions) is also roleTopK and asks
+	roleAsk                       // a boolean that asks for logprobs when true
+	roleEcho                      // echo: on chat completions vLLM returns prompt logprobs for it
+	roleN                         // choices: capped at MaxN
+	roleBias                      // logit_bias and the fields that act like it
+	roleInclude                   // Responses include: its logprobs item asks for logprobs
+)
+
+// fieldSpec is a guarded field: its declared type and its role.
+type fieldSpec struct {
+	typ  fieldType
+	role fieldRole
+}
+
+// nestedParent reports the top-level members whose object members are
+// guarded fields too: TGI's native parameters, Gemini's generation config
+// (protobuf JSON accepts both spellings).
+func nestedParent(name string) bool {
+	switch name {
+	case "parameters", "generationConfig", "generation_config":
+		return true
+	}
+	return false
+}
+
+// guardSpec returns the spec of the member name inside parent ("" for the
+// top level), and false when it is not guarded.
+func guardSpec(parent, name string, ep API) (fieldSpec, bool) {
+	switch parent {
+	case "":
+		switch name {
+		case "model":
+			return fieldSpec{tString, roleType}, true
+		case "stream":
+			return fieldSpec{tBool, roleType}, true
+		case "temperature":
+			return fieldSpec{tNumber, roleType}, true
+		case "max_tokens", "max_completion_tokens", "max_output_tokens":
+			return fieldSpec{tInt, roleType}, true
+		case "n", "best_of":
+			return fieldSpec{tInt, roleN}, true
+		case "logprobs":
+			switch ep {
+			case APIChat, APIResponses:
+				return fieldSpec{tBool, roleLogprobs}, true
+			case APICompletions:
+				return fieldSpec{tInt, roleLogprobs}, true
+			}
+			return fieldSpec{tIntOrBool, roleLogprobs}, true
+		case "top_logprobs",
+			"n_probs",      // llama.cpp server
+			"top_n_tokens": // TGI
+			return fieldSpec{tInt, roleTopK}, true
+		case "prompt_logprobs": // vLLM
+			return fieldSpec{tInt, rolePromptK}, true
+		case "echo":
+			return fieldSpec{tBool, roleEcho}, true
+		case "include":
+			return fieldSpec{tStringArray, roleInclude}, true
+		case "logit_bias":
+			return fieldSpec{tObjectOrArray, roleBias}, true
+		case "allowed_token_ids", "bad_words", "logits_processors": // vLLM
+			return fieldSpec{tArray, roleBias}, true
+		case "vllm_xargs": // vLLM: parameters for custom logits processors
+			return fieldSpec{tObject, roleBias}, true
+		}
+	case "parameters": // TGI /generate
+		switch name {
+		case "top_n_tokens":
+			return fieldSpec{tInt, roleTopK}, true
+		case "details", "decoder_input_details":
+			return fieldSpec{tBool, roleAsk}, true
+		case "best_of":
+			return fieldSpec{tInt, roleN}, true
+		}
+	case "generationConfig", "generation_config": // Gemini
+		switch name {
+		case "logprobs":
+			return fieldSpec{tInt, roleTopK}, true
+		case "responseLogprobs", "response_logprobs":
+			return fieldSpec{tBool, roleAsk}, true
+		case "candidateCount", "candidate_count":
+			return fieldSpec{tInt, roleN}, true
+		}
+	}
+	return fieldSpec{}, false
+}
+
+// biasField reports the top-level fields whose entries are bounded
+// (MaxBiasEntries), so that an absurd one is refused while it is being
+// validated, before it costs anything more.
+func biasField(name string) bool {
+	s, ok := guardSpec("", name, APIOther)
+	return ok && s.role == roleBias
+}
+
+// field is a guarded member found in the body, read.
+type field struct {
+	spec    fieldSpec
+	obj     int // -1: the top-level object; else an index into Body.inner
+	idx     int // the member's index in its object
+	null    bool
+	isInt   bool    // a number (for tIntOrBool: the integer form)
+	num     float64 // the number, for tInt, tNumber and integer tIntOrBool
+	flag    bool    // the boolean, for tBool and boolean tIntOrBool
+	str     string  // tString
+	entries int     // roleBias: members or elements
+	asks    bool    // this member asks for logprobs
+	// fromBool: an integer field given as true or false (1, 0)
+	fromBool bool
+}
+
+func map01(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Body is a request body ReadRequest understood: its guarded fields are
+// read the way the upstream reads them, and Rewrite changes them in place.
+type Body struct {
+	// Request is the scoring view of the body; its parameter fields
+	// (Model, Stream, N, MaxTokens, Temperature, Logprobs, TopLogprobs,
+	// LogitBiasSize, Echo) come from the guarded reading.
+	Request
+	doc    []byte
+	ep     API
+	top    object
+	inner  []object
+	fields []field
+	asks   bool
+}
+
+// Asks reports whether the body asks for logprobs in any form the
+// upstream honours.
+func (b *Body) Asks() bool { return b.asks }
+
+// ReadRequest validates body strictly and reads its guarded fields. It
+// returns a *RequestError for a body it refuses.
+func ReadRequest(body []byte, o ReadOptions) (*Body, error) {
+	maxBias := o.MaxBiasEntries
+	if maxBias <= 0 {
+		maxBias = DefaultMaxBiasEntries
+	}
+	v := validator{b: body, maxDepth: o.MaxDepth, seed: newSeed(), nested: nestedParent, limited: biasField, maxEntries: maxBias}
+	if v.maxDepth <= 0 {
+		v.maxDepth = DefaultMaxDepth
+	}
+	if err := v.validate(); err != nil {
+		return nil, err
+	}
+	b := &Body{doc: body, ep: o.API, top: v.top, inner: v.inner}
+	read := func(parent string, obj int, ms []member) error {
+		for i := range ms {
+			spec, ok := guardSpec(parent, ms[i].name, o.API)
+			if !ok {
+				continue
+			}
+			f, err := b.readField(spec, &ms[i], maxBias)
+			if err != nil {
+				return err
+			}
+			f.obj, f.idx = obj, i
+			b.fields = append(b.fields, f)
+		}
+		return nil
+	}
+	if err := read("", -1, b.top.members); err != nil {
+		return nil, err
+	}
+	for k := range b.inner {
+		if err := read(v.innerOf[k], k, b.inner[k].members); err != nil {
+			return nil, err
+		}
+	}
+	b.fillRequest(o.MaxPrompt)
+	return b, nil
+}
+
+// newSeed keys the hash the validator compares member names with; a
+// fresh seed per body makes collisions impossible to aim at.
+func newSeed() maphash.Seed { return maphash.MakeSeed() }
+
+func fieldErr(name, msg string) *RequestError {
+	return &RequestError{Status: 400, Reason: RefuseFieldType, Param: name, Message: name + " " + msg}
+}
+
+// readField reads one guarded member as its spec declares it.
+func (b *Body) readField(spec fieldSpec, m *member, maxBias int) (field, error) {
+	f := field{spec: spec}
+	raw := b.doc[m.vs:m.e]
+	c := raw[0]
+	if c == 'n' {
+		f.null = true
+		return f, nil
+	}
+	isNum := c == '-' || isDigit(c)
+	switch spec.typ {
+	case tInt:
+		switch {
+		case isNum:
+			if err := f.integer(m.name, raw); err != nil {
+				return f, err
+			}
+		case c == 't' || c == 'f':
+			// Python's bool is an int: pydantic takes true as 1.
+			f.isInt, f.num, f.fromBool = true, map01(c == 't'), true
+		default:
+			return f, fieldErr(m.name, "must be an integer")
+		}
+	case tBool:
+		switch {
+		case c == 't' || c == 'f':
+			f.flag = c == 't'
+		case isNum:
+			// pydantic takes the numbers 0 and 1 (0.0, 1.0) as booleans.
+			v, _ := strconv.ParseFloat(unsafe.String(unsafe.SliceData(raw), len(raw)), 64)
+			if v != 0 && v != 1 {
+				return f, fieldErr(m.name, "must be a boolean")
+			}
+			f.flag = v == 1
+		default:
+			return f, fieldErr(m.name, "must be a boolean")
+		}
+	case tIntOrBool:
+		switch {
+		case c == 't' || c == 'f':
+			f.flag = c == 't'
+		case isNum:
+			if err := f.integer(m.name, raw); err != nil {
+				return f, err
+			}
+		default:
+			return f, fieldErr(m.name, "must be a boolean or an integer")
+		}
+	case tNumber:
+		if !isNum {
+			return f, fieldErr(m.name, "must be a number")
+		}
+		v, err := strconv.ParseFloat(unsafe.String(unsafe.SliceData(raw), len(raw)), 64)
+		if err != nil || math.IsInf(v, 0) {
+			return f, fieldErr(m.name, "is out of range")
+		}
+		f.num = v
+	case tString:
+		if c != '"' {
+			return f, fieldErr(m.name, "must be a string")
+		}
+		dec, lone := appendUnescaped(nil, raw[1:len(raw)-1])
+		if lone {
+			return f, fieldErr(m.name, "has a lone surrogate escape")
+		}
+		f.str = string(dec)
+	case tObject, tArray, tObjectOrArray:
+		ok := c == '{' && spec.typ != tArray || c == '[' && spec.typ != tObject
+		if !ok {
+			want := "must be an object"
+			if spec.typ == tArray {
+				want = "must be an array"
+			}
+			return f, fieldErr(m.name, want)
+		}
+		n, _ := countEntries(raw, maxBias)
+		if n > maxBias {
+			return f, &RequestError{Status: 400, Reason: RefuseFieldSize, Param: m.name,
+				Message: m.name + " has more than " + strconv.Itoa(maxBias) + " entries"}
+		}
+		f.entries = n
+	case tStringArray:
+		items, ok := jsonArray(raw)
+		if !ok {
+			return f, fieldErr(m.name, "must be an array of strings")
+		}
+		for _, it := range items {
+			if it[0] != '"' {
+				return f, fieldErr(m.name, "must be an array of strings")
+			}
+			dec, _ := appendUnescaped(nil, it[1:len(it)-1])
+			if string(dec) == respLogprobsInclude {
+				f.flag = true
+			}
+		}
+	}
+	return f, nil
+}
+
+// integer reads an integer-typed value: a JSON integer, or a number with
+// an integral value (pydantic's float_as_int takes 20.0 as 20; Python
+// parses the literal to the same float64 strconv does, both correctly
+// rounded).
+func (f *field) integer(name string, raw []byte) error {
+	v, err := strconv.ParseFloat(unsafe.String(unsafe.SliceData(raw), len(raw)), 64)
+	if err != nil && math.IsInf(v, 0) {
+		// Python reads such a literal as inf (a float) or as an int
+		// pydantic refuses beyond 4300 digits; neither is a count.
+		return fieldErr(name, "is out of range")
+	}
+	if v != math.Trunc(v) {
+		return fieldErr(name, "must be an integer")
+	}
+	f.isInt, f.num = true, v
+	return nil
+}
+
+// fillRequest decides which members ask for logprobs and fills in the
+// scoring view.
+func (b *Body) fillRequest(maxPrompt int) {
+	req := &b.Request
+	maxTokens := [3]int{-1, -1, -1} // max_completion_tokens, max_tokens, max_output_tokens
+	for i := range b.fields {
+		f := &b.fields[i]
+		if f.null {
+			continue
+		}
+		name := b.member(f).name
+		switch f.spec.role {
+		case roleType:
+			switch name {
+			case "model":
+				req.Model = f.str
+			case "stream":
+				req.Stream = f.flag
+			case "temperature":
+				t := f.num
+				req.Temperature = &t
+			case "max_completion_tokens":
+				maxTokens[0] = clampInt(f.num)
+			case "max_tokens":
+				maxTokens[1] = clampInt(f.num)
+			case "max_output_tokens":
+				maxTokens[2] = clampInt(f.num)
+			}
+		case roleTopK:
+			f.asks = f.num > 0
+			req.TopLogprobs = max(req.TopLogprobs, clampInt(f.num))
+		case rolePromptK:
+			f.asks = true
+			req.TopLogprobs = max(req.TopLogprobs, clampInt(f.num))
+		case roleLogprobs:
+			if f.isInt {
+				// Legacy completions: logprobs=0 still returns the chosen
+				// token's logprob.
+				f.asks = f.num >= 0
+				req.TopLogprobs = max(req.TopLogprobs, clampInt(f.num))
+			} else {
+				f.asks = f.flag
+			}
+		case roleAsk:
+			f.asks = f.flag
+		case roleEcho:
+			req.Echo = f.flag
+			// vLLM's chat completions take prompt_logprobs from
+			// top_logprobs when echo is set (ChatCompletionRequest.
+			// to_sampling_params), so echo alone returns the prompt's
+			// logprobs there; legacy completions need logprobs too.
+			f.asks = f.flag && b.ep != APICompletions
+		case roleN:
+			if name == "n" && f.obj < 0 {
+				req.N = clampInt(f.num)
+			}
+		case roleBias:
+			if name == "logit_bias" {
+				req.LogitBiasSize = f.entries
+			}
+		case roleInclude:
+			f.asks = f.flag
+		}
+		if f.asks {
+			b.asks = true
+		}
+	}
+	for _, v := range maxTokens {
+		if v >= 0 {
+			req.MaxTokens = v
+			break
+		}
+	}
+	req.Logprobs = b.asks
+	top := make(topObject, len(b.top.members))
+	for i, m := range b.top.members {
+		top[i] = topMember{m.name, b.doc[m.vs:m.e]}
+	}
+	readContent(req, top, maxPrompt)
+}
+
+// clampInt clamps an integral float64 to the int32 range (as jsonInt).
+func clampInt(v float64) int { return int(max(min(v, math.MaxInt32), math.MinInt32)) }
+
+// member returns the member a field was read from.
+func (b *Body) member(f *field) *member {
+	if f.obj < 0 {
+		return &b.top.members[f.idx]
+	}
+	return &b.inner[f.obj].members[f.idx]
+}
+
+// Rewrite appends the body rewritten by p to dst and reports whether it
+// changed. Untouched bytes are copied through; a removed member goes with
+// its comma, a capped number is replaced in place, so the result is strict
+// JSON without duplicates again, and the upstream reads exactly what the
+// policy left.
+//
+// p.MaxTopLogprobs caps top_logprobs, the integer logprobs of legacy
+// completions, prompt_logprobs and the other alternatives counts
+// (llama.cpp's n_probs, TGI's top_n_tokens, Gemini's logprobs); p.MaxN
+// caps n and best_of (TGI's best_of, Gemini's candidateCount).
+// p.DropLogitBias removes logit_bias and the fields that act like it
+// (vLLM's allowed_token_ids, bad_words, logits_processors and vllm_xargs:
+// a vocabulary restriction or a custom processor moves logits the way a
+// bias does); p.DropLogitBiasWithLogprobs removes them when the body asks
+// for logprobs in any form. p.StripLogprobs removes every logprobs request
+// (and echo, except on legacy completions, and the include value
+// "message.output_text.logprobs").
+func (b *Body) Rewrite(dst []byte, p RequestPolicy) ([]byte, bool) {
+	if p.IsNoop() {
+		return append(dst, b.doc...), false
+	}
+	var r requestRewriter
+	r.reset(b.doc)
+	dropBias := p.DropLogitBias || p.DropLogitBiasWithLogprobs && b.asks
+	for _, o := range b.objects() {
+		for i := range o.members {
+			o.members[i].keep = true
+		}
+	}
+	for i := range b.fields {
+		f := &b.fields[i]
+		m := b.member(f)
+		switch f.spec.role {
+		case roleBias:
+			m.keep = !dropBias
+		case roleTopK, rolePromptK, roleLogprobs, roleAsk:
+			m.keep = !p.StripLogprobs
+		case roleEcho:
+			m.keep = !(p.StripLogprobs && b.ep != APICompletions)
+		}
+		if !m.keep || f.null {
+			continue
+		}
+		switch f.spec.role {
+		case roleTopK, rolePromptK, roleLogprobs:
+			if f.isInt && p.MaxTopLogprobs >= 0 && f.num > float64(p.MaxTopLogprobs) {
+				r.replace(m.vs, m.e, strconv.Itoa(p.MaxTopLogprobs))
+			}
+		case roleN:
+			if p.MaxN > 0 && f.num > float64(p.MaxN) {
+				r.replace(m.vs, m.e, strconv.Itoa(p.MaxN))
+			}
+		case roleInclude:
+			if p.StripLogprobs && f.flag {
+				r.dropIncludeLogprobs(m.vs)
+			}
+		}
+	}
+	for _, o := range b.objects() {
+		d := r.dropper()
+		for _, m := range o.members {
+			d.item(m.s, m.e, m.keep)
+		}
+		d.done(o.open, o.close)
+	}
+	return r.apply(dst)
+}
+
+// objects returns the recorded objects, the top level first.
+func (b *Body) objects() []*object {
+	out := make([]*object, 0, 1+len(b.inner))
+	out = append(out, &b.top)
+	for k := range b.inner {
+		out = append(out, &b.inner[k])
+	}
+	return out
+}

@@ -1,0 +1,127 @@
+package scoring
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/distillguard/distillguard/internal/redisproc"
+	"github.com/distillguard/distillguard/internal/traffic"
+)
+
+// newReplicas builds n engines sharing the Redis at addrs (same secret),
+// deterministic (Options.Seed: no background flusher, Flush decides when
+// they exchange state) unless live is set.
+func newReplicas(t testing.TB, n int, addrs []string, live bool, edit func(*Config)) []*Engine {
+	t.Helper()
+	es := make([]*Engine, n)
+	for i := range es {
+		var o Options
+		if !live {
+			o.Seed = []byte(fmt.Sprintf("replica-%d", i))
+		}
+		es[i] = newTestEngine(t, func(c *Config) {
+			c.Redis.Addrs = addrs
+			c.Redis.KeyPrefix = "t" + strings.ReplaceAll(t.Name(), "/", "_") + ":"
+			if edit != nil {
+				edit(c)
+			}
+		}, o)
+	}
+	return es
+}
+
+// scoreOn scores r on engine e after pulling the others' state, and
+// pushes what it changed: what a replica sees when requests are further
+// apart than the write latency.
+func scoreOn(t testing.TB, e *Engine, r *Request) Decision {
+	t.Helper()
+	if err := e.Flush(); err != nil {
+		t.Fatalf("flush before: %v", err)
+	}
+	d := e.Score(r)
+	if err := e.Flush(); err != nil {
+		t.Fatalf("flush after: %v", err)
+	}
+	return d
+}
+
+func TestReplicasSeeOneSession(t *testing.T) {
+	srv := redisproc.Require(t, redisproc.Options{})
+	es := newReplicas(t, 3, []string{srv.Addr()}, false, nil)
+	c := newClient("sk-one-session", "198.51.100.7:4000")
+	var id string
+	for i := range 30 {
+		d := scoreOn(t, es[i%3], c.req(t0.Add(time.Duration(i)*time.Minute), fmt.Sprintf("question number %d about the weather in Lisbon today", i)))
+		id = d.Session
+	}
+	for i, e := range es {
+		if err := e.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		// Bring each replica's copy up to date with one more read.
+		d, err := e.Session(id)
+		if err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+		if i == 2 && d.Requests != 30 {
+			t.Errorf("replica %d (served the last request) counts %d requests, want 30", i, d.Requests)
+		}
+	}
+	out, err := srv.CLI("--no-raw", "STRLEN", "t"+t.Name()+":{"+id+"}:s")
+	if err != nil || strings.TrimSpace(out) == "(integer) 0" {
+		t.Fatalf("no session blob in Redis: %q %v", out, err)
+	}
+}
+
+// TestReplicasScoreAsOne replays labelled traffic (humans, a distributed
+// campaign, slow and adaptive harvesters) once through one engine and once
+// round-robin per request over three replicas sharing a real Redis, each
+// request seeing the state the previous ones left (Flush before and
+// after): the verdicts must be the same, request by request.
+func TestReplicasScoreAsOne(t *testing.T) {
+	srv := redisproc.Require(t, redisproc.Options{})
+	reqs := loadTraffic(t, traffic.Options{Seed: 7, Scale: 0.2, Families: []string{"benign-chat", "attack-distributed", "attack-slowlow", "attack-adaptive", "benign-persona", "attack-diffuse", "benign-batch"}})
+	// benign-batch sends sub-second gaps (negative ln-gap sums); keep
+	// its first few hundred requests.
+	kept := reqs[:0]
+	batch := 0
+	for _, r := range reqs {
+		if r.Family == "benign-batch" {
+			if batch++; batch > 400 {
+				continue
+			}
+		}
+		kept = append(kept, r)
+	}
+	reqs = kept
+	if len(reqs) > 5000 {
+		reqs = reqs[:5000]
+	}
+	one := newTestEngine(t, nil, Options{Seed: []byte("replica-0")})
+	es := newReplicas(t, 3, []string{srv.Addr()}, false, nil)
+	differ, flagged := 0, 0
+	for i := range reqs {
+		r1 := fromTraffic(&reqs[i])
+		d1 := one.Score(r1)
+		d3 := scoreOn(t, es[i%3], fromTraffic(&reqs[i]))
+		if d1.Verdict >= Degrade {
+			flagged++
+		}
+		if d1.Verdict != d3.Verdict || math.Abs(d1.Score-d3.Score) > 0.01 {
+			differ++
+			if differ <= 5 {
+				t.Logf("request %d (%s, %s): one process %v %.3f, three replicas %v %.3f", i, reqs[i].Family, reqs[i].Account, d1.Verdict, d1.Score, d3.Verdict, d3.Score)
+			}
+		}
+	}
+	if flagged == 0 {
+		t.Fatal("nothing flagged: the replay tests nothing")
+	}
+	if differ > len(reqs)/200 {
+		t.Errorf("%d of %d decisions differ between one process and three replicas (want at most 0.5%%)", differ, len(reqs))
+	}
+	t.Logf("%d requests, %d flagged by one process, %d decisions differ", len(reqs), flagged, differ)
+}

@@ -99,9 +99,11 @@ bench-micro:
 bench-smoke:
 	$(GO) test -race -count=1 -run 'TestSmoke|TestMatrixAA|TestRunCommand' -v ./bench/ ./cmd/distillguard-bench/
 
-# The attack lab: detection replay through the real server, and the
-# Tramer / Carlini / distillation experiments. Writes lab-out/lab-report.md
-# and SVG plots. SEED and SCALE are forwarded.
+# The attack lab: detection replay through the real server, the
+# Tramer / Carlini / distillation experiments, and the same attacks end to
+# end against the whole server (economics). Writes lab-out/lab-report.md
+# and SVG plots, then prints the attacker cost multiples. SEED and SCALE
+# are forwarded.
 # EXPERIMENTS picks experiments (default: all but detection-replicas);
 # REPLICAS=3 replays detection over 3 replicas sharing Redis round-robin
 # per request, and EXPERIMENTS=detection-replicas REPLICAS=1,3,5 compares
@@ -114,6 +116,7 @@ REPLICAS ?=
 lab:
 	$(GO) run ./cmd/distillguard-lab -corpus $(CORPUS) -seed $(SEED) -scale $(SCALE) -out lab-out \
 	  $(if $(EXPERIMENTS),-experiments $(EXPERIMENTS)) $(if $(REPLICAS),-replicas $(REPLICAS)) $(if $(REDIS),-redis $(REDIS))
+	@awk '/^### Attacker cost multiple/{p=1} p{print} p&&/^Configuration /{p=0; print ""}' lab-out/lab-report.md
 
 # Replicated mode, locally: a redis-server on DEMO_REDIS_PORT and three
 # distillguard replicas sharing it (gRPC :50061-50063, admin :9091-9093),

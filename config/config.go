@@ -137,6 +137,11 @@ type PolicySet struct {
 	Degrade  Tier `yaml:"degrade"`
 	Throttle Tier `yaml:"throttle"`
 	Block    Tier `yaml:"block"`
+	// Probation is what allow becomes for an identity that has not earned
+	// standing yet (scoring.standing). It only tightens allow: every
+	// setting takes the stricter of the two (probation.go). Absent, the
+	// set's identities in probation get allow.
+	Probation *Tier `yaml:"probation"`
 }
 
 // Tier is one verdict's action: rewrite (output and request) or reject.
@@ -214,6 +219,9 @@ type Action struct {
 	// Shadow: the route is in shadow mode (the caller resolves the allow
 	// tier instead of enforcing the verdict).
 	Shadow bool
+	// Probation: the set's probation tier, resolved in place of allow for
+	// an identity without standing (ResolveStanding).
+	Probation bool
 	// Guarded: the route's tiers act on requests (a request policy, a
 	// reject, or outputs that differ by verdict), so its request bodies
 	// must be understood completely or refused.
@@ -225,16 +233,18 @@ type Action struct {
 	Identity []string
 }
 
-type resolvedSet [4]Action
+// resolvedSet holds a set's four verdict tiers, then its probation tier
+// (probationSlot).
+type resolvedSet [5]Action
 
 type resolvedRoute struct {
 	Route
 	set *resolvedSet
 }
 
-// action is the route's action for verdict v.
-func (r *resolvedRoute) action(v scoring.Verdict, globalShadow bool) Action {
-	a := r.set[v]
+// action is the route's action in slot (a verdict, or probationSlot).
+func (r *resolvedRoute) action(slot int, globalShadow bool) Action {
+	a := r.set[slot]
 	a.Shadow = r.Shadow
 	a.Guarded = r.set.guarded(r.Shadow || globalShadow)
 	a.OversizePass = r.OnOversize == OversizePass
@@ -248,6 +258,11 @@ func (c *Config) Resolve(path, model string, v scoring.Verdict) Action {
 	if v < scoring.Allow || v > scoring.Block {
 		v = scoring.Block
 	}
+	return c.resolveSlot(path, model, int(v))
+}
+
+// resolveSlot returns the action in slot of the set the route resolves to.
+func (c *Config) resolveSlot(path, model string, slot int) Action {
 	for i := range c.routes {
 		r := &c.routes[i]
 		if r.PathPrefix != "" && !strings.HasPrefix(path, r.PathPrefix) {
@@ -256,9 +271,9 @@ func (c *Config) Resolve(path, model string, v scoring.Verdict) Action {
 		if r.Model != "" && !matchModel(r.Model, model) {
 			continue
 		}
-		return r.action(v, c.Scoring.Shadow)
+		return r.action(slot, c.Scoring.Shadow)
 	}
-	return c.defaultRoute().action(v, c.Scoring.Shadow)
+	return c.defaultRoute().action(slot, c.Scoring.Shadow)
 }
 
 // defaultRoute is what a request no route matches resolves to.
@@ -425,6 +440,11 @@ func (c *Config) resolve() error {
 			}
 			rs[v] = a
 		}
+		p, err := resolveProbation(set.Probation, rs[scoring.Allow], name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("policies.%s.probation: %w", name, err))
+		}
+		rs[probationSlot] = p
 		c.policies[name] = rs
 	}
 	c.routes = c.routes[:0]

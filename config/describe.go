@@ -6,6 +6,8 @@ import (
 	"math"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/distillguard/distillguard/scoring"
 )
 
 // PolicyRow is what one verdict does on one route, in words.
@@ -25,9 +27,13 @@ type PolicyRow struct {
 func (c *Config) PolicyTable() []PolicyRow {
 	var rows []PolicyRow
 	each := func(label string, r *resolvedRoute) {
-		for _, v := range verdicts() {
-			a := r.action(v, c.Scoring.Shadow)
-			row := PolicyRow{Route: label, Policy: r.Policy, Verdict: v.String(),
+		for slot := range len(r.set) {
+			a := r.action(slot, c.Scoring.Shadow)
+			name := "allow (probation)"
+			if slot < probationSlot {
+				name = scoring.Verdict(slot).String()
+			}
+			row := PolicyRow{Route: label, Policy: r.Policy, Verdict: name,
 				Request: describeRequest(a), Output: describeOutput(a), Reject: "-"}
 			if a.Reject != nil {
 				row.Request, row.Output = "-", "-"

@@ -147,6 +147,7 @@ policies:
     degrade: {output: {round_decimals: 2, max_alternatives: 5, perturb: 0, embedding_decimals: null}, request: {max_top_logprobs: null, max_n: 0, drop_logit_bias: false}}
     throttle: {reject: null, output: {round_decimals: 2, max_alternatives: 5}}
     block: {reject: null, output: {round_decimals: 2, max_alternatives: 5}}
+    probation: null
 routes:
   - path_prefix: /open/
     policy: open
@@ -202,7 +203,7 @@ func TestPolicyTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows := c.PolicyTable()
-	if len(rows) != 8 {
+	if len(rows) != 10 { // 2 routes x (4 verdicts + allow in probation)
 		t.Fatalf("%d rows", len(rows))
 	}
 	var b bytes.Buffer
@@ -211,7 +212,7 @@ func TestPolicyTable(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{"routes[0] path_prefix=/v1/embeddings", "default (no route matched)", "logprobs rounded to 3 decimals, <= 5 alternatives",
-		"top_logprobs <= 5, logit_bias removed with logprobs", "429 rate_limit_error, retry-after 60s", "403 permission_error", "on_oversize: pass", "guarded"} {
+		"top_logprobs <= 5, logit_bias removed with logprobs", "429 rate_limit_error, retry-after 60s", "403 permission_error", "on_oversize: pass", "guarded", "allow (probation)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}

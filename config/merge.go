@@ -29,7 +29,10 @@ import (
 //     stop rejecting, round_decimals: null leaves logprobs unrounded, and
 //     throttle: null leaves the tier empty (no rewrite, no reject).
 
-var tierNames = [...]string{"allow", "degrade", "throttle", "block"}
+// tierNames are the tiers of a set, the optional probation tier included
+// (it layers like the others: a set that leaves it out inherits the
+// default set's, probation: null gives the set's new identities allow).
+var tierNames = [...]string{"allow", "degrade", "throttle", "block", "probation"}
 
 // mergePolicies returns the effective policy sets of file layered over the
 // embedded default (both YAML documents). The file has been decoded

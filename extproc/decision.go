@@ -94,7 +94,9 @@ func (st *stream) decide(b *mutate.Body, body []byte) (reject *extprocv3.Process
 	}
 	st.verdict = d.Verdict
 	st.shadow = shadow
-	st.action = st.cfg.Resolve(rq.path, model, acted)
+	// An identity without standing gets the route's probation tier where
+	// it would get allow (never in shadow mode, which only observes).
+	st.action = st.cfg.ResolveStanding(rq.path, model, acted, d.Probation && !shadow)
 	st.seed = mutate.PerturbSeed(d.Session, body)
 	st.meta = decisionMetadata(d, st.action, shadow)
 	st.srv.m.request(st.mctx, d.Verdict.String(), st.action.Policy, shadow)
@@ -195,6 +197,9 @@ func decisionMetadata(d scoring.Decision, a config.Action, shadow bool) *structp
 		keys.Policy:  structpb.NewStringValue(a.Policy),
 		keys.Shadow:  structpb.NewBoolValue(shadow),
 	}}
+	if a.Probation {
+		inner.Fields[keys.Probation] = structpb.NewBoolValue(true)
+	}
 	return &structpb.Struct{Fields: map[string]*structpb.Value{keys.MetadataNamespace: structpb.NewStructValue(inner)}}
 }
 

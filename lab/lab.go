@@ -6,8 +6,12 @@
 // from logprobs and logit_bias (Carlini et al. 2024; Finlayson et al. 2024),
 // and distillation of a teacher into a student. Part two replays labelled
 // traffic (package traffic) through a real ext_proc gRPC server, driven as
-// Envoy drives it, and reports how soon each family is flagged. Run writes
-// one Markdown report with SVG figures.
+// Envoy drives it, and reports how soon each family is flagged. Part three
+// (economics) runs the attacks end to end against the whole server, under
+// attacker strategies that rotate identities, paraphrase, pace themselves
+// and age accounts, and reports what each costs against the raw API and
+// what the server costs honest users. Run writes one Markdown report with
+// SVG figures.
 //
 // Results depend only on the options: every experiment draws from its own
 // seeded generator, nothing depends on map order or on the clock, and
@@ -36,6 +40,9 @@ const (
 	// ExpDetectionEval repeats the detection replay for the tuned and
 	// held-out traffic variants under several secrets.
 	ExpDetectionEval = "detection-eval"
+	// ExpEconomics runs the attacks end to end against the whole server
+	// under attacker strategies and reports their cost (economics.go).
+	ExpEconomics = "economics"
 	// ExpDetectionReplicas repeats the detection replay over 1, 3 and 5
 	// replicas sharing a real Redis (replicas.go); not run by default.
 	ExpDetectionReplicas = "detection-replicas"
@@ -43,13 +50,13 @@ const (
 
 // AllExperiments lists every experiment in report order.
 func AllExperiments() []string {
-	return []string{ExpTramer, ExpCarlini, ExpDistill, ExpDetection, ExpDetectionEval, ExpDetectionReplicas}
+	return []string{ExpTramer, ExpCarlini, ExpDistill, ExpDetection, ExpDetectionEval, ExpEconomics, ExpDetectionReplicas}
 }
 
 // DefaultExperiments are the experiments a run without a list runs: all
 // but the replicated comparison, which needs a redis-server.
 func DefaultExperiments() []string {
-	return []string{ExpTramer, ExpCarlini, ExpDistill, ExpDetection, ExpDetectionEval}
+	return []string{ExpTramer, ExpCarlini, ExpDistill, ExpDetection, ExpDetectionEval, ExpEconomics}
 }
 
 // Options configure a lab run.
@@ -90,6 +97,7 @@ type Sizes struct {
 	Detection         DetectionParams
 	DetectionEval     DetectionEvalParams
 	DetectionReplicas DetectionReplicasParams
+	Economics         EconomicsParams
 }
 
 // perturbScales returns the perturbation scales compared.
@@ -110,6 +118,7 @@ func SizesFor(scale float64, policies []Policy) Sizes {
 		Detection:         DetectionParams{Scale: scale},
 		DetectionEval:     DetectionEvalParams{Scale: scale, Secrets: 5},
 		DetectionReplicas: DetectionReplicasParams{Scale: scale, Variant: 1},
+		Economics:         EconomicsParams{Secrets: 3, Setups: DefaultSetups(scale), Honest: HonestParams{Scale: 0.5 * scale}},
 	}
 	return s
 }
@@ -139,6 +148,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	sz.Detection.Config = cfg
 	sz.DetectionEval.CorpusDir = o.CorpusDir
 	sz.DetectionEval.Config = cfg
+	sz.Economics.CorpusDir = o.CorpusDir
+	sz.Economics.Config = cfg
 	sz.DetectionReplicas.CorpusDir = o.CorpusDir
 	sz.DetectionReplicas.Config = cfg
 	sz.DetectionReplicas.Replicas = o.Replicas
@@ -199,6 +210,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				sl.err = p.do(ctx, func() (err error) { sl.sec, err = RunDetection(ctx, o.Seed, sz.Detection, task); return })
 			case ExpDetectionEval:
 				sl.err = p.do(ctx, func() (err error) { sl.sec, err = RunDetectionEval(ctx, o.Seed, sz.DetectionEval, task); return })
+			case ExpEconomics:
+				// Fans out on the pool itself: only its leaf runs take slots.
+				sl.sec, sl.err = RunEconomics(ctx, p, o.Seed, sz.Economics, task)
 			case ExpDetectionReplicas:
 				sl.err = p.do(ctx, func() (err error) {
 					sl.sec, err = RunDetectionReplicas(ctx, o.Seed, sz.DetectionReplicas, task)

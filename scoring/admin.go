@@ -93,6 +93,9 @@ type SessionDetail struct {
 	// Explanation says in words which signals contribute and on what
 	// evidence.
 	Explanation string `json:"explanation"`
+	// Standing is the identity's progress out of probation (Config.Standing);
+	// absent when standing is off.
+	Standing *StandingDetail `json:"standing,omitempty"`
 }
 
 // Session returns the admin view of a session by id.
@@ -126,6 +129,7 @@ func (e *Engine) Session(idStr string) (SessionDetail, error) {
 	if s.has(fPromoted) {
 		d.Tier = "main"
 	}
+	d.Standing = e.standingDetail(s)
 	if s.quarantineUntil > s.last {
 		q := time.Unix(0, s.quarantineUntil).UTC()
 		d.QuarantineUntil = &q
@@ -176,6 +180,7 @@ func (e *Engine) Reset(idStr string) (bool, error) {
 	}
 	q := e.quarantine.until(id) != 0
 	e.quarantine.remove(id)
+	e.remembered.remove(id)
 	st.Unlock()
 	if e.rep != nil {
 		// Forget it in Redis too, or the next request would bring it back.

@@ -125,6 +125,9 @@ type Config struct {
 	// the claim matchers of Trusted.
 	JWTPayloadHeader string `yaml:"jwt_payload_header"`
 
+	// Standing is what a new identity must show before it leaves probation
+	// (see Standing).
+	Standing Standing `yaml:"standing"`
 	// what ResolveFiles read, so a resolved Config validates again
 	secretFromFile string
 }
@@ -166,6 +169,7 @@ func DefaultConfig() Config {
 		Quarantine:          time.Hour,
 		AutomationCap:       0.2,
 		Trusted:             []Trusted{},
+		Standing:            DefaultStanding(),
 		Redis:               defaultRedis(),
 	}
 }
@@ -217,6 +221,7 @@ func (c Config) withDefaults() Config {
 	}
 	setD(&c.Quarantine, d.Quarantine)
 	setF(&c.AutomationCap, d.AutomationCap)
+	c.Standing = c.Standing.withDefaults()
 	c.Redis = c.Redis.withDefaults()
 	return c
 }
@@ -280,6 +285,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := newTrustTable(v.Trusted, v.JWTPayloadHeader); err != nil {
 		bad("%v", err)
+	}
+	if err := v.Standing.validate(); err != nil {
+		bad("standing: %v", err)
 	}
 	if v.AutomationCap <= 0 || v.AutomationCap > 1 {
 		bad("automation_cap %g must be in (0, 1]", v.AutomationCap)

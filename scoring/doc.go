@@ -89,12 +89,12 @@ package scoring
 // proportion to each signal's log-mass and add up to it.
 //
 // State, and where it lives. A session is a fixed struct (sessionFixedBytes,
-// 312 bytes on amd64: 27 forward-decayed float32 counters and their
-// landmark, 116 bytes; language masks, the activity ring, evidence figures,
-// times, flags) plus its shingle filter (88 bytes with headers for one or
-// two requests, up to 2 x 512 bytes of bits), costed in the caches at its
-// real size with ristretto's overhead: 616 bytes accounted and 619 bytes of
-// heap per idle session (BenchmarkIdleSessionMemory, 200,000 sessions). Its counters are forward-decayed sums
+// 336 bytes on amd64: 29 forward-decayed float32 counters and their
+// landmark, 124 bytes; language masks, the activity ring, evidence figures,
+// the standing run, times, flags) plus its shingle filter (88 bytes with
+// headers for one or two requests, up to 2 x 512 bytes of bits), costed in
+// the caches at its real size with ristretto's overhead: 640 bytes
+// accounted and about 650 bytes of heap per idle session (BenchmarkIdleSessionMemory, 200,000 sessions). Its counters are forward-decayed sums
 // (Cormode et al., "Forward Decay", ICDE 2009): an event adds
 // w*2^((t-L)/H) with L a landmark on a fixed 64-minute grid, so increments
 // are additions and two replicas' copies merge by summing; language masks,
@@ -128,6 +128,20 @@ package scoring
 // list, so eviction does not lift a block. Options.Seed swaps ristretto for
 // a synchronous store with the same policy and seeded sampling, for
 // bit-identical replays (the attack lab).
+//
+// Standing (standing.go). A new identity is in probation until it has
+// sent Config.Standing.Requests clean requests over Config.Standing.Age:
+// every request below the degrade threshold, with no campaign evidence
+// (campaign, cohort or cluster signal at a quarter of full strength) and no
+// harvest stream (numeric records asked with logprobs or logit_bias, or
+// soft-label requests, by count and share over the content half-life and
+// the volume window). Any of them restarts the run, for an identity that
+// had earned standing too, and every identity that shares the evidence
+// (a template, a cohort, a flagged network block) meets it on its next
+// request. Decision.Probation tells the server to apply the route's
+// probation tier in place of allow. Trusted identities are never in
+// probation. Earned standing is also kept, past the session TTL, in a
+// bounded list (Config.Standing.Remember, Entries) like the quarantine.
 //
 // Verdicts. The score maps to allow, degrade, throttle or block by
 // Config.Thresholds (or a trusted identity's own thresholds; an

@@ -61,6 +61,7 @@ type Engine struct {
 	clusters   *clusterTable
 	index      *riskIndex
 	quarantine *quarantineList
+	remembered *quarantineList // identities with earned standing (standing.go)
 	trust      *trustTable
 	rep        *replica // replicated mode (scoring.redis); nil in process
 
@@ -170,6 +171,8 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	e.index = newRiskIndex(cfg.IndexSize, cfg.Thresholds.Degrade/2)
 	s1, s2 = keys.seeds("quarantine-eviction")
 	e.quarantine = newQuarantineList(cfg.QuarantineEntries, s1, s2)
+	s1, s2 = keys.seeds("standing-eviction")
+	e.remembered = newQuarantineList(cfg.Standing.Entries, s1, s2)
 	e.promote = tokenBucket{rate: cfg.PromoteRate, burst: 10 * cfg.PromoteRate, tokens: 10 * cfg.PromoteRate}
 	if e.m, err = newInstruments(opts.MeterProvider, e); err != nil {
 		e.main.Close()
@@ -318,6 +321,8 @@ func (e *Engine) Score(r *Request) (d Decision) {
 		}
 	}
 	d.Explanation = expl
+	d.Probation = ev.probation
+	e.m.standing(d.Probation, e.cfg.Standing.Enabled && tr == nil)
 	if ev.entry.tier != Allow || ev.entry.peak >= e.index.minScore {
 		e.index.update(id, ev.entry, ev.signals)
 	}
@@ -406,6 +411,8 @@ type evaluation struct {
 	score   float64
 	signals []Signal
 	entry   indexEntry // the session after the request, for the index
+	// probation: the session has not earned standing (standing.go)
+	probation bool
 }
 
 // observe folds r into s and decides the tier. f is nil for a tool-loop
@@ -511,7 +518,7 @@ func (e *Engine) observe(s *session, r *Request, f *textFeatures, sc *textScratc
 	s.tier = e.nextTier(s, score, t, th)
 	return evaluation{st: st, contrib: contrib, score: round3(score), signals: explain(&st, &contrib), entry: indexEntry{
 		score: score, peak: float64(s.peak), tier: s.tier, requests: s.requests, first: s.first, last: s.last,
-	}}
+	}, probation: e.standing(s, &st, score, t, tr)}
 }
 
 // view gathers the decayed counters and cross-account figures an
@@ -549,6 +556,10 @@ func (e *Engine) text(s *session, r *Request, f *textFeatures, sc *textScratch, 
 	if r.Prompt != "" {
 		rawSeen = e.markSeen(s, raw^e.rawSalt)
 		normSeen = e.markSeen(s, f.norm^e.normSalt)
+	}
+	if f.numericRecord() && (r.Logprobs || r.TopLogprobs > 0 || r.LogitBiasSize > 0) {
+		c.add(cNumeric, 1, w)
+		c.add(vNumeric, 1, w)
 	}
 
 	n := len(f.shingles)

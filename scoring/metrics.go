@@ -29,7 +29,11 @@ type instruments struct {
 	firings  metric.Int64Counter
 	changes  metric.Int64Counter
 	bad      metric.Int64Counter
-	reg      metric.Registration
+	// standing counts scored requests by standing, resets counts earned
+	// standings lost to new evidence (standing.go).
+	stand, resets metric.Int64Counter
+	standAt       [2][]metric.AddOption // [probation]
+	reg           metric.Registration
 	// Options are kept as one-element slices: passing a slice with ...
 	// does not allocate, building the variadic list on each call does.
 	verdictAt [4][2][]metric.AddOption // [verdict][shadow]
@@ -68,6 +72,19 @@ func newInstruments(mp metric.MeterProvider, e *Engine) (*instruments, error) {
 		metric.WithDescription("Requests with input the scorer had to repair or could not attribute, by reason."),
 		metric.WithUnit("{request}")); err != nil {
 		return nil, err
+	}
+	if in.stand, err = m.Int64Counter("distillguard.scoring.standing",
+		metric.WithDescription("Scored requests by the identity's standing: probation (not earned yet, or lost) or earned; trusted identities and requests with standing off are not counted."),
+		metric.WithUnit("{request}")); err != nil {
+		return nil, err
+	}
+	if in.resets, err = m.Int64Counter("distillguard.scoring.standing.resets",
+		metric.WithDescription("Identities sent back to probation after earning standing, by a flag or campaign evidence."),
+		metric.WithUnit("{identity}")); err != nil {
+		return nil, err
+	}
+	for i, n := range [2]string{"earned", "probation"} {
+		in.standAt[i] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("standing", n)))}
 	}
 	for v := Allow; v <= Block; v++ {
 		for sh := 0; sh < 2; sh++ {
@@ -117,3 +134,18 @@ func newInstruments(mp metric.MeterProvider, e *Engine) (*instruments, error) {
 func (in *instruments) badInput(reason string) {
 	in.bad.Add(context.Background(), 1, in.badAt[reason]...)
 }
+
+// standing counts one scored request by standing; applies is false when
+// standing is off or the identity is trusted.
+func (in *instruments) standing(probation, applies bool) {
+	if !applies {
+		return
+	}
+	i := 0
+	if probation {
+		i = 1
+	}
+	in.stand.Add(context.Background(), 1, in.standAt[i]...)
+}
+
+func (in *instruments) standingReset() { in.resets.Add(context.Background(), 1) }

@@ -79,9 +79,9 @@ func seqOf(ws []writerSeq, writer uint64) (uint64, bool) {
 // Blob layout, little-endian. The header is compared by casScript: bytes
 // [4, 20) are incarnation and version.
 const (
-	blobMagic0, blobMagic1, blobFormat = 'D', 'G', 1
+	blobMagic0, blobMagic1, blobFormat = 'D', 'G', 2
 	blobHeader                         = 28 // magic, format, pad, incarnation, version, writer
-	blobFixed                          = blobHeader + 16 + 3*8 + 8 + 2*4 + 4 + 5*4 + 3 + 3*4 + 4*4 + 4 + 2 + 16 + 8 + numCounters*4 + 4*4
+	blobFixed                          = blobHeader + 16 + 3*8 + 8 + 2*4 + 4 + 5*4 + 3 + 3*4 + 4*4 + 4 + 2 + 16 + 8 + numCounters*4 + 4*4 + 8 + 4
 	// blobMax bounds a blob: two filters of sessionBloomMaxBits.
 	blobMax = blobFixed + 2*sessionBloomMaxBits/8 + 1 + maxWriters*16
 )
@@ -138,6 +138,8 @@ func encodeSession(dst []byte, s *session, inc, ver uint64, writes []writerSeq) 
 	b = le.AppendUint32(b, s.set.rot)
 	b = le.AppendUint32(b, filterBits(s.set.cur))
 	b = le.AppendUint32(b, filterBits(s.set.prev))
+	b = le.AppendUint64(b, uint64(s.standFrom))
+	b = le.AppendUint32(b, s.standReq)
 	for _, f := range [...]*bloom.BloomFilter{s.set.cur, s.set.prev} {
 		if f != nil {
 			for _, w := range f.BitSet().Words() {
@@ -209,6 +211,7 @@ func decodeSession(b []byte) (*session, blobHead, error) {
 	}
 	s.set.n, s.set.rot = u32(), u32()
 	curBits, prevBits := u32(), u32()
+	s.standFrom, s.standReq = int64(u64()), u32()
 	if p != blobFixed {
 		return nil, h, errBlob
 	}
@@ -311,7 +314,20 @@ func mergeSession(r, l, b *session, h *halfLives) *session {
 			out.cohortClass = l.cohortClass
 		}
 	}
-	out.flags = (r.flags|l.flags)&^fPromoted | l.flags&fPromoted
+	out.flags = (r.flags|l.flags)&^(fPromoted|fStanding) | l.flags&fPromoted
+	// Standing's clean run merges as a pair ordered by its start: the
+	// later reset wins (a flag seen by either replica sends the identity
+	// back to probation); equal starts keep the larger request count and
+	// either's earned standing.
+	switch {
+	case l.standFrom > r.standFrom:
+		out.standFrom, out.standReq, out.flags = l.standFrom, l.standReq, out.flags|l.flags&fStanding
+	case l.standFrom < r.standFrom:
+		out.standFrom, out.standReq, out.flags = r.standFrom, r.standReq, out.flags|r.flags&fStanding
+	default:
+		out.standFrom, out.standReq, out.flags = r.standFrom, max(r.standReq, l.standReq), out.flags|(r.flags|l.flags)&fStanding
+	}
+	out.standNoted = l.standNoted
 	out.allSingle = (r.allSingle || r.requests == 0) && (l.allSingle || l.requests == 0)
 	out.langEpoch, out.langCur, out.langPrev = mergeEpoch(r.langEpoch, r.langCur, r.langPrev, l.langEpoch, l.langCur, l.langPrev)
 	_, out.cotLangs, out.cotPrev = mergeEpoch(r.langEpoch, r.cotLangs, r.cotPrev, l.langEpoch, l.cotLangs, l.cotPrev)

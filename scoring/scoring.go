@@ -109,6 +109,10 @@ type Decision struct {
 	// signals, on what evidence). It is filled when the tier changes;
 	// the admin API explains any session on demand.
 	Explanation string
+	// Probation is true while the identity has not earned standing
+	// (Config.Standing): the server then applies the route's probation
+	// tier where it would apply allow.
+	Probation bool
 }
 
 // Scorer scores a request. Implementations must be safe for concurrent use

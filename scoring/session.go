@@ -142,15 +142,17 @@ const (
 	cOut             // output tokens delivered (ResponseObserver)
 	cApp             // requests whose system prompt / tools are a campaign's, not an application's
 	cGen             // sum of per-request generation demands
+	cNumeric         // numeric records asking for logprobs or logit_bias (standing.go)
 	numContent
 )
 
 // volume and burst groups
 const (
-	vVol  = numContent + iota // requests
-	vTok                      // prompt tokens (bytes/4) plus requested completion tokens
-	vConv                     // conversation starts
-	bVol                      // burst group: requests
+	vVol     = numContent + iota // requests
+	vTok                         // prompt tokens (bytes/4) plus requested completion tokens
+	vConv                        // conversation starts
+	vNumeric                     // numeric records asking for logprobs or logit_bias, over the volume window
+	bVol                         // burst group: requests
 	numCounters
 )
 
@@ -296,6 +298,7 @@ const (
 	fHadHistory  // sent a request with conversation history
 	fAppReported // reported its application element
 	fAppConv     // reported its application element as conversational
+	fStanding    // earned standing: out of probation (standing.go)
 )
 
 // session is one client's state. It is guarded by the engine stripe lock of
@@ -326,6 +329,9 @@ type session struct {
 	score           float32
 	peak            float32
 	spread          float32 // cluster spread at the last request
+	standFrom       int64   // start of the current clean run (standing.go)
+	standNoted      int64   // when the earned standing was last remembered
+	standReq        uint32  // requests at standFrom
 	ev              evidence
 	hours           hourRing
 	c               counters

@@ -121,6 +121,7 @@ type textFeatures struct {
 	// written in (a harvesting wrapper translated around dataset content).
 	cotMixed    bool
 	known       bool // a published distillation / instruction-data format
+	numbers     int  // number placeholders among the tokens
 	invalidUTF8 bool
 	binary      bool
 	truncated   bool
@@ -133,10 +134,12 @@ type textScratch struct {
 	shing  []uint64
 	out    []uint64
 	mac    []byte // identity MAC input
-	rep    []uint8
-	counts []templateCount
-	seen   []bool
-	f      textFeatures
+	// numbers counts the number placeholders tokenize emitted.
+	numbers int
+	rep     []uint8
+	counts  []templateCount
+	seen    []bool
+	f       textFeatures
 }
 
 // grow sizes the per-shingle buffers.
@@ -171,6 +174,7 @@ func (a *analyzer) tokenHash(b []byte) uint64 { return a.key.sum(0, b) }
 // the phrase table alike.
 func (a *analyzer) tokenize(s string, sc *textScratch, scripts *[scCount]int) (invalid, binary bool) {
 	tok := sc.tok[:0]
+	sc.numbers = 0
 	flush := func() {
 		if len(tok) > 0 {
 			sc.hashes = append(sc.hashes, a.tokenHash(tok))
@@ -203,6 +207,7 @@ func (a *analyzer) tokenize(s string, sc *textScratch, scripts *[scCount]int) (i
 					flush()
 					tok = append(tok, '0')
 					inNumber = true
+					sc.numbers++
 				}
 			case (c == '.' || c == ',') && inNumber && i < len(s) && s[i] >= '0' && s[i] <= '9':
 				// inside a number: "1,000.50" stays one placeholder
@@ -228,6 +233,7 @@ func (a *analyzer) tokenize(s string, sc *textScratch, scripts *[scCount]int) (i
 				flush()
 				tok = append(tok, '0')
 				inNumber = true
+				sc.numbers++
 			}
 			continue
 		}
@@ -272,6 +278,7 @@ func (a *analyzer) analyze(prompt string, sc *textScratch) *textFeatures {
 	f.invalidUTF8, f.binary = a.tokenize(prompt, sc, &scripts)
 	h := sc.hashes
 	f.tokens = len(h)
+	f.numbers = sc.numbers
 	// The whole normalized turn, for recognising a turn re-sent with other
 	// casing, punctuation or numbers.
 	f.norm = uint64(len(h))
@@ -575,4 +582,12 @@ func langList(m uint32) []string {
 		}
 	}
 	return out
+}
+
+// numericRecord: a turn that is mostly numbers — at least four, and at
+// least 30% of its tokens — like a feature vector sent to a classifier
+// (named features count: "age 34, income 52000" is half numbers). Prose
+// with figures in it, arithmetic questions and short prompts are not.
+func (f *textFeatures) numericRecord() bool {
+	return f.numbers >= 4 && f.tokens >= 8 && f.numbers*10 >= f.tokens*3
 }

@@ -44,6 +44,9 @@ const (
 	Policy = "policy"
 	// Shadow is true when the decision was only tagged, not enforced.
 	Shadow = "shadow"
+	// Probation is true when the identity has not earned standing yet and
+	// the route's probation tier was enforced in place of allow.
+	Probation = "probation"
 	// Refused is set instead of a decision when distillguard refused the
 	// exchange before scoring it (a request body it does not accept, or a
 	// response it cannot rewrite): the reason, e.g. "duplicate_member".

@@ -60,10 +60,15 @@ var targetLabels = []string{"namespace", "pod", "job", "instance", "service", "c
 // traffic below does not take, with the source that defines them.
 var knownValues = map[string][]string{
 	// extproc/metrics.go allReasons; scoring/metrics.go badReasons.
-	"reason": {"invalid_json", "body_too_large", "held_overflow", "gzip_error", "unknown_content_type",
+	// extproc/refuse.go and mutate/strict.go refusal reasons.
+	"reason": {"invalid_json", "body_too_large", "gzip_error", "unknown_content_type",
 		"unknown_content_encoding", "bad_request_json", "request_encoded", "clock_skew", "bad_request_time",
 		"scorer_panic", "partial_body", "held_at_trailers", "held_at_end", "non_2xx", "no_decision",
-		"invalid_utf8", "binary", "truncated", "clock_backwards", "no_identity", "panic", "state_dropped"},
+		"sse_event_oversize", "over_budget", "sse_event_unreadable",
+		"invalid_utf8", "binary", "truncated", "clock_backwards", "no_identity", "panic", "state_dropped",
+		"encoding", "non_finite", "duplicate_member", "depth", "lone_surrogate", "field_type", "field_size",
+		"too_large", "media_type", "content_encoding", "duplicate_credential", "unattributable", "overloaded",
+		"body_not_sent", "response_too_large", "response_encoding", "response_invalid_json"},
 	// extproc/metrics.go protocol kinds and message kinds.
 	"kind": {"empty_request", "out_of_order", "after_end", "request_headers", "request_body", "request_trailers",
 		"response_headers", "response_body", "response_trailers", "unknown"},
@@ -286,8 +291,11 @@ func TestAlertsAndDashboardUseExportedMetrics(t *testing.T) {
 		{"distillguard_config_reloads_total", "result", "ok"},
 		{"distillguard_config_reloads_total", "result", "error"},
 		{"distillguard_protocol_errors_total", "kind", "empty_request"},
-		{"distillguard_passthroughs_total", "reason", "bad_request_json"},
-		{"distillguard_scoring_bad_input_total", "reason", "no_identity"},
+		{"distillguard_refusals_total", "reason", "invalid_json"},
+		{"distillguard_passthroughs_total", "reason", "unknown_content_type"},
+		{"distillguard_refusals_total", "reason", "unattributable"},
+		{"distillguard_scoring_standing_total", "standing", "probation"},
+		{"distillguard_scoring_standing_total", "standing", "earned"},
 		{"distillguard_scoring_bad_input_total", "reason", "binary"},
 	} {
 		if !ex[want[0]][want[1]][want[2]] {

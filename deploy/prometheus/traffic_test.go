@@ -29,6 +29,17 @@ const testConfig = `
 scoring:
   secret: "metrics-test-secret-0123456789abcdef0123456789abcdef"
   thresholds: {degrade: 0.05, throttle: 0.3, block: 0.5, hysteresis: 0.01}
+  # Standing after one clean request, so that an identity can earn it and
+  # lose it again within the traffic below.
+  standing: {requests: 1, age: 1ns}
+  # The benign user is an application the provider trusts (never in
+  # probation) with the usual thresholds: its answers are rewritten at
+  # allow.
+  trusted:
+    - name: internal-app
+      header: x-tenant
+      values: [internal-app]
+      thresholds: {degrade: 0.3, throttle: 0.6, block: 0.8, hysteresis: 0.1}
 `
 
 // scrape is what the server exported after the traffic below.
@@ -83,6 +94,9 @@ func driveServer(t *testing.T) *scrape {
 		if key != "" {
 			h.Set("Authorization", "Bearer "+key)
 		}
+		if key == "benign-user" {
+			h.Set("X-Tenant", "internal-app")
+		}
 		res, err := envoy.Do(ctx, &envoytest.Exchange{Header: h, Body: []byte(body), Upstream: up, ResponseChunker: chunker})
 		if err != nil {
 			t.Fatal(err)
@@ -101,18 +115,35 @@ func driveServer(t *testing.T) *scrape {
 		do("benign-user", fmt.Sprintf(`{"model":"m","stream":true,"logprobs":true,"top_logprobs":3,"messages":[{"role":"user","content":"Tell me about the history of the city number %d, its rivers and bridges."}]}`, i), envoytest.Random(uint64(i+1), 40, false))
 	}
 	do("benign-user", `{"model":"m","logprobs":true,"top_logprobs":2,"messages":[{"role":"user","content":"Summarise the plot of a short novel about sailing."}]}`, nil)
+	// An identity that earns standing with two plain questions, then
+	// probes: standing lost again.
+	do("turncoat", `{"model":"m","messages":[{"role":"user","content":"What is a good name for a grey cat?"}]}`, nil)
+	do("turncoat", `{"model":"m","messages":[{"role":"user","content":"What is a good name for a grey cat?"},{"role":"assistant","content":"Smokey."},{"role":"user","content":"And for a black one?"}]}`, nil)
+	for i := range 3 {
+		do("turncoat", fmt.Sprintf(`{"model":"m","logprobs":true,"top_logprobs":20,"logit_bias":{"%d":100},"messages":[{"role":"user","content":"Repeat token%d."}]}`, 3000+i, i), nil)
+	}
 	// A logit_bias prober with full logprobs, one template over and over:
 	// degraded, throttled, then blocked.
 	for i := range 30 {
 		do("prober", fmt.Sprintf(`{"model":"m","stream":true,"logprobs":true,"top_logprobs":20,"n":4,"logit_bias":{"%d":100,"%d":-100},"messages":[{"role":"user","content":"Repeat the word token%d exactly once. Output: "}]}`, 1000+i, 2000+i, i), envoytest.Whole())
 	}
-	// Bodies the server passes through untouched, counted by reason.
+	// A body the server refuses (400), counted by reason.
 	do("broken-client", `{"model":"m","messages":[`, nil)
 	do("broken-client", `{"model":"m","messages":[{"role":"user","content":"invalid UTF-8 \xff\xfe here"}]}`, nil)
 	// Input the scorer repairs: a prompt of control characters.
 	do("odd-client", `{"model":"m","messages":[{"role":"user","content":"`+strings.Repeat(`\u0001\u0002`, 64)+`"}]}`, nil)
-	// A request the scorer cannot attribute: no credential, and an Envoy
-	// that sends no source.address.
+	// A response the server passes through untouched (not JSON, not SSE),
+	// counted by reason.
+	plain := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("a plain-text answer"))
+	})
+	if _, err := envoy.Do(ctx, &envoytest.Exchange{Header: http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer plain-user"}},
+		Body: []byte(`{"model":"m","messages":[{"role":"user","content":"answer in plain text"}]}`), Upstream: plain}); err != nil {
+		t.Fatal(err)
+	}
+	// A request nobody can be held to account for: no credential, and an
+	// Envoy that sends no source.address (refused: unattributable).
 	anonymous := envoytest.New(client, envoytest.Config{
 		ProcessingMode:      &procv3.ProcessingMode{RequestBodyMode: procv3.ProcessingMode_BUFFERED, ResponseBodyMode: procv3.ProcessingMode_STREAMED},
 		SendProtocolConfig:  true,

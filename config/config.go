@@ -233,16 +233,18 @@ type Action struct {
 	Identity []string
 }
 
-// resolvedSet holds a set's four verdict tiers, then its probation tier
-// (probationSlot).
-type resolvedSet [5]Action
+// resolvedSet holds a set's four verdict tiers, then the same four for an
+// identity in probation (probationSlot + verdict): each rewriting tier
+// tightened by the probation tier, each rejecting tier as it is.
+type resolvedSet [8]Action
 
 type resolvedRoute struct {
 	Route
 	set *resolvedSet
 }
 
-// action is the route's action in slot (a verdict, or probationSlot).
+// action is the route's action in slot (a verdict, or probationSlot plus
+// a verdict).
 func (r *resolvedRoute) action(slot int, globalShadow bool) Action {
 	a := r.set[slot]
 	a.Shadow = r.Shadow
@@ -440,11 +442,13 @@ func (c *Config) resolve() error {
 			}
 			rs[v] = a
 		}
-		p, err := resolveProbation(set.Probation, rs[scoring.Allow], name)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("policies.%s.probation: %w", name, err))
+		for v := scoring.Allow; v <= scoring.Block; v++ {
+			p, err := resolveProbation(set.Probation, rs[v], name)
+			if err != nil && v == scoring.Allow {
+				errs = append(errs, fmt.Errorf("policies.%s.probation: %w", name, err))
+			}
+			rs[probationSlot+int(v)] = p
 		}
-		rs[probationSlot] = p
 		c.policies[name] = rs
 	}
 	c.routes = c.routes[:0]

@@ -29,9 +29,12 @@ func (c *Config) PolicyTable() []PolicyRow {
 	each := func(label string, r *resolvedRoute) {
 		for slot := range len(r.set) {
 			a := r.action(slot, c.Scoring.Shadow)
-			name := "allow (probation)"
-			if slot < probationSlot {
-				name = scoring.Verdict(slot).String()
+			name := scoring.Verdict(slot % probationSlot).String()
+			if slot >= probationSlot {
+				if !a.Probation {
+					continue // a rejecting tier: the same in probation
+				}
+				name += " (probation)"
 			}
 			row := PolicyRow{Route: label, Policy: r.Policy, Verdict: name,
 				Request: describeRequest(a), Output: describeOutput(a), Reject: "-"}

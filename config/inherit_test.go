@@ -203,7 +203,7 @@ func TestPolicyTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows := c.PolicyTable()
-	if len(rows) != 10 { // 2 routes x (4 verdicts + allow in probation)
+	if len(rows) != 12 { // 2 routes x (4 verdicts + allow and degrade in probation)
 		t.Fatalf("%d rows", len(rows))
 	}
 	var b bytes.Buffer
@@ -212,7 +212,7 @@ func TestPolicyTable(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{"routes[0] path_prefix=/v1/embeddings", "default (no route matched)", "logprobs rounded to 3 decimals, <= 5 alternatives",
-		"top_logprobs <= 5, logit_bias removed with logprobs", "429 rate_limit_error, retry-after 60s", "403 permission_error", "on_oversize: pass", "guarded", "allow (probation)"} {
+		"top_logprobs <= 5, logit_bias removed with logprobs", "429 rate_limit_error, retry-after 60s", "403 permission_error", "on_oversize: pass", "guarded", "allow (probation)", "degrade (probation)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}

@@ -5,39 +5,48 @@ import (
 	"github.com/distillguard/distillguard/scoring"
 )
 
-// probationSlot is the probation tier's index in a resolvedSet, after the
-// four verdicts.
+// probationSlot is the index in a resolvedSet of the allow tier of an
+// identity in probation; the other verdicts' follow it in verdict order.
 const probationSlot = 4
 
-// ResolveStanding is Resolve for an identity's standing: for one in
-// probation (scoring.Decision.Probation) an allow verdict resolves to the
-// set's probation tier; every other verdict, and every identity with
-// standing, resolves as Resolve does.
+// ResolveStanding is Resolve for an identity's standing. For one in
+// probation (scoring.Decision.Probation) every rewriting tier is tightened
+// by the set's probation tier: allow becomes the probation tier, and
+// degrade (or any tier that rewrites rather than rejects) takes the
+// stricter of its own settings and the probation tier's, so that no tier
+// hands an identity without standing more than probation does (degrade's
+// perturbed chosen-token logprob is more than probation's text alone).
+// Rejecting tiers resolve as Resolve does, and so does every tier for an
+// identity with standing.
 func (c *Config) ResolveStanding(path, model string, v scoring.Verdict, probation bool) Action {
-	if !probation || v != scoring.Allow {
+	if !probation {
 		return c.Resolve(path, model, v)
 	}
-	return c.resolveSlot(path, model, probationSlot)
+	if v < scoring.Allow || v > scoring.Block {
+		v = scoring.Block
+	}
+	return c.resolveSlot(path, model, probationSlot+int(v))
 }
 
-// resolveProbation resolves a set's probation tier over its allow tier.
-// Absent, probation is allow. Present, every setting is the stricter of
-// the tier's and allow's, so a probation tier that leaves a setting out
-// inherits allow's and can never hand out more than allow: rounding and
-// caps take the smaller value, strips and drops either's, perturbation the
-// larger scale, and a rejection either's (the probation tier's first).
-func resolveProbation(t *Tier, allow Action, name string) (Action, error) {
-	if t == nil {
-		return allow, nil
+// resolveProbation resolves a set's probation tier over one of its
+// verdict tiers (base). Absent, or over a rejecting tier, it is base.
+// Present, every setting is the stricter of the probation tier's and
+// base's, so a probation tier that leaves a setting out inherits base's
+// and can never hand out more than base: rounding and caps take the
+// smaller value, strips and drops either's, perturbation the larger scale,
+// and a rejection either's (the probation tier's first).
+func resolveProbation(t *Tier, base Action, name string) (Action, error) {
+	if t == nil || base.Reject != nil {
+		return base, nil
 	}
 	p, err := t.resolve(scoring.Allow, name)
 	if err != nil {
-		return allow, err
+		return base, err
 	}
-	a := allow
+	a := base
 	a.Probation = true
-	a.Output = stricterOutput(allow.Output, p.Output)
-	a.Request = stricterRequest(allow.Request, p.Request)
+	a.Output = stricterOutput(base.Output, p.Output)
+	a.Request = stricterRequest(base.Request, p.Request)
 	if p.Reject != nil {
 		a.Reject = p.Reject
 	}

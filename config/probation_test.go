@@ -21,11 +21,19 @@ func TestDefaultProbationTier(t *testing.T) {
 	if p.Output.RoundDecimals != 2 || p.Output.MaxAlternatives != 5 || p.Request.MaxTopLogprobs != 5 || !p.Request.DropLogitBiasWithLogprobs {
 		t.Errorf("probation did not inherit allow: output %+v request %+v", p.Output, p.Request)
 	}
-	// An identity with standing, and every verdict but allow, resolve as
+	// Degrade in probation is degrade tightened by the probation tier: its
+	// perturbed chosen-token logprob would be more than probation gives.
+	d := c.ResolveStanding("/v1/chat/completions", "m", scoring.Degrade, true)
+	plain := c.Resolve("/v1/chat/completions", "m", scoring.Degrade)
+	if !d.Probation || !d.Output.StripLogprobs || !d.Request.StripLogprobs || d.Output.RoundDecimals != plain.Output.RoundDecimals ||
+		d.Output.Perturb != plain.Output.Perturb || d.Request.MaxN != 1 || !d.Request.DropLogitBias {
+		t.Errorf("degrade in probation = %+v (degrade %+v)", d, plain)
+	}
+	// An identity with standing, and the rejecting tiers, resolve as
 	// before.
 	for v := scoring.Allow; v <= scoring.Block; v++ {
 		for _, prob := range []bool{false, true} {
-			if v == scoring.Allow && prob {
+			if (v == scoring.Allow || v == scoring.Degrade) && prob {
 				continue
 			}
 			got, want := c.ResolveStanding("/v1/chat/completions", "m", v, prob), c.Resolve("/v1/chat/completions", "m", v)

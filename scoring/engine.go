@@ -516,9 +516,22 @@ func (e *Engine) observe(s *session, r *Request, f *textFeatures, sc *textScratc
 		th = *tr.thresholds
 	}
 	s.tier = e.nextTier(s, score, t, th)
+	probation, records := e.standing(s, &st, score, t, tr)
+	if probation && s.tier < Throttle && (st[sigCampaign] >= campaignRefusal || st[sigCohort] >= campaignRefusal || records >= campaignRefusal) {
+		// An identity without standing has no history to weigh against
+		// strong campaign evidence (its template shared by many accounts
+		// that never converse, or a burst of fresh accounts opening the
+		// same way) or against a steady stream of numeric records asked
+		// with logprobs (the feature vectors of an equation-solving or
+		// distillation attack): degrading it would still answer a rotating
+		// harvester with the labels it needs, a few per fresh identity. It
+		// is throttled instead; identities with standing are judged on the
+		// score alone.
+		s.tier = Throttle
+	}
 	return evaluation{st: st, contrib: contrib, score: round3(score), signals: explain(&st, &contrib), entry: indexEntry{
 		score: score, peak: float64(s.peak), tier: s.tier, requests: s.requests, first: s.first, last: s.last,
-	}, probation: e.standing(s, &st, score, t, tr)}
+	}, probation: probation}
 }
 
 // view gathers the decayed counters and cross-account figures an

@@ -89,6 +89,11 @@ func (s Standing) validate() error {
 // flag already withholds precision.
 const standingEvidence = 0.25
 
+// campaignRefusal is the campaign or cohort strength at which an identity
+// in probation is throttled rather than degraded (engine.go): half
+// strength, which alone would already degrade it (weights 0.7).
+const campaignRefusal = 0.5
+
 // standing folds the request at t into the session's standing and reports
 // whether the session is still in probation. score and st are the
 // request's evaluation, after the tier was decided. Called with the stripe
@@ -99,11 +104,15 @@ const standingEvidence = 0.25
 // long enough. For a replicated store they merge as a pair ordered by
 // standFrom (the later reset wins; equal starts keep the larger count),
 // like the quarantine deadline.
-func (e *Engine) standing(s *session, st *strengths, score float64, t int64, tr *trusted) bool {
+//
+// It also returns the numeric-record harvest strength (harvestStream), which
+// the caller weighs for an identity in probation.
+func (e *Engine) standing(s *session, st *strengths, score float64, t int64, tr *trusted) (bool, float64) {
 	p := &e.cfg.Standing
 	if !p.Enabled || tr != nil {
-		return false
+		return false, 0
 	}
+	records, softLabels := e.harvestStream(s, t)
 	if s.requests == 1 {
 		s.standFrom, s.standReq = t, 0
 		if e.remembered.until(s.id) > t {
@@ -114,7 +123,7 @@ func (e *Engine) standing(s *session, st *strengths, score float64, t int64, tr 
 	}
 	evidence := s.tier > Allow || score >= e.cfg.Thresholds.Degrade ||
 		st[sigCampaign] >= standingEvidence || st[sigCohort] >= standingEvidence || st[sigCluster] >= standingEvidence ||
-		e.harvestStream(s, t) >= standingEvidence
+		max(records, softLabels) >= standingEvidence
 	if evidence {
 		if s.has(fStanding) {
 			e.m.standingReset()
@@ -122,11 +131,11 @@ func (e *Engine) standing(s *session, st *strengths, score float64, t int64, tr 
 		}
 		s.flags &^= fStanding
 		s.standFrom, s.standReq, s.standNoted = t, s.requests, 0
-		return true
+		return true, records
 	}
 	if !s.has(fStanding) {
 		if t-s.standFrom < int64(p.Age) || int(s.requests-s.standReq) < p.Requests {
-			return true
+			return true, records
 		}
 		s.flags |= fStanding
 	}
@@ -137,7 +146,7 @@ func (e *Engine) standing(s *session, st *strengths, score float64, t int64, tr 
 		s.standNoted = t
 		e.remembered.add(s.id, t+int64(p.Remember), t)
 	}
-	return false
+	return false, records
 }
 
 // harvestStream measures a steady stream of extraction queries behind
@@ -153,7 +162,10 @@ func (e *Engine) standing(s *session, st *strengths, score float64, t int64, tr 
 // (precision), not the answer. Confidence displays asking for two or three
 // alternatives (a harvest intensity of 0.04-0.06 per request) on prose stay
 // below both.
-func (e *Engine) harvestStream(s *session, t int64) float64 {
+//
+// It returns the two parts apart: numeric records (by count, share and
+// recent volume) and soft-label requests.
+func (e *Engine) harvestStream(s *session, t int64) (records, softLabels float64) {
 	sc := s.c.scalesAt(t, &e.params.half)
 	c := s.c.decayed(&sc)
 	n, vol := float64(c[cN]), float64(c[vVol])
@@ -165,7 +177,7 @@ func (e *Engine) harvestStream(s *session, t int64) float64 {
 	if vol > 0 {
 		recent = ramp(float64(c[vNumeric]), 2, 4) * ramp(float64(c[vNumeric])/vol, 0.25, 0.5)
 	}
-	return max(rec, recent, lp)
+	return max(rec, recent), lp
 }
 
 // StandingDetail is the admin view of an identity's standing.

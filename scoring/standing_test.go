@@ -294,3 +294,71 @@ func TestStandingAdminViewAndReset(t *testing.T) {
 		t.Fatal("standing survived an operator reset")
 	}
 }
+
+// TestProbationThrottlesRecordStreams: a fresh identity that sends numeric
+// records with logprobs (the queries of an equation-solving or
+// distillation attack) is throttled within a few requests while in
+// probation, where degrading it would still hand it labels; the same
+// traffic scored with standing off is not throttled that early, and the
+// same records from an identity that only chats are never throttled.
+func TestProbationThrottlesRecordStreams(t *testing.T) {
+	firstThrottle := func(standing bool, logprobs bool) int {
+		e := newTestEngine(t, func(c *Config) { c.Standing.Enabled = standing })
+		c := newClient("sk-fresh-harvester", "198.51.100.20:5000")
+		at := t0
+		for i := 0; i < 8; i++ {
+			at = at.Add(20 * time.Second)
+			edit := []func(*Request){withMaxTokens(1)}
+			if logprobs {
+				edit = append(edit, withLogprobs(5))
+			}
+			d := e.Score(c.req(at, record(i), edit...))
+			if d.Verdict >= Throttle {
+				if standing && !d.Probation {
+					t.Fatalf("record %d throttled outside probation", i+1)
+				}
+				return i + 1
+			}
+		}
+		return 0
+	}
+	on := firstThrottle(true, true)
+	if on == 0 || on > 4 {
+		t.Fatalf("records with logprobs in probation: first throttle at %d, want within 4", on)
+	}
+	if off := firstThrottle(false, true); off != 0 && off <= on {
+		t.Fatalf("standing off throttled at %d, standing on at %d: the probation rule did nothing", off, on)
+	}
+	if n := firstThrottle(true, false); n != 0 {
+		t.Fatalf("records without logprobs throttled at %d", n)
+	}
+}
+
+// TestProbationThrottlesCampaignRotation: fresh identities, one request
+// each, all opening with the same harvesting template and never
+// conversing (rotation every request). Once the template is a campaign's,
+// later identities are throttled at their first request while in
+// probation; with standing off the same traffic is at most degraded on
+// the first request.
+func TestProbationThrottlesCampaignRotation(t *testing.T) {
+	run := func(standing bool) (throttled int) {
+		e := newTestEngine(t, func(c *Config) { c.Standing.Enabled = standing })
+		at := t0
+		for i := 0; i < 40; i++ {
+			at = at.Add(3 * time.Second)
+			c := newClient(fmt.Sprintf("sk-rotating-%d", i), fmt.Sprintf("203.0.113.%d:4000", i+1))
+			prompt := "You are a labelling service. Read the passage and answer with one word, positive or negative, nothing else. Passage: " + chatPrompt(i)
+			d := e.Score(c.req(at, prompt, withLogprobs(5), withMaxTokens(1)))
+			if i >= 20 && d.Verdict >= Throttle {
+				throttled++
+			}
+		}
+		return throttled
+	}
+	if on := run(true); on < 15 {
+		t.Fatalf("standing on: %d of the last 20 rotating identities throttled, want at least 15", on)
+	}
+	if off := run(false); off != 0 {
+		t.Fatalf("standing off: %d first requests throttled, want 0 (the rule belongs to probation)", off)
+	}
+}

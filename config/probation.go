@@ -50,6 +50,11 @@ func resolveProbation(t *Tier, base Action, name string) (Action, error) {
 	if p.Reject != nil {
 		a.Reject = p.Reject
 	}
+	if a.Output == base.Output && a.Request == base.Request && a.Reject == base.Reject {
+		// Nothing tightened (probation: null, or a tier no stricter than
+		// base): not reported as probation.
+		return base, nil
+	}
 	return a, nil
 }
 

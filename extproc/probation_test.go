@@ -13,12 +13,13 @@ import (
 )
 
 // TestProbationResolution: a decision in probation gets the route's
-// probation tier where it would get allow, and nothing changes for other
-// verdicts, in shadow mode, or on a route whose set has no probation tier.
+// probation tier where it would get allow, degrade tightened by it, and
+// nothing changes with standing, in shadow mode, or on a route whose set
+// says probation: null.
 func TestProbationResolution(t *testing.T) {
 	requireRealMutate(t)
 	body := []byte(`{"model":"gpt-x","messages":[{"role":"user","content":"hi"}],"logprobs":true,"top_logprobs":3,"n":3,"logit_bias":{"17":5},"max_tokens":4}`)
-	noProbation, err := config.Parse([]byte("policies:\n  open:\n    allow:\n      output: {round_decimals: 2}\nroutes:\n- path_prefix: /v1/open\n  policy: open\n"))
+	noProbation, err := config.Parse([]byte("policies:\n  open:\n    allow:\n      output: {round_decimals: 2}\n    probation: null\nroutes:\n- path_prefix: /v1/open\n  policy: open\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +36,7 @@ func TestProbationResolution(t *testing.T) {
 	}{
 		{"in probation", config.Default(), "", scoring.Allow, true, true, true},
 		{"with standing", config.Default(), "", scoring.Allow, false, false, false},
-		{"degraded in probation: degrade applies", config.Default(), "", scoring.Degrade, true, false, false},
+		{"degraded in probation: degrade tightened by probation", config.Default(), "", scoring.Degrade, true, true, true},
 		{"shadow mode observes only", &shadow, "", scoring.Allow, true, false, false},
 		{"route without a probation tier", noProbation, "/v1/open/chat/completions", scoring.Allow, true, false, false},
 	} {

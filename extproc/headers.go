@@ -206,16 +206,16 @@ func endpointOf(path string) string {
 }
 
 // mutateEndpoint is the request reader's view of an endpoint name.
-func mutateEndpoint(ep string) mutate.API {
+func mutateEndpoint(ep string) mutate.Format {
 	switch ep {
 	case "chat":
-		return mutate.APIChat
+		return mutate.FormatOpenAIChat
 	case "completions":
-		return mutate.APICompletions
+		return mutate.FormatOpenAICompletions
 	case "responses":
-		return mutate.APIResponses
+		return mutate.FormatOpenAIResponses
 	case "embeddings":
-		return mutate.APIEmbeddings
+		return mutate.FormatOpenAIEmbeddings
 	}
-	return mutate.APIOther
+	return mutate.FormatOpenAI
 }

@@ -352,7 +352,7 @@ func (st *stream) readRequestBody(body []byte) (b *mutate.Body, fwd []byte, e *m
 	}
 	rq := &st.rq
 	p := &st.cfg.Processing
-	opts := mutate.ReadOptions{API: mutateEndpoint(endpointOf(rq.path)), MaxPrompt: p.MaxPromptBytes, MaxBiasEntries: p.MaxLogitBiasEntries}
+	opts := mutate.ReadOptions{Format: mutateEndpoint(endpointOf(rq.path)), MaxPrompt: p.MaxPromptBytes, MaxBiasEntries: p.MaxLogitBiasEntries}
 	if !rq.view.Guarded {
 		if rq.enc != encIdentity {
 			st.pass(reasonRequestEncoded)

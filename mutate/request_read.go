@@ -73,16 +73,16 @@ const (
 type fieldRole uint8
 
 const (
-	roleType     fieldRole = iota // typed for scoring only
-	roleTopK                      // alternatives per token: capped at MaxTopLogprobs, > 0 asks for logprobs
-	rolePromptK                   // prompt logprobs: capped; any value but null asks
-	roleLogprobs                  // logprobs: true asks; an integer (legacy completions) is also roleTopK and asks
-	roleAsk                       // a boolean that asks for logprobs when true
-	roleEcho                      // echo: on chat completions vLLM returns prompt logprobs for it
-	roleN                         // choices: capped at MaxN
-	roleBias                      // logit_bias and the fields that act like it
-	roleInclude                   // Responses include: its logprobs item asks for logprobs
-	rolePromptAsk                 // a boolean that asks for prompt logprobs when true (TGI decoder_input_details)
+	roleType      fieldRole = iota // typed for scoring only
+	roleTopK                       // alternatives per token: capped at MaxTopLogprobs, > 0 asks for logprobs
+	rolePromptK                    // prompt logprobs: capped; any value but null asks
+	roleLogprobs                   // logprobs: true asks; an integer (legacy completions) is also roleTopK and asks
+	roleAsk                        // a boolean that asks for logprobs when true
+	roleEcho                       // echo: on chat completions vLLM returns prompt logprobs for it
+	roleN                          // choices: capped at MaxN
+	roleBias                       // logit_bias and the fields that act like it
+	roleInclude                    // Responses include: its logprobs item asks for logprobs
+	rolePromptAsk                  // a boolean that asks for prompt logprobs when true (TGI decoder_input_details)
 )
 
 // fieldSpec is a guarded field: its declared type and its role.
@@ -320,7 +320,7 @@ type field struct {
 	spec    fieldSpec
 	name    string // the member's name, canonical (canonicalName)
 	obj     int    // -1: the top-level object; else an index into Body.inner
-	idx     int // the member's index in its object
+	idx     int    // the member's index in its object
 	null    bool
 	isInt   bool    // a number (for tIntOrBool: the integer form)
 	num     float64 // the number, for tInt, tNumber and integer tIntOrBool

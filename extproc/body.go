@@ -33,7 +33,7 @@ type respBody struct {
 	dec     []byte // scratch: decoded gzip output
 
 	rw   *mutate.Rewriter
-	sse  *mutate.SSEStream
+	sse  framer
 	prev mutate.StreamStats
 	buf  []byte // a JSON document held until complete
 
@@ -51,6 +51,14 @@ type respBody struct {
 	rec      *recorder // the stream's measurements
 	mem      *memHold  // the stream's share of the held-bytes bound
 	memLimit int64
+}
+
+// framer is a streamed body's framer: *mutate.SSEStream or
+// *mutate.NDJSONStream (one code path: the NDJSON one runs the SSE one).
+type framer interface {
+	mutate.Stream
+	PassOversize()
+	Discard()
 }
 
 // bodyKind is what a respBody does with its chunks. SSE and JSON bodies

@@ -9,6 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
+	"github.com/distillguard/distillguard/config"
 	"github.com/distillguard/distillguard/mutate"
 )
 
@@ -107,6 +108,13 @@ func mediaType(ct string) string {
 
 func isSSE(mt string) bool { return mt == "text/event-stream" }
 
+// isNDJSON accepts the media types newline-delimited JSON is served under:
+// application/x-ndjson (Ollama, https://docs.ollama.com/api/streaming) and
+// the unregistered application/ndjson and application/jsonl.
+func isNDJSON(mt string) bool {
+	return mt == "application/x-ndjson" || mt == "application/ndjson" || mt == "application/jsonl"
+}
+
 // isJSON accepts application/json and structured-syntax +json types.
 func isJSON(mt string) bool {
 	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
@@ -203,6 +211,21 @@ func endpointOf(path string) string {
 		return "messages" // Anthropic Messages API
 	}
 	return ""
+}
+
+// formatOf is the API format of a request: the configured and built-in
+// paths (config.FormatFor), else, for a path neither knows, the OpenAI
+// kind its suffix names (endpointOf keeps deployments that mount the
+// OpenAI routes under arbitrary paths working), else FormatOpenAI, which
+// reads every format's guarded fields.
+func formatOf(cfg *config.Config, method, path string) mutate.Format {
+	if method == "" {
+		method = "POST"
+	}
+	if f, ok := cfg.FormatFor(method, path); ok {
+		return f
+	}
+	return mutateEndpoint(endpointOf(path))
 }
 
 // mutateEndpoint is the request reader's view of an endpoint name.

@@ -16,6 +16,7 @@ type respKind uint8
 const (
 	respPass   respKind = iota // left untouched
 	respSSE                    // text/event-stream, framed and rewritten per event
+	respNDJSON                 // application/x-ndjson (Ollama), framed and rewritten per line
 	respJSON                   // one JSON document, buffered and rewritten whole
 	respRefuse                 // refused at the headers (announced too large to rewrite)
 )
@@ -68,6 +69,8 @@ func (st *stream) responsePlan(hdr *corev3.HeaderMap, eos bool) (respKind, bodyM
 	switch {
 	case isSSE(mt):
 		kind = respSSE
+	case isNDJSON(mt):
+		kind = respNDJSON
 	case isJSON(mt):
 		kind = respJSON
 	default:
@@ -139,7 +142,7 @@ func (st *stream) startBody(hdr *corev3.HeaderMap, kind respKind, mode bodyMode)
 	b := &rs.body
 	*b = respBody{kind: bodyJSON, mode: mode, configured: st.respMode, maxBody: p.MaxBodyBytes, out: &st.scratch, rec: &st.recorder,
 		oversizePass: st.action.OversizePass, mem: &st.mem, memLimit: p.MaxHeldTotalBytes}
-	if kind == respSSE {
+	if kind == respSSE || kind == respNDJSON {
 		b.kind = bodySSE
 	}
 	var m mutation
@@ -159,12 +162,24 @@ func (st *stream) startBody(hdr *corev3.HeaderMap, kind respKind, mode bodyMode)
 			b.gz.LimitChunk(p.MaxBodyBytes + 1)
 		}
 	}
-	b.rw = mutate.NewRewriter(st.action.Output, st.seed)
-	if b.kind == bodySSE {
-		b.sse = mutate.NewSSEStream(b.rw, p.MaxHeldBytes)
+	// The walk is the request's format's; the framing is what the
+	// content-type says the body is (Ollama answers stream: false with one
+	// application/json document, Gemini's streamGenerateContent without
+	// alt=sse with one JSON array).
+	b.rw = mutate.NewRewriterFor(st.rq.format, st.action.Output, st.seed)
+	switch kind {
+	case respSSE:
+		s := mutate.NewSSEStream(b.rw, p.MaxHeldBytes)
 		if st.action.OversizePass {
-			b.sse.PassOversize()
+			s.PassOversize()
 		}
+		b.sse = s
+	case respNDJSON:
+		s := mutate.NewNDJSONStream(b.rw, p.MaxHeldBytes)
+		if st.action.OversizePass {
+			s.PassOversize()
+		}
+		b.sse = s
 	}
 	return &m
 }

@@ -105,8 +105,11 @@ type reqState struct {
 	hdr   *corev3.HeaderMap
 	path  string // :path, normalized (normalizePath)
 	view  config.RouteView
-	enc   encoding // content-encoding
-	buf   []byte   // the body held for the decision
+	// format is the inference API the path speaks (config.FormatFor): it
+	// chooses the request fields read and the response walk.
+	format mutate.Format
+	enc    encoding // content-encoding
+	buf    []byte   // the body held for the decision
 }
 
 // respState is the response direction of a stream.

@@ -56,6 +56,10 @@ func formatCases() []formatCase {
 	}
 }
 
+func readFormatFixture(name string) ([]byte, error) {
+	return os.ReadFile(filepath.Join("..", "mutate", "testdata", "formats", name))
+}
+
 // formatsConfig rounds to 2 decimals and keeps one alternative; requests
 // are capped at 3 alternatives and one candidate, bias dropped.
 func formatsConfig(t testing.TB) *config.Config {
@@ -106,7 +110,7 @@ func TestFormatsConformance(t *testing.T) {
 	h := newHarness(t, cfg, verdictScorer(scoring.Allow))
 	ctx := context.Background()
 	for _, c := range formatCases() {
-		body, err := os.ReadFile(filepath.Join("..", "mutate", "testdata", "formats", c.fixture))
+		body, err := readFormatFixture(c.fixture)
 		if err != nil {
 			t.Fatal(err)
 		}

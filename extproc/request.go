@@ -423,6 +423,7 @@ func (st *stream) finishRequest(body []byte, held, eos bool) {
 		return
 	}
 	decoded := len(fwd) != len(body) || (len(fwd) > 0 && &fwd[0] != &body[0])
+	st.rq.quiet = b != nil && (!b.Asks() || st.action.Request.StripLogprobs)
 	out, changed := fwd, decoded
 	if b != nil && !st.action.Request.IsNoop() {
 		if nb, ch := b.Rewrite(nil, st.action.Request); ch {

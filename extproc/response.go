@@ -33,7 +33,11 @@ func (st *stream) onResponseHeaders(h *extprocv3.HttpHeaders) {
 	}
 	if kind == respPass {
 		st.rs.phase.to(respPassing)
-		st.emit(headersReply(false, nil))
+		r := headersReply(false, nil)
+		if !h.GetEndOfStream() && !st.rejected {
+			r.ModeOverride = st.skipBody()
+		}
+		st.emit(r)
 		return
 	}
 	r := headersReply(false, st.startBody(hdr, kind, mode))
@@ -56,7 +60,7 @@ func (st *stream) responsePlan(hdr *corev3.HeaderMap, eos bool) (respKind, bodyM
 		st.decided = true
 		st.action = st.cfg.Resolve(st.rq.path, "", scoring.Allow)
 	}
-	if eos || st.observe || st.action.Output.IsNoop() {
+	if eos || st.observe || st.unchangeable() {
 		return respPass, 0, nil
 	}
 	if status := parseStatus(getHeader(hdr, ":status")); status < 200 || status > 299 {
@@ -130,6 +134,48 @@ func (st *stream) responsePlan(hdr *corev3.HeaderMap, eos bool) (respKind, bodyM
 		return respPass, 0, nil
 	}
 	return kind, mode, override
+}
+
+// unchangeable reports whether the resolved policy cannot change this
+// response, so its body need not be seen: the output policy is a no-op, or
+// the forwarded request asks for no logprobs and the format sends none
+// unasked. Gemini sends avgLogprobs with every candidate and TGI's
+// streamed tokens carry their logprob whatever details says
+// (mutate.RequestFields notes), so their bodies are always read while
+// the policy acts on logprobs; embeddings are rounded whatever the request
+// says. A text policy (none exists yet) would make every body changeable.
+func (st *stream) unchangeable() bool {
+	p := st.action.Output
+	if p.IsNoop() {
+		return true
+	}
+	if !st.rq.quiet {
+		return false
+	}
+	switch st.rq.format {
+	case mutate.FormatOpenAIChat, mutate.FormatOpenAICompletions, mutate.FormatOpenAIResponses,
+		mutate.FormatLlamaCpp, mutate.FormatOllama, mutate.FormatAnthropic:
+		return true
+	case mutate.FormatOpenAI, mutate.FormatOpenAIEmbeddings:
+		return p.EmbeddingDecimals < 0
+	}
+	return false
+}
+
+// skipBody is the mode_override that stops Envoy sending a response body
+// nothing here will read (a response passed at its headers), so a stream
+// costs no message per token: ProcessingResponse.mode_override, honoured
+// only with allow_mode_override on the filter and only on a headers reply
+// ("If set in a response to body or trailer requests, it will be ignored
+// by the data plane"), never with FULL_DUPLEX_STREAMED (ExternalProcessor.
+// allow_mode_override). Should Envoy ignore it, the body comes and is
+// passed message by message, as without it.
+func (st *stream) skipBody() *procv3.ProcessingMode {
+	if !st.cfg.Processing.ModeOverride || streamedMode(st.reqMode) || streamedMode(st.respMode) ||
+		st.respMode == modeNone {
+		return nil
+	}
+	return st.overrideMode(modeNone)
 }
 
 // startBody sets the response body up for rewriting (respRewriting) and

@@ -109,6 +109,9 @@ type reqState struct {
 	// chooses the request fields read and the response walk.
 	format mutate.Format
 	enc    encoding // content-encoding
+	// quiet: the body was read and the request as forwarded asks for no
+	// logprobs in any form (mutate.Body.Asks, after the request policy).
+	quiet bool
 	buf    []byte   // the body held for the decision
 }
 

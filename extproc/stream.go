@@ -112,7 +112,7 @@ type reqState struct {
 	// quiet: the body was read and the request as forwarded asks for no
 	// logprobs in any form (mutate.Body.Asks, after the request policy).
 	quiet bool
-	buf    []byte   // the body held for the decision
+	buf   []byte // the body held for the decision
 }
 
 // respState is the response direction of a stream.

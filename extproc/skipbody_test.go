@@ -111,3 +111,57 @@ func b2i(b bool) int {
 	}
 	return 0
 }
+
+// TestUnchangedEventsNoMutation: where the body is rewritten (logprobs
+// asked), a chunk whose events all come out unchanged (these carry none)
+// is answered without a body_mutation, so Envoy forwards its own buffer;
+// passed at the headers without allow_mode_override, likewise.
+func TestUnchangedEventsNoMutation(t *testing.T) {
+	requireRealMutate(t)
+	h := newHarness(t, formatsConfig(t), verdictScorer(scoring.Allow))
+	events := envoytest.NewGen(8).ChatStream(envoytest.Options{Tokens: 10})
+	var cuts []int
+	off := 0
+	for _, e := range events[:len(events)-1] {
+		off += len(e)
+		cuts = append(cuts, off)
+	}
+	body := envoytest.Join(events)
+	for _, req := range []string{
+		`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"logprobs":true}`,
+		`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}`,
+	} {
+		unchangedEvents(t, h, req, body, cuts, len(events))
+	}
+}
+
+func unchangedEvents(t *testing.T, h *harness, req string, body []byte, cuts []int, events int) {
+	t.Helper()
+	ec := envoyConfig(mBuffered, mStreamed)
+	ec.AllowModeOverride = false
+	res, err := envoytest.New(h.client, ec).Do(context.Background(), &envoytest.Exchange{
+		Path: "/v1/chat/completions", Body: []byte(req),
+		Header:          http.Header{"Authorization": {"Bearer k"}, "Content-Type": {"application/json"}},
+		ResponseChunker: envoytest.At(cuts...),
+		Upstream:        fixedUpstream(200, http.Header{"Content-Type": {"text/event-stream"}}, body),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noViolations(t, res)
+	if !bytes.Equal(res.Body, body) {
+		t.Fatal("body changed")
+	}
+	replies, mutations := 0, 0
+	for _, r := range res.Received {
+		if rb := r.GetResponseBody(); rb != nil {
+			replies++
+			if rb.GetResponse().GetBodyMutation() != nil {
+				mutations++
+			}
+		}
+	}
+	if replies != events || mutations != 0 {
+		t.Errorf("%s: %d body replies (want %d), %d with a body mutation (want 0)", req, replies, events, mutations)
+	}
+}

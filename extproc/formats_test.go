@@ -208,3 +208,46 @@ func walkNumbers(v any, key string, f func(string, json.Number)) {
 		f(key, x)
 	}
 }
+
+// TestFormatScoringInput: the scorer gets each format's prompt, system
+// text and asks, and what the path says (Gemini's model, a streaming
+// endpoint).
+func TestFormatScoringInput(t *testing.T) {
+	cases := []struct {
+		path, body      string
+		model, prompt   string
+		system          string
+		stream, asks    bool
+		topK, maxTokens int
+	}{
+		{"/v1beta/models/gemini-2.0-flash:streamGenerateContent", `{"systemInstruction":{"parts":[{"text":"sys"}]},"contents":[{"role":"user","parts":[{"text":"q"}]}],"generationConfig":{"responseLogprobs":true,"logprobs":4,"maxOutputTokens":9}}`,
+			"gemini-2.0-flash", "q", "sys", true, true, 4, 9},
+		{"/v1/projects/p/locations/l/publishers/google/models/gemini-pro:generateContent", `{"contents":[{"parts":[{"text":"v"}]}]}`,
+			"gemini-pro", "v", "", false, false, 0, 0},
+		{"/generate_stream", `{"inputs":"hello","parameters":{"top_n_tokens":2,"max_new_tokens":5}}`, "", "hello", "", true, true, 2, 5},
+		{"/api/chat", `{"model":"llama3","messages":[{"role":"system","content":"s"},{"role":"user","content":"u"}],"logprobs":true}`, "llama3", "u", "s", true, true, 0, 0},
+		{"/v1/messages", `{"model":"claude","max_tokens":7,"system":"s","messages":[{"role":"user","content":"m"}]}`, "claude", "m", "s", false, false, 0, 7},
+	}
+	for _, tc := range cases {
+		sc := verdictScorer(scoring.Allow)
+		h := newHarness(t, config.Default(), sc)
+		res, err := envoytest.New(h.client, envoyConfig(mBuffered, mStreamed)).Do(context.Background(), &envoytest.Exchange{
+			Path: tc.path, Body: []byte(tc.body), Upstream: fixedUpstream(200, http.Header{"Content-Type": {"application/json"}}, []byte(`{}`)),
+			Header: http.Header{"Authorization": {"Bearer k"}, "Content-Type": {"application/json"}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		noViolations(t, res)
+		calls := sc.Calls()
+		if len(calls) != 1 {
+			t.Fatalf("%s: %d scorer calls", tc.path, len(calls))
+		}
+		r := calls[0]
+		if r.Model != tc.model || r.Prompt != tc.prompt || r.System != tc.system || r.Stream != tc.stream ||
+			r.Logprobs != tc.asks || r.TopLogprobs != tc.topK || r.MaxTokens != tc.maxTokens {
+			t.Errorf("%s: scored model %q prompt %q system %q stream %v logprobs %v top %d max_tokens %d", tc.path,
+				r.Model, r.Prompt, r.System, r.Stream, r.Logprobs, r.TopLogprobs, r.MaxTokens)
+		}
+	}
+}

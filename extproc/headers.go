@@ -228,6 +228,39 @@ func formatOf(cfg *config.Config, method, path string) mutate.Format {
 	return mutateEndpoint(endpointOf(path))
 }
 
+// pathModel is the model a Gemini path names: models/{model}:method or
+// tunedModels/{model}:method, under any prefix (Vertex AI's
+// .../publishers/google/models/{model}:method included); "" elsewhere.
+func pathModel(f mutate.Format, path string) string {
+	if f != mutate.FormatGemini {
+		return ""
+	}
+	for _, seg := range [...]string{"/models/", "/tunedModels/"} {
+		i := strings.LastIndex(path, seg)
+		if i < 0 {
+			continue
+		}
+		m, _, ok := strings.Cut(path[i+len(seg):], ":")
+		if ok && m != "" && !strings.Contains(m, "/") {
+			return m
+		}
+	}
+	return ""
+}
+
+// pathStreams reports an endpoint that streams whatever the body says
+// (mutate.Endpoint.Stream): Gemini's :streamGenerateContent, TGI's
+// /generate_stream.
+func pathStreams(f mutate.Format, path string) bool {
+	switch f {
+	case mutate.FormatGemini:
+		return strings.HasSuffix(path, ":streamGenerateContent")
+	case mutate.FormatTGI:
+		return strings.HasSuffix(path, "/generate_stream")
+	}
+	return false
+}
+
 // mutateEndpoint is the request reader's view of an endpoint name.
 func mutateEndpoint(ep string) mutate.Format {
 	switch ep {

@@ -104,6 +104,7 @@ func (st *stream) decide(b *mutate.Body, body []byte) (reject *extprocv3.Process
 	// it would get allow (never in shadow mode, which only observes).
 	st.action = st.cfg.ResolveStanding(rq.path, model, acted, d.Probation && !shadow)
 	st.seed = mutate.PerturbSeed(d.Session, body)
+	st.session = d.Session
 	st.meta = decisionMetadata(d, st.action, shadow)
 	st.srv.m.request(st.mctx, d.Verdict.String(), st.action.Policy, shadow)
 	st.traceDecision(d, model)

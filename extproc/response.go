@@ -213,6 +213,10 @@ func (st *stream) startBody(hdr *corev3.HeaderMap, kind respKind, mode bodyMode)
 	// application/json document, Gemini's streamGenerateContent without
 	// alt=sse with one JSON array).
 	b.rw = mutate.NewRewriterFor(st.rq.format, st.action.Output, st.seed)
+	if _, ok := st.srv.scorer.(scoring.ResponseObserver); ok && st.session != "" {
+		b.track = true
+		b.usage.reset(st.rq.format)
+	}
 	switch kind {
 	case respSSE:
 		s := mutate.NewSSEStream(b.rw, p.MaxHeldBytes)
@@ -254,6 +258,9 @@ func (st *stream) onResponseBody(hb *extprocv3.HttpBody) {
 	}
 	b := &rs.body
 	act, out, whole := b.Write(data, eos)
+	if eos {
+		st.observeUsage()
+	}
 	if b.kind == bodyStopped {
 		rs.phase.to(respPassing)
 	}
@@ -301,11 +308,13 @@ func (st *stream) onResponseTrailers() {
 			// Trailers end a FULL_DUPLEX_STREAMED body: flush what is held
 			// (end_of_stream false: the trailers reply follows).
 			act, out, _ := b.Write(nil, true)
+			st.observeUsage()
 			st.emitStreamed(false, released(act, out, nil), false, false)
 		} else if b.held() > 0 {
 			st.pass(reasonHeldAtTrailers)
 			st.srv.log.Warn("response trailers arrived while body bytes were held", "stream", st.id)
 		}
+		st.observeUsage()
 		b.stop()
 	}
 	st.emit(trailersReply(false))

@@ -97,6 +97,8 @@ type stream struct {
 	scratch outBuf
 	// mem is the stream's share of the server-wide bound on held bytes.
 	mem memHold
+	// session is the decision's session, for ObserveResponse.
+	session string
 }
 
 // reqState is the request direction of a stream.

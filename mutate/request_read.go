@@ -124,18 +124,39 @@ func nestedParent(f Format) func(name string) bool {
 // together): a Logprobs field asks, a TopLogprobs one is capped, an N one
 // capped by MaxN, a LogitBias one dropped.
 func guardSpec(parent, name string, f Format) (fieldSpec, bool) {
+	var spec fieldSpec
+	ok := false
 	switch f {
 	case FormatGemini:
-		return geminiSpec(parent, name)
+		spec, ok = geminiSpec(parent, name)
 	case FormatTGI:
-		return tgiSpec(parent, name)
+		spec, ok = tgiSpec(parent, name)
 	case FormatLlamaCpp:
-		return llamaCppSpec(parent, name)
+		spec, ok = llamaCppSpec(parent, name)
 	case FormatOllama:
-		return ollamaSpec(parent, name)
+		spec, ok = ollamaSpec(parent, name)
 	case FormatAnthropic:
-		return anthropicSpec(parent, name)
+		spec, ok = anthropicSpec(parent, name)
+	default:
+		return openAISpec(parent, name, f)
 	}
+	if ok || parent != "" {
+		return spec, ok
+	}
+	// The same path is often served by an OpenAI-compatible server too
+	// (vLLM and LiteLLM expose /v1/messages, llama.cpp and Ollama read
+	// unknown members leniently): a top-level OpenAI or vLLM member a
+	// policy acts on is guarded whatever the format. A native upstream
+	// ignores or refuses it; a compatible one honours it as capped.
+	if s, ok := openAISpec("", name, FormatOpenAI); ok && s.role != roleType {
+		return s, true
+	}
+	return fieldSpec{}, false
+}
+
+// openAISpec is guardSpec for the OpenAI kinds (and FormatOpenAI, any of
+// them).
+func openAISpec(parent, name string, f Format) (fieldSpec, bool) {
 	switch parent {
 	case "":
 		switch name {

@@ -119,6 +119,12 @@ type LoadConfig struct {
 	// OnWindow, when set, is called at the start (true) and end (false) of
 	// the measurement window, for example to sample the server's CPU.
 	OnWindow func(start bool)
+	// TokenInterval paces a STREAMED response body as an upstream
+	// generating tokens would: chunk i is sent no earlier than i intervals
+	// after the response headers (and, as Envoy does, not before the
+	// previous chunk's reply). 0 sends each chunk as soon as the previous
+	// one is answered.
+	TokenInterval time.Duration
 	// Progress, when set, is called about every 200ms with the time spent
 	// in the window so far and the messages recorded.
 	Progress func(inWindow time.Duration, messages, errors uint64)
@@ -137,11 +143,20 @@ type LoadResult struct {
 	ModeOverrides uint64        `json:"mode_overrides"`
 	Elapsed       time.Duration `json:"elapsed_ns"`
 	// ClientCPU is the load generator's own CPU time in the window.
-	ClientCPU    time.Duration   `json:"client_cpu_ns"`
-	ErrorSamples []string        `json:"error_samples,omitempty"`
-	Latency      *Hist           `json:"-"`
-	ByKind       [numKinds]*Hist `json:"-"`
-	SendLag      *Hist           `json:"-"`
+	ClientCPU time.Duration `json:"client_cpu_ns"`
+	// BodiesSkipped counts exchanges whose response body was not sent at
+	// all: the server answered the response headers with a mode_override
+	// to NONE, which Envoy honours under allow_mode_override (as
+	// envoy/envoy.yaml sets it).
+	BodiesSkipped uint64   `json:"bodies_skipped"`
+	ErrorSamples  []string `json:"error_samples,omitempty"`
+	// Streams is the time from sending the response headers to the reply
+	// to the last body chunk (or to the headers reply, when the body was
+	// skipped): the time to last token the processor leaves, per exchange.
+	Streams *Hist           `json:"-"`
+	Latency *Hist           `json:"-"`
+	ByKind  [numKinds]*Hist `json:"-"`
+	SendLag *Hist           `json:"-"`
 }
 
 // MessagesPerSec is the reply rate in the window.
@@ -166,6 +181,8 @@ type run struct {
 	errs      atomic.Uint64
 	rejected  atomic.Uint64
 	overrides atomic.Uint64
+	skipped   atomic.Uint64
+	streams   *Recorder
 	// count mode
 	tickets  atomic.Int64
 	finished atomic.Int64
@@ -240,7 +257,7 @@ func Run(ctx context.Context, cfg LoadConfig) (*LoadResult, error) {
 	}()
 
 	shards := 16
-	r := &run{cfg: &cfg, base: time.Now(), all: NewRecorder(shards), lag: NewRecorder(shards), allDone: make(chan struct{})}
+	r := &run{cfg: &cfg, base: time.Now(), all: NewRecorder(shards), lag: NewRecorder(shards), streams: NewRecorder(shards), allDone: make(chan struct{})}
 	for k := range r.byKind {
 		r.byKind[k] = NewRecorder(shards)
 	}
@@ -342,6 +359,8 @@ func Run(ctx context.Context, cfg LoadConfig) (*LoadResult, error) {
 		Errors:        r.errs.Load(),
 		Rejected:      r.rejected.Load(),
 		ModeOverrides: r.overrides.Load(),
+		BodiesSkipped: r.skipped.Load(),
+		Streams:       r.streams.Snapshot(),
 		Elapsed:       elapsed,
 		ClientCPU:     cpu1 - cpu0,
 		Latency:       r.all.Snapshot(),
@@ -390,17 +409,21 @@ type worker struct {
 	interval time.Duration
 	next     time.Duration // since r.base
 
-	hdr      *extprocv3.ProcessingRequest
-	pc       *extprocv3.ProtocolConfiguration
-	path     *corev3.HeaderValue
-	auth     *corev3.HeaderValue
-	reqID    *corev3.HeaderValue
-	length   *corev3.HeaderValue
-	reqTime  *structpb.Value_StringValue
-	srcAddr  *structpb.Value_StringValue
-	resp     *extprocv3.ProcessingResponse
-	starts   []atomic.Int64 // FullDuplex: send time of each chunk, since r.base
-	sem      chan struct{}
+	hdr     *extprocv3.ProcessingRequest
+	pc      *extprocv3.ProtocolConfiguration
+	path    *corev3.HeaderValue
+	auth    *corev3.HeaderValue
+	reqID   *corev3.HeaderValue
+	length  *corev3.HeaderValue
+	reqTime *structpb.Value_StringValue
+	srcAddr *structpb.Value_StringValue
+	resp    *extprocv3.ProcessingResponse
+	starts  []atomic.Int64 // FullDuplex: send time of each chunk, since r.base
+	sem     chan struct{}
+	// skipBody: the response headers reply switched the body mode to
+	// NONE (mode_override), so no body message is sent.
+	skipBody bool
+	ttlt     time.Duration // the last exchange's time to last token
 	timeBuf  []byte
 	valueBuf []byte
 }
@@ -506,7 +529,14 @@ func (w *worker) loop(ctx context.Context) {
 			// worker into a busy loop.
 			sleepCtx(ctx, 10*time.Millisecond)
 		} else if w.r.measuring.Load() {
+			// Counted together, so the three agree at the window's edges.
 			w.r.exchanges.Add(1)
+			if w.ttlt >= 0 { // not for a rejected exchange
+				w.r.streams.Record(w.id, w.ttlt)
+			}
+			if w.skipBody {
+				w.r.skipped.Add(1)
+			}
 		}
 		if counted && w.r.finished.Add(1) == w.r.cfg.Exchanges {
 			w.r.doneOnce.Do(func() { close(w.r.allDone) })
@@ -559,8 +589,11 @@ func (w *worker) roundTrip(st extprocv3.ExternalProcessor_ProcessClient, m *extp
 		if err := st.RecvMsg(w.resp); err != nil {
 			return fmt.Errorf("recv %s: %w", KindName(kind), err)
 		}
-		if w.resp.ModeOverride != nil {
+		if mo := w.resp.ModeOverride; mo != nil {
 			w.r.overrides.Add(1)
+			if kind == KindRespHeaders && mo.GetResponseBodyMode() == procmodev3.ProcessingMode_NONE {
+				w.skipBody = true
+			}
 		}
 		if w.resp.Response != nil {
 			break
@@ -596,19 +629,35 @@ func (w *worker) exchange(ctx context.Context, x *exchange) (err error) {
 	if err := w.roundTrip(st, x.reqBody, KindReqBody); err != nil {
 		return err
 	}
+	w.skipBody, w.ttlt = false, -1
+	respStart := time.Since(w.r.base)
 	if err := w.roundTrip(st, x.respHeaders, KindRespHeaders); err != nil {
 		return err
 	}
-	if w.pc.ResponseBodyMode == procmodev3.ProcessingMode_FULL_DUPLEX_STREAMED {
+	switch {
+	case w.skipBody:
+	case w.pc.ResponseBodyMode == procmodev3.ProcessingMode_FULL_DUPLEX_STREAMED:
 		if err := w.duplexBody(sctx, cancel, st, x); err != nil {
 			return err
 		}
-	} else {
-		for _, c := range x.chunks {
+	default:
+		for i, c := range x.chunks {
+			if iv := w.r.cfg.TokenInterval; iv > 0 {
+				// The upstream's token i is not there before its time.
+				if d := respStart + time.Duration(i)*iv - time.Since(w.r.base); d > 0 {
+					time.Sleep(d)
+				}
+			}
 			if err := w.roundTrip(st, c, KindRespBody); err != nil {
 				return err
 			}
 		}
+	}
+	w.ttlt = time.Since(w.r.base) - respStart
+	if w.skipBody && w.r.cfg.TokenInterval > 0 && len(x.chunks) > 0 {
+		// The body goes on without the processor: its last token
+		// arrives on the upstream's schedule.
+		w.ttlt = max(w.ttlt, time.Duration(len(x.chunks)-1)*w.r.cfg.TokenInterval)
 	}
 	// Half-close and wait for the server to end the stream cleanly.
 	if err := st.CloseSend(); err != nil {

@@ -26,6 +26,21 @@ type Noop struct {
 	// Send returns and these are never modified, so concurrent sends are
 	// safe.
 	reqHeaders, respHeaders, reqBody, respBody, reqTrailers, respTrailers *extprocv3.ProcessingResponse
+	// echo: response bodies come back as a body mutation carrying the
+	// same bytes (NewEcho).
+	echo bool
+}
+
+// NewEcho returns the echo processor: the no-op one, except that every
+// response body chunk is answered with a body mutation that replaces it
+// with itself (CommonResponse.body_mutation.body), in every body mode. It
+// is the floor of a processor that rewrites every chunk: the cost of
+// carrying the bytes back and of Envoy replacing its buffer, with no
+// parsing at all.
+func NewEcho() *Noop {
+	n := NewNoop()
+	n.echo = true
+	return n
 }
 
 // NewNoop returns the no-op processor.
@@ -56,6 +71,10 @@ func (n *Noop) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 			Mutation: &extprocv3.BodyMutation_StreamedResponse{StreamedResponse: echoBody},
 		}},
 	}}}
+	bodyEcho := &extprocv3.BodyMutation_Body{}
+	replaced := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{
+		Response: &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{Mutation: bodyEcho}},
+	}}}
 	req := &extprocv3.ProcessingRequest{}
 	for first := true; ; first = false {
 		if err := stream.RecvMsg(req); err != nil {
@@ -85,6 +104,10 @@ func (n *Noop) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 			}
 		case *extprocv3.ProcessingRequest_ResponseBody:
 			resp = n.respBody
+			if n.echo {
+				bodyEcho.Body = r.ResponseBody.GetBody()
+				resp = replaced
+			}
 			if respMode == procmodev3.ProcessingMode_FULL_DUPLEX_STREAMED {
 				echoBody.Body, echoBody.EndOfStream = r.ResponseBody.GetBody(), r.ResponseBody.GetEndOfStream()
 				resp = echo

@@ -116,6 +116,9 @@ type Processing struct {
 	// MaxClockSkew bounds how far request.time may be in the future before
 	// the server clock is used instead.
 	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
+	// Formats maps more request paths onto inference API formats
+	// (formats.go); the built-in paths need no entry.
+	Formats []FormatPath `yaml:"formats"`
 }
 
 // Admin configures the admin HTTP API.
@@ -393,6 +396,7 @@ func (c *Config) resolve() error {
 	inRange("processing.max_logit_bias_entries", int64(p.MaxLogitBiasEntries), 1, 1<<20)
 	inRange("processing.max_prompt_bytes", int64(p.MaxPromptBytes), 1, 1<<20)
 	durRange("processing.max_clock_skew", p.MaxClockSkew, 24*time.Hour)
+	errs = append(errs, p.resolveFormats()...)
 	durRange("server.drain_grace", c.Server.DrainGrace, time.Hour)
 	if err := checkListenAddr(c.Server.GRPCAddr); err != nil {
 		errs = append(errs, fmt.Errorf("server.grpc_addr: %w", err))

@@ -94,6 +94,7 @@ func restartKeys() map[string]bool {
 		"processing.max_logit_bias_entries":  false,
 		"processing.max_prompt_bytes":        false,
 		"processing.max_clock_skew":          false,
+		"processing.formats":                 false, // read per request from the swapped config
 
 		"policies": false,
 		"routes":   false,

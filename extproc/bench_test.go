@@ -52,16 +52,22 @@ func BenchmarkProcessChunk(b *testing.B) {
 		top      int
 		logprobs bool
 		mode     *extprocv3.ProtocolConfiguration
+		observe  bool // the scorer observes usage (as scoring.Engine does)
 	}{
-		{"streamed/top5", 5, true, &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mStreamed}},
-		{"streamed/top20", 20, true, &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mStreamed}},
-		{"streamed/nologprobs", 0, false, &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mStreamed}},
-		{"duplex/top5", 5, true, &extprocv3.ProtocolConfiguration{RequestBodyMode: mDuplex, ResponseBodyMode: mDuplex}},
+		{"streamed/top5", 5, true, &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mStreamed}, false},
+		{"streamed/top5-observed", 5, true, &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mStreamed}, true},
+		{"streamed/top20", 20, true, &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mStreamed}, false},
+		{"streamed/nologprobs", 0, false, &extprocv3.ProtocolConfiguration{RequestBodyMode: mBuffered, ResponseBodyMode: mStreamed}, false},
+		{"duplex/top5", 5, true, &extprocv3.ProtocolConfiguration{RequestBodyMode: mDuplex, ResponseBodyMode: mDuplex}, false},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			cfg := testConfig(nil)
-			srv, err := New(Options{Config: func() *config.Config { return cfg }, Scorer: verdictScorer(scoring.Allow)})
+			var sc scoring.Scorer = verdictScorer(scoring.Allow)
+			if tc.observe {
+				sc = &observingScorer{fakeScorer: verdictScorer(scoring.Allow)}
+			}
+			srv, err := New(Options{Config: func() *config.Config { return cfg }, Scorer: sc})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -32,10 +32,14 @@ type respBody struct {
 	gz      *mutate.Gunzip
 	dec     []byte // scratch: decoded gzip output
 
-	rw   *mutate.Rewriter
-	sse  *mutate.SSEStream
-	prev mutate.StreamStats
-	buf  []byte // a JSON document held until complete
+	rw  *mutate.Rewriter
+	sse framer
+	// usage reads the output token count from what is released, for the
+	// scorer (scoring.ResponseObserver; off when it is not one).
+	usage usageTracker
+	track bool
+	prev  mutate.StreamStats
+	buf   []byte // a JSON document held until complete
 
 	// released: body bytes went out in a reply, so the original body can
 	// no longer be handed back instead.
@@ -51,6 +55,14 @@ type respBody struct {
 	rec      *recorder // the stream's measurements
 	mem      *memHold  // the stream's share of the held-bytes bound
 	memLimit int64
+}
+
+// framer is a streamed body's framer: *mutate.SSEStream or
+// *mutate.NDJSONStream (one code path: the NDJSON one runs the SSE one).
+type framer interface {
+	mutate.Stream
+	PassOversize()
+	Discard()
 }
 
 // bodyKind is what a respBody does with its chunks. SSE and JSON bodies
@@ -278,6 +290,9 @@ func (b *respBody) document(in, chunk []byte, end chunkEnd, restorable bool) (ch
 	}
 	b.out.keep(out)
 	b.buf = nil
+	if b.track {
+		b.usage.scan(out)
+	}
 	if !bytes.Equal(out, doc) {
 		b.rec.tally.events++
 	}
@@ -290,6 +305,9 @@ func (b *respBody) document(in, chunk []byte, end chunkEnd, restorable bool) (ch
 func (b *respBody) frame(in []byte, final bool) []byte {
 	out := b.out.keep(b.sse.Write(b.out.borrow(), in, final))
 	b.sseStats()
+	if b.track {
+		b.usage.scan(out)
+	}
 	return out
 }
 

@@ -80,6 +80,12 @@ func (st *stream) decide(b *mutate.Body, body []byte) (reject *extprocv3.Process
 		sr.System, sr.Tools, sr.ToolCount, sr.FirstUser = p.System, p.Tools, p.ToolCount, p.FirstUser
 		sr.UserTurns, sr.AssistantTurns, sr.ToolTurns, sr.AfterUser = p.UserTurns, p.AssistantTurns, p.ToolTurns, p.AfterUser
 	}
+	// Some APIs say in the path what others say in the body: Gemini's
+	// model, and the endpoints that always stream.
+	if m := pathModel(rq.format, rq.path); model == "" && m != "" {
+		model, sr.Model = m, m
+	}
+	sr.Stream = sr.Stream || pathStreams(rq.format, rq.path)
 	// The model picks the route; the route may name its own identity
 	// (else the API's default, else the configured sources).
 	sr.Identity = st.cfg.Resolve(rq.path, model, scoring.Allow).Identity
@@ -98,6 +104,7 @@ func (st *stream) decide(b *mutate.Body, body []byte) (reject *extprocv3.Process
 	// it would get allow (never in shadow mode, which only observes).
 	st.action = st.cfg.ResolveStanding(rq.path, model, acted, d.Probation && !shadow)
 	st.seed = mutate.PerturbSeed(d.Session, body)
+	st.session = d.Session
 	st.meta = decisionMetadata(d, st.action, shadow)
 	st.srv.m.request(st.mctx, d.Verdict.String(), st.action.Policy, shadow)
 	st.traceDecision(d, model)

@@ -25,8 +25,10 @@ import (
 // observability_mode; bit 7 adds attributes. flags bit 0 sends
 // protocol_config on the first message; bit 1 makes the scorer panic.
 
-var fuzzPaths = []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"}
-var fuzzTypes = []string{"text/event-stream", "application/json", "text/plain", "application/json; charset=utf-8"}
+var fuzzPaths = []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models",
+	"/v1beta/models/g:streamGenerateContent", "/generate_stream", "/completion", "/api/chat",
+	"/v1/messages", "/v1/projects/p/locations/l/publishers/google/models/m:generateContent", "/", "/api/generate"}
+var fuzzTypes = []string{"text/event-stream", "application/json", "text/plain", "application/json; charset=utf-8", "application/x-ndjson"}
 var fuzzEncodings = []string{"", "gzip", "br", "identity"}
 var fuzzStatus = []string{"200", "200", "429", "x"}
 
@@ -78,7 +80,8 @@ func decodeFuzz(data []byte) (reqMode, respMode procv3.ProcessingMode_BodySendMo
 		switch op % 7 {
 		case opReqH:
 			h := &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
-				hv(":path", fuzzPaths[tmpl]), hv(":method", "POST"), hv("content-type", "application/json"), hv("authorization", "Bearer fuzz"),
+				// The flags' high bits pick the other formats' paths.
+				hv(":path", fuzzPaths[(tmpl|int(flags>>4)<<2)%len(fuzzPaths)]), hv(":method", "POST"), hv("content-type", "application/json"), hv("authorization", "Bearer fuzz"),
 				hv("accept-encoding", "gzip"), hv("content-length", "12"), hv("content-encoding", fuzzEncodings[tmpl]),
 				hv("authorization", string(payload)),
 			}}
@@ -89,7 +92,7 @@ func decodeFuzz(data []byte) (reqMode, respMode procv3.ProcessingMode_BodySendMo
 			m = &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestTrailers{RequestTrailers: &extprocv3.HttpTrailers{}}}
 		case opRespH:
 			h := &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
-				hv(":status", fuzzStatus[int(op>>6)&3]), hv("content-type", fuzzTypes[tmpl]),
+				hv(":status", fuzzStatus[int(op>>6)&3]), hv("content-type", fuzzTypes[(tmpl+4*int(flags>>7))%len(fuzzTypes)]),
 				hv("content-encoding", fuzzEncodings[(tmpl+int(len(payload)))&3]), hv("content-length", "99"),
 			}}
 			m = &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: h, EndOfStream: eos}}}
@@ -160,6 +163,20 @@ func FuzzStateMachine(f *testing.F) {
 		f.Add(encodeFuzz(modes[0], modes[1], 2, 1, fuzzMsg{opReqH, nil}, fuzzMsg{opReqB | opEOS, req}))
 		f.Add(encodeFuzz(modes[0], modes[1], 0, 3,
 			fuzzMsg{opReqH | opEOS, nil}, fuzzMsg{opRespH | 0x10, []byte("x")}, fuzzMsg{opRespB, zb.Bytes()}, fuzzMsg{opRespT, nil}, fuzzMsg{opEmpty, nil}))
+	}
+	// Ollama's /api/generate answered in NDJSON (flags 0x81: path 11,
+	// content-type 4), Gemini's stream in SSE (flags 0x11: path 4).
+	ollamaReq := []byte(`{"model":"m","prompt":"hi","logprobs":true,"top_logprobs":9}`)
+	ndjson := []byte(`{"response":"a","done":false,"logprobs":[{"token":"a","logprob":-0.123456,"top_logprobs":[{"token":"a","logprob":-0.123456}]}]}` + "\n" + `{"done":true,"eval_count":1}` + "\n")
+	geminiReq := []byte(`{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"responseLogprobs":true,"logprobs":9}}`)
+	gem := []byte("data: {\"candidates\":[{\"avgLogprobs\":-0.3141592,\"logprobsResult\":{\"chosenCandidates\":[{\"token\":\"a\",\"logProbability\":-0.3141592}]}}]}\r\n\r\n")
+	for _, modes := range [][2]procv3.ProcessingMode_BodySendMode{{mBuffered, mStreamed}, {mDuplex, mDuplex}} {
+		f.Add(encodeFuzz(modes[0], modes[1], 0, 0x81,
+			fuzzMsg{opReqH | 0x30, []byte("Bearer k")}, fuzzMsg{opReqB | opEOS, ollamaReq},
+			fuzzMsg{opRespH, nil}, fuzzMsg{opRespB, ndjson[:50]}, fuzzMsg{opRespB | opEOS, ndjson[50:]}))
+		f.Add(encodeFuzz(modes[0], modes[1], 0, 0x11,
+			fuzzMsg{opReqH, []byte("Bearer k")}, fuzzMsg{opReqB | opEOS, geminiReq},
+			fuzzMsg{opRespH, nil}, fuzzMsg{opRespB, gem[:70]}, fuzzMsg{opRespB | opEOS, gem[70:]}))
 	}
 	cfg := testConfig(func(p *config.Processing) {
 		p.MaxHeldBytes, p.MaxBodyBytes, p.MaxDecompressedBytes = 128, 512, 2048

@@ -9,6 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
+	"github.com/distillguard/distillguard/config"
 	"github.com/distillguard/distillguard/mutate"
 )
 
@@ -106,6 +107,13 @@ func mediaType(ct string) string {
 }
 
 func isSSE(mt string) bool { return mt == "text/event-stream" }
+
+// isNDJSON accepts the media types newline-delimited JSON is served under:
+// application/x-ndjson (Ollama, https://docs.ollama.com/api/streaming) and
+// the unregistered application/ndjson and application/jsonl.
+func isNDJSON(mt string) bool {
+	return mt == "application/x-ndjson" || mt == "application/ndjson" || mt == "application/jsonl"
+}
 
 // isJSON accepts application/json and structured-syntax +json types.
 func isJSON(mt string) bool {
@@ -205,17 +213,65 @@ func endpointOf(path string) string {
 	return ""
 }
 
+// formatOf is the API format of a request: the configured and built-in
+// paths (config.FormatFor), else, for a path neither knows, the OpenAI
+// kind its suffix names (endpointOf keeps deployments that mount the
+// OpenAI routes under arbitrary paths working), else FormatOpenAI, which
+// reads every format's guarded fields.
+func formatOf(cfg *config.Config, method, path string) mutate.Format {
+	if method == "" {
+		method = "POST"
+	}
+	if f, ok := cfg.FormatFor(method, path); ok {
+		return f
+	}
+	return mutateEndpoint(endpointOf(path))
+}
+
+// pathModel is the model a Gemini path names: models/{model}:method or
+// tunedModels/{model}:method, under any prefix (Vertex AI's
+// .../publishers/google/models/{model}:method included); "" elsewhere.
+func pathModel(f mutate.Format, path string) string {
+	if f != mutate.FormatGemini {
+		return ""
+	}
+	for _, seg := range [...]string{"/models/", "/tunedModels/"} {
+		i := strings.LastIndex(path, seg)
+		if i < 0 {
+			continue
+		}
+		m, _, ok := strings.Cut(path[i+len(seg):], ":")
+		if ok && m != "" && !strings.Contains(m, "/") {
+			return m
+		}
+	}
+	return ""
+}
+
+// pathStreams reports an endpoint that streams whatever the body says
+// (mutate.Endpoint.Stream): Gemini's :streamGenerateContent, TGI's
+// /generate_stream.
+func pathStreams(f mutate.Format, path string) bool {
+	switch f {
+	case mutate.FormatGemini:
+		return strings.HasSuffix(path, ":streamGenerateContent")
+	case mutate.FormatTGI:
+		return strings.HasSuffix(path, "/generate_stream")
+	}
+	return false
+}
+
 // mutateEndpoint is the request reader's view of an endpoint name.
-func mutateEndpoint(ep string) mutate.API {
+func mutateEndpoint(ep string) mutate.Format {
 	switch ep {
 	case "chat":
-		return mutate.APIChat
+		return mutate.FormatOpenAIChat
 	case "completions":
-		return mutate.APICompletions
+		return mutate.FormatOpenAICompletions
 	case "responses":
-		return mutate.APIResponses
+		return mutate.FormatOpenAIResponses
 	case "embeddings":
-		return mutate.APIEmbeddings
+		return mutate.FormatOpenAIEmbeddings
 	}
-	return mutate.APIOther
+	return mutate.FormatOpenAI
 }

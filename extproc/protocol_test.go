@@ -273,7 +273,8 @@ func TestProtocolConfig(t *testing.T) {
 
 // TestModeOverride: a JSON response under STREAMED is switched to BUFFERED
 // and an SSE response under BUFFERED to STREAMED, copying the request mode;
-// nothing is overridden around FULL_DUPLEX_STREAMED or when not rewriting.
+// nothing is overridden around FULL_DUPLEX_STREAMED, and a response passed
+// at its headers is switched to NONE (no body messages at all).
 func TestModeOverride(t *testing.T) {
 	g := envoytest.NewGen(3)
 	sse := envoytest.Join(g.ChatStream(envoytest.Options{Logprobs: true, TopLogprobs: 2}))
@@ -293,8 +294,9 @@ func TestModeOverride(t *testing.T) {
 		{"sse-under-none", mBuffered, mNone, "text/event-stream", sse, scoring.Allow, false, 1, mStreamed},
 		{"sse-under-streamed", mBuffered, mStreamed, "text/event-stream", sse, scoring.Allow, false, 0, mStreamed},
 		{"duplex", mDuplex, mDuplex, "application/json", js, scoring.Allow, false, 0, mDuplex},
-		{"noop-policy", mBuffered, mStreamed, "application/json", js, scoring.Allow, true, 0, mStreamed},
-		{"plain-text", mBuffered, mStreamed, "text/plain", []byte("hello"), scoring.Allow, false, 0, mStreamed},
+		{"noop-policy", mBuffered, mStreamed, "application/json", js, scoring.Allow, true, 1, mNone},
+		{"plain-text", mBuffered, mStreamed, "text/plain", []byte("hello"), scoring.Allow, false, 1, mNone},
+		{"plain-text-duplex", mDuplex, mDuplex, "text/plain", []byte("hello"), scoring.Allow, false, 0, mDuplex},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -19,6 +19,7 @@ func (st *stream) onRequestHeaders(h *extprocv3.HttpHeaders) {
 	rq.hdr = h.GetHeaders()
 	rq.path = normalizePath(getHeader(rq.hdr, ":path"))
 	rq.view = st.cfg.View(rq.path)
+	rq.format = formatOf(st.cfg, getHeader(rq.hdr, ":method"), rq.path)
 	if st.observe {
 		// Envoy acts on no reply in observability mode: nothing is
 		// enforced, and bodies are read for scoring only.
@@ -352,7 +353,7 @@ func (st *stream) readRequestBody(body []byte) (b *mutate.Body, fwd []byte, e *m
 	}
 	rq := &st.rq
 	p := &st.cfg.Processing
-	opts := mutate.ReadOptions{API: mutateEndpoint(endpointOf(rq.path)), MaxPrompt: p.MaxPromptBytes, MaxBiasEntries: p.MaxLogitBiasEntries}
+	opts := mutate.ReadOptions{Format: rq.format, MaxPrompt: p.MaxPromptBytes, MaxBiasEntries: p.MaxLogitBiasEntries}
 	if !rq.view.Guarded {
 		if rq.enc != encIdentity {
 			st.pass(reasonRequestEncoded)
@@ -422,6 +423,7 @@ func (st *stream) finishRequest(body []byte, held, eos bool) {
 		return
 	}
 	decoded := len(fwd) != len(body) || (len(fwd) > 0 && &fwd[0] != &body[0])
+	st.rq.quiet = b != nil && (!b.Asks() || st.action.Request.StripLogprobs)
 	out, changed := fwd, decoded
 	if b != nil && !st.action.Request.IsNoop() {
 		if nb, ch := b.Rewrite(nil, st.action.Request); ch {

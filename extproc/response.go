@@ -16,6 +16,7 @@ type respKind uint8
 const (
 	respPass   respKind = iota // left untouched
 	respSSE                    // text/event-stream, framed and rewritten per event
+	respNDJSON                 // application/x-ndjson (Ollama), framed and rewritten per line
 	respJSON                   // one JSON document, buffered and rewritten whole
 	respRefuse                 // refused at the headers (announced too large to rewrite)
 )
@@ -32,7 +33,11 @@ func (st *stream) onResponseHeaders(h *extprocv3.HttpHeaders) {
 	}
 	if kind == respPass {
 		st.rs.phase.to(respPassing)
-		st.emit(headersReply(false, nil))
+		r := headersReply(false, nil)
+		if !h.GetEndOfStream() && !st.rejected {
+			r.ModeOverride = st.skipBody()
+		}
+		st.emit(r)
 		return
 	}
 	r := headersReply(false, st.startBody(hdr, kind, mode))
@@ -55,7 +60,7 @@ func (st *stream) responsePlan(hdr *corev3.HeaderMap, eos bool) (respKind, bodyM
 		st.decided = true
 		st.action = st.cfg.Resolve(st.rq.path, "", scoring.Allow)
 	}
-	if eos || st.observe || st.action.Output.IsNoop() {
+	if eos || st.observe || st.unchangeable() {
 		return respPass, 0, nil
 	}
 	if status := parseStatus(getHeader(hdr, ":status")); status < 200 || status > 299 {
@@ -68,6 +73,8 @@ func (st *stream) responsePlan(hdr *corev3.HeaderMap, eos bool) (respKind, bodyM
 	switch {
 	case isSSE(mt):
 		kind = respSSE
+	case isNDJSON(mt):
+		kind = respNDJSON
 	case isJSON(mt):
 		kind = respJSON
 	default:
@@ -129,6 +136,48 @@ func (st *stream) responsePlan(hdr *corev3.HeaderMap, eos bool) (respKind, bodyM
 	return kind, mode, override
 }
 
+// unchangeable reports whether the resolved policy cannot change this
+// response, so its body need not be seen: the output policy is a no-op, or
+// the forwarded request asks for no logprobs and the format sends none
+// unasked. Gemini sends avgLogprobs with every candidate and TGI's
+// streamed tokens carry their logprob whatever details says
+// (mutate.RequestFields notes), so their bodies are always read while
+// the policy acts on logprobs; embeddings are rounded whatever the request
+// says. A text policy (none exists yet) would make every body changeable.
+func (st *stream) unchangeable() bool {
+	p := st.action.Output
+	if p.IsNoop() {
+		return true
+	}
+	if !st.rq.quiet {
+		return false
+	}
+	switch st.rq.format {
+	case mutate.FormatOpenAIChat, mutate.FormatOpenAICompletions, mutate.FormatOpenAIResponses,
+		mutate.FormatLlamaCpp, mutate.FormatOllama, mutate.FormatAnthropic:
+		return true
+	case mutate.FormatOpenAI, mutate.FormatOpenAIEmbeddings:
+		return p.EmbeddingDecimals < 0
+	}
+	return false
+}
+
+// skipBody is the mode_override that stops Envoy sending a response body
+// nothing here will read (a response passed at its headers), so a stream
+// costs no message per token: ProcessingResponse.mode_override, honoured
+// only with allow_mode_override on the filter and only on a headers reply
+// ("If set in a response to body or trailer requests, it will be ignored
+// by the data plane"), never with FULL_DUPLEX_STREAMED (ExternalProcessor.
+// allow_mode_override). Should Envoy ignore it, the body comes and is
+// passed message by message, as without it.
+func (st *stream) skipBody() *procv3.ProcessingMode {
+	if !st.cfg.Processing.ModeOverride || streamedMode(st.reqMode) || streamedMode(st.respMode) ||
+		st.respMode == modeNone {
+		return nil
+	}
+	return st.overrideMode(modeNone)
+}
+
 // startBody sets the response body up for rewriting (respRewriting) and
 // returns the headers reply's mutation: the length and encoding the
 // rewritten body no longer has go.
@@ -139,7 +188,7 @@ func (st *stream) startBody(hdr *corev3.HeaderMap, kind respKind, mode bodyMode)
 	b := &rs.body
 	*b = respBody{kind: bodyJSON, mode: mode, configured: st.respMode, maxBody: p.MaxBodyBytes, out: &st.scratch, rec: &st.recorder,
 		oversizePass: st.action.OversizePass, mem: &st.mem, memLimit: p.MaxHeldTotalBytes}
-	if kind == respSSE {
+	if kind == respSSE || kind == respNDJSON {
 		b.kind = bodySSE
 	}
 	var m mutation
@@ -159,12 +208,28 @@ func (st *stream) startBody(hdr *corev3.HeaderMap, kind respKind, mode bodyMode)
 			b.gz.LimitChunk(p.MaxBodyBytes + 1)
 		}
 	}
-	b.rw = mutate.NewRewriter(st.action.Output, st.seed)
-	if b.kind == bodySSE {
-		b.sse = mutate.NewSSEStream(b.rw, p.MaxHeldBytes)
+	// The walk is the request's format's; the framing is what the
+	// content-type says the body is (Ollama answers stream: false with one
+	// application/json document, Gemini's streamGenerateContent without
+	// alt=sse with one JSON array).
+	b.rw = mutate.NewRewriterFor(st.rq.format, st.action.Output, st.seed)
+	if _, ok := st.srv.scorer.(scoring.ResponseObserver); ok && st.session != "" {
+		b.track = true
+		b.usage.reset(st.rq.format)
+	}
+	switch kind {
+	case respSSE:
+		s := mutate.NewSSEStream(b.rw, p.MaxHeldBytes)
 		if st.action.OversizePass {
-			b.sse.PassOversize()
+			s.PassOversize()
 		}
+		b.sse = s
+	case respNDJSON:
+		s := mutate.NewNDJSONStream(b.rw, p.MaxHeldBytes)
+		if st.action.OversizePass {
+			s.PassOversize()
+		}
+		b.sse = s
 	}
 	return &m
 }
@@ -193,6 +258,9 @@ func (st *stream) onResponseBody(hb *extprocv3.HttpBody) {
 	}
 	b := &rs.body
 	act, out, whole := b.Write(data, eos)
+	if eos {
+		st.observeUsage()
+	}
 	if b.kind == bodyStopped {
 		rs.phase.to(respPassing)
 	}
@@ -240,11 +308,13 @@ func (st *stream) onResponseTrailers() {
 			// Trailers end a FULL_DUPLEX_STREAMED body: flush what is held
 			// (end_of_stream false: the trailers reply follows).
 			act, out, _ := b.Write(nil, true)
+			st.observeUsage()
 			st.emitStreamed(false, released(act, out, nil), false, false)
 		} else if b.held() > 0 {
 			st.pass(reasonHeldAtTrailers)
 			st.srv.log.Warn("response trailers arrived while body bytes were held", "stream", st.id)
 		}
+		st.observeUsage()
 		b.stop()
 	}
 	st.emit(trailersReply(false))

@@ -97,6 +97,8 @@ type stream struct {
 	scratch outBuf
 	// mem is the stream's share of the server-wide bound on held bytes.
 	mem memHold
+	// session is the decision's session, for ObserveResponse.
+	session string
 }
 
 // reqState is the request direction of a stream.
@@ -105,8 +107,14 @@ type reqState struct {
 	hdr   *corev3.HeaderMap
 	path  string // :path, normalized (normalizePath)
 	view  config.RouteView
-	enc   encoding // content-encoding
-	buf   []byte   // the body held for the decision
+	// format is the inference API the path speaks (config.FormatFor): it
+	// chooses the request fields read and the response walk.
+	format mutate.Format
+	enc    encoding // content-encoding
+	// quiet: the body was read and the request as forwarded asks for no
+	// logprobs in any form (mutate.Body.Asks, after the request policy).
+	quiet bool
+	buf   []byte // the body held for the decision
 }
 
 // respState is the response direction of a stream.

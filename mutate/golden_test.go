@@ -166,9 +166,9 @@ func TestGoldenRequests(t *testing.T) {
 				}
 				// Each input is read as a request to its own API, as the
 				// server reads it from the path.
-				ep := map[string]API{"request_chat.json": APIChat, "request_completion.json": APICompletions,
-					"request_responses.json": APIResponses, "request_embeddings.json": APIEmbeddings}[input]
-				b, err := ReadRequest(in, ReadOptions{API: ep})
+				ep := map[string]Format{"request_chat.json": FormatOpenAIChat, "request_completion.json": FormatOpenAICompletions,
+					"request_responses.json": FormatOpenAIResponses, "request_embeddings.json": FormatOpenAIEmbeddings}[input]
+				b, err := ReadRequest(in, ReadOptions{Format: ep})
 				if err != nil {
 					t.Fatal(err)
 				}

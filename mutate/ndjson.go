@@ -45,6 +45,17 @@ func NewNDJSONStream(rw *Rewriter, maxHeld int) *NDJSONStream {
 	return &NDJSONStream{sse: SSEStream{rw: rw, maxHeld: maxHeld}, drop: len(dataField)}
 }
 
+// PassOversize makes a line that outgrows the hold bound pass through raw
+// instead of being dropped (SSEStream.PassOversize).
+func (n *NDJSONStream) PassOversize() { n.sse.PassOversize() }
+
+// Discard drops the unfinished line held back (SSEStream.Discard); the
+// stream starts again at a line boundary.
+func (n *NDJSONStream) Discard() {
+	n.sse.Discard()
+	n.inLine, n.drop, n.dropLF = false, len(dataField), false
+}
+
 // Held is the number of bytes currently held back (escaped).
 func (n *NDJSONStream) Held() int { return n.sse.Held() }
 

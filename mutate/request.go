@@ -158,9 +158,19 @@ func readContent(req *Request, top topObject, maxPrompt int) {
 			p.newestUser(msgs)
 			conv.walk(msgs)
 		}
+	case top.get("contents") != nil:
+		// Gemini: contents[] of {role: user or model, parts}.
+		if items, ok := jsonArray(top.get("contents")); ok {
+			req.Messages = len(items)
+			conv.gemini(&p, items)
+		}
 	case top.get("prompt") != nil:
 		req.Messages = 1
 		p.textOrList(top.get("prompt"))
+	case top.get("inputs") != nil:
+		// TGI's native routes: the rendered prompt.
+		req.Messages = 1
+		p.textOrList(top.get("inputs"))
 	case top.get("input") != nil:
 		if s, ok := jsonString(top.get("instructions")); ok {
 			conv.system.add(s)
@@ -177,6 +187,15 @@ func readContent(req *Request, top topObject, maxPrompt int) {
 			if s, ok := jsonString(top.get("instructions")); ok {
 				p.add(s)
 			}
+		}
+	}
+	// A top-level system (Anthropic Messages: a string or text blocks;
+	// Ollama's /api/generate: a string) and Gemini's systemInstruction (a
+	// Content, in either proto3 JSON spelling).
+	conv.textOf(&conv.system, top.get("system"))
+	for _, k := range [...]string{"systemInstruction", "system_instruction"} {
+		if raw := top.get(k); raw != nil && firstNonSpace(raw) == '{' {
+			conv.textOf(&conv.system, innerMembers(raw).get("parts"))
 		}
 	}
 	req.Prompt = p.b.String()
@@ -268,6 +287,64 @@ func (c *conversation) walk(items []json.RawMessage) {
 	if c.user >= 2 {
 		c.textOf(&c.first, innerMembers(items[c.firstIdx]).get("content"))
 	}
+}
+
+// gemini tallies Gemini contents
+// (https://ai.google.dev/api/caching#Content): role "model" is the
+// assistant (a functionCall part included), a content made only of
+// functionResponse parts is a tool result, any other one (role "user" or
+// absent) a user turn; the newest user turn's text parts are the prompt.
+func (c *conversation) gemini(p *promptBuilder, items []json.RawMessage) {
+	lastUser := -1
+	for i, it := range items {
+		if firstNonSpace(it) != '{' {
+			continue
+		}
+		m := innerMembers(it)
+		role, _ := jsonString(m.get("role"))
+		switch {
+		case role == "model":
+			c.assistant++
+		case onlyParts(m.get("parts"), "functionResponse", "function_response"):
+			c.tool++
+		default:
+			c.user++
+			if c.user == 1 {
+				c.firstIdx = i
+			}
+			lastUser = i
+		}
+	}
+	if lastUser < 0 {
+		return
+	}
+	c.afterUser = len(items) - 1 - lastUser
+	c.textOf(p, innerMembers(items[lastUser]).get("parts"))
+	if c.user >= 2 {
+		c.textOf(&c.first, innerMembers(items[c.firstIdx]).get("parts"))
+	}
+}
+
+// onlyParts reports whether parts is a non-empty array of objects that
+// each have one of the members keys.
+func onlyParts(parts json.RawMessage, keys ...string) bool {
+	list, ok := jsonArray(parts)
+	if !ok || len(list) == 0 {
+		return false
+	}
+	for _, part := range list {
+		if firstNonSpace(part) != '{' {
+			return false
+		}
+		m, found := innerMembers(part), false
+		for _, k := range keys {
+			found = found || m.get(k) != nil
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 // textOf adds the text of a message content: a string, or the text of its

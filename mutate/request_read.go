@@ -4,6 +4,8 @@ import (
 	"hash/maphash"
 	"math"
 	"strconv"
+	"strings"
+	"unicode"
 	"unsafe"
 )
 
@@ -28,22 +30,15 @@ import (
 // the value the policy judged, and capping it replaces the number in
 // place.
 
-// API is the API a request is addressed to. It decides the declared type
-// of the fields whose type differs between APIs (logprobs is a boolean for
-// chat completions, an integer for legacy completions).
-type API uint8
-
-const (
-	APIOther API = iota // unknown: a field may have any of its declared types
-	APIChat
-	APICompletions
-	APIResponses
-	APIEmbeddings
-)
-
 // ReadOptions bound what ReadRequest accepts.
 type ReadOptions struct {
-	API API
+	// Format is the API the request is addressed to (FormatForPath). It
+	// decides which members are guarded and the declared type of those
+	// whose type differs between APIs (logprobs is a boolean for chat
+	// completions, an integer for legacy completions). FormatOpenAI, the
+	// zero value, is any OpenAI-compatible endpoint: such a field may have
+	// any of its declared types.
+	Format Format
 	// MaxPrompt caps the prompt texts kept for scoring (see ParseRequest).
 	MaxPrompt int
 	// MaxDepth bounds the nesting (0: DefaultMaxDepth).
@@ -78,15 +73,16 @@ const (
 type fieldRole uint8
 
 const (
-	roleType     fieldRole = iota // typed for scoring only
-	roleTopK                      // alternatives per token: capped at MaxTopLogprobs, > 0 asks for logprobs
-	rolePromptK                   // prompt logprobs: capped; any value but null asks
-	roleLogprobs                  // logprobs: true asks; an integer (legacy completions) is also roleTopK and asks
-	roleAsk                       // a boolean that asks for logprobs when true
-	roleEcho                      // echo: on chat completions vLLM returns prompt logprobs for it
-	roleN                         // choices: capped at MaxN
-	roleBias                      // logit_bias and the fields that act like it
-	roleInclude                   // Responses include: its logprobs item asks for logprobs
+	roleType      fieldRole = iota // typed for scoring only
+	roleTopK                       // alternatives per token: capped at MaxTopLogprobs, > 0 asks for logprobs
+	rolePromptK                    // prompt logprobs: capped; any value but null asks
+	roleLogprobs                   // logprobs: true asks; an integer (legacy completions) is also roleTopK and asks
+	roleAsk                        // a boolean that asks for logprobs when true
+	roleEcho                       // echo: on chat completions vLLM returns prompt logprobs for it
+	roleN                          // choices: capped at MaxN
+	roleBias                       // logit_bias and the fields that act like it
+	roleInclude                    // Responses include: its logprobs item asks for logprobs
+	rolePromptAsk                  // a boolean that asks for prompt logprobs when true (TGI decoder_input_details)
 )
 
 // fieldSpec is a guarded field: its declared type and its role.
@@ -95,20 +91,72 @@ type fieldSpec struct {
 	role fieldRole
 }
 
-// nestedParent reports the top-level members whose object members are
-// guarded fields too: TGI's native parameters, Gemini's generation config
-// (protobuf JSON accepts both spellings).
-func nestedParent(name string) bool {
-	switch name {
-	case "parameters", "generationConfig", "generation_config":
-		return true
+// nestedParent returns the top-level members of format f whose object
+// members are guarded fields too: TGI's native parameters, Gemini's
+// generation config (protobuf JSON accepts both spellings), Ollama's
+// options. An OpenAI-compatible route reads the first two as well: the
+// servers behind it (TGI, llama.cpp, vLLM) pass unknown members on to
+// their native readers.
+func nestedParent(f Format) func(name string) bool {
+	return func(name string) bool {
+		switch f {
+		case FormatGemini:
+			return name == "generationConfig" || name == "generation_config"
+		case FormatTGI:
+			return name == "parameters"
+		case FormatOllama:
+			return name == "options"
+		case FormatLlamaCpp, FormatAnthropic:
+			return false
+		}
+		switch name {
+		case "parameters", "generationConfig", "generation_config":
+			return true
+		}
+		return false
 	}
-	return false
 }
 
 // guardSpec returns the spec of the member name inside parent ("" for the
-// top level), and false when it is not guarded.
-func guardSpec(parent, name string, ep API) (fieldSpec, bool) {
+// top level) of a request of format f, and false when it is not guarded.
+// The types and roles are those of the format's request table
+// (RequestFieldsFor; TestGuardSpecMatchesFieldTable holds the two
+// together): a Logprobs field asks, a TopLogprobs one is capped, an N one
+// capped by MaxN, a LogitBias one dropped.
+func guardSpec(parent, name string, f Format) (fieldSpec, bool) {
+	var spec fieldSpec
+	ok := false
+	switch f {
+	case FormatGemini:
+		spec, ok = geminiSpec(parent, name)
+	case FormatTGI:
+		spec, ok = tgiSpec(parent, name)
+	case FormatLlamaCpp:
+		spec, ok = llamaCppSpec(parent, name)
+	case FormatOllama:
+		spec, ok = ollamaSpec(parent, name)
+	case FormatAnthropic:
+		spec, ok = anthropicSpec(parent, name)
+	default:
+		return openAISpec(parent, name, f)
+	}
+	if ok || parent != "" {
+		return spec, ok
+	}
+	// The same path is often served by an OpenAI-compatible server too
+	// (vLLM and LiteLLM expose /v1/messages, llama.cpp and Ollama read
+	// unknown members leniently): a top-level OpenAI or vLLM member a
+	// policy acts on is guarded whatever the format. A native upstream
+	// ignores or refuses it; a compatible one honours it as capped.
+	if s, ok := openAISpec("", name, FormatOpenAI); ok && s.role != roleType {
+		return s, true
+	}
+	return fieldSpec{}, false
+}
+
+// openAISpec is guardSpec for the OpenAI kinds (and FormatOpenAI, any of
+// them).
+func openAISpec(parent, name string, f Format) (fieldSpec, bool) {
 	switch parent {
 	case "":
 		switch name {
@@ -123,10 +171,10 @@ func guardSpec(parent, name string, ep API) (fieldSpec, bool) {
 		case "n", "best_of":
 			return fieldSpec{tInt, roleN}, true
 		case "logprobs":
-			switch ep {
-			case APIChat, APIResponses:
+			switch f {
+			case FormatOpenAIChat, FormatOpenAIResponses:
 				return fieldSpec{tBool, roleLogprobs}, true
-			case APICompletions:
+			case FormatOpenAICompletions:
 				return fieldSpec{tInt, roleLogprobs}, true
 			}
 			return fieldSpec{tIntOrBool, roleLogprobs}, true
@@ -148,23 +196,132 @@ func guardSpec(parent, name string, ep API) (fieldSpec, bool) {
 			return fieldSpec{tObject, roleBias}, true
 		}
 	case "parameters": // TGI /generate
+		return tgiSpec(parent, name)
+	case "generationConfig", "generation_config": // Gemini
+		return geminiSpec(parent, name)
+	}
+	return fieldSpec{}, false
+}
+
+// geminiSpec: GenerationConfig's responseLogprobs, logprobs and
+// candidateCount (https://ai.google.dev/api/generate-content#v1beta.GenerationConfig),
+// in either proto3 JSON spelling.
+func geminiSpec(parent, name string) (fieldSpec, bool) {
+	if parent != "generationConfig" && parent != "generation_config" {
+		return fieldSpec{}, false
+	}
+	switch name {
+	case "logprobs":
+		return fieldSpec{tInt, roleTopK}, true
+	case "responseLogprobs", "response_logprobs":
+		return fieldSpec{tBool, roleAsk}, true
+	case "candidateCount", "candidate_count":
+		return fieldSpec{tInt, roleN}, true
+	case "maxOutputTokens", "max_output_tokens":
+		return fieldSpec{tInt, roleType}, true
+	}
+	return fieldSpec{}, false
+}
+
+// tgiSpec: GenerateRequest's inputs, stream (compatibility route) and
+// GenerateParameters (docs/openapi.json of text-generation-inference).
+func tgiSpec(parent, name string) (fieldSpec, bool) {
+	switch parent {
+	case "":
+		switch name {
+		case "stream":
+			return fieldSpec{tBool, roleType}, true
+		case "inputs":
+			return fieldSpec{tString, roleType}, true
+		}
+	case "parameters":
 		switch name {
 		case "top_n_tokens":
 			return fieldSpec{tInt, roleTopK}, true
-		case "details", "decoder_input_details":
+		case "details":
 			return fieldSpec{tBool, roleAsk}, true
+		case "decoder_input_details":
+			return fieldSpec{tBool, rolePromptAsk}, true
 		case "best_of":
 			return fieldSpec{tInt, roleN}, true
+		case "max_new_tokens":
+			return fieldSpec{tInt, roleType}, true
+		case "temperature":
+			return fieldSpec{tNumber, roleType}, true
+		case "grammar":
+			return fieldSpec{tObject, roleBias}, true
 		}
-	case "generationConfig", "generation_config": // Gemini
+	}
+	return fieldSpec{}, false
+}
+
+// llamaCppSpec: the members of llama.cpp's POST /completion
+// (tools/server/README.md) a policy acts on.
+func llamaCppSpec(parent, name string) (fieldSpec, bool) {
+	if parent != "" {
+		return fieldSpec{}, false
+	}
+	switch name {
+	case "stream", "post_sampling_probs":
+		return fieldSpec{tBool, roleType}, true
+	case "n_predict", "max_tokens":
+		return fieldSpec{tInt, roleType}, true
+	case "temperature":
+		return fieldSpec{tNumber, roleType}, true
+	case "n_probs":
+		return fieldSpec{tInt, roleTopK}, true
+	case "logit_bias":
+		return fieldSpec{tObjectOrArray, roleBias}, true
+	case "grammar":
+		return fieldSpec{tString, roleBias}, true
+	case "json_schema":
+		return fieldSpec{tObject, roleBias}, true
+	}
+	return fieldSpec{}, false
+}
+
+// ollamaSpec: /api/generate and /api/chat (https://docs.ollama.com/api/generate).
+// Ollama reads bodies with Go's encoding/json, which matches member names
+// case-insensitively: the reader folds names for this format (foldNames).
+func ollamaSpec(parent, name string) (fieldSpec, bool) {
+	switch parent {
+	case "":
 		switch name {
+		case "model", "prompt", "system":
+			return fieldSpec{tString, roleType}, true
+		case "stream":
+			return fieldSpec{tBool, roleType}, true
 		case "logprobs":
-			return fieldSpec{tInt, roleTopK}, true
-		case "responseLogprobs", "response_logprobs":
 			return fieldSpec{tBool, roleAsk}, true
-		case "candidateCount", "candidate_count":
-			return fieldSpec{tInt, roleN}, true
+		case "top_logprobs":
+			return fieldSpec{tInt, roleTopK}, true
 		}
+	case "options":
+		switch name {
+		case "num_predict":
+			return fieldSpec{tInt, roleType}, true
+		case "temperature":
+			return fieldSpec{tNumber, roleType}, true
+		}
+	}
+	return fieldSpec{}, false
+}
+
+// anthropicSpec: the Messages API has no logprobs; its parameters are read
+// for scoring (https://docs.anthropic.com/en/api/messages).
+func anthropicSpec(parent, name string) (fieldSpec, bool) {
+	if parent != "" {
+		return fieldSpec{}, false
+	}
+	switch name {
+	case "model":
+		return fieldSpec{tString, roleType}, true
+	case "stream":
+		return fieldSpec{tBool, roleType}, true
+	case "max_tokens":
+		return fieldSpec{tInt, roleType}, true
+	case "temperature":
+		return fieldSpec{tNumber, roleType}, true
 	}
 	return fieldSpec{}, false
 }
@@ -172,16 +329,19 @@ func guardSpec(parent, name string, ep API) (fieldSpec, bool) {
 // biasField reports the top-level fields whose entries are bounded
 // (MaxBiasEntries), so that an absurd one is refused while it is being
 // validated, before it costs anything more.
-func biasField(name string) bool {
-	s, ok := guardSpec("", name, APIOther)
-	return ok && s.role == roleBias
+func biasField(f Format) func(name string) bool {
+	return func(name string) bool {
+		s, ok := guardSpec("", canonicalName(f, name), f)
+		return ok && s.role == roleBias
+	}
 }
 
 // field is a guarded member found in the body, read.
 type field struct {
 	spec    fieldSpec
-	obj     int // -1: the top-level object; else an index into Body.inner
-	idx     int // the member's index in its object
+	name    string // the member's name, canonical (canonicalName)
+	obj     int    // -1: the top-level object; else an index into Body.inner
+	idx     int    // the member's index in its object
 	null    bool
 	isInt   bool    // a number (for tIntOrBool: the integer form)
 	num     float64 // the number, for tInt, tNumber and integer tIntOrBool
@@ -208,7 +368,7 @@ type Body struct {
 	// LogitBiasSize, Echo) come from the guarded reading.
 	Request
 	doc    []byte
-	ep     API
+	ep     Format
 	top    object
 	inner  []object
 	fields []field
@@ -226,17 +386,33 @@ func ReadRequest(body []byte, o ReadOptions) (*Body, error) {
 	if maxBias <= 0 {
 		maxBias = DefaultMaxBiasEntries
 	}
-	v := validator{b: body, maxDepth: o.MaxDepth, seed: newSeed(), nested: nestedParent, limited: biasField, maxEntries: maxBias}
+	v := validator{b: body, maxDepth: o.MaxDepth, seed: newSeed(), nested: func(n string) bool { return nestedParent(o.Format)(canonicalName(o.Format, n)) }, limited: biasField(o.Format), maxEntries: maxBias}
 	if v.maxDepth <= 0 {
 		v.maxDepth = DefaultMaxDepth
 	}
 	if err := v.validate(); err != nil {
 		return nil, err
 	}
-	b := &Body{doc: body, ep: o.API, top: v.top, inner: v.inner}
+	b := &Body{doc: body, ep: o.Format, top: v.top, inner: v.inner}
+	nested := nestedParent(o.Format)
 	read := func(parent string, obj int, ms []member) error {
+		var seen []string // canonical names of the guarded members of this object
 		for i := range ms {
-			spec, ok := guardSpec(parent, ms[i].name, o.API)
+			name := canonicalName(o.Format, ms[i].name)
+			spec, ok := guardSpec(parent, name, o.Format)
+			if !ok && !(obj < 0 && nested(name)) {
+				continue
+			}
+			// Two spellings the upstream reads as one member: no single
+			// reading (see canonicalName; exact duplicates the validator
+			// refused already).
+			for _, n := range seen {
+				if n == name {
+					return &RequestError{Status: 400, Reason: RefuseDuplicate, Param: ms[i].name,
+						Message: "request body: member " + strconv.Quote(ms[i].name) + " is given twice under different spellings"}
+				}
+			}
+			seen = append(seen, name)
 			if !ok {
 				continue
 			}
@@ -244,7 +420,7 @@ func ReadRequest(body []byte, o ReadOptions) (*Body, error) {
 			if err != nil {
 				return err
 			}
-			f.obj, f.idx = obj, i
+			f.obj, f.idx, f.name = obj, i, name
 			b.fields = append(b.fields, f)
 		}
 		return nil
@@ -253,12 +429,65 @@ func ReadRequest(body []byte, o ReadOptions) (*Body, error) {
 		return nil, err
 	}
 	for k := range b.inner {
-		if err := read(v.innerOf[k], k, b.inner[k].members); err != nil {
+		if err := read(canonicalName(o.Format, v.innerOf[k]), k, b.inner[k].members); err != nil {
 			return nil, err
 		}
 	}
 	b.fillRequest(o.MaxPrompt)
 	return b, nil
+}
+
+// canonicalName is the name under which the upstream of format f reads a
+// member. Google's APIs parse proto3 JSON, which accepts a field under its
+// lowerCamelCase JSON name and under its proto name
+// (https://protobuf.dev/programming-guides/json/: "Parsers accept both
+// the lowerCamelCase name ... and the original proto field name"):
+// the canonical form is the proto name. Ollama reads with Go's
+// encoding/json, which matches names case-insensitively under Unicode
+// simple folding ("preferring an exact match but also accepting a
+// case-insensitive match", so "LogProbs" and "ſtream" are logprobs and
+// stream there): the canonical form folds every rune whose case orbit
+// holds an ASCII letter to that letter in lower case. Two members with one
+// canonical name are refused (ReadRequest) because the two readers could
+// take different ones.
+func canonicalName(f Format, name string) string {
+	switch f {
+	case FormatGemini:
+		return ProtoName(name)
+	case FormatOllama:
+		return foldASCII(name)
+	}
+	return name
+}
+
+// foldASCII maps each rune whose simple case folding orbit contains an
+// ASCII letter to that letter, lower-cased (K, the Kelvin sign, is k;
+// the long s is s).
+func foldASCII(name string) string {
+	ascii := true
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c >= 0x80 || 'A' <= c && c <= 'Z' {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return name
+	}
+	var b strings.Builder
+	for _, r := range name {
+		out := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			if 'a' <= f && f <= 'z' {
+				out = f
+			}
+		}
+		if 'A' <= r && r <= 'Z' {
+			out = r + 'a' - 'A'
+		}
+		b.WriteRune(out)
+	}
+	return b.String()
 }
 
 // newSeed keys the hash the validator compares member names with; a
@@ -390,20 +619,25 @@ func (f *field) integer(name string, raw []byte) error {
 // scoring view.
 func (b *Body) fillRequest(maxPrompt int) {
 	req := &b.Request
-	maxTokens := [3]int{-1, -1, -1} // max_completion_tokens, max_tokens, max_output_tokens
+	// max_completion_tokens, max_tokens, max_output_tokens (OpenAI; also
+	// Gemini's maxOutputTokens in its proto spelling), then the native
+	// names: TGI's max_new_tokens, llama.cpp's n_predict, Ollama's
+	// options.num_predict.
+	maxTokens := [4]int{-1, -1, -1, -1}
+	streamSet := false
 	for i := range b.fields {
 		f := &b.fields[i]
 		if f.null {
 			continue
 		}
-		name := b.member(f).name
+		name := f.name
 		switch f.spec.role {
 		case roleType:
 			switch name {
 			case "model":
 				req.Model = f.str
 			case "stream":
-				req.Stream = f.flag
+				req.Stream, streamSet = f.flag, true
 			case "temperature":
 				t := f.num
 				req.Temperature = &t
@@ -411,8 +645,10 @@ func (b *Body) fillRequest(maxPrompt int) {
 				maxTokens[0] = clampInt(f.num)
 			case "max_tokens":
 				maxTokens[1] = clampInt(f.num)
-			case "max_output_tokens":
+			case "max_output_tokens", "maxOutputTokens":
 				maxTokens[2] = clampInt(f.num)
+			case "max_new_tokens", "n_predict", "num_predict":
+				maxTokens[3] = clampInt(f.num)
 			}
 		case roleTopK:
 			f.asks = f.num > 0
@@ -431,15 +667,18 @@ func (b *Body) fillRequest(maxPrompt int) {
 			}
 		case roleAsk:
 			f.asks = f.flag
+		case rolePromptAsk:
+			f.asks = f.flag
+			req.Echo = req.Echo || f.flag
 		case roleEcho:
 			req.Echo = f.flag
 			// vLLM's chat completions take prompt_logprobs from
 			// top_logprobs when echo is set (ChatCompletionRequest.
 			// to_sampling_params), so echo alone returns the prompt's
 			// logprobs there; legacy completions need logprobs too.
-			f.asks = f.flag && b.ep != APICompletions
+			f.asks = f.flag && b.ep != FormatOpenAICompletions
 		case roleN:
-			if name == "n" && f.obj < 0 {
+			if name == "n" && f.obj < 0 || name == "candidate_count" || name == "candidateCount" {
 				req.N = clampInt(f.num)
 			}
 		case roleBias:
@@ -458,6 +697,10 @@ func (b *Body) fillRequest(maxPrompt int) {
 			req.MaxTokens = v
 			break
 		}
+	}
+	if !streamSet && b.ep == FormatOllama {
+		// Ollama streams unless told not to (RequestFields.StreamByDefault).
+		req.Stream = true
 	}
 	req.Logprobs = b.asks
 	top := make(topObject, len(b.top.members))
@@ -513,10 +756,15 @@ func (b *Body) Rewrite(dst []byte, p RequestPolicy) ([]byte, bool) {
 		switch f.spec.role {
 		case roleBias:
 			m.keep = !dropBias
-		case roleTopK, rolePromptK, roleLogprobs, roleAsk:
+		case roleTopK, rolePromptK, roleLogprobs, roleAsk, rolePromptAsk:
 			m.keep = !p.StripLogprobs
 		case roleEcho:
-			m.keep = !(p.StripLogprobs && b.ep != APICompletions)
+			m.keep = !(p.StripLogprobs && b.ep != FormatOpenAICompletions)
+		}
+		if f.spec.role == roleTopK && b.ep == FormatGemini && p.MaxTopLogprobs == 0 {
+			// Vertex AI takes logprobs in [1, 20]: a cap of 0 is the
+			// member's absence (chosen tokens only).
+			m.keep = false
 		}
 		if !m.keep || f.null {
 			continue

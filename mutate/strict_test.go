@@ -19,7 +19,7 @@ func TestReadRequestRefuses(t *testing.T) {
 	cases := []struct {
 		name   string
 		body   string
-		ep     mutate.API
+		ep     mutate.Format
 		status int
 		msg    string
 		param  string
@@ -47,9 +47,9 @@ func TestReadRequestRefuses(t *testing.T) {
 		{"array", `[{}]`, 0, 400, "must be a JSON object", ""},
 		{"empty", ``, 0, 400, "request body: empty", ""},
 		{"numeric string", `{"top_logprobs":"20"}`, 0, 400, "top_logprobs must be an integer", "top_logprobs"},
-		{"boolean string", `{"logprobs":"true"}`, mutate.APIChat, 400, "logprobs must be a boolean", "logprobs"},
-		{"two as a boolean", `{"logprobs":2}`, mutate.APIChat, 400, "logprobs must be a boolean", "logprobs"},
-		{"boolean on completions", `{"logprobs":"yes"}`, mutate.APICompletions, 400, "logprobs must be an integer", "logprobs"},
+		{"boolean string", `{"logprobs":"true"}`, mutate.FormatOpenAIChat, 400, "logprobs must be a boolean", "logprobs"},
+		{"two as a boolean", `{"logprobs":2}`, mutate.FormatOpenAIChat, 400, "logprobs must be a boolean", "logprobs"},
+		{"boolean on completions", `{"logprobs":"yes"}`, mutate.FormatOpenAICompletions, 400, "logprobs must be an integer", "logprobs"},
 		{"fraction", `{"n":1.5}`, 0, 400, "n must be an integer", "n"},
 		{"overflow", `{"top_logprobs":1e400}`, 0, 400, "top_logprobs is out of range", "top_logprobs"},
 		{"model number", `{"model":7}`, 0, 400, "model must be a string", "model"},
@@ -62,7 +62,7 @@ func TestReadRequestRefuses(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := mutate.ReadRequest([]byte(tc.body), mutate.ReadOptions{API: tc.ep})
+			_, err := mutate.ReadRequest([]byte(tc.body), mutate.ReadOptions{Format: tc.ep})
 			var re *mutate.RequestError
 			if !errors.As(err, &re) {
 				t.Fatalf("accepted (err %v)", err)
@@ -80,7 +80,7 @@ func TestReadRequestRefuses(t *testing.T) {
 func TestReadRequestAccepts(t *testing.T) {
 	cases := []struct {
 		body     string
-		ep       mutate.API
+		ep       mutate.Format
 		asks     bool
 		top      int
 		n        int
@@ -90,20 +90,20 @@ func TestReadRequestAccepts(t *testing.T) {
 		echo     bool
 		escapeOK bool
 	}{
-		{body: `{"model":"m","logprobs":true,"top_logprobs":20.0,"n":2e0,"logit_bias":{"1":1,"2":2}}`, ep: mutate.APIChat, asks: true, top: 20, n: 2, logitSz: 2, model: "m"},
-		{body: `{"log\u0070robs":1,"top_logprob\u0073":3}`, ep: mutate.APIChat, asks: true, top: 3},
-		{body: `{"logprobs":false,"top_logprobs":null,"logit_bias":null}`, ep: mutate.APIChat},
-		{body: `{"logprobs":true}`, ep: mutate.APICompletions, asks: true, top: 1},
-		{body: `{"logprobs":0}`, ep: mutate.APICompletions, asks: true},
-		{body: `{"echo":true}`, ep: mutate.APIChat, asks: true, echo: true},
-		{body: `{"echo":true}`, ep: mutate.APICompletions, echo: true},
+		{body: `{"model":"m","logprobs":true,"top_logprobs":20.0,"n":2e0,"logit_bias":{"1":1,"2":2}}`, ep: mutate.FormatOpenAIChat, asks: true, top: 20, n: 2, logitSz: 2, model: "m"},
+		{body: `{"log\u0070robs":1,"top_logprob\u0073":3}`, ep: mutate.FormatOpenAIChat, asks: true, top: 3},
+		{body: `{"logprobs":false,"top_logprobs":null,"logit_bias":null}`, ep: mutate.FormatOpenAIChat},
+		{body: `{"logprobs":true}`, ep: mutate.FormatOpenAICompletions, asks: true, top: 1},
+		{body: `{"logprobs":0}`, ep: mutate.FormatOpenAICompletions, asks: true},
+		{body: `{"echo":true}`, ep: mutate.FormatOpenAIChat, asks: true, echo: true},
+		{body: `{"echo":true}`, ep: mutate.FormatOpenAICompletions, echo: true},
 		{body: `{"model":"caf\u00e9","max_tokens":7}`, model: "café", maxTok: 7},
 		{body: `{"prompt_logprobs":0}`, asks: true},
 		{body: `{"generationConfig":{"responseLogprobs":true,"logprobs":4}}`, asks: true, top: 4},
 		{body: `{"x":"\ud800","y":[1e400]}`},
 	}
 	for _, tc := range cases {
-		b, err := mutate.ReadRequest([]byte(tc.body), mutate.ReadOptions{API: tc.ep})
+		b, err := mutate.ReadRequest([]byte(tc.body), mutate.ReadOptions{Format: tc.ep})
 		if err != nil {
 			t.Errorf("%s: %v", tc.body, err)
 			continue
@@ -135,10 +135,10 @@ func FuzzReadRequest(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, body []byte, epSel, polSel uint8) {
-		eps := []mutate.API{mutate.APIChat, mutate.APICompletions, mutate.APIResponses, mutate.APIOther}
+		eps := []mutate.Format{mutate.FormatOpenAIChat, mutate.FormatOpenAICompletions, mutate.FormatOpenAIResponses, mutate.FormatOpenAI}
 		names := []string{"chat", "completions", "responses", "chat"}
 		ep := eps[int(epSel)%len(eps)]
-		b, err := mutate.ReadRequest(body, mutate.ReadOptions{API: ep})
+		b, err := mutate.ReadRequest(body, mutate.ReadOptions{Format: ep})
 		if err != nil {
 			var re *mutate.RequestError
 			if !errors.As(err, &re) || re.Status < 400 || re.Message == "" {
@@ -150,7 +150,7 @@ func FuzzReadRequest(f *testing.F) {
 			t.Fatalf("accepted a body json.loads refuses: %v", err)
 		}
 		for k := range names {
-			if ep != eps[k] && ep != mutate.APIOther {
+			if ep != eps[k] && ep != mutate.FormatOpenAI {
 				continue
 			}
 			lr := envoytest.ReadLenient(names[k], body)
@@ -172,7 +172,7 @@ func FuzzReadRequest(f *testing.F) {
 		}
 		p := policies[int(polSel)%len(policies)]
 		out, _ := b.Rewrite(nil, p)
-		again, err := mutate.ReadRequest(out, mutate.ReadOptions{API: ep})
+		again, err := mutate.ReadRequest(out, mutate.ReadOptions{Format: ep})
 		if err != nil {
 			t.Fatalf("the rewritten body is refused: %v\n%q", err, out)
 		}
@@ -180,7 +180,7 @@ func FuzzReadRequest(f *testing.F) {
 		lim := envoytest.Limits{MaxTopLogprobs: p.MaxTopLogprobs, MaxN: p.MaxN, DropLogitBias: p.DropLogitBias,
 			DropLogitBiasWithLogprobs: p.DropLogitBiasWithLogprobs, StripLogprobs: p.StripLogprobs}
 		for k := range names {
-			if ep != eps[k] && ep != mutate.APIOther {
+			if ep != eps[k] && ep != mutate.FormatOpenAI {
 				continue
 			}
 			if why := envoytest.ReadLenient(names[k], out).Violation(lim); why != "" {
@@ -214,7 +214,7 @@ func BenchmarkReadLogitBias(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(c.body)))
 			for b.Loop() {
-				_, _ = mutate.ReadRequest(c.body, mutate.ReadOptions{API: mutate.APIChat})
+				_, _ = mutate.ReadRequest(c.body, mutate.ReadOptions{Format: mutate.FormatOpenAIChat})
 			}
 		})
 	}

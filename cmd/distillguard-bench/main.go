@@ -3,7 +3,9 @@
 //
 //	distillguard-bench run [flags]          # the matrix: alternating rounds, report in -out
 //	distillguard-bench load -addr A [flags] # one load run against any ext_proc server
+//	distillguard-bench floors [flags]       # distillguard beside the noop and echo floors and no ext_proc
 //	distillguard-bench serve-noop -grpc-addr A -admin-addr B
+//	distillguard-bench serve-echo -grpc-addr A -admin-addr B
 //	distillguard-bench serve-distillguard -config F -grpc-addr A -admin-addr B [-pprof]
 //	distillguard-bench e2e [flags]          # through envoy/envoy.yaml when envoy is on PATH
 //	distillguard-bench replicated [flags]   # replicated mode (Redis) against in-memory scoring
@@ -34,7 +36,9 @@ const usage = `usage: distillguard-bench <command> [flags]
 commands:
   run                  run the benchmark matrix (default)
   load                 one load run against an ext_proc address
+  floors               distillguard beside the noop and echo processors and no ext_proc at all
   serve-noop           serve the no-op processor (baseline)
+  serve-echo           serve the echo processor (every response body replaced by itself)
   serve-distillguard   serve the real distillguard processor in this process
   e2e                  end-to-end through Envoy (needs envoy on PATH)
   replicated           replicated mode on a real redis-server against in-memory scoring
@@ -55,6 +59,10 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(ctx, args, stdout, stderr)
 	case "load":
 		err = cmdLoad(ctx, args, stdout, stderr)
+	case "floors":
+		err = cmdFloors(ctx, args, stdout, stderr)
+	case "serve-echo":
+		err = cmdServeEcho(ctx, args, stderr)
 	case "serve-noop":
 		err = cmdServeNoop(ctx, args, stderr)
 	case "serve-distillguard":

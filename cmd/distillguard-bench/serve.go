@@ -29,6 +29,15 @@ func cmdServeNoop(ctx context.Context, args []string, stderr io.Writer) error {
 	return bench.Serve(ctx, *o)
 }
 
+func cmdServeEcho(ctx context.Context, args []string, stderr io.Writer) error {
+	fs, o := serveFlags("serve-echo", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	o.Processor = bench.NewEcho()
+	return bench.Serve(ctx, *o)
+}
+
 func cmdServeDistillguard(ctx context.Context, args []string, stderr io.Writer) error {
 	fs, o := serveFlags("serve-distillguard", stderr)
 	fs.StringVar(&o.Config, "config", "", "distillguard YAML config, layered over the embedded default")

@@ -89,8 +89,8 @@ type Rewriter struct {
 	preEvent string
 	lastTok  span // the token of the entry last walked
 	// shift is the logprob watermark (WithLogprobShift); nil: none.
-	shift   LogprobShifter
-	tokBuf  []byte
+	shift  LogprobShifter
+	tokBuf []byte
 
 	s         scanner
 	patchList           // the current document's patches

@@ -17,7 +17,7 @@ type topInfo struct {
 	// For a text rewriter (walk_text.go): whether the event is
 	// response.output_text.done, and the raw values of its members the
 	// text walk reads or copies.
-	done                       bool
+	done                        bool
 	text, itemID, seq, outR, cR span
 }
 

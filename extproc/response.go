@@ -160,6 +160,7 @@ func (st *stream) startBody(hdr *corev3.HeaderMap, kind respKind, mode bodyMode)
 		}
 	}
 	b.rw = mutate.NewRewriter(st.action.Output, st.seed)
+	st.watermark(b.rw)
 	if b.kind == bodySSE {
 		b.sse = mutate.NewSSEStream(b.rw, p.MaxHeldBytes)
 		if st.action.OversizePass {

@@ -101,6 +101,20 @@ func (r *Rewriter) TextHeld() int {
 // RewriterOption configures a Rewriter built by NewRewriterFor.
 type RewriterOption func(*Rewriter)
 
+// With applies opts to r (a Rewriter built by NewRewriter) and returns it.
+func (r *Rewriter) With(opts ...RewriterOption) *Rewriter {
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+// TextEnds reports whether f's walk marks where a block of generated text
+// ends (TextLoc.End), which a text rewriter that holds text back across
+// documents needs to release it: the OpenAI-compatible formats. The
+// Anthropic walk reports text without ends.
+func (f Format) TextEnds() bool { return f.isOpenAI() }
+
 // WithTextRewriter sets the Rewriter's text rewriter (SetTextRewriter).
 func WithTextRewriter(t TextRewriter) RewriterOption {
 	return func(r *Rewriter) {

@@ -108,7 +108,7 @@ func restartKeys() map[string]bool {
 		"watermark.verify_key_files":  false,
 		"watermark.logprob_amplitude": false,
 		"evidence.key_file":           false,
-		"evidence.include_prompts":    false,
+		"evidence.include_prompts":    true, // the engine keeps prompts or not from its start
 	}
 }
 

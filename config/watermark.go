@@ -135,3 +135,19 @@ func watermarkTiers(sets map[string]PolicySet) []string {
 	}
 	return out
 }
+
+// MarkedVerdicts names the verdicts whose tier in the default policy set
+// marks responses (output.watermark), when a key is configured.
+func (c *Config) MarkedVerdicts() []string {
+	rs := c.policies["default"]
+	if c.marks == nil || rs == nil {
+		return nil
+	}
+	var out []string
+	for _, a := range rs[:probationSlot] {
+		if a.Output.Watermark && a.Reject == nil {
+			out = append(out, a.Verdict.String())
+		}
+	}
+	return out
+}

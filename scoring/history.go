@@ -2,6 +2,7 @@ package scoring
 
 import (
 	"crypto/hmac"
+	"errors"
 	"crypto/sha256"
 	"encoding/hex"
 	"hash"
@@ -207,3 +208,7 @@ func (e *Engine) History(idStr string) (SessionHistory, error) {
 	}
 	return out, nil
 }
+
+// IsNotFound reports whether err says the session is not known (unknown,
+// expired or evicted).
+func IsNotFound(err error) bool { return errors.Is(err, errNotFound) }

@@ -2,9 +2,9 @@ package scoring
 
 import (
 	"crypto/hmac"
-	"errors"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"hash"
 	"sync"
 	"time"

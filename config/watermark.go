@@ -61,7 +61,7 @@ func (c *Config) resolveWatermark(asked []string) error {
 			errs = append(errs, errors.New("watermark.verify_key_files needs watermark.key_file (the key that marks)"))
 		}
 		for _, name := range asked {
-			errs = append(errs, fmt.Errorf("%s: output.watermark is set but watermark.key_file is not: configure a key file with a hex or raw secret of at least %d bytes (`distillguard watermark keygen -key FILE` writes one)", name, watermark.MinSecretBytes))
+			errs = append(errs, fmt.Errorf("%s: output.watermark is set but watermark.key_file is not: configure a key file with a hex or raw secret of at least %d bytes (`distillguard watermark keygen -key-file FILE` writes one)", name, watermark.MinSecretBytes))
 		}
 		return errors.Join(errs...)
 	}

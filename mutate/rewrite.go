@@ -76,6 +76,7 @@ type Rewriter struct {
 	// entryDrops, when non-nil, are those the next entry array walked
 	// applies (dropEntries).
 	drops       []TextSpan
+	kept        []TextSpan
 	entryDrops  []TextSpan
 	choiceDrops []TextSpan
 	// legacyText: a choice with a "text" member was seen (legacy

@@ -120,12 +120,13 @@ func (r *Rewriter) choiceText(depth int, idx uint64) (uint64, []TextSpan, error)
 
 // keepDrops returns a copy of the drop spans the walk keeps while it walks
 // the rest of the object (nil when there are none; r.drops is reused by
-// the next piece).
+// the next piece, r.kept by the next object).
 func (r *Rewriter) keepDrops(d []TextSpan) []TextSpan {
 	if len(d) == 0 {
 		return nil
 	}
-	return append([]TextSpan(nil), d...)
+	r.kept = append(r.kept[:0], d...)
+	return r.kept
 }
 
 // decodedLen is the length in bytes of the JSON string content raw once

@@ -92,10 +92,11 @@ func (tm *TextMark) Marker() *watermark.Marker { return tm.m }
 // NewText returns the text rewriter of one response.
 func (tm *TextMark) NewText() *WatermarkText { return &WatermarkText{m: tm.m, tm: tm} }
 
-// prefix reports whether p (lower case) starts a surface form.
-func (tm *TextMark) prefix(p string) bool {
-	i := sort.SearchStrings(tm.surfaces, p)
-	return i < len(tm.surfaces) && strings.HasPrefix(tm.surfaces[i], p)
+// prefix reports whether p (lower case) starts a surface form. The
+// string conversions in comparisons do not allocate.
+func (tm *TextMark) prefix(p []byte) bool {
+	i := sort.Search(len(tm.surfaces), func(i int) bool { return tm.surfaces[i] >= string(p) })
+	return i < len(tm.surfaces) && strings.HasPrefix(tm.surfaces[i], string(p))
 }
 
 // Stats returns the counts so far.
@@ -236,7 +237,7 @@ func (w *WatermarkText) surface(from, piece, before int64) bool {
 			return false
 		}
 	}
-	return n > 0 && w.tm.prefix(string(word[:n]))
+	return n > 0 && w.tm.prefix(word[:n])
 }
 
 // decodeMapped appends the JSON string content raw decoded to dec, and to

@@ -435,3 +435,34 @@ func FuzzWatermarkText(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkWatermarkChatStream: the lexical watermark over a streamed
+// chat completion, one token per event with logprobs, against the same
+// stream rewritten without it (rounding only).
+func BenchmarkWatermarkChatStream(b *testing.B) {
+	m := wmMarker(b, 1)
+	in := chatChunks(wmTokens(strings.Repeat(wmText+" ", 8)))
+	p := OutputPolicy{RoundDecimals: 2, MaxAlternatives: -1, EmbeddingDecimals: -1, Watermark: true}
+	for _, mark := range []bool{false, true} {
+		name := "round-only"
+		if mark {
+			name = "watermark"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(in)))
+			b.ReportAllocs()
+			out := make([]byte, 0, 2*len(in))
+			for i := 0; i < b.N; i++ {
+				var opts []RewriterOption
+				if mark {
+					opts = append(opts, WithTextRewriter(m.NewText()))
+				}
+				rw := NewRewriterFor(FormatOpenAI, p, 1, opts...)
+				s := NewSSEStream(rw, 0)
+				for off := 0; off < len(in); off += 512 {
+					out = s.Write(out[:0], in[off:min(off+512, len(in))], off+512 >= len(in))
+				}
+			}
+		})
+	}
+}

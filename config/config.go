@@ -39,10 +39,14 @@ type Config struct {
 	Scoring    scoring.Config       `yaml:"scoring"`
 	Admin      Admin                `yaml:"admin"`
 	Log        Log                  `yaml:"log"`
+	Watermark  Watermark            `yaml:"watermark"`
+	Evidence   Evidence             `yaml:"evidence"`
 
 	// resolved at load time
 	policies map[string]*resolvedSet
 	routes   []resolvedRoute
+	marks    *Marks       // watermark.key_file's keys (watermark.go); nil: none
+	evidence *EvidenceKey // evidence.key_file's key (evidence.go); nil: none
 }
 
 // Server holds listener settings. Command-line flags override the addresses.
@@ -162,6 +166,9 @@ type OutputPolicy struct {
 	MaxAlternatives   *int    `yaml:"max_alternatives"`
 	Perturb           float64 `yaml:"perturb"`
 	EmbeddingDecimals *int    `yaml:"embedding_decimals"`
+	// Watermark marks the tier's generated text and, where logprobs are
+	// kept, its alternatives with the key of watermark.key_file.
+	Watermark bool `yaml:"watermark"`
 }
 
 // RequestPolicy is the YAML form of mutate.RequestPolicy.
@@ -340,7 +347,16 @@ func Parse(b []byte) (*Config, error) {
 		return nil, err
 	}
 	c.Policies = sets
-	if err := c.resolve(); err != nil {
+	// The tiers the file itself asks to watermark (resolveWatermark).
+	var asked []string
+	if !bytes.Equal(b, defaultYAML) {
+		var own Config
+		if err := decodeStrict(b, &own); err != nil {
+			return nil, err
+		}
+		asked = watermarkTiers(own.Policies)
+	}
+	if err := errors.Join(c.resolve(), c.resolveWatermark(asked), c.resolveEvidence()); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -489,6 +505,7 @@ func (t Tier) resolve(v scoring.Verdict, name string) (Action, error) {
 		MaxAlternatives:   intOr(o.MaxAlternatives, -1),
 		Perturb:           o.Perturb,
 		EmbeddingDecimals: intOr(o.EmbeddingDecimals, -1),
+		Watermark:         o.Watermark,
 	}
 	r := t.Request
 	a.Request = mutate.RequestPolicy{

@@ -76,6 +76,7 @@ func stricterOutput(a, b mutate.OutputPolicy) mutate.OutputPolicy {
 		MaxAlternatives:   minSet(a.MaxAlternatives, b.MaxAlternatives),
 		Perturb:           max(a.Perturb, b.Perturb),
 		EmbeddingDecimals: minSet(a.EmbeddingDecimals, b.EmbeddingDecimals),
+		Watermark:         a.Watermark || b.Watermark,
 	}
 }
 

@@ -19,6 +19,8 @@ import (
 //   - scoring.*: the engine is built from its section once (its caches,
 //     keys and bloom filters are sized and keyed from it);
 //   - admin.token: the admin API is built with it;
+//   - evidence.include_prompts: the scoring engine keeps prompt text for
+//     exports only when built with it;
 //   - log.*: the logger is built with them.
 //
 // Everything else (policies, routes, the other processing settings) is read
@@ -48,7 +50,9 @@ func restartOnly(key string) bool {
 	case "scoring", "log":
 		return true
 	}
-	return key == "processing.max_message_bytes" || key == "admin.token"
+	// evidence.include_prompts decides what the engine keeps of each
+	// prompt, and the engine is built once.
+	return key == "processing.max_message_bytes" || key == "admin.token" || key == "evidence.include_prompts"
 }
 
 // diffKeys calls changed with the dotted YAML key of every setting that

@@ -102,6 +102,14 @@ func restartKeys() map[string]bool {
 		"admin.token": true,
 		"log.level":   true,
 		"log.format":  true,
+
+		// Key files are read on every load and the keys are used per
+		// stream and per export from the configuration then current.
+		"watermark.key_file":          false,
+		"watermark.verify_key_files":  false,
+		"watermark.logprob_amplitude": false,
+		"evidence.key_file":           false,
+		"evidence.include_prompts":    true, // the engine keeps prompts or not from its start
 	}
 }
 

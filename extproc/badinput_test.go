@@ -32,7 +32,7 @@ func unguardedConfig(t testing.TB) *config.Config {
 policies:
   open:
     allow: {output: {round_decimals: 2, max_alternatives: 5}, request: {max_top_logprobs: null, drop_logit_bias_with_logprobs: false}}
-    degrade: {output: {round_decimals: 2, max_alternatives: 5, perturb: 0, embedding_decimals: null}, request: {max_top_logprobs: null, max_n: 0, drop_logit_bias: false}}
+    degrade: {output: {round_decimals: 2, max_alternatives: 5, perturb: 0, embedding_decimals: null, watermark: false}, request: {max_top_logprobs: null, max_n: 0, drop_logit_bias: false}}
     throttle: {reject: null, output: {round_decimals: 2, max_alternatives: 5}}
     block: {reject: null, output: {round_decimals: 2, max_alternatives: 5}}
 routes:

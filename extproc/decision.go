@@ -106,6 +106,7 @@ func (st *stream) decide(b *mutate.Body, body []byte) (reject *extprocv3.Process
 	st.seed = mutate.PerturbSeed(d.Session, body)
 	st.session = d.Session
 	st.meta = decisionMetadata(d, st.action, shadow)
+	st.watermarkDecision(b)
 	st.srv.m.request(st.mctx, d.Verdict.String(), st.action.Policy, shadow)
 	st.traceDecision(d, model)
 	if st.action.Reject != nil {

@@ -84,6 +84,7 @@ type metrics struct {
 	immediate   metric.Int64Counter
 	protocol    metric.Int64Counter
 	refusals    metric.Int64Counter
+	watermarked metric.Int64Counter // watermark.go
 
 	// Precomputed attribute sets, read-only after newMetrics. They are held
 	// as ready-made option slices: passing a slice on to a variadic
@@ -154,6 +155,9 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	add(err)
 	m.refusals, err = mt.Int64Counter("distillguard_refusals",
 		metric.WithDescription("Exchanges refused with an error status (a request body not understood, too large, of an unsupported encoding or media type; duplicate or missing credentials; the memory bound; a response that cannot be rewritten), by reason."))
+	add(err)
+	m.watermarked, err = mt.Int64Counter("distillguard_watermarked_responses",
+		metric.WithDescription("Responses rewritten with the output watermark, by key id and mark (text, logprobs)."))
 	add(err)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

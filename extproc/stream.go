@@ -85,6 +85,9 @@ type stream struct {
 	action  config.Action
 	shadow  bool
 	seed    uint64
+	// lpMark is the logprob watermark in this request's context, when
+	// the tier marks logprobs (watermark.go).
+	lpMark *mutate.LogprobMark
 	// meta is the decision's dynamic metadata until a reply carries it.
 	meta *structpb.Struct
 

@@ -48,17 +48,51 @@ func (r *Rewriter) entryArray(depth int, key uint64, counted bool) error {
 		base = r.position(key)
 	}
 	n := 0
+	drops := r.entryDrops
+	r.entryDrops = nil
+	open := s.i
+	d := r.dropper()
+	off := 0
 	err := s.eachElem(func(i int) error {
 		n++
+		es := s.i
+		r.lastTok = span{-1, -1}
+		var err error
 		if s.peek() == '{' {
-			return r.entry(depth+1, key, base+uint64(i))
+			err = r.entry(depth+1, key, base+uint64(i))
+		} else {
+			err = s.skipValue(depth + 1)
 		}
-		return s.skipValue(depth + 1)
+		if err == nil && drops != nil {
+			// The entry's token covers the next bytes of the text: it
+			// goes when they overlap a changed word (TextDropper).
+			tl := 0
+			if r.lastTok.s >= 0 {
+				tl = decodedLen(s.b[r.lastTok.s:r.lastTok.e])
+			}
+			d.item(es, s.i, !overlapsAny(drops, off, off+tl))
+			off += tl
+		}
+		return err
 	})
+	if err == nil && drops != nil {
+		d.done(open, s.i-1)
+	}
 	if err == nil && counted && perturb && n > 0 {
 		r.advance(key, n)
 	}
 	return err
+}
+
+// overlapsAny reports whether [s, e) overlaps one of spans (an empty token
+// overlaps nothing).
+func overlapsAny(spans []TextSpan, s, e int) bool {
+	for _, sp := range spans {
+		if s < sp.End && sp.Start < e {
+			return true
+		}
+	}
+	return false
 }
 
 // entry walks one logprob entry, then computes and patches it as a whole,
@@ -81,7 +115,7 @@ func (r *Rewriter) entry(depth int, key, pos uint64) error {
 		case "logprob":
 			err := s.skipValue(depth + 1)
 			if err == nil {
-				r.chosen = append(r.chosen, r.number(vs, s.i, r.p.Perturb != 0))
+				r.chosen = append(r.chosen, r.number(vs, s.i, r.p.Perturb != 0 || r.shift != nil))
 			}
 			return err
 		case "top_logprobs":
@@ -94,6 +128,7 @@ func (r *Rewriter) entry(depth int, key, pos uint64) error {
 	if err != nil {
 		return err
 	}
+	r.lastTok = tok
 	r.finishEntry(key, pos, tok)
 	return nil
 }
@@ -181,7 +216,7 @@ func (r *Rewriter) finishEntry(key, pos uint64, tok span) {
 			// value depends on (the first, for the ranking, and up to the
 			// same token listed), need their values.
 			need := len(alts)
-			if r.maxAlt >= 0 {
+			if r.maxAlt >= 0 && r.shift == nil { // the mark reads every value
 				need = min(need, r.maxAlt)
 			}
 			last := gi == len(r.groups)-1
@@ -197,6 +232,9 @@ func (r *Rewriter) finishEntry(key, pos uint64, tok span) {
 		if cok && len(r.groups) == 0 {
 			cout = r.chosenValue(key, pos, cv, tok, nil)
 		}
+	}
+	if r.shift != nil {
+		cout = r.shiftEntry(tok, cv, cout, cok)
 	}
 	// Patches in document order (the sampled token's logprob usually comes
 	// before its top_logprobs), so that no sort is needed.
@@ -230,7 +268,7 @@ func (r *Rewriter) patchChosen(i int, out float64) {
 // patchNum rewrites a logprob: with noise from its value, otherwise by
 // rounding its text.
 func (r *Rewriter) patchNum(s, e int, orig, out float64, k int) {
-	if r.p.Perturb == 0 {
+	if r.p.Perturb == 0 && r.shift == nil {
 		r.roundNum(s, e, k)
 		return
 	}

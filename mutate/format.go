@@ -130,10 +130,13 @@ func (f Format) acceptsArray() bool {
 // p; seed keys the perturbation. NewRewriter(p, seed) is
 // NewRewriterFor(FormatOpenAI, p, seed). A format outside the known ones
 // is treated as FormatOpenAI.
-func NewRewriterFor(f Format, p OutputPolicy, seed uint64) *Rewriter {
+func NewRewriterFor(f Format, p OutputPolicy, seed uint64, opts ...RewriterOption) *Rewriter {
 	r := NewRewriter(p, seed)
 	if f < numFormats {
 		r.f = f
+	}
+	for _, o := range opts {
+		o(r)
 	}
 	return r
 }

@@ -24,6 +24,12 @@ type OutputPolicy struct {
 	// EmbeddingDecimals rounds embedding values (float arrays and base64
 	// float32). Negative leaves them.
 	EmbeddingDecimals int
+	// Watermark marks generated text (and, where logprobs are kept, the
+	// returned alternatives) with the gateway's watermark key. The policy
+	// only says that the tier wants it: the marks themselves are given to
+	// NewRewriterFor as options (WithTextRewriter, WithLogprobShift), built
+	// from the configured key, so that no key lives in a policy value.
+	Watermark bool
 }
 
 // Passthrough returns the policy that changes nothing. It is a function,
@@ -36,7 +42,7 @@ func Passthrough() OutputPolicy {
 // IsNoop reports whether p leaves every body unchanged, so callers can skip
 // parsing entirely.
 func (p OutputPolicy) IsNoop() bool {
-	return !p.StripLogprobs && p.RoundDecimals < 0 && p.MaxAlternatives < 0 && p.Perturb == 0 && p.EmbeddingDecimals < 0
+	return !p.StripLogprobs && p.RoundDecimals < 0 && p.MaxAlternatives < 0 && p.Perturb == 0 && p.EmbeddingDecimals < 0 && !p.Watermark
 }
 
 // RequestPolicy says how request bodies are rewritten before they go upstream.

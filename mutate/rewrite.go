@@ -69,6 +69,29 @@ type Rewriter struct {
 	// probabilities (values.go).
 	valProb bool
 	text    TextRewriter // rewrites generated text where a walk finds it (text.go); nil: none
+	// textHold and textDrop are text's optional interfaces (text.go).
+	textHold TextHolder
+	textDrop TextDropper
+	// drops are the spans the last piece of text lost its entries for;
+	// entryDrops, when non-nil, are those the next entry array walked
+	// applies (dropEntries).
+	drops       []TextSpan
+	kept        []TextSpan
+	entryDrops  []TextSpan
+	choiceDrops []TextSpan
+	// legacyText: a choice with a "text" member was seen (legacy
+	// Completions), so an ending choice without text gets "text" rather
+	// than a delta.
+	legacyText bool
+	// pre is a document to send as an event of its own before the current
+	// one (preEvent its SSE event name, empty for none): the delta that
+	// carries a Responses API text block's held tail (walk_responses.go).
+	pre      []byte
+	preEvent string
+	lastTok  span // the token of the entry last walked
+	// shift is the logprob watermark (WithLogprobShift); nil: none.
+	shift  LogprobShifter
+	tokBuf []byte
 
 	s         scanner
 	patchList           // the current document's patches
@@ -153,10 +176,24 @@ func (r *Rewriter) rewrite(dst, doc []byte) ([]byte, bool, error) {
 		return append(dst, doc...), false, nil
 	}
 	r.patchList.reset(doc)
+	r.pre = r.pre[:0]
 	r.pend = r.pend[:0]
+	if r.text != nil {
+		// A text rewriter keeps state across documents (the held word):
+		// it must not see the text of a document that then turns out not
+		// to parse and goes out as it came, so the whole document is
+		// validated first.
+		r.s.reset(doc)
+		r.s.ws()
+		if err := r.s.skipValue(0); err != nil {
+			r.stats.NotJSON++
+			return append(dst, doc...), false, notJSON(err)
+		}
+	}
 	r.s.reset(doc)
 	if err := r.walkDoc(); err != nil {
 		r.stats.NotJSON++
+		r.pre = r.pre[:0]
 		return append(dst, doc...), false, notJSON(err)
 	}
 	r.commit()
@@ -283,17 +320,23 @@ func (r *Rewriter) walkTop() error {
 	if s.peek() != '{' {
 		return errNotObject
 	}
-	var top topInfo
-	if r.p.Perturb != 0 && bytes.Contains(s.b, []byte(keyOutputIdx)) {
+	none := span{-1, -1}
+	top := topInfo{text: none, itemID: none, seq: none, outR: none, cR: none}
+	if r.text != nil || r.p.Perturb != 0 && bytes.Contains(s.b, []byte(keyOutputIdx)) {
 		if err := r.prescanTop(&top); err != nil {
 			return err
 		}
 	}
+	var drops []TextSpan
+	if r.text != nil {
+		drops = r.topText(&top)
+	}
+	text := r.text != nil
 	err := s.eachMember(func(ks, ke int) error {
 		c := s.peek()
 		switch string(s.b[ks:ke]) {
 		case "choices":
-			if r.touchLP && c == '[' {
+			if (r.touchLP || r.text != nil) && c == '[' {
 				return r.choices(1)
 			}
 		case "prompt_logprobs":
@@ -301,23 +344,26 @@ func (r *Rewriter) walkTop() error {
 				return r.promptLogprobs(1, keyPrompt)
 			}
 		case "logprobs":
-			if r.touchLP && c == '[' {
-				return r.respLogprobs(1, respKey(top.out, top.content), top.delta)
+			if (r.touchLP || drops != nil) && c == '[' {
+				r.entryDrops = drops
+				err := r.respLogprobs(1, respKey(top.out, top.content), top.delta)
+				r.entryDrops = nil
+				return err
 			}
 		case "response":
-			if r.touchLP && c == '{' {
+			if (r.touchLP || text) && c == '{' {
 				return r.responseObj(1)
 			}
 		case "output":
-			if r.touchLP && c == '[' {
+			if (r.touchLP || text) && c == '[' {
 				return r.outputArr(1)
 			}
 		case "item":
-			if r.touchLP && c == '{' {
+			if (r.touchLP || text) && c == '{' {
 				return r.outputItem(1, top.out)
 			}
 		case "part":
-			if r.touchLP && c == '{' {
+			if (r.touchLP || text) && c == '{' {
 				return r.contentPart(1, top.out, top.content)
 			}
 		case "data":

@@ -109,8 +109,10 @@ func (s *SSEStream) Discard() {
 	s.skipping = false
 }
 
-// Held is the number of bytes currently held back.
-func (s *SSEStream) Held() int { return len(s.hold) }
+// Held is the number of bytes currently held back: the unfinished event
+// and the text the rewriter's text rewriter holds across events (the
+// unfinished word of a watermarked delta stream).
+func (s *SSEStream) Held() int { return len(s.hold) + s.rw.TextHeld() }
 
 // Stats returns the counts so far.
 func (s *SSEStream) Stats() StreamStats { return s.stats }
@@ -315,6 +317,7 @@ const bom = "\xef\xbb\xbf"
 func (s *SSEStream) event(dst, ev []byte) []byte {
 	s.stats.Events++
 	s.data = s.data[:0]
+	named := false
 	for li, l := range s.lines {
 		ls := l.s
 		if li == 0 && !s.started && bytes.HasPrefix(ev[ls:l.ce], []byte(bom)) {
@@ -333,8 +336,11 @@ func (s *SSEStream) event(dst, ev []byte) []byte {
 				vs++
 			}
 		}
-		if string(name) == "data" {
+		switch string(name) {
+		case "data":
 			s.data = append(s.data, span{vs, l.ce})
+		case "event":
+			named = true
 		}
 	}
 	s.started = true
@@ -356,9 +362,32 @@ func (s *SSEStream) event(dst, ev []byte) []byte {
 		if err != nil && s.unreadable(payload) {
 			return s.dropped(dst[:mark])
 		}
-		return append(dst, ev[d.e:]...)
+		return s.preEvent(append(dst, ev[d.e:]...), mark, named)
 	}
-	return s.multiLine(dst, ev)
+	mark := len(dst)
+	return s.preEvent(s.multiLine(dst, ev), mark, named)
+}
+
+// preEvent puts the event the rewriter asked for before the one at
+// dst[mark:] (Rewriter.pre: a Responses API text block's held tail), with
+// an event field when the stream names its events.
+func (s *SSEStream) preEvent(dst []byte, mark int, named bool) []byte {
+	rw := s.rw
+	if len(rw.pre) == 0 {
+		return dst
+	}
+	s.joined = append(s.joined[:0], dst[mark:]...)
+	dst = dst[:mark]
+	if named && rw.preEvent != "" {
+		dst = append(dst, "event: "...)
+		dst = append(dst, rw.preEvent...)
+		dst = append(dst, '\n')
+	}
+	dst = append(dst, "data: "...)
+	dst = append(dst, rw.pre...)
+	dst = append(dst, "\n\n"...)
+	rw.pre = rw.pre[:0]
+	return append(dst, s.joined...)
 }
 
 // unreadableComment takes the place of an event dropped because its data

@@ -22,6 +22,14 @@ func (r *Rewriter) choices(depth int) error {
 func (r *Rewriter) choice(depth int, idx uint64) error {
 	s := &r.s
 	have := false
+	var drops []TextSpan
+	if r.text != nil {
+		var err error
+		if idx, drops, err = r.choiceText(depth, idx); err != nil {
+			return err
+		}
+		have = true
+	}
 	return s.eachMember(func(ks, ke int) error {
 		switch string(s.b[ks:ke]) {
 		case "index":
@@ -37,7 +45,10 @@ func (r *Rewriter) choice(depth int, idx uint64) error {
 			if r.p.Perturb != 0 && !have {
 				idx, have = r.lookaheadIndex(depth, idx), true
 			}
-			return r.choiceLogprobs(depth+1, idx)
+			r.choiceDrops = drops
+			err := r.choiceLogprobs(depth+1, idx)
+			r.choiceDrops = nil
+			return err
 		case "prompt_logprobs":
 			if r.p.Perturb != 0 && !have {
 				idx, have = r.lookaheadIndex(depth, idx), true
@@ -108,6 +119,7 @@ func (r *Rewriter) nullOrStrip(depth int, open byte) (walk bool, err error) {
 // legacy {tokens, token_logprobs, top_logprobs, text_offset}.
 func (r *Rewriter) choiceLogprobs(depth int, idx uint64) error {
 	s := &r.s
+	start := s.i
 	if walk, err := r.nullOrStrip(depth, '{'); !walk {
 		return err
 	}
@@ -118,7 +130,14 @@ func (r *Rewriter) choiceLogprobs(depth int, idx uint64) error {
 		switch string(s.b[ks:ke]) {
 		case "content", "refusal":
 			if s.peek() == '[' {
-				return r.entryArray(depth+1, idx, true)
+				if string(s.b[ks:ke]) == "content" {
+					// The entries of the text the choice's content holds:
+					// those of changed words go (walk_text.go).
+					r.entryDrops = r.choiceDrops
+				}
+				err := r.entryArray(depth+1, idx, true)
+				r.entryDrops = nil
+				return err
 			}
 		case "tokens":
 			err := s.skipValue(depth + 1)
@@ -139,6 +158,14 @@ func (r *Rewriter) choiceLogprobs(depth int, idx uint64) error {
 		return err
 	}
 	if lp.s >= 0 || top.s >= 0 {
+		if len(r.choiceDrops) > 0 {
+			// Legacy parallel arrays lose the whole document's logprobs
+			// when a word of its text changed: cutting the same element
+			// out of four arrays (and text_offset's running offsets) is
+			// not worth the rarity of legacy streams with logprobs.
+			r.replace(start, s.i, "null")
+			return nil
+		}
 		r.legacy(depth, idx, tok, lp, top)
 	}
 	return nil

@@ -14,6 +14,11 @@ package mutate
 type topInfo struct {
 	out, content uint64
 	delta        bool
+	// For a text rewriter (walk_text.go): whether the event is
+	// response.output_text.done, and the raw values of its members the
+	// text walk reads or copies.
+	done                        bool
+	text, itemID, seq, outR, cR span
 }
 
 // prescanTop reads type, output_index and content_index of a Responses API
@@ -29,13 +34,25 @@ func (r *Rewriter) prescanTop(top *topInfo) error {
 			return err
 		}
 		v := s.b[vs:s.i]
+		sp := span{vs, s.i}
 		switch string(s.b[ks:ke]) {
 		case "type":
 			top.delta = string(v) == `"response.output_text.delta"`
+			top.done = string(v) == `"response.output_text.done"`
 		case "output_index":
 			top.out, _ = parseUint(v)
+			top.outR = sp
 		case "content_index":
 			top.content, _ = parseUint(v)
+			top.cR = sp
+		case "delta", "text":
+			if v[0] == '"' {
+				top.text = sp
+			}
+		case "item_id":
+			top.itemID = sp
+		case "sequence_number":
+			top.seq = sp
 		}
 		return nil
 	})
@@ -98,9 +115,19 @@ func (r *Rewriter) outputItem(depth int, out uint64) error {
 // array holds the whole part's entries, positions from 0.
 func (r *Rewriter) contentPart(depth int, out, content uint64) error {
 	s := &r.s
+	var drops []TextSpan
+	if r.text != nil {
+		var err error
+		if drops, err = r.partText(depth, out, content); err != nil {
+			return err
+		}
+	}
 	return s.eachMember(func(ks, ke int) error {
 		if string(s.b[ks:ke]) == "logprobs" && s.peek() == '[' {
-			return r.respLogprobs(depth+1, respKey(out, content), false)
+			r.entryDrops = drops
+			err := r.respLogprobs(depth+1, respKey(out, content), false)
+			r.entryDrops = nil
+			return err
 		}
 		return s.skipValue(depth + 1)
 	})

@@ -40,6 +40,10 @@ type Options struct {
 	// hash values (and craft bloom-filter collisions), and the synchronous
 	// store serializes access to session state.
 	Seed []byte
+	// EvidencePromptBytes, when positive, keeps the first this many bytes
+	// of each prompt in the verdict history (history.go) for evidence
+	// exports (evidence.include_prompts). Zero keeps keyed hashes only.
+	EvidencePromptBytes int
 }
 
 // Engine is the session-risk Scorer. It is safe for concurrent use; Close
@@ -51,6 +55,10 @@ type Engine struct {
 	an      *analyzer
 	id      *identity
 	key     hashKey // keys raw-prompt, conversation, application and cohort hashes
+	// pmac keys the prompt hashes of the verdict history; promptBytes is
+	// how much of each prompt it keeps (history.go).
+	pmac        *promptMAC
+	promptBytes int
 	// salts of the marks kept in session filters
 	repSalt, convSalt, rawSalt, normSalt, joinSalt, flagSalt, appSalt uint64
 
@@ -140,6 +148,8 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	tokenKey := newHashKey(keys.derive("token-hash"))
 	e.an = newAnalyzer(tokenKey, cfg.MaxPromptBytes)
 	e.key = newHashKey(keys.derive("request-hash"))
+	e.pmac = newPromptMAC(keys.derive("evidence-prompt"))
+	e.promptBytes = opts.EvidencePromptBytes
 	e.repSalt = tokenKey.sumString(0, "template-report")
 	e.convSalt = tokenKey.sumString(0, "template-conversational")
 	e.rawSalt = tokenKey.sumString(0, "raw-prompt")
@@ -302,6 +312,7 @@ func (e *Engine) Score(r *Request) (d Decision) {
 	s := e.lookup(d.Session, id, now, &remote)
 	old := s.tier
 	ev := e.observe(s, r, f, sc, &lk, now, tr)
+	e.recordHistory(s, r, &ev, now)
 	e.store(d.Session, s)
 	if e.rep != nil {
 		e.rep.markDirty(s)

@@ -404,6 +404,7 @@ func (r *replica) adopt(s *session, rs *session, h blobHead) {
 	}
 	clean := merged.requests == nb.requests && m.gen == m.clean
 	merged.rep = m
+	merged.hist = s.hist // kept by this replica only (history.go)
 	*s = *merged
 	m.base, m.inc, m.ver, m.writes = nb, h.inc, h.ver, h.writes
 	if clean {

@@ -272,7 +272,7 @@ func (s *session) clone() *session {
 // and generation are counted from it).
 func (s *session) baseCopy() *session {
 	c := *s
-	c.rep = nil
+	c.rep, c.hist = nil, nil
 	c.set.cur, c.set.prev = nil, nil
 	return &c
 }

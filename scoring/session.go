@@ -341,6 +341,9 @@ type session struct {
 	// the version read from Redis and the state as of it, so what this
 	// replica added since is known (replica_state.go).
 	rep *replicaMeta
+	// hist is the verdict history evidence exports quote (history.go);
+	// nil until the session is first at a tier other than allow.
+	hist *history
 }
 
 func (s *session) has(f uint8) bool { return s.flags&f != 0 }
@@ -354,7 +357,7 @@ const sessionOverhead = 160
 const sessionFixedBytes = int64(unsafe.Sizeof(session{}))
 
 func (s *session) bytes() int64 {
-	n := sessionFixedBytes + int64(s.set.bytes()) + sessionOverhead
+	n := sessionFixedBytes + int64(s.set.bytes()) + sessionOverhead + s.hist.bytes()
 	if s.rep != nil {
 		n += replicaMetaBytes
 		if s.rep.base != nil {

@@ -119,6 +119,9 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
 	s.cfg.Store(cfg)
+	if tiers := cfg.UnkeyedWatermarkTiers(); len(tiers) > 0 {
+		s.logger.Warn("tiers ask for the output watermark but no watermark.key_file is configured: they mark nothing", "tiers", tiers)
+	}
 	built := false
 	defer func() {
 		if !built {
@@ -149,13 +152,13 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if proc == nil {
 		var scorer scoring.Scorer = scoring.AllowAll{}
 		if cfg.Scoring.Enabled {
-			eng, err := scoring.New(cfg.Scoring, scoring.Options{MeterProvider: s.mp, Logger: s.logger, Clock: o.Clock, Seed: o.Seed})
+			eng, err := scoring.New(cfg.Scoring, scoring.Options{MeterProvider: s.mp, Logger: s.logger, Clock: o.Clock, Seed: o.Seed, EvidencePromptBytes: promptBytes(cfg)})
 			if err != nil {
 				return nil, fmt.Errorf("scoring: %w", err)
 			}
 			s.engine = eng
 			scorer = eng
-			adminAPI = eng.AdminHandler(cfg.Admin.Token)
+			adminAPI = withEvidence(eng.AdminHandler(cfg.Admin.Token), eng, s.Config, cfg.Admin.Token)
 		}
 		p, err := extproc.New(extproc.Options{
 			Config:        s.Config,

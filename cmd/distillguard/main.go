@@ -8,6 +8,8 @@
 //	distillguard -config policy.yaml -check-config   # validate, print what each tier does per route
 //	distillguard watermark verify -key-file F FILE...   # see runWatermark
 //	distillguard watermark keygen -key-file F [-id ID]
+//	distillguard evidence export -url URL -token-file F -session ID [-o FILE]
+//	distillguard evidence verify (-key F | -public-key K) FILE...
 //
 // SIGHUP reloads the config file (a bad file keeps the running config).
 // SIGTERM or SIGINT drains: health turns NOT_SERVING, new streams are refused,
@@ -23,6 +25,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/distillguard/distillguard/evidence"
 )
 
 func main() {
@@ -33,6 +37,9 @@ func main() {
 func runMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "watermark" {
 		return runWatermark(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "evidence" {
+		return evidence.Run(args[1:], stdout, stderr)
 	}
 	opts, err := parseFlags(args, stderr)
 	if err != nil {
@@ -88,7 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve net/http/pprof on the admin port")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: distillguard [flags]\n       distillguard watermark verify|keygen [flags] (run \"distillguard watermark\" for details)\n\nflags:")
+		fmt.Fprintln(stderr, "usage: distillguard [flags]\n       distillguard watermark verify|keygen [flags] (run \"distillguard watermark\" for details)\n       distillguard evidence export|verify [flags] (run \"distillguard evidence\" for details)\n\nflags:")
 		fs.PrintDefaults()
 		fmt.Fprintln(stderr, "\nOTLP export and tracing: the standard OTEL_* environment variables (OTEL_EXPORTER_OTLP_ENDPOINT, ...;\nREADME, Tracing and OTLP). None set: no export, no tracing, Prometheus /metrics only.")
 	}

@@ -47,6 +47,11 @@ const (
 	// Probation is true when the identity has not earned standing yet and
 	// the route's probation tier was enforced in place of allow.
 	Probation = "probation"
+	// Watermark is the id of the watermark key that marks the response,
+	// set when the enforced tier has output.watermark and a key is
+	// configured (the id a verification report and the evidence export
+	// name).
+	Watermark = "watermark_key"
 	// Refused is set instead of a decision when distillguard refused the
 	// exchange before scoring it (a request body it does not accept, or a
 	// response it cannot rewrite): the reason, e.g. "duplicate_member".

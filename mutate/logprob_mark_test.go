@@ -1,0 +1,81 @@
+package mutate
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/distillguard/distillguard/watermark"
+)
+
+func TestLogprobMarkMatchesShiftTop(t *testing.T) {
+	k, err := watermark.NewKey("lp", []byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark, err := watermark.NewLogprobMark(k, 0.3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := []byte("Explain why the sky is blue")
+	toks := []string{"The", " sky", " is", " blue", "\u00e9t\\\"e"}
+	var entries []string
+	for i, tok := range toks {
+		q, _ := json.Marshal(tok)
+		entries = append(entries, fmt.Sprintf(`{"token":%s,"logprob":-0.1,"top_logprobs":[{"token":%s,"logprob":-0.1},{"token":" a%d","logprob":-1.5},{"token":" b%d","logprob":-1.6},{"token":" c","logprob":-4}]}`, q, q, i, i))
+	}
+	body := `{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"x"},"logprobs":{"content":[` + strings.Join(entries, ",") + `]},"finish_reason":"stop"}]}`
+	for _, dec := range []int{-1, 3} {
+		p := Passthrough()
+		p.RoundDecimals = dec
+		rw := NewRewriterFor(FormatOpenAI, p, 1, WithLogprobShift(NewLogprobMark(mark, prompt)))
+		out, err := rw.Rewrite(nil, []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Choices []struct {
+				Logprobs struct {
+					Content []struct {
+						Token   string                   `json:"token"`
+						Logprob float64                  `json:"logprob"`
+						Top     []watermark.TokenLogprob `json:"top_logprobs"`
+					} `json:"content"`
+				} `json:"logprobs"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("%s: %v", out, err)
+		}
+		sh := mark.NewShifter()
+		h := sh.TextContext(prompt)
+		changed := 0
+		for i, e := range got.Choices[0].Logprobs.Content {
+			want := []watermark.TokenLogprob{{Token: toks[i], Logprob: -0.1}, {Token: fmt.Sprintf(" a%d", i), Logprob: -1.5}, {Token: fmt.Sprintf(" b%d", i), Logprob: -1.6}, {Token: " c", Logprob: -4}}
+			sh.ShiftTop(h, want)
+			for j := range want {
+				w := want[j].Logprob
+				if dec >= 0 {
+					w = math.Round(w*1000) / 1000
+				}
+				if math.Abs(e.Top[j].Logprob-w) > 1e-12 || e.Top[j].Token != want[j].Token {
+					t.Fatalf("decimals %d, position %d alt %d: %v, want %v", dec, i, j, e.Top[j], want[j])
+				}
+				if j > 0 && e.Top[j].Logprob > e.Top[j-1].Logprob {
+					t.Fatalf("order lost at %d: %v", i, e.Top)
+				}
+				if j > 0 && e.Top[j].Logprob != []float64{-0.1, -1.5, -1.6, -4}[j] {
+					changed++
+				}
+			}
+			if e.Logprob != e.Top[0].Logprob {
+				t.Fatalf("sampled token %v, its alternative %v", e.Logprob, e.Top[0])
+			}
+		}
+		if changed == 0 {
+			t.Fatal("the mark changed no value")
+		}
+	}
+}

@@ -1,0 +1,325 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"unicode"
+
+	procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/distillguard/distillguard/evidence"
+	"github.com/distillguard/distillguard/extproc/envoytest"
+	"github.com/distillguard/distillguard/internal/corpus"
+	"github.com/distillguard/distillguard/internal/corpus/corpustest"
+	"github.com/distillguard/distillguard/watermark"
+)
+
+// heldOut reads n gsm8k worked answers: text the lexicon's context
+// statistics were not built from (those come from the HH-RLHF turns and
+// the self-instruct tasks; watermark/contexts_table.go).
+func heldOut(t *testing.T, n int) []string {
+	t.Helper()
+	dir := corpustest.Require(t)
+	f, err := os.Open(filepath.Join(dir, corpus.QuestionsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 4<<20)
+	var out []string
+	for sc.Scan() && len(out) < n {
+		var m struct {
+			Answer string `json:"answer"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m.Answer)
+	}
+	if len(out) < n {
+		t.Fatalf("%d answers in the corpus, want %d", len(out), n)
+	}
+	return out
+}
+
+// tokens splits text like a tokenizer would: a word with its leading
+// space, every other rune alone, words longer than six runes in two.
+func tokens(text string) []string {
+	var out []string
+	rs := []rune(text)
+	for i := 0; i < len(rs); {
+		j := i
+		if rs[j] == ' ' {
+			j++
+		}
+		for j < len(rs) && unicode.IsLetter(rs[j]) {
+			j++
+		}
+		if j == i || j == i+1 && rs[i] == ' ' {
+			j = i + 1
+		}
+		if w := rs[i:j]; len(w) > 6 {
+			out = append(out, string(w[:4]), string(w[4:]))
+		} else {
+			out = append(out, string(w))
+		}
+		i = j
+	}
+	return out
+}
+
+// topOf is the upstream's top_logprobs at a position: the sampled token
+// first, then three alternatives, values fixed by the position.
+func topOf(tok string, pos int) []watermark.TokenLogprob {
+	return []watermark.TokenLogprob{
+		{Token: tok, Logprob: -0.05},
+		{Token: fmt.Sprintf(" alt%d", pos%97), Logprob: -1.25},
+		{Token: fmt.Sprintf(" other%d", pos%89), Logprob: -2.5},
+		{Token: fmt.Sprintf(" rare%d", pos%83), Logprob: -4},
+	}
+}
+
+// corpusUpstream answers chat completions by streaming the answer its
+// prompt names ("problem N"), token by token, with logprobs.
+type corpusUpstream struct{ texts []string }
+
+func (u corpusUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Messages []struct {
+			Content string `json:"content"`
+		} `json:"messages"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Messages) == 0 {
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return
+	}
+	i, err := strconv.Atoi(strings.TrimPrefix(req.Messages[len(req.Messages)-1].Content, "problem "))
+	if err != nil || i < 0 || i >= len(u.texts) {
+		http.Error(w, "unknown problem", http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	var b bytes.Buffer
+	b.WriteString(`data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}` + "\n\n")
+	for pos, tok := range tokens(u.texts[i]) {
+		top, _ := json.Marshal(topOf(tok, pos))
+		q, _ := json.Marshal(tok)
+		fmt.Fprintf(&b, `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":%s},"logprobs":{"content":[{"token":%s,"logprob":-0.05,"top_logprobs":%s}]},"finish_reason":null}]}`+"\n\n", q, q, top)
+	}
+	b.WriteString(`data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}` + "\n\ndata: [DONE]\n\n")
+	_, _ = w.Write(b.Bytes())
+}
+
+type chunk struct {
+	Choices []struct {
+		Delta struct {
+			Content *string `json:"content"`
+		} `json:"delta"`
+		Logprobs *struct {
+			Content []struct {
+				Token string                   `json:"token"`
+				Top   []watermark.TokenLogprob `json:"top_logprobs"`
+			} `json:"content"`
+		} `json:"logprobs"`
+	} `json:"choices"`
+}
+
+// TestWatermarkEndToEnd streams held-out text through the assembled
+// server on a route with output.watermark: true, in random chunkings, and
+// runs the verifiers on what came out, on the originals and with a decoy
+// key.
+func TestWatermarkEndToEnd(t *testing.T) {
+	leakCheck(t)
+	// Every gsm8k answer, twenty to a response: the maths text has few
+	// substitutable words, and the verifier needs a few hundred
+	// candidates for a small p-value.
+	answers := heldOut(t, 500)
+	var texts []string
+	for i := 0; i < len(answers); i += 20 {
+		texts = append(texts, strings.Join(answers[i:min(i+20, len(answers))], "\n\n"))
+	}
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(2026, 12))
+	secret := make([]byte, 32)
+	for i := range secret {
+		secret[i] = byte(r.Uint32())
+	}
+	wmFile := filepath.Join(dir, "wm.key")
+	if err := os.WriteFile(wmFile, []byte(watermark.KeySetHeader+"\ne2e-2026 "+fmt.Sprintf("%x", secret)+" active\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	evFile := filepath.Join(dir, "ev.key")
+	if err := os.WriteFile(evFile, bytes.Repeat([]byte{0x5c}, 32), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := parse(t, fmt.Sprintf(`
+watermark: {key_file: %q}
+evidence: {key_file: %q}
+admin: {token: e2e-admin}
+scoring: {secret: e2e-secret-e2e-secret-e2e-secret}
+policies:
+  marked:
+    allow: {output: {watermark: true}}
+    probation: null
+routes:
+  - path_prefix: /v1/
+    policy: marked
+`, wmFile, evFile))
+	key := cfg.Marks().Keys.Active()
+	if key.ID() != "e2e-2026" {
+		t.Fatalf("active key %s", key.ID())
+	}
+	s := start(t, cfg, Options{})
+	cc := dial(t, s.GRPCAddr())
+	env := envoytest.New(extprocv3.NewExternalProcessorClient(cc), envoytest.Config{
+		ProcessingMode: &procv3.ProcessingMode{
+			RequestHeaderMode: procv3.ProcessingMode_SEND, ResponseHeaderMode: procv3.ProcessingMode_SEND,
+			RequestBodyMode: procv3.ProcessingMode_BUFFERED, ResponseBodyMode: procv3.ProcessingMode_STREAMED,
+			RequestTrailerMode: procv3.ProcessingMode_SKIP, ResponseTrailerMode: procv3.ProcessingMode_SKIP,
+		},
+		AllowModeOverride: true, SendProtocolConfig: true, RequestAttributes: true,
+		SourceAddress: "203.0.113.9:40000", ReceivingNamespaces: []string{"distillguard"},
+	})
+	up := corpusUpstream{texts: texts}
+	marker := watermark.NewMarker(watermark.DefaultLexicon(), key)
+	lex := marker.Lexicon()
+	v := watermark.NewVerifier(lex)
+	marked, orig := v.NewSample(), v.NewSample()
+	var suspect, reference []watermark.LogprobPosition
+	var probes []watermark.ProbeContext
+	var words, changed int64
+	session := ""
+	for i, text := range texts {
+		body := []byte(fmt.Sprintf(`{"model":"m","stream":true,"logprobs":true,"top_logprobs":4,"messages":[{"role":"user","content":"problem %d"}]}`, i))
+		var first []byte
+		for c := 0; c < 3; c++ {
+			chunker := envoytest.Whole()
+			if c > 0 {
+				// Cuts anywhere: inside events, words, escapes and
+				// UTF-8 sequences; with empty chunks on the second.
+				chunker = envoytest.Random(uint64(i*10+c), 97+900*(c-1), c == 2)
+			}
+			res, err := env.Do(context.Background(), &envoytest.Exchange{
+				Path: "/v1/chat/completions", Body: body, Upstream: up, ResponseChunker: chunker,
+				Header: http.Header{"Content-Type": {"application/json"}, "Authorization": {fmt.Sprintf("Bearer sk-e2e-%d-%d", i, c)}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Violations) > 0 || res.Status != 200 {
+				t.Fatalf("text %d chunking %d: status %d, violations %v", i, c, res.Status, res.Violations)
+			}
+			md := res.Metadata["distillguard"].GetFields()
+			if got := md["watermark_key"].GetStringValue(); got != key.ID() {
+				t.Fatalf("metadata watermark_key %q", got)
+			}
+			session = md["session"].GetStringValue()
+			if c == 0 {
+				first = res.Body
+			} else if !bytes.Equal(res.Body, first) {
+				k := 0
+				for k < len(first) && k < len(res.Body) && first[k] == res.Body[k] {
+					k++
+				}
+				t.Fatalf("text %d: chunking %d changed the output at byte %d:\n%q\n%q", i, c, k, first[max(0, k-300):min(len(first), k+200)], res.Body[max(0, k-300):min(len(res.Body), k+200)])
+			}
+		}
+		// What the client got: the text, and the alternatives.
+		var out strings.Builder
+		pos := 0
+		for _, line := range bytes.Split(first, []byte("\n")) {
+			p, ok := bytes.CutPrefix(line, []byte("data: "))
+			if !ok || string(p) == "[DONE]" {
+				continue
+			}
+			var ch chunk
+			if err := json.Unmarshal(p, &ch); err != nil {
+				t.Fatalf("event %s: %v", p, err)
+			}
+			if c := ch.Choices[0].Delta.Content; c != nil {
+				out.WriteString(*c)
+			}
+			if lp := ch.Choices[0].Logprobs; lp != nil {
+				for _, e := range lp.Content {
+					suspect = append(suspect, watermark.LogprobPosition{Probe: i, Index: pos, Top: e.Top})
+					pos++
+				}
+			}
+		}
+		want, st := marker.Mark([]byte(text))
+		if out.String() != string(want) {
+			t.Fatalf("text %d: the client got\n%q\nthe marker makes\n%q", i, out.String(), want)
+		}
+		words += st.Words
+		changed += st.Substituted
+		marked.Add([]byte(out.String()))
+		orig.Add([]byte(text))
+		for p, tok := range tokens(text) {
+			reference = append(reference, watermark.LogprobPosition{Probe: i, Index: p, Top: topOf(tok, p)})
+		}
+		probes = append(probes, watermark.ProbeContext{Text: fmt.Sprintf("problem %d", i)})
+	}
+	decoys, err := watermark.DecoyKeys(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, clean, decoy := marked.Score(key), orig.Score(key), marked.Score(decoys[0])
+	t.Logf("lexical: %d words, %.2f%% changed; marked p=%.3g (%d/%d groups), originals p=%.3g, decoy key p=%.3g",
+		words, 100*float64(changed)/float64(words), got.PValue, got.Matches, got.Scored, clean.PValue, decoy.PValue)
+	if got.PValue > 1e-6 || clean.PValue < 1e-3 || decoy.PValue < 1e-3 {
+		t.Fatalf("lexical verification: marked p=%g, originals p=%g, decoy p=%g", got.PValue, clean.PValue, decoy.PValue)
+	}
+	if changed == 0 || float64(changed) > 0.1*float64(words) {
+		t.Fatalf("%d of %d words changed", changed, words)
+	}
+	ls, err := watermark.NewLogprobSample(suspect, reference, probes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lr, ld := ls.Score(key), ls.Score(decoys[0])
+	t.Logf("logprobs: %d positions; key p=%.3g, decoy p=%.3g", len(suspect), lr.PValue, ld.PValue)
+	if lr.PValue > 1e-3 || ld.PValue < 1e-2 {
+		t.Fatalf("logprob verification: key p=%g, decoy p=%g", lr.PValue, ld.PValue)
+	}
+
+	// The evidence export of the last session verifies and names the key.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+s.AdminAddr()+"/v1/sessions/"+session+"/evidence", nil)
+	req.Header.Set("Authorization", "Bearer e2e-admin")
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eb bytes.Buffer
+	_, _ = eb.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("evidence: %d %s", resp.StatusCode, eb.Bytes())
+	}
+	ek, err := evidence.LoadKey(evFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, _, err := evidence.Verify(eb.Bytes(), ek.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Session.ID != session || ex.Session.Requests != 1 || ex.Watermark == nil || ex.Watermark.KeyID != key.ID() || ex.ConfigFingerprint != cfg.Fingerprint() {
+		t.Fatalf("export %+v", ex)
+	}
+	if bytes.Contains(eb.Bytes(), []byte("sk-e2e")) || bytes.Contains(eb.Bytes(), []byte("problem ")) {
+		t.Fatal("the export holds a credential or a prompt")
+	}
+}

@@ -112,7 +112,12 @@ const MethodEValue = "likelihood-ratio mixture test martingale over member count
 // smoothed n-gram model backs off to shorter contexts; Chen and Goodman
 // 1998). An even mixture over a grid is as valid as any single one and
 // loses at most log(len) nats of evidence against the best of them.
-func fidelities() [8]float64 { return [8]float64{0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 0.95} }
+func fidelities() [4]float64 { return [4]float64{0.5, 0.8, 0.95, 0.99} }
+
+// learnedShares are the shares of groups a student learned (pi): a group
+// the student never saw in training is written from its backoff alone and
+// gives no evidence, so each group's factor is (1 - pi) + pi LR.
+func learnedShares() [4]float64 { return [4]float64{0.25, 0.5, 0.75, 0.95} }
 
 // Score tests the sample against key k.
 //
@@ -161,8 +166,8 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 	lex := sm.st.lex
 	p := prf{block: k.lexBlock, macKey: k.lexMAC}
 	var msg [prfMsgLen]byte
-	kap := fidelities()
-	var logW [len(kap)]float64
+	kap, pis := fidelities(), learnedShares()
+	var logW [len(kap) * len(pis)]float64
 	r := Result{KeyID: k.ID(), Texts: sm.texts, Words: sm.Words(), Candidates: sm.Candidates(), Method: MethodEValue}
 	var (
 		rs, base, nat, ll []float64
@@ -270,7 +275,10 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 			for d := range ll {
 				s += math.Exp(ll[d] + logR[d] - mx)
 			}
-			logW[ki] += ll[m] - (mx + math.Log(s))
+			lr := math.Exp(ll[m] - (mx + math.Log(s)))
+			for pi, pv := range pis {
+				logW[ki*len(pis)+pi] += math.Log((1 - pv) + pv*lr)
+			}
 		}
 	}
 	if r.Variance > 0 {

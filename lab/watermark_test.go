@@ -136,4 +136,4 @@ func TestWatermarkExperimentSmall(t *testing.T) {
 	}
 }
 
-func maxHarvest(p WatermarkParams) int { return p.Harvests[len(p.Harvests)-1] }
+func maxHarvest(p WatermarkParams) int { return p.TargetHarvest }

@@ -21,7 +21,9 @@ package watermark
 //
 // Curation rules (checked by the tests where they can be): every member
 // means the same as the others in nearly every context; no function words
-// (prepositions, determiners, pronouns, modals, quantifiers); no words whose
+// (prepositions, determiners, pronouns, modals, quantifiers; interjections
+// such as "yes/yeah" and clipped forms such as "photo" or "info" are
+// content words here); no words whose
 // common senses differ ("odd" is also "not even", "fine" is also a penalty,
 // "right" is also a direction); no spelling variants (an inconsistent
 // spelling is visible to anyone reading the text); a surface form that

@@ -16,10 +16,10 @@ func NewVerifier(lex *Lexicon) *Verifier { return &Verifier{lex: lex} }
 // the outputs of one suspect model, or all the texts of one file). Not safe
 // for concurrent use; Score may be called for many keys.
 //
-// Positions are grouped by (set, slot, context): the key's choice is one draw per
-// group, so two positions of one group are not independent trials. Each
-// group is scored once, on its most frequent member (ties to the member
-// listed first in the table), which is a function of the text alone.
+// Positions are grouped by (set, slot, context): the key's choice is one
+// draw per group, so two positions of one group are not independent
+// trials. Each group is scored once, on the likelihood of its member
+// counts under each member the key could have drawn (see Score).
 type Sample struct {
 	st     *Stream
 	groups []group

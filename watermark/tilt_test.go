@@ -47,7 +47,7 @@ func TestTiltShare(t *testing.T) {
 	var b bytes.Buffer
 	const n = 4000
 	for i := 0; i < n; i++ {
-		fmt.Fprintf(&b, "zq%d xv%d.\n%s ", i%97, i/97, word)
+		fmt.Fprintf(&b, "zq%d xv%d.\n%s ", i%97, i, word)
 	}
 	out, st := NewMarker(lex, k).Mark(b.Bytes())
 	if st.Candidates < n {

@@ -112,12 +112,18 @@ const MethodEValue = "likelihood-ratio mixture test martingale over member count
 // smoothed n-gram model backs off to shorter contexts; Chen and Goodman
 // 1998). An even mixture over a grid is as valid as any single one and
 // loses at most log(len) nats of evidence against the best of them.
-func fidelities() [4]float64 { return [4]float64{0.5, 0.8, 0.95, 0.99} }
+func fidelities() [3]float64 { return [3]float64{0.7, 0.9, 0.97} }
 
-// learnedShares are the shares of groups a student learned (pi): a group
-// the student never saw in training is written from its backoff alone and
-// gives no evidence, so each group's factor is (1 - pi) + pi LR.
-func learnedShares() [4]float64 { return [4]float64{0.25, 0.5, 0.75, 0.95} }
+// harvestSizes are the numbers of occurrences of a set in the harvest the
+// test mixes over. A student learned a group's context only if the harvest
+// held it: a context that makes up a share f of the set's occurrences in
+// the statistics was there with probability about pi = 1 - exp(-H f)
+// (Poisson), and a group the student never saw it writes from its backoff,
+// which carries no evidence. So each group's factor is (1 - pi) + pi LR:
+// heavy contexts weigh fully, rare and unseen ones (the hashed tail, taken
+// as half an occurrence) little. pi depends on the statistics and the
+// text only, never on the key, so the factor keeps mean one.
+func harvestSizes() [5]float64 { return [5]float64{30, 100, 300, 1000, 3000} }
 
 // Score tests the sample against key k.
 //
@@ -131,13 +137,15 @@ func learnedShares() [4]float64 { return [4]float64{0.25, 0.5, 0.75, 0.95} }
 // student writes member i with probability kappa q_m(i) + (1 - kappa)
 // b(i), q_m the context's marked distribution under m (its natural shares
 // tilted towards m by the plan's lambda; all m when lambda is 1) and b the
-// set's natural shares. The group's factor is L(m_j) / sum_m r_j(m) L(m),
-// m_j the key's actual draw: its mean over the draw is one whatever n is,
-// so, given the earlier draws, the running product over groups is a
+// set's natural shares. The group's likelihood ratio LR is L(m_j) / sum_m
+// r_j(m) L(m), m_j the key's actual draw, and its factor (1 - pi) + pi LR,
+// pi the chance the student learned the context (harvestSizes): the mean
+// over the draw is one whatever n and pi are, so, given the earlier
+// draws, the running product over groups is a
 // non-negative martingale with mean 1 (a Bayes factor with the draw
 // probabilities as prior: Shafer and Vovk; Ramdas et al., "Game-theoretic
 // statistics and safe anytime-valid inference", Statistical Science 2023).
-// The average over the kappa grid is one too, so P(EValue >= 1/a) <= a
+// The average over the (kappa, H) grid is one too, so P(EValue >= 1/a) <= a
 // (Markov / Ville): PValue is conservative by construction, with no
 // independence or normal approximation assumed. Every occurrence counts,
 // not only a group's most frequent member, which is what makes the heavy
@@ -166,8 +174,9 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 	lex := sm.st.lex
 	p := prf{block: k.lexBlock, macKey: k.lexMAC}
 	var msg [prfMsgLen]byte
-	kap, pis := fidelities(), learnedShares()
-	var logW [len(kap) * len(pis)]float64
+	kap, hs := fidelities(), harvestSizes()
+	var logW [len(kap) * len(hs)]float64
+	var pis [len(hs)]float64
 	r := Result{KeyID: k.ID(), Texts: sm.texts, Words: sm.Words(), Candidates: sm.Candidates(), Method: MethodEValue}
 	var (
 		rs, base, nat, ll []float64
@@ -232,10 +241,18 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 		for i := range base {
 			base[i] /= tot
 		}
+		share := 0.5
 		if j >= 0 {
 			c := &ss.ctxs[j]
 			for i := range nat {
 				nat[i] = float64(c.members[i]) / float64(c.count)
+			}
+			share = float64(c.count)
+		}
+		for hi, h := range hs {
+			pis[hi] = 0.5
+			if ss != nil && ss.n > 0 {
+				pis[hi] = min(0.98, max(0.02, 1-math.Exp(-h*share/float64(ss.n))))
 			}
 		}
 		logR = logR[:0]

@@ -19,6 +19,16 @@ type WatermarkParams struct {
 	// attacker trains on; Probes the numbers of student outputs verified.
 	Harvests []int
 	Probes   []int
+	// TargetHarvest and TargetProbes are the target's point (a student
+	// of 2,000 marked responses, 500 of its outputs): the headline, the
+	// false positives, the attacks and the seed table are measured there.
+	TargetHarvest, TargetProbes int
+	// Seeds is the number of independent replications at the target
+	// (teacher output, statistics, key, harvest and student all redrawn).
+	Seeds int
+	// RandomizeRates are the rates r at which the attacker re-draws each
+	// synonym-set word of the harvest uniformly within its set.
+	RandomizeRates []float64
 	// MaxTokens bounds a generated response.
 	MaxTokens int
 	// StudentOrder is the student n-gram order (2: bigram).
@@ -57,8 +67,12 @@ func WatermarkSizes(corpusDir string, scale float64) WatermarkParams {
 	sc := func(n, floor int) int { return max(floor, int(math.Round(float64(n)*scale))) }
 	return WatermarkParams{
 		CorpusDir:      corpusDir,
-		Harvests:       []int{sc(250, 50), sc(500, 100), sc(1000, 200), sc(2000, 400)},
-		Probes:         []int{sc(50, 25), sc(100, 50), sc(250, 100), sc(500, 200)},
+		Harvests:       []int{sc(500, 100), sc(1000, 200), sc(2000, 400), sc(8000, 1600)},
+		Probes:         []int{sc(100, 50), sc(250, 100), sc(500, 200)},
+		TargetHarvest:  sc(2000, 400),
+		TargetProbes:   sc(500, 200),
+		Seeds:          8,
+		RandomizeRates: []float64{0, 0.1, 0.25, 0.5, 0.75, 1},
 		MaxTokens:      60,
 		StudentOrder:   2,
 		StatsResponses: sc(50000, 5000),
@@ -181,9 +195,9 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 	own = nil
 	marker := watermark.NewMarker(lex, key)
 	ver := watermark.NewVerifier(lex)
-	maxH := p.Harvests[len(p.Harvests)-1]
-	maxP := p.Probes[len(p.Probes)-1]
-	bigH, bigP := max(maxH, p.LargeHarvests[len(p.LargeHarvests)-1]), max(maxP, p.LargeProbes[len(p.LargeProbes)-1])
+	maxH, maxP := p.TargetHarvest, p.TargetProbes
+	bigH := max(maxH, p.Harvests[len(p.Harvests)-1], p.LargeHarvests[len(p.LargeHarvests)-1])
+	bigP := max(maxP, p.Probes[len(p.Probes)-1], p.LargeProbes[len(p.LargeProbes)-1])
 	gen := newRand(seed, 41)
 	chunks := newRand(seed, 42)
 	var h textHarvest
@@ -216,8 +230,9 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 				"through the gateway's lexical watermark (keyed conditional synonym substitution, `watermark.Stream`, fed in random 1-16 byte " +
 				"fragments as SSE deltas arrive). The attacker trains a word n-gram student on the marked responses, and the provider verifies " +
 				"the student's own generated outputs with `watermark.Verifier` (a likelihood-ratio test martingale over distinct (set, form slot, context) groups, " +
-				"with the key's replayed draw probabilities as the null: conservative by construction). The context -> member assignment is " +
-				"frequency-preserving (CATER): built per key from context statistics of the provider's own unmarked output, so every member keeps its natural share.",
+				"with the key's replayed draw probabilities as the null, each group scored on all its member counts: conservative by construction). The context -> member assignment is " +
+				"frequency-preserving (CATER): built per key from context statistics of the provider's own unmarked output, so every member keeps its natural share; " +
+				"a context too heavy for any member to take whole is tilted towards a keyed member at a keyed share of its occurrences.",
 			"The logprob watermark splits tokens into two keyed groups s(w) = ±1 and lowers every returned alternative but the first by " +
 				"A(1 - s(w)·h)/2 nats, h = sin(u) with u a keyed ±1 projection of the record's features (GINSEW-style: the signal varies with the input). " +
 				"The distillation experiment's softmax-regression student trained on marked soft labels is probed, and its top-20 logprobs (as chat.completion JSON) " +
@@ -247,12 +262,17 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 			row = append(row, fmt.Sprintf("%s (%d/%d)", fmtSci(r.PValue), r.Matches, r.Scored))
 		}
 		t1.Rows = append(t1.Rows, row)
-		last = outs
+		if n == maxH {
+			last = outs
+		}
 		if ctx.Err() != nil {
 			return Section{}, ctx.Err()
 		}
 	}
 	t1.Notes = []string{"Cells: p-value (matching groups / distinct (set, slot, context) groups scored)."}
+	if last == nil {
+		last = student(h.marked[:maxH], 59)
+	}
 	last = last[:maxP]
 	full := verifyTexts(ver, last, key)
 
@@ -356,6 +376,20 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 		t3.Rows = append(t3.Rows, []string{a.name, fmtPct2(frac), fmtSci(r.PValue), fmt.Sprintf("%d / %d", r.Matches, r.Scored)})
 	}
 
+	// 3b. Randomizing our sets at rate r: every synonym-set word of the
+	// harvest is re-drawn uniformly within its set with probability r.
+	tR := Table{Title: fmt.Sprintf("Randomizing the synonym sets at rate r on %d marked responses (%d outputs verified)", maxH, maxP),
+		Header: []string{"r", "words changed by the attacker", "p-value", "matches / groups"}}
+	for ri, rate := range p.RandomizeRates {
+		attacked, frac := randomizeSets(lex, h.marked[:maxH], newRand(seed, 100+uint64(ri)), rate)
+		r := verifyTexts(ver, student(attacked, 110+uint64(ri))[:maxP], key)
+		tR.Rows = append(tR.Rows, []string{fmt.Sprintf("%.2f", rate), fmtPct2(frac), fmtSci(r.PValue), fmt.Sprintf("%d / %d", r.Matches, r.Scored)})
+	}
+	tR.Notes = []string{"The attacker knows our table and spends no effort on which word to pick: at r = 1 the harvest's synonym choices are independent of the key, so the mark is gone (and p must not be small)."}
+
+	// 3c. Replications at the target: everything redrawn per seed.
+	tS, seedPs := watermarkSeeds(ctx, teacher, embedded, seed, p)
+
 	// 4. Cost to honest text and visibility in word frequencies.
 	t4 := Table{Title: "Cost to honest text (corpora marked)", Header: []string{"corpus", "texts", "words", "candidates", "words changed", "sentences changed", "chrF"}}
 	for _, c := range corpora {
@@ -382,10 +416,12 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 	if err != nil {
 		return Section{}, err
 	}
-	sec.Tables = append([]Table{t1, tL, tT, t2, t3, t4, t5}, lpTables...)
+	sec.Tables = append([]Table{t1, tL, tT, tS, t2, t3, tR, t4, t5}, lpTables...)
 	sec.Findings = append([]string{
 		fmt.Sprintf("A bigram student of %d marked responses is identified from %d of its outputs at p = %s (%d of %d groups match the key).",
 			maxH, maxP, fmtSci(full.PValue), full.Matches, full.Scored),
+		fmt.Sprintf("Over %d independent replications at that point: median p = %s, %d of %d at p <= 1e-6.",
+			len(seedPs), fmtSci(median(seedPs)), countAtMost(seedPs, 1e-6), len(seedPs)),
 		fmt.Sprintf("A student of unmarked responses gives p < 0.01 for %d of %d decoy keys.", fpStudent, len(decoys)),
 	}, lpFindings...)
 	return sec, nil
@@ -605,4 +641,100 @@ func chiSquaredUpper(x float64, df int) float64 {
 	k := float64(df)
 	z := (math.Cbrt(x/k) - (1 - 2/(9*k))) / math.Sqrt(2/(9*k))
 	return 0.5 * math.Erfc(z/math.Sqrt2)
+}
+
+// watermarkSeeds replicates the target experiment p.Seeds times: for each
+// replication a fresh key, fresh provider statistics, a fresh harvest and a
+// fresh student (streams derived from seed and the replication number), and
+// the student of the same harvest unmarked, scored with the same key.
+func watermarkSeeds(ctx context.Context, teacher *ngramLM, embedded *watermark.Lexicon, seed uint64, p WatermarkParams) (Table, []float64) {
+	tb := Table{Title: fmt.Sprintf("Lexical watermark at the target over %d replications (%d harvested, %d outputs)", p.Seeds, p.TargetHarvest, p.TargetProbes),
+		Header: []string{"replication", "p-value, student of marked text", "matches / groups", "p-value, student of the same text unmarked", "words changed (harvest)"}}
+	var ps []float64
+	for i := 0; i < p.Seeds && ctx.Err() == nil; i++ {
+		base := 1000 + 20*uint64(i)
+		key := labWatermarkKey(seed, base)
+		statsGen := newRand(seed, base+1)
+		own := make([][]byte, p.StatsResponses)
+		for j := range own {
+			own[j] = []byte(detokenize(teacher.generate(statsGen, p.MaxTokens)))
+		}
+		lex := embedded.WithContextStats(watermark.BuildContextStats(embedded, own))
+		marker, ver := watermark.NewMarker(lex, key), watermark.NewVerifier(lex)
+		gen := newRand(seed, base+2)
+		var raw, marked [][]string
+		var st watermark.Stats
+		for j := 0; j < p.TargetHarvest; j++ {
+			t := detokenize(teacher.generate(gen, p.MaxTokens))
+			out, s := marker.Mark([]byte(t))
+			st.Words += s.Words
+			st.Substituted += s.Substituted
+			raw = append(raw, tokenize(t))
+			marked = append(marked, tokenize(string(out)))
+		}
+		outputs := func(docs [][]string, stream uint64) []string {
+			stu := trainNgram(p.StudentOrder, docs)
+			r := newRand(seed, stream)
+			out := make([]string, p.TargetProbes)
+			for j := range out {
+				out[j] = detokenize(stu.generate(r, p.MaxTokens))
+			}
+			return out
+		}
+		rm := verifyTexts(ver, outputs(marked, base+3), key)
+		ru := verifyTexts(ver, outputs(raw, base+4), key)
+		ps = append(ps, rm.PValue)
+		tb.Rows = append(tb.Rows, []string{itoa(i + 1), fmtSci(rm.PValue), fmt.Sprintf("%d / %d", rm.Matches, rm.Scored), fmtSci(ru.PValue),
+			fmtPct2(float64(st.Substituted) / float64(max(st.Words, 1)))})
+	}
+	tb.Notes = []string{fmt.Sprintf("Median p = %s; %d of %d replications at p <= 1e-6. Each replication's provider statistics are counted in %d of its own unmarked teacher responses.",
+		fmtSci(median(ps)), countAtMost(ps, 1e-6), len(ps), p.StatsResponses)}
+	return tb, ps
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return math.Sqrt(s[len(s)/2-1] * s[len(s)/2]) // geometric: p-values span decades
+}
+
+func countAtMost(xs []float64, a float64) int {
+	n := 0
+	for _, x := range xs {
+		if x <= a {
+			n++
+		}
+	}
+	return n
+}
+
+// randomizeSets re-draws each word of a synonym set, with probability
+// rate, uniformly among its set's members (casing kept): an attacker who
+// knows our table and randomizes a share of its words.
+func randomizeSets(lex *watermark.Lexicon, texts []string, r *rand.Rand, rate float64) ([]string, float64) {
+	out := make([]string, len(texts))
+	var words, changed int
+	for i, t := range texts {
+		toks := tokenize(t)
+		for j, w := range toks {
+			words++
+			alts, ok := lex.Lookup(strings.ToLower(w))
+			if !ok || r.Float64() >= rate {
+				continue
+			}
+			nw := matchCase(alts[r.IntN(len(alts))], w)
+			if nw != w {
+				changed++
+			}
+			toks[j] = nw
+		}
+		out[i] = detokenize(toks)
+	}
+	return out, float64(changed) / float64(max(words, 1))
 }

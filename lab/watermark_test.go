@@ -100,6 +100,33 @@ func TestWatermarkExperimentSmall(t *testing.T) {
 	if v := leadingFloat(t, cellOf(t, at, "re-substitute uniformly within all our sets (our table known)", "p-value")); v < 0.01 {
 		t.Errorf("full re-substitution left p = %g", v)
 	}
+	// Replications at the target: the students of marked text are
+	// identified together (Fisher), the students of the same text
+	// unmarked never are, with the same key.
+	reps := findTable(t, rep, "Lexical watermark at the target over")
+	if len(reps.Rows) != p.Seeds {
+		t.Fatalf("replications: %d rows, want %d", len(reps.Rows), p.Seeds)
+	}
+	var fr float64
+	for _, r := range reps.Rows {
+		fr -= 2 * math.Log(math.Max(leadingFloat(t, r[1]), 1e-300))
+		if v := leadingFloat(t, r[3]); v < 0.01 {
+			t.Errorf("replication %s: student of unmarked text at p = %g under the provider's key", r[0], v)
+		}
+	}
+	if pc := chiSquaredUpper(fr, 2*len(reps.Rows)); pc > 5e-3 {
+		t.Errorf("replications: Fisher-combined p = %g, want <= 5e-3", pc)
+	}
+	// Randomizing every synonym-set word removes the mark; the
+	// attacker's cost grows with the rate.
+	rnd := findTable(t, rep, "Randomizing the synonym sets")
+	first, lastR := rnd.Rows[0], rnd.Rows[len(rnd.Rows)-1]
+	if v := leadingFloat(t, lastR[2]); v < 0.01 {
+		t.Errorf("randomizing at r = %s left p = %g", lastR[0], v)
+	}
+	if leadingFloat(t, first[1]) != 0 || leadingFloat(t, lastR[1]) <= leadingFloat(t, rnd.Rows[1][1]) {
+		t.Errorf("attacker's words changed: %v .. %v", first, lastR)
+	}
 	// Honest text: at most 10% of words change.
 	cost := findTable(t, rep, "Cost to honest text")
 	for _, r := range cost.Rows {
@@ -136,4 +163,4 @@ func TestWatermarkExperimentSmall(t *testing.T) {
 	}
 }
 
-func maxHarvest(p WatermarkParams) int { return p.Harvests[len(p.Harvests)-1] }
+func maxHarvest(p WatermarkParams) int { return p.TargetHarvest }

@@ -381,16 +381,36 @@ func ParseContextStats(lex *Lexicon, text []byte) (*ContextStats, error) {
 	return cs, nil
 }
 
+// tiltMaxNum / tiltMaxDen bounds the tilt of a context that no member
+// fits whole: a heavy context tilted all the way would spend its member's
+// whole remaining share, leaving the set's lighter contexts no keyed draw,
+// and the evidence a group gives is at most log(1/r), r its draw
+// probability, however often a student repeats it.
+const (
+	tiltMaxNum = 1
+	tiltMaxDen = 1
+)
+
 // free marks a context the assignment leaves unmarked.
 const free = 0xff
 
+// full is the tilt threshold of a context that always takes its member.
+const full = ^uint64(0)
+
 // setPlan is one key's assignment for one set: the member of each seen
-// context (or free), the tail's cumulative weights, and, for the verifier,
-// each seen context's draw probabilities.
+// context (or free) and how hard the context is tilted towards it, the
+// tail's cumulative weights, and, for the verifier, each seen context's
+// draw probabilities and the tilt each member would have had.
 type setPlan struct {
 	choice []uint8
-	prob   []float64 // len(choice) * members, verifier only
-	tail   []uint64  // cumulative
+	// thr is the tilt of each seen context as a threshold on a 64-bit
+	// PRF output: an occurrence takes the context's member when the PRF
+	// of (context, the two tokens before it) is below it, and keeps its
+	// original word otherwise; full: always.
+	thr  []uint64
+	prob []float64 // len(choice) * members, verifier only
+	lam  []float64 // tilt if member i were drawn, len(choice) * members, verifier only
+	tail []uint64  // cumulative
 }
 
 // tailMember maps a PRF output to a tail member.
@@ -434,9 +454,11 @@ func ctxPRFString(p *prf, msg []byte, u uint32, ctx string) uint64 {
 // prfMsgLen is the scratch a message needs.
 const prfMsgLen = 3 + maxCtx
 
-// member is the key's member for unit u in context ctx, or -1 when the
+// choose is the key's member for unit u in context ctx, or -1 when the
 // context is left unmarked; seen is the context's row, or -1 for the tail.
-func (l *Lexicon) member(p *prf, msg []byte, plans []setPlan, u uint32, ctx []byte) (m int, seen int32) {
+// A seen context may be tilted (plan.thr): the member is then written at a
+// keyed share of its occurrences only (see tiltPRF).
+func (l *Lexicon) choose(p *prf, msg []byte, plans []setPlan, u uint32, ctx []byte) (m int, seen int32) {
 	plan := &plans[u]
 	if ss := l.stats(u); ss != nil {
 		if j, ok := ss.index[string(ctx)]; ok {
@@ -449,9 +471,30 @@ func (l *Lexicon) member(p *prf, msg []byte, plans []setPlan, u uint32, ctx []by
 	return plan.tailMember(ctxPRF(p, msg, u, ctx)), -1
 }
 
+// tiltThreshold is floor(2^64 num / den) for 0 <= num < den: the share
+// num/den of 64-bit PRF outputs, in integer arithmetic so that every
+// platform builds the same plan.
+func tiltThreshold(num, den uint64) uint64 {
+	q, _ := bits.Div64(num, 0, den)
+	return q
+}
+
 // buildPlan runs the assignment described at the top of this file for one
 // set under the key behind p. ss may be nil (no statistics: the table
 // weights are the marginal and every context is in the tail).
+//
+// Each seen context j (weight w, natural counts c_i) draws its member m
+// among the members with headroom h_i = caps[i] - c_i > 0 (room for more
+// than the context's natural share), with probability h_i / sum h, and is
+// tilted towards it as far as m's cap allows: a share lambda of its
+// occurrences take m and the rest keep their natural word, so the context
+// writes (1 - lambda) c_i + lambda w [i = m] of member i, with lambda =
+// min(1, h_m / (w - c_m)). lambda = 1 is CATER's whole-context
+// assignment; heavy contexts, which no member's cap fits whole, get a
+// partial one instead of none. Conditional choices may be pushed this hard
+// because CATER's invisibility constraint is on the marginals only (He et
+// al., NeurIPS 2022, section 3), and the caps account for every written
+// occurrence.
 func buildPlan(p *prf, msg []byte, u uint32, ls *lexSet, ss *setStats, withProb bool) setPlan {
 	nm := len(ls.members)
 	var plan setPlan
@@ -469,16 +512,21 @@ func buildPlan(p *prf, msg []byte, u uint32, ls *lexSet, ss *setStats, withProb 
 		caps[i] = target[i]
 	}
 	plan.choice = make([]uint8, len(ss.ctxs))
+	plan.thr = make([]uint64, len(ss.ctxs))
 	if withProb {
 		plan.prob = make([]float64, len(ss.ctxs)*nm)
+		plan.lam = make([]float64, len(ss.ctxs)*nm)
+	}
+	// lambda of member i in context c, as num/den (num >= den: whole).
+	tilt := func(c *ctxStat, i int) (num, den int64) {
+		return caps[i] - int64(c.members[i])*ctxUnit, int64(c.count-c.members[i]) * ctxUnit
 	}
 	for j := range ss.ctxs {
 		c := &ss.ctxs[j]
-		w := int64(c.count) * ctxUnit
 		var sum int64
-		for _, cp := range caps {
-			if cp >= w {
-				sum += cp
+		for i := range caps {
+			if h, _ := tilt(c, i); h > 0 {
+				sum += h
 			}
 		}
 		if sum == 0 {
@@ -490,20 +538,45 @@ func buildPlan(p *prf, msg []byte, u uint32, ls *lexSet, ss *setStats, withProb 
 		}
 		hi, _ := bits.Mul64(ctxPRFString(p, msg, u, c.key), uint64(sum))
 		pick, acc := -1, uint64(0)
-		for i, cp := range caps {
-			if cp < w {
+		for i := range caps {
+			h, d := tilt(c, i)
+			if h <= 0 {
 				continue
 			}
 			if withProb {
-				plan.prob[j*nm+i] = float64(cp) / float64(sum)
+				plan.prob[j*nm+i] = float64(h) / float64(sum)
+				plan.lam[j*nm+i] = 1
+				if h < d {
+					plan.lam[j*nm+i] = float64(min(h, d*tiltMaxNum/tiltMaxDen)) / float64(d)
+				}
 			}
-			acc += uint64(cp)
+			acc += uint64(h)
 			if pick < 0 && hi < acc {
 				pick = i
 			}
 		}
 		plan.choice[j] = uint8(pick)
-		caps[pick] -= w
+		num, den := tilt(c, pick)
+		if num >= den {
+			plan.thr[j] = full
+			caps[pick] -= int64(c.count) * ctxUnit
+			continue
+		}
+		num = min(num, den*tiltMaxNum/tiltMaxDen)
+		plan.thr[j] = tiltThreshold(uint64(num), uint64(den))
+		// The others keep (1 - lambda) of their natural counts; the drawn
+		// member takes the rest of the context's weight, exactly its
+		// headroom.
+		moved := int64(0)
+		for i := range caps {
+			if i == pick {
+				continue
+			}
+			keep := int64(c.members[i]) * ctxUnit * (den - num) / den
+			moved += int64(c.members[i])*ctxUnit - keep
+			caps[i] -= keep
+		}
+		caps[pick] -= int64(c.members[pick])*ctxUnit + moved
 	}
 	plan.tail = make([]uint64, nm)
 	var acc uint64
@@ -549,10 +622,13 @@ func (l *Lexicon) stats(u uint32) *setStats {
 // counted there: in contexts left unmarked (Free), in contexts where only
 // one member fits its weight (Forced: marked, but the same for every key),
 // in contexts whose member is a keyed draw among two or more (Keyed), and
-// in the hashed tail (Tail). Keyed and Tail carry the evidence.
+// in the hashed tail (Tail). Keyed and Tail carry the evidence. Tilted is
+// the part of Keyed whose contexts take their member at a share of their
+// occurrences only (heavy contexts no member fits whole).
 type Assignment struct {
 	Units                     int
 	Free, Forced, Keyed, Tail float64
+	Tilted                    float64
 }
 
 // Assignment summarises the marker's assignment.
@@ -584,6 +660,9 @@ func (m *Marker) Assignment() Assignment {
 			}
 			if allowed > 1 {
 				a.Keyed += w
+				if plan.thr[j] != full {
+					a.Tilted += w
+				}
 			} else {
 				a.Forced += w
 			}
@@ -592,7 +671,7 @@ func (m *Marker) Assignment() Assignment {
 		total += float64(ss.n)
 	}
 	if total > 0 {
-		a.Free, a.Forced, a.Keyed, a.Tail = a.Free/total, a.Forced/total, a.Keyed/total, a.Tail/total
+		a.Free, a.Forced, a.Keyed, a.Tail, a.Tilted = a.Free/total, a.Forced/total, a.Keyed/total, a.Tail/total, a.Tilted/total
 	}
 	return a
 }

@@ -22,6 +22,13 @@ set perhaps 28 3 25
 !%2c 4 0 4
 and 3 0 3
 or 2 0 2
+set yes 146 107 39
+^ 137 103 34
+!%2c 2 0 2
+output 2 2 0
+set hello 25 2 5 18
+^ 20 1 2 17
+!%0a 4 1 3 0
 set usually 13 9 2 2
 kim 2 2 0 0
 set often 8 8 0
@@ -73,6 +80,11 @@ set openly 1 0 1
 set secretly 1 1 0
 set overly 1 1 0
 set politely 1 1 0
+set additional 46 24 22
+an 22 17 5
+the 3 2 1
+1 2 0 2
+21 2 2 0
 set big 53 20 33
 a 10 6 4
 the 7 2 5
@@ -201,10 +213,49 @@ set method 7 5 2
 a 2 1 1
 set methods 4 2 2
 are 2 2 0
-set photo 5 3 2
-s 2 0 2
+set photo 13 3 2 8
+s 3 0 2 1
+sized 3 0 0 3
+the 2 2 0 0
+set photos 17 7 0 10
+9 2 0 0 2
+the 2 1 0 1
+set information 32 28 4
+the 4 4 0
+this 3 3 0
+card 2 1 1
+given 2 2 0
+of 2 2 0
+that 2 0 2
+set problem 18 14 4
+the 4 4 0
+no 2 1 1
+set problems 16 7 9
+=math 5 5 0
+set question 31 25 6
+the 6 4 2
+!%0a 4 3 1
+=math 2 2 0
+a 2 2 0
+this 2 2 0
+set trip 26 22 4
+the 4 3 1
+to 3 3 0
+whole 3 2 1
+day 2 2 0
+his 2 2 0
+one 2 2 0
+per 2 2 0
+round 2 2 0
+set trips 6 6 0
+2 3 3 0
+set movie 19 17 2
+!%0a 3 3 0
+a 3 3 0
+first 2 1 1
 the 2 2 0
-set photos 7 7 0
+set movies 13 13 0
+the 2 2 0
 set phone 34 32 2
 s 9 9 0
 cell 4 4 0
@@ -278,7 +329,7 @@ the 3 2 1
 set sellers 1 0 1
 set guest 1 1 0
 set guests 18 18 0
-additional 3 3 0
+=additional 3 3 0
 100 2 2 0
 61 2 2 0
 set dinner 12 12 0
@@ -301,9 +352,9 @@ set permission 8 7 1
 their 3 3 0
 set baby 18 18 0
 dead 3 3 0
+=yes 2 2 0
 single 2 2 0
 the 2 2 0
-yeah 2 2 0
 set babies 24 24 0
 2 6 6 0
 6 3 3 0
@@ -344,6 +395,12 @@ at 4 4 0
 the 4 4 0
 his 2 2 0
 set enemies 2 2 0
+set talking 25 20 5
+you 4 3 1
+and 2 2 0
+is 2 0 2
+m 2 2 0
+t 2 2 0
 set bought 81 79 2
 he 29 28 1
 she 14 14 0

@@ -96,8 +96,9 @@ func TestParseContextStatsErrors(t *testing.T) {
 
 // TestPlanPreservesMarginal: for every set of the embedded statistics and
 // many keys, the marked share of each member over the statistics' own
-// context distribution (seen contexts at their weights, free ones at their
-// natural mix, the tail at the tail draw probabilities) equals the natural
+// context distribution (seen contexts at their weights, tilted towards
+// their member by the plan's lambda, free ones at their natural mix, the
+// tail at the tail draw probabilities) equals the natural
 // share up to the prior's fraction of an occurrence; and the draw
 // probabilities the verifier uses sum to one.
 func TestPlanPreservesMarginal(t *testing.T) {
@@ -119,7 +120,17 @@ func TestPlanPreservesMarginal(t *testing.T) {
 					}
 					continue
 				}
-				marked[plan.choice[j]] += float64(c.count)
+				// A tilted context writes its member at a share lambda
+				// of its occurrences and leaves the rest natural.
+				ch := int(plan.choice[j])
+				lam := plan.lam[j*nm+ch]
+				if (lam == 1) != (plan.thr[j] == full) || lam <= 0 {
+					t.Fatalf("set %d ctx %d: lambda %v, threshold %x", set, j, lam, plan.thr[j])
+				}
+				for m := range marked {
+					marked[m] += (1 - lam) * float64(c.members[m])
+				}
+				marked[ch] += lam * float64(c.count)
 				var s float64
 				for m := 0; m < nm; m++ {
 					s += plan.prob[j*nm+m]

@@ -10,9 +10,14 @@
 //     frequency-preserving one (He et al., NeurIPS 2022; contexts.go):
 //     built per key from context statistics of unmarked output
 //     (ContextStats), so every member keeps its natural share and plain
-//     word-frequency comparisons show nothing. Verifier / Sample replay the
-//     key's assignment and give a conservative p-value (a likelihood-ratio
-//     test martingale over distinct (set, slot, context) groups).
+//     word-frequency comparisons show nothing. A context too heavy for any
+//     member to take whole is tilted instead: a keyed share of its
+//     occurrences (drawn from the two tokens before it) takes the key's
+//     member, the rest keep their word, and the caps count what is
+//     written. Verifier / Sample replay the key's assignment and give a
+//     conservative p-value (a likelihood-ratio test martingale over
+//     distinct (set, slot, context) groups, each scored on all its member
+//     counts).
 //   - Logprob (soft labels): LogprobMark / Shifter lower returned
 //     alternatives by A (1 - s(w) h) / 2, s(w) a keyed token group and h a
 //     sinusoid of a keyed projection of the input (DRW, Findings of EMNLP

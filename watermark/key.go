@@ -276,3 +276,19 @@ func (p *prf) sum64(msg []byte) uint64 {
 	p.mac.Sum(p.out[:0])
 	return binary.BigEndian.Uint64(p.out[:8])
 }
+
+// tiltTag is the first byte of a tilt message. Every other message puts
+// its length (at most 15) there, so a tilt block is never another block.
+const tiltTag = 0xf0
+
+// tilt is the keyed PRF of (unit, seen context row, history): one AES
+// block, tagged apart from every sum64 message.
+func (p *prf) tilt(u uint32, row int32, h uint64) uint64 {
+	p.in[0] = tiltTag
+	binary.BigEndian.PutUint16(p.in[1:], uint16(u/numSlots))
+	p.in[3] = byte(u % numSlots)
+	binary.BigEndian.PutUint32(p.in[4:], uint32(row))
+	binary.BigEndian.PutUint64(p.in[8:], h)
+	p.block.Encrypt(p.out[:16], p.in[:])
+	return binary.BigEndian.Uint64(p.out[:8])
+}

@@ -2,6 +2,7 @@ package watermark
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"unicode"
 	"unicode/utf8"
 )
@@ -71,9 +72,10 @@ type Stats struct {
 	Words       int64 // words (maximal runs of letters and digits)
 	Candidates  int64 // words of a synonym set at a substitutable position
 	Substituted int64 // candidates replaced by another member
-	// Unmarked counts candidates in contexts the frequency-preserving
-	// assignment leaves alone (too frequent to move without shifting a
-	// member's share).
+	// Unmarked counts candidates the frequency-preserving assignment
+	// leaves alone: in contexts too frequent to move without shifting a
+	// member's share, and the occurrences of a tilted context outside its
+	// keyed share.
 	Unmarked int64
 }
 
@@ -220,6 +222,12 @@ type Stream struct {
 	inInline bool
 	inFence  bool
 
+	// tok is the hash of the latest token (word or punctuation, as
+	// contexts name them) and hist those of the two before it: the
+	// history a tilted context's keyed share is drawn from (tiltPRF).
+	tok  uint64
+	hist [2]uint64
+
 	inPos, outPos int64
 	subs          []Substitution
 	stats         Stats
@@ -349,6 +357,7 @@ func (s *Stream) char(dst, rb []byte, cls uint8) []byte {
 		s.gap.set(ctxPunct, rb)
 		s.hasGap = true
 		s.noToken = false
+		s.pushToken(s.gap.bytes())
 	}
 	s.leftOK = cls&fLeftOK != 0
 	return dst
@@ -435,8 +444,26 @@ func (s *Stream) endWord(dst []byte, rightOK bool) []byte {
 	} else {
 		s.last.n = uint8(copy(s.last.b[:], s.low[:s.nlow]))
 	}
+	s.pushToken(s.last.bytes())
 	s.hasGap, s.noToken = false, false
 	return dst
+}
+
+// pushToken records a token in the history: FNV-1a of its context bytes
+// (canonical: a set member is its set), so marked and unmarked text have
+// the same history and marking is idempotent.
+func (s *Stream) pushToken(b []byte) {
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	s.hist[1], s.hist[0], s.tok = s.hist[0], s.tok, h
+}
+
+// history combines the two tokens before the candidate's context.
+func (s *Stream) history() uint64 {
+	return s.hist[0] ^ bits.RotateLeft64(s.hist[1]*0x9e3779b97f4a7c15, 31)
 }
 
 type casing uint8
@@ -492,7 +519,16 @@ func (s *Stream) candidate(dst []byte, e lexEntry) []byte {
 		s.cands = append(s.cands, candidate{set: e.set, member: e.member, slot: e.slot, ctx: s.wordCtx})
 		return dst
 	}
-	m, _ := s.lex.member(&s.prf, s.msg[:], s.plans, unitOf(e.set, e.slot), s.wordCtx.bytes())
+	u := unitOf(e.set, e.slot)
+	m, j := s.lex.choose(&s.prf, s.msg[:], s.plans, u, s.wordCtx.bytes())
+	if m >= 0 && j >= 0 {
+		// A tilted context writes its member at a keyed share of its
+		// occurrences, drawn from the tokens before it: over the
+		// occurrences a student sees, the share is the plan's lambda.
+		if thr := s.plans[u].thr[j]; thr != full && s.prf.tilt(u, j, s.history()) >= thr {
+			m = -1
+		}
+	}
 	if m < 0 {
 		s.stats.Unmarked++
 	}

@@ -238,8 +238,11 @@ func TestMarkedTextVerifiesAndChangesLittle(t *testing.T) {
 		if st.Substituted == 0 {
 			t.Errorf("%s: nothing substituted", c.name)
 		}
-		if r.Matches != r.Scored || r.PValue > 1e-6 {
-			t.Errorf("%s: marked text: %d of %d groups match, p = %g; want all, p <= 1e-6", c.name, r.Matches, r.Scored, r.PValue)
+		// A tilted context keeps its natural word at most occurrences, so
+		// its most frequent member need not be the key's: nearly all
+		// groups match, and the count-based test is decisive.
+		if float64(r.Matches) < 0.95*float64(r.Scored) || r.PValue > 1e-6 {
+			t.Errorf("%s: marked text: %d of %d groups match, p = %g; want >= 95%%, p <= 1e-6", c.name, r.Matches, r.Scored, r.PValue)
 		}
 	}
 }

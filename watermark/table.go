@@ -21,7 +21,9 @@ package watermark
 //
 // Curation rules (checked by the tests where they can be): every member
 // means the same as the others in nearly every context; no function words
-// (prepositions, determiners, pronouns, modals, quantifiers); no words whose
+// (prepositions, determiners, pronouns, modals, quantifiers; interjections
+// such as "yes/yeah" and clipped forms such as "photo" or "info" are
+// content words here); no words whose
 // common senses differ ("odd" is also "not even", "fine" is also a penalty,
 // "right" is also a direction); no spelling variants (an inconsistent
 // spelling is visible to anyone reading the text); a surface form that
@@ -36,6 +38,8 @@ r furthermore:40 moreover:35 additionally:25
 r nevertheless:55 nonetheless:45
 r likewise:40 similarly:60
 r perhaps:55 maybe:45
+r yes:75 yeah:25
+r hello:40 hi:35 hey:25
 r usually:45 typically:30 normally:25
 r often:70 frequently:30
 r sometimes:85 occasionally:15
@@ -95,6 +99,7 @@ r bravely:60 courageously:40
 r politely:70 courteously:30
 
 # adjectives
+a additional:50 extra:50
 A big|bigger|biggest:60 large:40
 a huge:55 enormous:30 immense:15
 a beautiful:70 lovely:30
@@ -194,7 +199,12 @@ n grandpa:55 grandfather:45
 n error:55 mistake:45
 n choice:50 option:50
 n method:60 technique:40
-n photo:65 photograph:35
+n photo:45 photograph:20 picture:35
+n[sg] information:85 info:15
+n problem:65 issue:35
+n[sg] question:80 query:20
+n trip:85 journey:15
+n movie:85 film:15
 n phone:85 telephone:15
 n bike:55 bicycle:45
 n fridge:60 refrigerator:40
@@ -237,6 +247,7 @@ n[sg] math:80 mathematics:20
 n enemy:90 foe:10
 
 # verbs
+v[ing] talk:75 speak:25
 v[past,pp,ing] buy|bought|bought:70 purchase:30
 v[past,pp,ing] need:70 require:30
 v[s,past,pp,ing] help:75 assist:25

@@ -16,10 +16,10 @@ func NewVerifier(lex *Lexicon) *Verifier { return &Verifier{lex: lex} }
 // the outputs of one suspect model, or all the texts of one file). Not safe
 // for concurrent use; Score may be called for many keys.
 //
-// Positions are grouped by (set, slot, context): the key's choice is one draw per
-// group, so two positions of one group are not independent trials. Each
-// group is scored once, on its most frequent member (ties to the member
-// listed first in the table), which is a function of the text alone.
+// Positions are grouped by (set, slot, context): the key's choice is one
+// draw per group, so two positions of one group are not independent
+// trials. Each group is scored once, on the likelihood of its member
+// counts under each member the key could have drawn (see Score).
 type Sample struct {
 	st     *Stream
 	groups []group
@@ -81,8 +81,8 @@ type Result struct {
 	// substitutable position.
 	Candidates int64 `json:"candidates"`
 	// Scored counts the trials: distinct (set, context) groups among the
-	// candidates whose context the key marks and whose observed member the
-	// key could have chosen with a probability strictly between 0 and 1.
+	// candidates whose context the key marks and whose member the key
+	// drew among two or more.
 	Scored int `json:"scored"`
 	// Matches counts scored groups whose most frequent member is the key's
 	// choice.
@@ -104,32 +104,54 @@ type Result struct {
 }
 
 // MethodEValue names the lexical test.
-const MethodEValue = "likelihood-ratio mixture test martingale (conservative)"
+const MethodEValue = "likelihood-ratio mixture test martingale over member counts (conservative)"
 
 // fidelities are the alternatives the lexical test mixes over: a student
-// copies the key's choice in a share kappa of its groups beyond chance
-// (match probability p + kappa (1 - p)). An even mixture over a grid is as
-// valid as any single one and loses at most log(len) nats of evidence
-// against the best of them.
-func fidelities() [8]float64 { return [8]float64{0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9} }
+// writes, in a marked context, from the context's marked distribution
+// with weight kappa and from the set's natural shares otherwise (a
+// smoothed n-gram model backs off to shorter contexts; Chen and Goodman
+// 1998). An even mixture over a grid is as valid as any single one and
+// loses at most log(len) nats of evidence against the best of them.
+func fidelities() [3]float64 { return [3]float64{0.7, 0.9, 0.97} }
+
+// harvestSizes are the numbers of occurrences of a set in the harvest the
+// test mixes over. A student learned a group's context only if the harvest
+// held it: a context that makes up a share f of the set's occurrences in
+// the statistics was there with probability about pi = 1 - exp(-H f)
+// (Poisson), and a group the student never saw it writes from its backoff,
+// which carries no evidence. So each group's factor is (1 - pi) + pi LR:
+// heavy contexts weigh fully, rare and unseen ones (the hashed tail, taken
+// as half an occurrence) little. pi depends on the statistics and the
+// text only, never on the key, so the factor keeps mean one.
+func harvestSizes() [5]float64 { return [5]float64{30, 100, 300, 1000, 3000} }
 
 // Score tests the sample against key k.
 //
 // Under the null hypothesis the text is independent of the key, so, per
 // set, the key's draws over its contexts (in the fixed assignment order of
-// contexts.go, then the hashed tail) are the only randomness: at each
-// context j the key picks the observed member o_j with probability p_j,
-// a function of the key's earlier draws of that set, which Score replays.
-// The match indicators X_j therefore satisfy E[X_j / p_j | earlier draws]
-// = 1, and for every fidelity kappa the product over scored groups of
-// (1 - kappa) + kappa X_j / p_j (the likelihood ratio of "match
-// probability p_j + kappa (1 - p_j)" against p_j) is a non-negative
-// martingale with mean 1 (Shafer and Vovk; Ramdas et al., "Game-theoretic
+// contexts.go, then the hashed tail) are the only randomness: at context j
+// the key draws member m with probability r_j(m), a function of the key's
+// earlier draws of that set, which Score replays. For a group (the
+// sample's occurrences in context j, with member counts n) and a fidelity
+// kappa, let L(m) be the likelihood of n if the key had drawn m: the
+// student writes member i with probability kappa q_m(i) + (1 - kappa)
+// b(i), q_m the context's marked distribution under m (its natural shares
+// tilted towards m by the plan's lambda; all m when lambda is 1) and b the
+// set's natural shares. The group's likelihood ratio LR is L(m_j) / sum_m
+// r_j(m) L(m), m_j the key's actual draw, and its factor (1 - pi) + pi LR,
+// pi the chance the student learned the context (harvestSizes): the mean
+// over the draw is one whatever n and pi are, so, given the earlier
+// draws, the running product over groups is a
+// non-negative martingale with mean 1 (a Bayes factor with the draw
+// probabilities as prior: Shafer and Vovk; Ramdas et al., "Game-theoretic
 // statistics and safe anytime-valid inference", Statistical Science 2023).
-// Their average is one too, so P(EValue >= 1/a) <= a (Markov / Ville):
-// PValue is conservative by construction, with no independence or normal
-// approximation assumed. Groups in contexts the key leaves unmarked, and
-// groups with p_j of 0 or 1, carry no evidence and are not scored.
+// The average over the (kappa, H) grid is one too, so P(EValue >= 1/a) <= a
+// (Markov / Ville): PValue is conservative by construction, with no
+// independence or normal approximation assumed. Every occurrence counts,
+// not only a group's most frequent member, which is what makes the heavy
+// contexts a student repeats most (and the tilted ones) evidence. Groups
+// in contexts the key leaves unmarked, and groups whose draw had one
+// possible member, carry no evidence and are not scored.
 func (sm *Sample) Score(k *Key) Result {
 	// Only the units the sample holds need the key's assignment.
 	lex := sm.st.lex
@@ -152,11 +174,17 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 	lex := sm.st.lex
 	p := prf{block: k.lexBlock, macKey: k.lexMAC}
 	var msg [prfMsgLen]byte
-	kap := fidelities()
-	var logW [len(kap)]float64
+	kap, hs := fidelities(), harvestSizes()
+	var logW [len(kap) * len(hs)]float64
+	var pis [len(hs)]float64
 	r := Result{KeyID: k.ID(), Texts: sm.texts, Words: sm.Words(), Candidates: sm.Candidates(), Method: MethodEValue}
+	var (
+		rs, base, nat, ll []float64
+		logR              []float64
+	)
 	for i := range sm.groups {
 		g := &sm.groups[i]
+		nm := len(g.counts)
 		obs := 0
 		for m, c := range g.counts {
 			if c > g.counts[obs] {
@@ -164,30 +192,110 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 			}
 		}
 		u := unitOf(g.set, g.slot)
-		m, j := lex.member(&p, msg[:], plans, u, g.ctx.bytes())
+		m, j := lex.choose(&p, msg[:], plans, u, g.ctx.bytes())
 		if m < 0 {
 			continue
 		}
 		plan := &plans[u]
-		var pj float64
-		if j >= 0 {
-			pj = plan.prob[int(j)*len(g.counts)+obs]
-		} else {
-			pj = plan.tailProb(obs)
+		rs = rs[:0]
+		possible := 0
+		for i := 0; i < nm; i++ {
+			var ri float64
+			if j >= 0 {
+				ri = plan.prob[int(j)*nm+i]
+			} else {
+				ri = plan.tailProb(i)
+			}
+			if ri > 0 {
+				possible++
+			}
+			rs = append(rs, ri)
 		}
-		if !(pj > 0 && pj < 1) {
+		if possible < 2 {
 			continue
 		}
+		pj := rs[obs]
 		r.Scored++
 		r.Expected += pj
 		r.Variance += pj * (1 - pj)
-		x := 0.0
 		if m == obs {
 			r.Matches++
-			x = 1
 		}
-		for i, kp := range kap {
-			logW[i] += math.Log((1 - kp) + kp*x/pj)
+		// b: the set's natural shares (half an occurrence of prior each,
+		// so a member the statistics never saw is possible); nat: the
+		// context's natural shares.
+		ss := lex.stats(u)
+		base, nat = base[:0], nat[:0]
+		var tot float64
+		for i := 0; i < nm; i++ {
+			v := 0.5
+			if ss != nil {
+				v += float64(ss.members[i])
+			} else {
+				v += float64(lex.sets[g.set].members[i].weight)
+			}
+			base = append(base, v)
+			tot += v
+			nat = append(nat, 0)
+		}
+		for i := range base {
+			base[i] /= tot
+		}
+		share := 0.5
+		if j >= 0 {
+			c := &ss.ctxs[j]
+			for i := range nat {
+				nat[i] = float64(c.members[i]) / float64(c.count)
+			}
+			share = float64(c.count)
+		}
+		for hi, h := range hs {
+			pis[hi] = 0.5
+			if ss != nil && ss.n > 0 {
+				pis[hi] = min(0.98, max(0.02, 1-math.Exp(-h*share/float64(ss.n))))
+			}
+		}
+		logR = logR[:0]
+		for i := 0; i < nm; i++ {
+			logR = append(logR, math.Log(rs[i]))
+		}
+		for ki, kp := range kap {
+			// ll[d]: log likelihood of the counts had the key drawn d.
+			ll = ll[:0]
+			for d := 0; d < nm; d++ {
+				if rs[d] == 0 {
+					ll = append(ll, math.Inf(-1))
+					continue
+				}
+				lam := 1.0
+				if j >= 0 {
+					lam = plan.lam[int(j)*nm+d]
+				}
+				var v float64
+				for i, n := range g.counts {
+					if n == 0 {
+						continue
+					}
+					q := (1 - lam) * nat[i]
+					if i == d {
+						q += lam
+					}
+					v += float64(n) * math.Log(kp*q+(1-kp)*base[i])
+				}
+				ll = append(ll, v)
+			}
+			mx := math.Inf(-1)
+			for d := range ll {
+				mx = math.Max(mx, ll[d]+logR[d])
+			}
+			var s float64
+			for d := range ll {
+				s += math.Exp(ll[d] + logR[d] - mx)
+			}
+			lr := math.Exp(ll[m] - (mx + math.Log(s)))
+			for pi, pv := range pis {
+				logW[ki*len(pis)+pi] += math.Log((1 - pv) + pv*lr)
+			}
 		}
 	}
 	if r.Variance > 0 {

@@ -433,6 +433,10 @@ func FuzzWatermarkText(f *testing.F) {
 		if unquote(t, raw) != string(mustMark(m, text)) {
 			t.Fatalf("deltas %q, marker %q", unquote(t, raw), mustMark(m, text))
 		}
+		// Outside the substituted words the escaped bytes are the input's.
+		if want, _ := wantRaw(t, m, text); string(raw) != want {
+			t.Fatalf("raw text:\n got  %s\n want %s", raw, want)
+		}
 	})
 }
 

@@ -35,6 +35,7 @@ policies:
     degrade: {output: {round_decimals: 2, max_alternatives: 5, perturb: 0, embedding_decimals: null, watermark: false}, request: {max_top_logprobs: null, max_n: 0, drop_logit_bias: false}}
     throttle: {reject: null, output: {round_decimals: 2, max_alternatives: 5}}
     block: {reject: null, output: {round_decimals: 2, max_alternatives: 5}}
+    probation: null
 routes:
   - path_prefix: /open/
     policy: open

@@ -528,15 +528,17 @@ func (e *Engine) observe(s *session, r *Request, f *textFeatures, sc *textScratc
 	}
 	s.tier = e.nextTier(s, score, t, th)
 	probation, records := e.standing(s, &st, score, t, tr)
-	if probation && s.tier < Throttle && (st[sigCampaign] >= campaignRefusal || st[sigCohort] >= campaignRefusal || records >= campaignRefusal) {
+	recordAsk := f != nil && f.numericRecord() && (r.Logprobs || r.TopLogprobs > 0 || r.LogitBiasSize > 0)
+	if probation && s.tier < Throttle && (recordAsk || st[sigCampaign] >= campaignRefusal || st[sigCohort] >= campaignRefusal || records >= campaignRefusal) {
 		// An identity without standing has no history to weigh against
 		// strong campaign evidence (its template shared by many accounts
 		// that never converse, or a burst of fresh accounts opening the
-		// same way) or against a steady stream of numeric records asked
-		// with logprobs (the feature vectors of an equation-solving or
-		// distillation attack): degrading it would still answer a rotating
-		// harvester with the labels it needs, a few per fresh identity. It
-		// is throttled instead; identities with standing are judged on the
+		// same way), and a numeric record asked with logprobs or
+		// logit_bias (the feature vectors of an equation-solving or
+		// distillation attack, Tramèr et al. 2016) is what probation would
+		// strip to a label anyway: answering would still hand a rotating
+		// harvester the labels it needs, a few per fresh identity. It is
+		// throttled instead; identities with standing are judged on the
 		// score alone.
 		s.tier = Throttle
 	}

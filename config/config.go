@@ -130,6 +130,32 @@ type Admin struct {
 	// Token is the bearer token mutating admin calls need. Empty disables
 	// mutating calls.
 	Token string `yaml:"token"`
+	// TokenFile reads Token from a file instead (a mounted Kubernetes
+	// Secret; surrounding whitespace dropped), again on every reload.
+	TokenFile string `yaml:"token_file"`
+	// tokenFromFile is what TokenFile read, so a resolved Config validates
+	// again.
+	tokenFromFile string
+}
+
+// resolveFile reads the token file into Token.
+func (a *Admin) resolveFile() error {
+	if a.TokenFile == "" {
+		return nil
+	}
+	if a.Token != "" && a.Token != a.tokenFromFile {
+		return errors.New("admin: set token or token_file, not both")
+	}
+	b, err := os.ReadFile(a.TokenFile)
+	if err != nil {
+		return fmt.Errorf("admin.token_file: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return fmt.Errorf("admin.token_file: %s is empty", a.TokenFile)
+	}
+	a.Token, a.tokenFromFile = t, t
+	return nil
 }
 
 // Log configures logging.
@@ -437,6 +463,9 @@ func (c *Config) resolve() error {
 	// Secrets kept in files (mounted Kubernetes Secrets) are read here,
 	// once per load: a SIGHUP reload reads them again, and a changed
 	// secret shows in RestartRequired as scoring.secret.
+	if err := c.Admin.resolveFile(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.Scoring.ResolveFiles(); err != nil {
 		errs = append(errs, fmt.Errorf("scoring: %w", err))
 	} else if err := c.Scoring.Validate(); err != nil {

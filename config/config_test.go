@@ -213,3 +213,34 @@ routes:
 		}
 	}
 }
+
+// TestAdminTokenFile: admin.token_file is read at load (whitespace
+// dropped); a token and a file together, an empty file and a missing file
+// are errors that name the key.
+func TestAdminTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "token")
+	if err := os.WriteFile(good, []byte("  s3cret-admin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse([]byte("admin: {token_file: " + good + "}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Admin.Token != "s3cret-admin" {
+		t.Fatalf("token %q", c.Admin.Token)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"admin: {token: a, token_file: " + good + "}\n", "not both"},
+		{"admin: {token_file: " + empty + "}\n", "is empty"},
+		{"admin: {token_file: " + filepath.Join(dir, "missing") + "}\n", "admin.token_file"},
+	} {
+		if _, err := Parse([]byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one containing %q", tc.yaml, err, tc.want)
+		}
+	}
+}

@@ -18,7 +18,7 @@ import (
 //   - processing.max_message_bytes sets grpc.MaxRecvMsgSize;
 //   - scoring.*: the engine is built from its section once (its caches,
 //     keys and bloom filters are sized and keyed from it);
-//   - admin.token: the admin API is built with it;
+//   - admin.token, admin.token_file: the admin API is built with the token;
 //   - evidence.include_prompts: the scoring engine keeps prompt text for
 //     exports only when built with it;
 //   - log.*: the logger is built with them.
@@ -52,7 +52,7 @@ func restartOnly(key string) bool {
 	}
 	// evidence.include_prompts decides what the engine keeps of each
 	// prompt, and the engine is built once.
-	return key == "processing.max_message_bytes" || key == "admin.token" || key == "evidence.include_prompts"
+	return key == "processing.max_message_bytes" || key == "admin.token" || key == "admin.token_file" || key == "evidence.include_prompts"
 }
 
 // diffKeys calls changed with the dotted YAML key of every setting that

@@ -99,9 +99,10 @@ func restartKeys() map[string]bool {
 		"policies": false,
 		"routes":   false,
 
-		"admin.token": true,
-		"log.level":   true,
-		"log.format":  true,
+		"admin.token":      true,
+		"admin.token_file": true,
+		"log.level":        true,
+		"log.format":       true,
 
 		// Key files are read on every load and the keys are used per
 		// stream and per export from the configuration then current.

@@ -311,15 +311,6 @@ func configFile(t *testing.T, objs []*manifest.Object, d *appsv1.Deployment) str
 	return ""
 }
 
-// pendingKeys are config keys the chart renders for server features that are
-// not in every distillguard build yet (see values.yaml: secretDelivery,
-// redis). With such a build the server's strict loader rejects exactly these.
-var pendingKeys = [][]string{
-	{"scoring", "secret_file"},
-	{"admin", "token_file"},
-	{"scoring", "redis"},
-}
-
 // checkConfig runs `distillguard -check-config` on the rendered config.
 // allowPending lists pending keys that may be unknown to this build: when the
 // loader rejects the file, its complaint must be about one of them, and the
@@ -463,7 +454,7 @@ func TestEverythingOn(t *testing.T) {
 	if pod.SecurityContext.FSGroup == nil || *pod.SecurityContext.FSGroup != 65532 {
 		t.Error("fsGroup must be 65532 so the 0440 secret files are readable")
 	}
-	checkConfig(t, cfg, pendingKeys)
+	checkConfig(t, cfg, nil)
 
 	hpa := one[*autoscalingv2.HorizontalPodAutoscaler](t, objs, "HorizontalPodAutoscaler")
 	if hpa.Spec.ScaleTargetRef.Kind != "Deployment" || hpa.Spec.ScaleTargetRef.Name != d.Name || hpa.Spec.MaxReplicas != 12 || *hpa.Spec.MinReplicas != 3 {
@@ -701,7 +692,7 @@ func TestExistingSecret(t *testing.T) {
 	if !strings.Contains(cfg, "secret_file: /etc/distillguard/secrets/scoring-secret") || !strings.Contains(cfg, "token_file: /etc/distillguard/secrets/admin-token") {
 		t.Errorf("config does not name the mounted files:\n%s", cfg)
 	}
-	checkConfig(t, cfg, pendingKeys)
+	checkConfig(t, cfg, nil)
 }
 
 // TestEveryValueIsDocumented keeps values.yaml the chart's reference: every

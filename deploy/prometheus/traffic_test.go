@@ -21,6 +21,7 @@ import (
 
 	"github.com/distillguard/distillguard/deploy/internal/testtool"
 	"github.com/distillguard/distillguard/extproc/envoytest"
+	"github.com/distillguard/distillguard/internal/redisproc"
 )
 
 // testConfig lowers the verdict thresholds so a handful of requests walk a
@@ -138,8 +139,10 @@ func driveServer(t *testing.T) *scrape {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("a plain-text answer"))
 	})
-	if _, err := envoy.Do(ctx, &envoytest.Exchange{Header: http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer plain-user"}},
-		Body: []byte(`{"model":"m","messages":[{"role":"user","content":"answer in plain text"}]}`), Upstream: plain}); err != nil {
+	// (Asked by the trusted user with logprobs: a response nothing could
+	// change is skipped at its headers and never looked at.)
+	if _, err := envoy.Do(ctx, &envoytest.Exchange{Header: http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer benign-user"}, "X-Tenant": {"internal-app"}},
+		Body: []byte(`{"model":"m","logprobs":true,"top_logprobs":2,"messages":[{"role":"user","content":"answer in plain text"}]}`), Upstream: plain}); err != nil {
 		t.Fatal(err)
 	}
 	// A request nobody can be held to account for: no credential, and an
@@ -191,15 +194,72 @@ func driveServer(t *testing.T) *scrape {
 	}
 	sighup()
 
+	sc.families = scrapeMetrics(t, srv)
+	sc.log = srv.Log()
+	// Replicated mode's series: a second server on a real redis-server,
+	// which is killed mid-traffic so that the fallbacks and the breaker
+	// show.
+	for name, f := range driveReplicated(t, bin, dir) {
+		if _, ok := sc.families[name]; !ok {
+			sc.families[name] = f
+		}
+	}
+	return sc
+}
+
+func scrapeMetrics(t *testing.T, srv *testtool.Server) map[string]*dto.MetricFamily {
+	t.Helper()
 	code, body := srv.Get(t, "/metrics")
 	if code != 200 {
 		t.Fatalf("GET /metrics = %d", code)
 	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
-	sc.families, err = p.TextToMetricFamilies(strings.NewReader(body))
+	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
 	if err != nil {
 		t.Fatalf("parse /metrics: %v", err)
 	}
-	sc.log = srv.Log()
-	return sc
+	return fams
+}
+
+// driveReplicated runs the binary in replicated mode against a real
+// redis-server, sends traffic, kills Redis, sends more (scored on local
+// state: fallbacks, the breaker opening) and scrapes /metrics.
+func driveReplicated(t *testing.T, bin, dir string) map[string]*dto.MetricFamily {
+	t.Helper()
+	rs := redisproc.Require(t, redisproc.Options{})
+	cfgPath := filepath.Join(dir, "replicated.yaml")
+	cfg := "scoring:\n  secret: \"metrics-test-secret-0123456789abcdef0123456789abcdef\"\n  redis:\n    addrs: [\"" + rs.Addr() + "\"]\n    call_timeout: 20ms\n    breaker: {failures: 2, open_for: 1m}\n"
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := testtool.Start(t, bin, "-config", cfgPath, "-grpc-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0")
+	conn, err := grpc.NewClient(srv.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	envoy := envoytest.New(extprocv3.NewExternalProcessorClient(conn), envoytest.Config{
+		ProcessingMode: &procv3.ProcessingMode{
+			RequestHeaderMode: procv3.ProcessingMode_SEND, ResponseHeaderMode: procv3.ProcessingMode_SEND,
+			RequestBodyMode: procv3.ProcessingMode_BUFFERED, ResponseBodyMode: procv3.ProcessingMode_STREAMED,
+		},
+		SendProtocolConfig: true, RequestAttributes: true, SourceAddress: "192.0.2.20",
+		ReceivingNamespaces: []string{"distillguard"}, BufferLimit: 16 << 20,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	up := &envoytest.Upstream{Seed: 2}
+	send := func(n int) {
+		for i := range n {
+			h := http.Header{"Content-Type": {"application/json"}, "Authorization": {fmt.Sprintf("Bearer replicated-%d", i)}}
+			body := fmt.Sprintf(`{"model":"m","messages":[{"role":"user","content":"Question %d about rivers."}]}`, i)
+			if _, err := envoy.Do(ctx, &envoytest.Exchange{Header: h, Body: []byte(body), Upstream: up}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send(4)
+	rs.Kill()
+	send(8)
+	return scrapeMetrics(t, srv)
 }

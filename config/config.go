@@ -120,6 +120,8 @@ type Processing struct {
 	// Formats maps more request paths onto inference API formats
 	// (formats.go); the built-in paths need no entry.
 	Formats []FormatPath `yaml:"formats"`
+
+	paths *mutate.PathTable // the built-in endpoints, built at load
 }
 
 // Admin configures the admin HTTP API.

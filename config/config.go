@@ -80,7 +80,8 @@ type Processing struct {
 	RequestBodyMode  string `yaml:"request_body_mode"`
 	ResponseBodyMode string `yaml:"response_body_mode"`
 	// ModeOverride answers response headers with a mode_override (STREAMED for
-	// text/event-stream, BUFFERED for JSON) when Envoy allows it.
+	// text/event-stream, BUFFERED for JSON, NONE for a response the policy
+	// cannot change, so no body message is sent) when Envoy allows it.
 	ModeOverride bool `yaml:"mode_override"`
 	// IdentityEncoding removes accept-encoding from rewritten requests so the
 	// upstream answers uncompressed; Envoy's compressor re-compresses for
@@ -123,6 +124,8 @@ type Processing struct {
 	// Formats maps more request paths onto inference API formats
 	// (formats.go); the built-in paths need no entry.
 	Formats []FormatPath `yaml:"formats"`
+
+	paths *mutate.PathTable // the built-in endpoints, built at load
 }
 
 // Admin configures the admin HTTP API.

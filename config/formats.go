@@ -24,8 +24,10 @@ type FormatPath struct {
 	format mutate.Format
 }
 
-// resolveFormats checks processing.formats and parses the format names.
+// resolveFormats checks processing.formats and parses the format names,
+// and builds the table of built-in endpoints FormatFor matches.
 func (p *Processing) resolveFormats() []error {
+	p.paths = mutate.NewPathTable()
 	var errs []error
 	for i := range p.Formats {
 		fp := &p.Formats[i]
@@ -72,7 +74,12 @@ func (c *Config) FormatFor(method, path string) (mutate.Format, bool) {
 			return fp.format, true
 		}
 	}
-	if f, ok := mutate.FormatForPath(method, path); ok {
+	paths := c.Processing.paths
+	if paths == nil {
+		// A Config not made by Parse (a literal in a test).
+		paths = mutate.NewPathTable()
+	}
+	if f, ok := paths.Lookup(method, path); ok {
 		return f, true
 	}
 	for rest := path; ; {
@@ -91,7 +98,7 @@ func (c *Config) FormatFor(method, path string) (mutate.Format, bool) {
 			// caller reads an unknown path by its OpenAI suffix.
 			return mutate.FormatOpenAI, false
 		}
-		if f, ok := mutate.FormatForPath(method, rest); ok {
+		if f, ok := paths.Lookup(method, rest); ok {
 			return f, true
 		}
 	}

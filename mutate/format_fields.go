@@ -506,16 +506,44 @@ func anthropicFields() RequestFields {
 
 // FormatForPath returns the format whose endpoint table (RequestFieldsFor)
 // has a pattern matching method and path (any query string is ignored).
-// The OpenAI paths give the specific kind (FormatOpenAIChat, ...).
+// The OpenAI paths give the specific kind (FormatOpenAIChat, ...). It
+// builds the tables on every call; PathTable builds them once.
 func FormatForPath(method, path string) (Format, bool) {
+	return NewPathTable().Lookup(method, path)
+}
+
+// PathTable is every format's endpoints, built once (NewPathTable) and
+// read-only after: what a server matches each request's path against.
+type PathTable struct {
+	eps []formatEndpoint
+}
+
+type formatEndpoint struct {
+	Endpoint
+	f Format
+}
+
+// NewPathTable collects the endpoints of every format, in declaration
+// order (the OpenAI kinds first).
+func NewPathTable() *PathTable {
+	t := &PathTable{}
+	for f := FormatOpenAIChat; f < numFormats; f++ {
+		for _, ep := range RequestFieldsFor(f).Endpoints {
+			t.eps = append(t.eps, formatEndpoint{ep, f})
+		}
+	}
+	return t
+}
+
+// Lookup is FormatForPath against the table.
+func (t *PathTable) Lookup(method, path string) (Format, bool) {
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
-	for f := FormatOpenAIChat; f < numFormats; f++ {
-		for _, ep := range RequestFieldsFor(f).Endpoints {
-			if strings.EqualFold(ep.Method, method) && matchPattern(ep.Pattern, path) {
-				return f, true
-			}
+	for i := range t.eps {
+		ep := &t.eps[i]
+		if strings.EqualFold(ep.Method, method) && matchPattern(ep.Pattern, path) {
+			return ep.f, true
 		}
 	}
 	return FormatOpenAI, false

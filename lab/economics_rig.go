@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -126,21 +125,9 @@ type econOutcome struct {
 // request bodies, STREAMED responses with mode override, request.time and
 // source.address attributes, metadata namespace distillguard, fail closed.
 func envoyConfig(at time.Time, addr string) envoytest.Config {
-	return envoytest.Config{
-		ProcessingMode: &procv3.ProcessingMode{
-			RequestHeaderMode:  procv3.ProcessingMode_SEND,
-			ResponseHeaderMode: procv3.ProcessingMode_SEND,
-			RequestBodyMode:    procv3.ProcessingMode_BUFFERED,
-			ResponseBodyMode:   procv3.ProcessingMode_STREAMED,
-		},
-		AllowModeOverride:   true,
-		SendProtocolConfig:  true,
-		RequestAttributes:   true,
-		RequestTime:         at,
-		SourceAddress:       addr,
-		ReceivingNamespaces: []string{keys.MetadataNamespace},
-		BufferLimit:         16 << 20,
-	}
+	c := envoytest.ShippedConfig(addr)
+	c.RequestTime = at
+	return c
 }
 
 // do sends one exchange at its simulated time.

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -198,20 +197,10 @@ const (
 func exchange(t *testing.T, s *Server, md metadata.MD) map[string]string {
 	t.Helper()
 	cc := dial(t, s.GRPCAddr())
-	e := envoytest.New(extprocv3.NewExternalProcessorClient(cc), envoytest.Config{
-		ProcessingMode: &procv3.ProcessingMode{
-			RequestHeaderMode:  procv3.ProcessingMode_SEND,
-			ResponseHeaderMode: procv3.ProcessingMode_SEND,
-			RequestBodyMode:    procv3.ProcessingMode_BUFFERED,
-			ResponseBodyMode:   procv3.ProcessingMode_STREAMED,
-		},
-		AllowModeOverride:   true,
-		SendProtocolConfig:  true,
-		RequestAttributes:   true,
-		SourceAddress:       "192.0.2.7",
-		ReceivingNamespaces: []string{"distillguard"},
-		InitialMetadata:     md,
-	})
+	ec := envoytest.ShippedConfig("192.0.2.7")
+	ec.BufferLimit = 0
+	ec.InitialMetadata = md
+	e := envoytest.New(extprocv3.NewExternalProcessorClient(cc), ec)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := e.Do(ctx, &envoytest.Exchange{

@@ -69,21 +69,7 @@ func driveServer(t *testing.T) *scrape {
 	}
 	defer conn.Close()
 	client := extprocv3.NewExternalProcessorClient(conn)
-	envoy := envoytest.New(client, envoytest.Config{
-		// As envoy/envoy.yaml configures the filter.
-		ProcessingMode: &procv3.ProcessingMode{
-			RequestHeaderMode:  procv3.ProcessingMode_SEND,
-			ResponseHeaderMode: procv3.ProcessingMode_SEND,
-			RequestBodyMode:    procv3.ProcessingMode_BUFFERED,
-			ResponseBodyMode:   procv3.ProcessingMode_STREAMED,
-		},
-		AllowModeOverride:   true,
-		SendProtocolConfig:  true,
-		RequestAttributes:   true,
-		SourceAddress:       "192.0.2.10",
-		ReceivingNamespaces: []string{"distillguard"},
-		BufferLimit:         16 << 20,
-	})
+	envoy := envoytest.New(client, envoytest.ShippedConfig("192.0.2.10")) // as envoy/envoy.yaml configures the filter
 	up := &envoytest.Upstream{Seed: 1}
 	sc := &scrape{verdicts: map[string]int{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -238,14 +224,7 @@ func driveReplicated(t *testing.T, bin, dir string) map[string]*dto.MetricFamily
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	envoy := envoytest.New(extprocv3.NewExternalProcessorClient(conn), envoytest.Config{
-		ProcessingMode: &procv3.ProcessingMode{
-			RequestHeaderMode: procv3.ProcessingMode_SEND, ResponseHeaderMode: procv3.ProcessingMode_SEND,
-			RequestBodyMode: procv3.ProcessingMode_BUFFERED, ResponseBodyMode: procv3.ProcessingMode_STREAMED,
-		},
-		SendProtocolConfig: true, RequestAttributes: true, SourceAddress: "192.0.2.20",
-		ReceivingNamespaces: []string{"distillguard"}, BufferLimit: 16 << 20,
-	})
+	envoy := envoytest.New(extprocv3.NewExternalProcessorClient(conn), envoytest.ShippedConfig("192.0.2.20"))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	up := &envoytest.Upstream{Seed: 2}

@@ -8,6 +8,8 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/distillguard/distillguard/extproc/keys"
 )
 
 // Config mirrors the ext_proc filter settings the emulation honours
@@ -135,4 +137,28 @@ type Result struct {
 	// client got the status and whatever body bytes were sent before, then
 	// an error (Status and Body are what it had received by then).
 	Reset bool
+}
+
+// ShippedConfig is the filter configuration envoy/envoy.yaml (and the Helm
+// chart's attachments) give the ext_proc filter: request and response
+// headers sent, BUFFERED request bodies, STREAMED response bodies,
+// allow_mode_override, protocol config, the request attributes
+// (request.time, source.address) and the distillguard metadata namespace,
+// with Envoy's default 16 MiB buffer limit. sourceAddress is the
+// downstream address Envoy reports.
+func ShippedConfig(sourceAddress string) Config {
+	return Config{
+		ProcessingMode: &procv3.ProcessingMode{
+			RequestHeaderMode:  procv3.ProcessingMode_SEND,
+			ResponseHeaderMode: procv3.ProcessingMode_SEND,
+			RequestBodyMode:    procv3.ProcessingMode_BUFFERED,
+			ResponseBodyMode:   procv3.ProcessingMode_STREAMED,
+		},
+		AllowModeOverride:   true,
+		SendProtocolConfig:  true,
+		RequestAttributes:   true,
+		SourceAddress:       sourceAddress,
+		ReceivingNamespaces: []string{keys.MetadataNamespace},
+		BufferLimit:         16 << 20,
+	}
 }

@@ -51,6 +51,12 @@ type patch struct {
 // reset empties the list for a new document.
 func (l *patchList) reset(doc []byte) {
 	l.doc = doc
+	// A large document (a buffered response) would grow the list by
+	// doubling through a dozen copies; one patch per 64 bytes is about
+	// what a logprobs document needs (a number every 30-70 bytes).
+	if est := len(doc) / 64; cap(l.ps) < est {
+		l.ps = make([]patch, 0, est)
+	}
 	l.ps = l.ps[:0]
 	l.lit = l.lit[:0]
 	l.unsorted = false
@@ -195,6 +201,10 @@ func (l *patchList) apply(dst []byte) ([]byte, bool) {
 	if l.unsorted {
 		sortPatches(l.ps)
 	}
+	// The output is about the document's size: one allocation, not a
+	// doubling series (rounding shortens it, alternatives removed shorten
+	// it more).
+	dst = slices.Grow(dst, len(doc))
 	changed := false
 	last := 0
 	for i := range l.ps {

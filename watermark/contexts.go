@@ -405,7 +405,7 @@ type setPlan struct {
 	choice []uint8
 	// thr is the tilt of each seen context as a threshold on a 64-bit
 	// PRF output: an occurrence takes the context's member when the PRF
-	// of (context, the two tokens before it) is below it, and keeps its
+	// of (context, the response before it) is below it, and keeps its
 	// original word otherwise; full: always.
 	thr  []uint64
 	prob []float64 // len(choice) * members, verifier only
@@ -518,8 +518,16 @@ func buildPlan(p *prf, msg []byte, u uint32, ls *lexSet, ss *setStats, withProb 
 		plan.lam = make([]float64, len(ss.ctxs)*nm)
 	}
 	// lambda of member i in context c, as num/den (num >= den: whole).
+	// The start of the text has no history to draw a share from (every
+	// response would take the same decision there), so it is assigned
+	// whole or not at all, as CATER's rule has it.
+	start := string([]byte{ctxStart})
 	tilt := func(c *ctxStat, i int) (num, den int64) {
-		return caps[i] - int64(c.members[i])*ctxUnit, int64(c.count-c.members[i]) * ctxUnit
+		num, den = caps[i]-int64(c.members[i])*ctxUnit, int64(c.count-c.members[i])*ctxUnit
+		if c.key == start && num < den {
+			return 0, den
+		}
+		return num, den
 	}
 	for j := range ss.ctxs {
 		c := &ss.ctxs[j]

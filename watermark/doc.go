@@ -12,7 +12,7 @@
 //     (ContextStats), so every member keeps its natural share and plain
 //     word-frequency comparisons show nothing. A context too heavy for any
 //     member to take whole is tilted instead: a keyed share of its
-//     occurrences (drawn from the two tokens before it) takes the key's
+//     occurrences (drawn from the text before it) takes the key's
 //     member, the rest keep their word, and the caps count what is
 //     written. Verifier / Sample replay the key's assignment and give a
 //     conservative p-value (a likelihood-ratio test martingale over

@@ -223,10 +223,14 @@ type Stream struct {
 	inFence  bool
 
 	// tok is the hash of the latest token (word or punctuation, as
-	// contexts name them) and hist those of the two before it: the
-	// history a tilted context's keyed share is drawn from (tiltPRF).
+	// contexts name them) and hist a rolling hash of every token of the
+	// response before it: the history a tilted context's keyed share is
+	// drawn from (prf.tilt). The whole prefix, not the last few tokens:
+	// few distinct short histories precede a heavy context (a line feed
+	// after "." and a number), and a key's realised share over them
+	// would stray from lambda by more than the marginals allow.
 	tok  uint64
-	hist [2]uint64
+	hist uint64
 
 	inPos, outPos int64
 	subs          []Substitution
@@ -458,13 +462,13 @@ func (s *Stream) pushToken(b []byte) {
 		h ^= uint64(c)
 		h *= 1099511628211
 	}
-	s.hist[1], s.hist[0], s.tok = s.hist[0], s.tok, h
+	s.hist = bits.RotateLeft64((s.hist^s.tok)*0x9e3779b97f4a7c15, 31)
+	s.tok = h
 }
 
-// history combines the two tokens before the candidate's context.
-func (s *Stream) history() uint64 {
-	return s.hist[0] ^ bits.RotateLeft64(s.hist[1]*0x9e3779b97f4a7c15, 31)
-}
+// history is the rolling hash of the tokens before the candidate's
+// context.
+func (s *Stream) history() uint64 { return s.hist }
 
 type casing uint8
 

@@ -121,7 +121,7 @@ func fidelities() [3]float64 { return [3]float64{0.7, 0.9, 0.97} }
 // (Poisson), and a group the student never saw it writes from its backoff,
 // which carries no evidence. So each group's factor is (1 - pi) + pi LR:
 // heavy contexts weigh fully, rare and unseen ones (the hashed tail, taken
-// as half an occurrence) little. pi depends on the statistics and the
+// as a tenth of an occurrence) little. pi depends on the statistics and the
 // text only, never on the key, so the factor keeps mean one.
 func harvestSizes() [5]float64 { return [5]float64{30, 100, 300, 1000, 3000} }
 
@@ -241,7 +241,7 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 		for i := range base {
 			base[i] /= tot
 		}
-		share := 0.5
+		share := 0.1
 		if j >= 0 {
 			c := &ss.ctxs[j]
 			for i := range nat {
@@ -252,7 +252,7 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 		for hi, h := range hs {
 			pis[hi] = 0.5
 			if ss != nil && ss.n > 0 {
-				pis[hi] = min(0.98, max(0.02, 1-math.Exp(-h*share/float64(ss.n))))
+				pis[hi] = min(0.995, max(0.005, 1-math.Exp(-h*share/float64(ss.n))))
 			}
 		}
 		logR = logR[:0]

@@ -18,14 +18,9 @@ import (
 func cmdFloors(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("floors", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	out := fs.String("out", "bench-out/floors", "directory for floors.md, floors.json and server logs")
-	rounds := fs.Int("rounds", 3, "rounds per server and scenario, alternating noop, echo and distillguard")
-	warmup := fs.Duration("warmup", 500*time.Millisecond, "warm-up before each window (not recorded)")
-	duration := fs.Duration("duration", 2*time.Second, "measurement window of each round")
+	rf := addRoundFlags(fs, "bench-out/floors", "directory for floors.md, floors.json and server logs", "noop, echo and distillguard")
+	out, rounds, warmup, duration, dgBin, conns, seed := rf.out, rf.rounds, rf.warmup, rf.duration, rf.dgBin, rf.conns, rf.seed
 	names := fs.String("scenarios", "passthrough,default-top5,json-100k", "comma-separated scenarios (see run -list)")
-	dgBin := fs.String("distillguard", "", "distillguard binary to measure (default: this binary's serve-distillguard mode)")
-	conns := fs.Int("conns", 2, "HTTP/2 connections the streams share")
-	seed := fs.Uint64("seed", 1, "seed of payloads and session keys")
 	interval := fs.Duration("token-interval", 2*time.Millisecond, "upstream token interval of the paced pass (time to last token); 0 skips it")
 	pacedConc := fs.Int("paced-concurrency", 0, "concurrency of the paced pass (default: the scenario's)")
 	if err := parse(fs, args); err != nil {

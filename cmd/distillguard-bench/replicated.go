@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/distillguard/distillguard/bench"
 )
@@ -19,16 +18,11 @@ import (
 func cmdReplicated(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("replicated", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	out := fs.String("out", "bench-out", "directory for replicated.md and replicated.json")
-	dgBin := fs.String("distillguard", "", "distillguard binary (default: this binary's serve-distillguard mode)")
+	rf := addRoundFlags(fs, "bench-out", "directory for replicated.md and replicated.json", "in-memory and replicated")
+	out, rounds, warmup, duration, dgBin, conns, seed := rf.out, rf.rounds, rf.warmup, rf.duration, rf.dgBin, rf.conns, rf.seed
 	redis := fs.String("redis", "", "Redis host:port on loopback (default: start a redis-server for the run)")
-	rounds := fs.Int("rounds", 3, "rounds per server, alternating in-memory and replicated")
-	warmup := fs.Duration("warmup", 500*time.Millisecond, "warm-up before each round's window")
-	duration := fs.Duration("duration", 2*time.Second, "measurement window of each round")
 	conc := fs.Int("c", 32, "concurrent streams")
 	sessions := fs.Int("sessions", 4096, "session keys the exchanges draw from")
-	conns := fs.Int("conns", 2, "HTTP/2 connections the streams share")
-	seed := fs.Uint64("seed", 1, "seed of payloads and session keys")
 	rate := fs.Float64("rate", 0, "open-loop message rate over all streams (0: closed loop)")
 	corpusFlag := fs.String("corpus", "", "prompt corpus directory (synthetic prompts when absent)")
 	if err := parse(fs, args); err != nil {

@@ -22,14 +22,9 @@ func isTerminal(f *os.File) bool {
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	out := fs.String("out", "bench-out", "directory for results.md, results.json, the CDF plots, profiles and server logs")
-	rounds := fs.Int("rounds", 3, "rounds per server and scenario, alternating noop and distillguard")
-	warmup := fs.Duration("warmup", 500*time.Millisecond, "warm-up before each round's window (not recorded)")
-	duration := fs.Duration("duration", 2*time.Second, "measurement window of each round")
+	rf := addRoundFlags(fs, "bench-out", "directory for results.md, results.json, the CDF plots, profiles and server logs", "noop and distillguard")
+	out, rounds, warmup, duration, dgBin, conns, seed := rf.out, rf.rounds, rf.warmup, rf.duration, rf.dgBin, rf.conns, rf.seed
 	names := fs.String("scenarios", "all", "comma-separated scenarios to run")
-	dgBin := fs.String("distillguard", "", "distillguard binary to measure (default: this binary's serve-distillguard mode)")
-	conns := fs.Int("conns", 2, "HTTP/2 connections the streams share (Envoy keeps one per worker)")
-	seed := fs.Uint64("seed", 1, "seed of payloads, session keys and pacing")
 	profile := fs.String("profile", "", "scenario in whose first distillguard round CPU and allocation profiles are captured")
 	floor := fs.Duration("floor", 300*time.Millisecond, "time to measure the in-process rewrite floor per scenario (0 skips)")
 	openRate := fs.Float64("open-rate", 8000, "message rate of the open-loop scenario (messages/s over all streams)")

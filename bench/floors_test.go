@@ -8,8 +8,6 @@ import (
 
 	procmodev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/distillguard/distillguard/config"
 	"github.com/distillguard/distillguard/extproc/envoytest"
@@ -18,15 +16,10 @@ import (
 // TestEchoReplacesBody: the echo processor answers a STREAMED response
 // chunk with a body mutation carrying the same bytes.
 func TestEchoReplacesBody(t *testing.T) {
-	addr := serveInProcess(t, NewEcho())
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	client := processorClient(t, NewEcho())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := extprocv3.NewExternalProcessorClient(cc).Process(ctx)
+	st, err := client.Process(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

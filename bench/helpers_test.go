@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/distillguard/distillguard/config"
 	"github.com/distillguard/distillguard/server"
@@ -37,4 +39,16 @@ func serveConfig(t testing.TB, cfg *config.Config, p extprocv3.ExternalProcessor
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv.GRPCAddr()
+}
+
+// processorClient serves p in process and returns a client of it, closed
+// with the test.
+func processorClient(t testing.TB, p extprocv3.ExternalProcessorServer) extprocv3.ExternalProcessorClient {
+	t.Helper()
+	cc, err := grpc.NewClient(serveInProcess(t, p), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return extprocv3.NewExternalProcessorClient(cc)
 }

@@ -8,20 +8,12 @@ import (
 
 	procmodev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/distillguard/distillguard/extproc/envoytest"
 )
 
 func TestNoopReplies(t *testing.T) {
-	addr := serveInProcess(t, NewNoop())
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	client := extprocv3.NewExternalProcessorClient(cc)
+	client := processorClient(t, NewNoop())
 
 	body := []byte("data: {\"x\":1}\n\n")
 	cases := []struct {

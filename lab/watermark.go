@@ -431,6 +431,21 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 // share of sets the attacker's table has) by a uniformly drawn member.
 func resubstitute(lex *watermark.Lexicon, texts []string, r *rand.Rand, share float64) ([]string, float64) {
 	inTable := map[string]bool{}
+	return redraw(lex, texts, r, func(alts []string) bool {
+		set := strings.Join(alts, ",")
+		in, seen := inTable[set]
+		if !seen {
+			in = r.Float64() < share
+			inTable[set] = in
+		}
+		return in
+	})
+}
+
+// redraw replaces each word of a synonym set for which pick says so by a
+// uniformly drawn member of its set, casing kept, and reports the share of
+// words that changed.
+func redraw(lex *watermark.Lexicon, texts []string, r *rand.Rand, pick func(alts []string) bool) ([]string, float64) {
 	out := make([]string, len(texts))
 	var words, changed int
 	for i, t := range texts {
@@ -438,16 +453,7 @@ func resubstitute(lex *watermark.Lexicon, texts []string, r *rand.Rand, share fl
 		for j, w := range toks {
 			words++
 			alts, ok := lex.Lookup(strings.ToLower(w))
-			if !ok {
-				continue
-			}
-			set := strings.Join(alts, ",")
-			in, seen := inTable[set]
-			if !seen {
-				in = r.Float64() < share
-				inTable[set] = in
-			}
-			if !in {
+			if !ok || !pick(alts) {
 				continue
 			}
 			nw := matchCase(alts[r.IntN(len(alts))], w)
@@ -718,23 +724,5 @@ func countAtMost(xs []float64, a float64) int {
 // rate, uniformly among its set's members (casing kept): an attacker who
 // knows our table and randomizes a share of its words.
 func randomizeSets(lex *watermark.Lexicon, texts []string, r *rand.Rand, rate float64) ([]string, float64) {
-	out := make([]string, len(texts))
-	var words, changed int
-	for i, t := range texts {
-		toks := tokenize(t)
-		for j, w := range toks {
-			words++
-			alts, ok := lex.Lookup(strings.ToLower(w))
-			if !ok || r.Float64() >= rate {
-				continue
-			}
-			nw := matchCase(alts[r.IntN(len(alts))], w)
-			if nw != w {
-				changed++
-			}
-			toks[j] = nw
-		}
-		out[i] = detokenize(toks)
-	}
-	return out, float64(changed) / float64(max(words, 1))
+	return redraw(lex, texts, r, func([]string) bool { return r.Float64() < rate })
 }

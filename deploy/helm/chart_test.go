@@ -229,7 +229,7 @@ func TestDefaults(t *testing.T) {
 
 	// Inline delivery: the config is a Secret mounted as the config dir.
 	cfg := configFile(t, objs, d)
-	checkConfig(t, cfg, nil)
+	checkConfig(t, cfg)
 	var parsed map[string]any
 	if err := yaml.Unmarshal([]byte(cfg), &parsed); err != nil {
 		t.Fatal(err)
@@ -312,58 +312,57 @@ func configFile(t *testing.T, objs []*manifest.Object, d *appsv1.Deployment) str
 }
 
 // checkConfig runs `distillguard -check-config` on the rendered config.
-// allowPending lists pending keys that may be unknown to this build: when the
-// loader rejects the file, its complaint must be about one of them, and the
-// file without them must then pass.
-func checkConfig(t *testing.T, cfg string, allowPending [][]string) {
+// The secret files it names (scoring.secret_file, admin.token_file,
+// scoring.redis.password_file) are what the pod mounts from a Secret: the
+// check stands them in with files of the same kind in a temporary
+// directory, so the loader reads them as it would in the pod.
+func checkConfig(t *testing.T, cfg string) {
 	t.Helper()
 	bin, err := serverBin()
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := func(text string) (string, error) {
-		p := filepath.Join(t.TempDir(), "config.yaml")
-		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		out, err := exec.Command(bin, "-check-config", "-config", p).CombinedOutput()
-		return string(out), err
-	}
-	out, err := run(cfg)
-	if err == nil {
-		if !strings.Contains(out, "config ok") {
-			t.Fatalf("check-config printed %q", out)
-		}
-		return
-	}
-	if len(allowPending) == 0 {
-		t.Fatalf("the server rejects the rendered config: %v\n%s\n--- config:\n%s", err, out, cfg)
-	}
-	named := false
-	for _, k := range allowPending {
-		if strings.Contains(out, "field "+k[len(k)-1]+" not found") {
-			named = true
-		}
-	}
-	if !named {
-		t.Fatalf("the server rejects the rendered config for a reason other than the pending keys %v: %s", allowPending, out)
-	}
-	t.Logf("this distillguard build does not know %v yet: %s", allowPending, strings.TrimSpace(out))
 	var doc map[string]any
 	if err := yaml.Unmarshal([]byte(cfg), &doc); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range allowPending {
-		if sec, ok := doc[k[0]].(map[string]any); ok {
-			delete(sec, k[1])
+	dir := t.TempDir()
+	standIn := func(section map[string]any, key, content string) {
+		if section == nil {
+			return
 		}
+		if _, ok := section[key].(string); !ok {
+			return
+		}
+		p := filepath.Join(dir, key)
+		if err := os.WriteFile(p, []byte(content+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		section[key] = p
 	}
-	stripped, err := yaml.Marshal(doc)
+	scoring, _ := doc["scoring"].(map[string]any)
+	admin, _ := doc["admin"].(map[string]any)
+	var redis map[string]any
+	if scoring != nil {
+		redis, _ = scoring["redis"].(map[string]any)
+	}
+	standIn(scoring, "secret_file", "chart-test-scoring-secret-0123456789abcdef0123456789")
+	standIn(admin, "token_file", "chart-test-admin-token")
+	standIn(redis, "password_file", "chart-test-redis-password")
+	text, err := yaml.Marshal(doc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := run(string(stripped)); err != nil {
-		t.Fatalf("without the pending keys the config is still rejected: %v\n%s\n--- config:\n%s", err, out, stripped)
+	p := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(p, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "-check-config", "-config", p).CombinedOutput()
+	if err != nil {
+		t.Fatalf("the server rejects the rendered config: %v\n%s\n--- config:\n%s", err, out, cfg)
+	}
+	if !strings.Contains(string(out), "config ok") {
+		t.Fatalf("check-config printed %q", out)
 	}
 }
 
@@ -454,7 +453,7 @@ func TestEverythingOn(t *testing.T) {
 	if pod.SecurityContext.FSGroup == nil || *pod.SecurityContext.FSGroup != 65532 {
 		t.Error("fsGroup must be 65532 so the 0440 secret files are readable")
 	}
-	checkConfig(t, cfg, nil)
+	checkConfig(t, cfg)
 
 	hpa := one[*autoscalingv2.HorizontalPodAutoscaler](t, objs, "HorizontalPodAutoscaler")
 	if hpa.Spec.ScaleTargetRef.Kind != "Deployment" || hpa.Spec.ScaleTargetRef.Name != d.Name || hpa.Spec.MaxReplicas != 12 || *hpa.Spec.MinReplicas != 3 {
@@ -575,7 +574,7 @@ func TestDrainDerived(t *testing.T) {
 			if doc.Server.DrainGrace != fmt.Sprintf("%ds", tc.grace) {
 				t.Errorf("drain_grace %q, want %ds", doc.Server.DrainGrace, tc.grace)
 			}
-			checkConfig(t, cfg, nil)
+			checkConfig(t, cfg)
 		})
 	}
 }
@@ -669,7 +668,7 @@ func TestSecretDeliveryInline(t *testing.T) {
 	if !strings.Contains(cfg, "secret: s3cr3t-0123456789abcdef0123456789") || !strings.Contains(cfg, "token: tok") {
 		t.Errorf("inline config lacks the secrets:\n%s", cfg)
 	}
-	checkConfig(t, cfg, nil)
+	checkConfig(t, cfg)
 }
 
 // TestExistingSecret: files delivery from a Secret the chart does not own.
@@ -692,7 +691,7 @@ func TestExistingSecret(t *testing.T) {
 	if !strings.Contains(cfg, "secret_file: /etc/distillguard/secrets/scoring-secret") || !strings.Contains(cfg, "token_file: /etc/distillguard/secrets/admin-token") {
 		t.Errorf("config does not name the mounted files:\n%s", cfg)
 	}
-	checkConfig(t, cfg, nil)
+	checkConfig(t, cfg)
 }
 
 // TestEveryValueIsDocumented keeps values.yaml the chart's reference: every

@@ -21,7 +21,13 @@ import (
 	"testing"
 	"time"
 
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/distillguard/distillguard/config"
 	"github.com/distillguard/distillguard/extproc/envoytest"
+	"github.com/distillguard/distillguard/server"
 )
 
 // The end-to-end test runs envoy.yaml in a real Envoy in front of the real
@@ -145,6 +151,77 @@ func waitHTTP(t *testing.T, url string) {
 	t.Fatalf("%s not ready within 30s", url)
 }
 
+// e2eConfig is what the end-to-end distillguard runs with: the embedded
+// default, with the test's client a trusted tenant (by a header it sends)
+// at the default thresholds, so that it is out of probation and its
+// answers show the allow tier's rewrite (a fresh identity would get text
+// only; a logit_bias request could degrade it).
+const e2eConfig = `
+scoring:
+  secret: "e2e-test-secret-0123456789abcdef0123456789abcdef"
+  trusted:
+    - name: e2e
+      header: x-e2e-tenant
+      values: [e2e]
+      thresholds: {degrade: 0.95, throttle: 0.97, block: 0.99, hysteresis: 0.01}
+`
+
+// TestE2EConfigEmulated runs the end-to-end exchange where no Envoy runs
+// it: the same configuration and request through the server assembly and
+// the Envoy emulation configured as envoy.yaml configures the filter. The
+// trusted client is allowed, logit_bias never reaches the upstream, and
+// its logprobs arrive rounded, not stripped.
+func TestE2EConfigEmulated(t *testing.T) {
+	c, err := config.Parse([]byte(e2eConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	al, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(c, server.Options{GRPCListener: gl, AdminListener: al})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	defer srv.Close()
+	cc, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	em := envoytest.New(extprocv3.NewExternalProcessorClient(cc), envoytest.ShippedConfig("192.0.2.30"))
+	up := &envoytest.Upstream{Seed: 7}
+	body := `{"model":"m","stream":true,"logprobs":true,"top_logprobs":20,"logit_bias":{"50256":-100},"max_tokens":12,"messages":[{"role":"user","content":"hello"}]}`
+	res, err := em.Do(context.Background(), &envoytest.Exchange{
+		Header: http.Header{"Content-Type": {"application/json"}, "X-E2e-Tenant": {"e2e"}}, Body: []byte(body), Upstream: up,
+		ResponseChunker: envoytest.Random(3, 40, false),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := res.Metadata["distillguard"].GetFields()["verdict"].GetStringValue(); v != "allow" {
+		t.Fatalf("verdict %q, want allow", v)
+	}
+	if bytes.Contains(res.Upstream.Body, []byte("logit_bias")) {
+		t.Error("logit_bias reached the upstream")
+	}
+	nums := regexp.MustCompile(`"logprob":\s*(-?[0-9.eE+-]+)`).FindAllSubmatch(res.Body, -1)
+	if len(nums) == 0 {
+		t.Fatalf("no logprobs reached the client: %s", res.Body)
+	}
+	for _, m := range nums {
+		if i := bytes.IndexByte(m[1], '.'); i >= 0 && len(m[1])-i-1 > 2 {
+			t.Errorf("logprob %s has more than 2 decimals", m[1])
+		}
+	}
+}
+
 func TestE2EWithEnvoy(t *testing.T) {
 	envoyBin, err := exec.LookPath("envoy")
 	if err != nil {
@@ -165,7 +242,11 @@ func TestE2EWithEnvoy(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/distillguard").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	startProcess(t, bin, "-grpc-addr", fmt.Sprintf("127.0.0.1:%d", p.Processor), "-admin-addr", fmt.Sprintf("127.0.0.1:%d", adminDG))
+	dgCfg := filepath.Join(dir, "distillguard.yaml")
+	if err := os.WriteFile(dgCfg, []byte(e2eConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startProcess(t, bin, "-config", dgCfg, "-grpc-addr", fmt.Sprintf("127.0.0.1:%d", p.Processor), "-admin-addr", fmt.Sprintf("127.0.0.1:%d", adminDG))
 	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", adminDG))
 
 	src, err := os.ReadFile("envoy.yaml")
@@ -182,7 +263,10 @@ func TestE2EWithEnvoy(t *testing.T) {
 
 	// 1. Streamed chat with logprobs and logit_bias.
 	body := `{"model":"m","stream":true,"logprobs":true,"top_logprobs":20,"logit_bias":{"50256":-100},"max_tokens":12,"messages":[{"role":"user","content":"hello"}]}`
-	resp, err := http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	post, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, base+"/v1/chat/completions", strings.NewReader(body))
+	post.Header.Set("content-type", "application/json")
+	post.Header.Set("x-e2e-tenant", "e2e")
+	resp, err := http.DefaultClient.Do(post)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +289,7 @@ func TestE2EWithEnvoy(t *testing.T) {
 	if cl := got.Header.Get("Content-Length"); cl != "" && cl != strconv.Itoa(len(got.Body)) {
 		t.Errorf("upstream content-length %s for %d bytes", cl, len(got.Body))
 	}
-	events := 0
+	events, logprobs := 0, 0
 	sc := bufio.NewScanner(bytes.NewReader(stream))
 	for sc.Scan() {
 		line := sc.Text()
@@ -236,6 +320,7 @@ func TestE2EWithEnvoy(t *testing.T) {
 			}
 		}
 		for _, m := range decimalsRE.FindAllStringSubmatch(line, -1) {
+			logprobs++
 			if i := strings.IndexByte(m[1], '.'); i >= 0 && len(m[1])-i-1 > 2 {
 				t.Errorf("logprob %s has more than 2 decimals", m[1])
 			}
@@ -244,12 +329,16 @@ func TestE2EWithEnvoy(t *testing.T) {
 	if events == 0 {
 		t.Fatal("no events reached the client")
 	}
+	if logprobs == 0 {
+		t.Fatal("no logprobs reached the client: the allow tier rounds them, it does not strip them")
+	}
 
 	// 2. Non-streamed JSON, gzip to the client by Envoy's compressor.
 	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, base+"/v1/chat/completions",
 		strings.NewReader(`{"model":"m","logprobs":true,"top_logprobs":8,"max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`))
 	req.Header.Set("content-type", "application/json")
 	req.Header.Set("accept-encoding", "gzip")
+	req.Header.Set("x-e2e-tenant", "e2e")
 	resp, err = http.DefaultTransport.RoundTrip(req)
 	if err != nil {
 		t.Fatal(err)

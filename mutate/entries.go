@@ -148,7 +148,10 @@ func (r *Rewriter) number(s, e int, parse bool) chosenLP {
 }
 
 // collectAltArray records the elements of a top_logprobs array of
-// {token, logprob, bytes} objects.
+// {token, logprob, bytes} objects. It is collectAltArrayF with the OpenAI
+// names as constants, kept apart because it is the per-token hot path:
+// through the generic walk BenchmarkRewriteChunkTop5Allow takes 1.65 µs
+// instead of 1.48 µs.
 func (r *Rewriter) collectAltArray(depth int) error {
 	s := &r.s
 	g := group{open: s.i, lo: len(r.alts)}

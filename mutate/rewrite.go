@@ -271,14 +271,7 @@ func (r *Rewriter) walkArrayOr(obj func(depth int, n uint64) error) error {
 	default:
 		return errNotObject
 	}
-	if err != nil {
-		return err
-	}
-	s.ws()
-	if s.i != len(s.b) {
-		return errTrailing
-	}
-	return nil
+	return s.end(err)
 }
 
 // hasLiveKey reports whether doc may hold key as a member name with a
@@ -373,12 +366,5 @@ func (r *Rewriter) walkTop() error {
 		}
 		return s.skipValue(1)
 	})
-	if err != nil {
-		return err
-	}
-	s.ws()
-	if s.i != len(s.b) {
-		return errTrailing
-	}
-	return nil
+	return s.end(err)
 }

@@ -77,6 +77,19 @@ func (s *scanner) peek() byte {
 // ws moves the cursor past JSON whitespace.
 func (s *scanner) ws() { s.i = skipSpace(s.b, s.i) }
 
+// end finishes a document walk: err if the walk failed, errTrailing when
+// anything but whitespace follows the top-level value, else nil.
+func (s *scanner) end(err error) error {
+	if err != nil {
+		return err
+	}
+	s.ws()
+	if s.i != len(s.b) {
+		return errTrailing
+	}
+	return nil
+}
+
 // skipSpace returns the offset of the first byte at or after i that is not
 // JSON whitespace (RFC 8259 section 2: space, tab, LF, CR), or len(b).
 func skipSpace(b []byte, i int) int {

@@ -54,14 +54,7 @@ func (r *Rewriter) walkAnthropic() error {
 		}
 		return s.skipValue(1)
 	})
-	if err != nil {
-		return err
-	}
-	s.ws()
-	if s.i != len(s.b) {
-		return errTrailing
-	}
-	return nil
+	return s.end(err)
 }
 
 // anthropicContent walks a Message's content[] (depth is its level); a

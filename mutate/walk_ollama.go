@@ -47,9 +47,5 @@ func (r *Rewriter) walkOllama() error {
 	if strip {
 		d.done(open, s.i-1)
 	}
-	s.ws()
-	if s.i != len(s.b) {
-		return errTrailing
-	}
-	return nil
+	return s.end(nil)
 }

@@ -308,3 +308,39 @@ func (r *Rewriter) nullEach(depth int, elems []span, n *fieldNames) {
 		}
 	}
 }
+
+// logprobMember walks the object at the cursor (depth is its level) in
+// which the member name holds a format's logprobs: with StripLogprobs the
+// member is removed (a null, which carries nothing, is left as sent),
+// otherwise an array there is handed to walk; every other member is
+// skipped. Ollama's logprobs and llama.cpp's completion_probabilities.
+func (r *Rewriter) logprobMember(depth int, name string, walk func() error) error {
+	s := &r.s
+	strip := r.p.StripLogprobs
+	open := s.i
+	d := r.dropper()
+	err := s.eachMember(func(ks, ke int) error {
+		ms := ks - 1
+		keep := true
+		var err error
+		switch {
+		case string(s.b[ks:ke]) != name:
+			err = s.skipValue(depth + 1)
+		case strip:
+			keep = s.peek() == 'n'
+			err = s.skipValue(depth + 1)
+		case s.peek() == '[':
+			err = walk()
+		default:
+			err = s.skipValue(depth + 1)
+		}
+		if strip && err == nil {
+			d.item(ms, s.i, keep)
+		}
+		return err
+	})
+	if err == nil && strip {
+		d.done(open, s.i-1)
+	}
+	return err
+}

@@ -27,38 +27,11 @@ func (r *Rewriter) walkLlamaCpp() error { return r.walkArrayOr(r.llamaResult) }
 
 // llamaResult walks one result object (depth is its level).
 func (r *Rewriter) llamaResult(depth int, _ uint64) error {
-	s := &r.s
 	var key uint64
 	if r.p.Perturb != 0 {
 		key = r.prescanIndex(depth, "index", 0)
 	}
-	strip := r.p.StripLogprobs
-	open := s.i
-	d := r.dropper()
-	err := s.eachMember(func(ks, ke int) error {
-		ms := ks - 1
-		keep := true
-		var err error
-		switch {
-		case string(s.b[ks:ke]) != "completion_probabilities":
-			err = s.skipValue(depth + 1)
-		case strip:
-			keep = s.peek() == 'n' // a null carries nothing: left as sent
-			err = s.skipValue(depth + 1)
-		case s.peek() == '[':
-			err = r.llamaEntries(depth+1, key)
-		default:
-			err = s.skipValue(depth + 1)
-		}
-		if strip && err == nil {
-			d.item(ms, s.i, keep)
-		}
-		return err
-	})
-	if err == nil && strip {
-		d.done(open, s.i-1)
-	}
-	return err
+	return r.logprobMember(depth, "completion_probabilities", func() error { return r.llamaEntries(depth+1, key) })
 }
 
 // llamaEntries walks completion_probabilities (depth is its level).

@@ -18,34 +18,5 @@ func (r *Rewriter) walkOllama() error {
 	if s.peek() != '{' {
 		return errNotObject
 	}
-	strip := r.p.StripLogprobs
-	open := s.i
-	d := r.dropper()
-	err := s.eachMember(func(ks, ke int) error {
-		ms := ks - 1
-		keep := true
-		var err error
-		switch {
-		case string(s.b[ks:ke]) != "logprobs":
-			err = s.skipValue(1)
-		case strip:
-			keep = s.peek() == 'n' // a null carries nothing: left as sent
-			err = s.skipValue(1)
-		case s.peek() == '[':
-			err = r.entryArray(1, 0, true)
-		default:
-			err = s.skipValue(1)
-		}
-		if strip && err == nil {
-			d.item(ms, s.i, keep)
-		}
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if strip {
-		d.done(open, s.i-1)
-	}
-	return s.end(nil)
+	return s.end(r.logprobMember(0, "logprobs", func() error { return r.entryArray(1, 0, true) }))
 }

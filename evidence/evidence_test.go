@@ -138,7 +138,7 @@ func TestNoCredentialOrPromptByDefault(t *testing.T) {
 }
 
 func TestWatermarkPeriod(t *testing.T) {
-	h := scoring.SessionHistory{ID: "x", History: []scoring.HistoryEntry{
+	h := scoring.SessionHistory{SessionHead: scoring.SessionHead{ID: "x"}, History: []scoring.HistoryEntry{
 		{Time: t0, Verdict: "allow"}, {Time: t0.Add(time.Minute), Verdict: "degrade"},
 		{Time: t0.Add(2 * time.Minute), Verdict: "throttle"}, {Time: t0.Add(3 * time.Minute), Verdict: "degrade"}, {Time: t0.Add(4 * time.Minute), Verdict: "block"},
 	}}
@@ -269,7 +269,7 @@ func TestParseSecret(t *testing.T) {
 // export never verifies.
 func FuzzVerify(f *testing.F) {
 	k := testKey(f, 3)
-	h := scoring.SessionHistory{ID: "abc", Verdict: "degrade", History: []scoring.HistoryEntry{{Time: t0, Verdict: "degrade", PromptHMAC: "00"}}}
+	h := scoring.SessionHistory{SessionHead: scoring.SessionHead{ID: "abc", Verdict: "degrade"}, History: []scoring.HistoryEntry{{Time: t0, Verdict: "degrade", PromptHMAC: "00"}}}
 	good, err := Sign(Build(h, settings(k, false), t0), k)
 	if err != nil {
 		f.Fatal(err)

@@ -72,15 +72,22 @@ func (e *Engine) handleList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"sessions": e.index.top(n)})
 }
 
+// SessionHead is what every view of a session starts with (the session
+// list, one session, its evidence): embedded, its fields are the views'
+// first JSON members.
+type SessionHead struct {
+	ID        string    `json:"id"`
+	Verdict   string    `json:"verdict"`
+	Score     float64   `json:"score"`
+	PeakScore float64   `json:"peak_score"`
+	Requests  uint32    `json:"requests"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
 // SessionDetail is the admin view of one session.
 type SessionDetail struct {
-	ID              string     `json:"id"`
-	Verdict         string     `json:"verdict"`
-	Score           float64    `json:"score"`
-	PeakScore       float64    `json:"peak_score"`
-	Requests        uint32     `json:"requests"`
-	FirstSeen       time.Time  `json:"first_seen"`
-	LastSeen        time.Time  `json:"last_seen"`
+	SessionHead
 	QuarantineUntil *time.Time `json:"quarantine_until,omitempty"`
 	Tier            string     `json:"state_tier"` // probation or main
 	Languages       []string   `json:"languages"`
@@ -121,8 +128,8 @@ func (e *Engine) Session(idStr string) (SessionDetail, error) {
 	strg := computeStrengths(s, &e.params, &v)
 	score, contrib := combine(&strg, &e.weights, e.cfg.AutomationCap, -1)
 	d := SessionDetail{
-		ID: idStr, Verdict: s.tier.String(), Score: round3(score), PeakScore: round3(float64(s.peak)),
-		Requests: s.requests, FirstSeen: time.Unix(0, s.first).UTC(), LastSeen: time.Unix(0, s.last).UTC(),
+		SessionHead: SessionHead{ID: idStr, Verdict: s.tier.String(), Score: round3(score), PeakScore: round3(float64(s.peak)),
+			Requests: s.requests, FirstSeen: time.Unix(0, s.first).UTC(), LastSeen: time.Unix(0, s.last).UTC()},
 		Tier: "probation", Languages: langList(s.langCur | s.langPrev), Signals: explain(&strg, &contrib),
 		FlaggedOwnEvidence: s.has(fOwnFlag), Explanation: e.explainText(s, &strg, &contrib, nil),
 	}

@@ -132,13 +132,7 @@ func cutUTF8(s string, n int) string {
 
 // SessionHistory is what an evidence export says of one session.
 type SessionHistory struct {
-	ID        string    `json:"id"`
-	Verdict   string    `json:"verdict"`
-	Score     float64   `json:"score"`
-	PeakScore float64   `json:"peak_score"`
-	Requests  uint32    `json:"requests"`
-	FirstSeen time.Time `json:"first_seen"`
-	LastSeen  time.Time `json:"last_seen"`
+	SessionHead
 	// Signals are the session's current signals (as GET /v1/sessions/{id}
 	// shows them).
 	Signals []Signal `json:"signals"`
@@ -172,8 +166,7 @@ func (e *Engine) History(idStr string) (SessionHistory, error) {
 	if err != nil {
 		return SessionHistory{}, err
 	}
-	out := SessionHistory{ID: d.ID, Verdict: d.Verdict, Score: d.Score, PeakScore: d.PeakScore, Requests: d.Requests,
-		FirstSeen: d.FirstSeen, LastSeen: d.LastSeen, Signals: d.Signals, History: []HistoryEntry{}}
+	out := SessionHistory{SessionHead: d.SessionHead, Signals: d.Signals, History: []HistoryEntry{}}
 	id, _ := parseSessionID(idStr)
 	s, ok := e.main.Get(idStr)
 	if !ok {

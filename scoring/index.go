@@ -78,14 +78,8 @@ func (x *riskIndex) remove(id [16]byte) bool {
 
 // SessionSummary is one row of the admin session list.
 type SessionSummary struct {
-	ID         string    `json:"id"`
-	Verdict    string    `json:"verdict"`
-	Score      float64   `json:"score"`
-	PeakScore  float64   `json:"peak_score"`
-	Requests   uint32    `json:"requests"`
-	FirstSeen  time.Time `json:"first_seen"`
-	LastSeen   time.Time `json:"last_seen"`
-	TopSignals []Signal  `json:"top_signals"`
+	SessionHead
+	TopSignals []Signal `json:"top_signals"`
 }
 
 func (x *riskIndex) top(n int) []SessionSummary {
@@ -93,8 +87,8 @@ func (x *riskIndex) top(n int) []SessionSummary {
 	out := make([]SessionSummary, 0, len(x.m))
 	for id, e := range x.m {
 		out = append(out, SessionSummary{
-			ID: sessionIDString(id), Verdict: e.tier.String(), Score: round3(e.score), PeakScore: round3(e.peak),
-			Requests: e.requests, FirstSeen: time.Unix(0, e.first).UTC(), LastSeen: time.Unix(0, e.last).UTC(),
+			SessionHead: SessionHead{ID: sessionIDString(id), Verdict: e.tier.String(), Score: round3(e.score), PeakScore: round3(e.peak),
+				Requests: e.requests, FirstSeen: time.Unix(0, e.first).UTC(), LastSeen: time.Unix(0, e.last).UTC()},
 			TopSignals: append([]Signal(nil), e.signals...),
 		})
 	}

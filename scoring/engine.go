@@ -528,8 +528,7 @@ func (e *Engine) observe(s *session, r *Request, f *textFeatures, sc *textScratc
 	}
 	s.tier = e.nextTier(s, score, t, th)
 	probation, records := e.standing(s, &st, score, t, tr)
-	recordAsk := f != nil && f.numericRecord() && (r.Logprobs || r.TopLogprobs > 0 || r.LogitBiasSize > 0)
-	if probation && s.tier < Throttle && (recordAsk || st[sigCampaign] >= campaignRefusal || st[sigCohort] >= campaignRefusal || records >= campaignRefusal) {
+	if probation && s.tier < Throttle && (recordAsk(f, r) || st[sigCampaign] >= campaignRefusal || st[sigCohort] >= campaignRefusal || records >= campaignRefusal) {
 		// An identity without standing has no history to weigh against
 		// strong campaign evidence (its template shared by many accounts
 		// that never converse, or a burst of fresh accounts opening the
@@ -583,7 +582,7 @@ func (e *Engine) text(s *session, r *Request, f *textFeatures, sc *textScratch, 
 		rawSeen = e.markSeen(s, raw^e.rawSalt)
 		normSeen = e.markSeen(s, f.norm^e.normSalt)
 	}
-	if f.numericRecord() && (r.Logprobs || r.TopLogprobs > 0 || r.LogitBiasSize > 0) {
+	if recordAsk(f, r) {
 		c.add(cNumeric, 1, w)
 		c.add(vNumeric, 1, w)
 	}

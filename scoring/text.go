@@ -591,3 +591,11 @@ func langList(m uint32) []string {
 func (f *textFeatures) numericRecord() bool {
 	return f.numbers >= 4 && f.tokens >= 8 && f.numbers*10 >= f.tokens*3
 }
+
+// recordAsk reports a numeric record asked with logprobs or logit_bias:
+// the query of an equation-solving or distillation attack on a
+// classifier (Tramèr et al. 2016), counted for the harvest stream and
+// refused to identities in probation.
+func recordAsk(f *textFeatures, r *Request) bool {
+	return f != nil && f.numericRecord() && (r.Logprobs || r.TopLogprobs > 0 || r.LogitBiasSize > 0)
+}

@@ -253,6 +253,21 @@ type fetched struct {
 	found bool
 	ok    bool // the read succeeded (found or not)
 	why   string
+	// The blob decoded (decode): a read prefetched at the request
+	// headers is decoded by its own goroutine, so the request body's
+	// scoring finds it ready and only merges.
+	decoded bool
+	rs      *session
+	head    blobHead
+	derr    error
+}
+
+// decode decodes the blob once.
+func (f *fetched) decode() {
+	if f.found && !f.decoded {
+		f.rs, f.head, f.derr = decodeSession(f.blob)
+		f.decoded = true
+	}
 }
 
 // fetch reads a session's blob. It never waits longer than call_timeout.
@@ -306,6 +321,7 @@ func (r *replica) startFetch(id string) {
 	go func() { // ends within call_timeout: fetch is bounded
 		defer r.preDone.Done()
 		p.res = r.fetch(id)
+		p.res.decode()
 		close(p.done)
 	}()
 }
@@ -359,7 +375,8 @@ func (r *replica) reconcile(s *session, f fetched) {
 		}
 		return
 	}
-	rs, h, err := decodeSession(f.blob)
+	f.decode()
+	rs, h, err := f.rs, f.head, f.derr
 	if err != nil || rs.id != s.id {
 		// Not a blob this version can read: the next write replaces it.
 		r.m.fallback("decode_error")
@@ -841,8 +858,19 @@ func (r *replica) snapshot() {
 
 // remove deletes a session's blob (admin reset), best effort.
 func (r *replica) remove(id string) {
-	_ = r.do("del", r.cfg.CallTimeout, func(ctx context.Context, c rueidis.Client) error {
-		return c.Do(ctx, c.B().Del().Key(r.sessionKey(id)).Build()).Error()
+	sid, err := parseSessionID(id)
+	if err != nil {
+		return
+	}
+	// Not a DEL: a replica still holding the session would take a missing
+	// blob for a Redis that lost its data and write its copy back. An
+	// empty session under a new incarnation is what every other replica
+	// adopts at its next read of the session (reconcile: a newer lineage
+	// replaces what it had); only changes it had not written yet are
+	// added to it.
+	blob := encodeSession(nil, &session{id: sid}, newIncarnation(), 1, nil)
+	_ = r.do("reset", r.cfg.CallTimeout, func(ctx context.Context, c rueidis.Client) error {
+		return c.Do(ctx, c.B().Set().Key(r.sessionKey(id)).Value(rueidis.BinaryString(blob)).Px(r.ttl).Build()).Error()
 	})
 }
 
@@ -871,16 +899,41 @@ func (r *replica) close() {
 // the server calls it with the request headers (identity comes from the
 // headers and source.address alone), taking the session read off the
 // request-body message's latency. Without replicated mode it does
-// nothing. It does not block.
-func (e *Engine) Prefetch(r *Request) {
+// nothing. It does not block. It is PrepareFetch(r).Start().
+func (e *Engine) Prefetch(r *Request) { e.PrepareFetch(r).Start() }
+
+// A SessionFetch is a session read prepared from a request's headers and
+// not yet started (PrepareFetch). The server derives it while it still
+// holds the headers message and starts it once its reply to the headers
+// is on the wire, so that neither the key derivation's goroutine nor the
+// Redis write competes with that reply, while Envoy's round trip to send
+// the body still hides the read. The zero value starts nothing.
+type SessionFetch struct {
+	rep *replica
+	id  string
+}
+
+// PrepareFetch derives the session r belongs to (from its headers and
+// source address) for a later Start. Without replicated mode it returns
+// the zero SessionFetch.
+func (e *Engine) PrepareFetch(r *Request) SessionFetch {
 	if e.rep == nil || r == nil || e.closed.Load() {
-		return
+		return SessionFetch{}
 	}
 	sc := e.scratch.Get().(*textScratch)
 	ip, haveIP := e.id.clientIP(r)
 	id, _ := e.id.sessionID(r, ip, haveIP, &sc.mac)
 	e.scratch.Put(sc)
-	e.rep.startFetch(sessionIDString(id))
+	return SessionFetch{rep: e.rep, id: sessionIDString(id)}
+}
+
+// Start begins the read in the background; it does not block. Starting
+// the zero SessionFetch, or one of a closed engine, does nothing.
+func (f SessionFetch) Start() {
+	if f.rep == nil || f.rep.e.closed.Load() {
+		return
+	}
+	f.rep.startFetch(f.id)
 }
 
 // Flush writes this replica's queued session changes and aggregate deltas

@@ -42,7 +42,7 @@ var (
 )
 
 var (
-	redisOps     = [...]string{"connect", "get", "flush", "load", "snapshot", "del"}
+	redisOps     = [...]string{"connect", "get", "flush", "load", "snapshot", "reset"}
 	redisResults = [...]string{"ok", "miss", "timeout", "error", "breaker_open", "disconnected"}
 )
 

@@ -125,3 +125,35 @@ func TestReplicasScoreAsOne(t *testing.T) {
 	}
 	t.Logf("%d requests, %d flagged by one process, %d decisions differ", len(reqs), flagged, differ)
 }
+
+// TestResetReachesEveryReplica: a session reset through one replica's
+// admin API is a reset on all of them: the replica that still holds the
+// session's history adopts the empty state instead of writing its copy
+// back.
+func TestResetReachesEveryReplica(t *testing.T) {
+	srv := redisproc.Require(t, redisproc.Options{})
+	es := newReplicas(t, 2, []string{srv.Addr()}, false, nil)
+	c := newClient("sk-reset-everywhere", "198.51.100.9:4000")
+	var id string
+	for i := range 6 {
+		id = scoreOn(t, es[i%2], c.req(t0.Add(time.Duration(i)*time.Minute), fmt.Sprintf("question number %d about tides", i))).Session
+	}
+	if d, err := es[1].Session(id); err != nil || d.Requests != 6 {
+		t.Fatalf("before the reset replica 1 counts %+v, %v; want 6 requests", d.Requests, err)
+	}
+	if found, err := es[0].Reset(id); err != nil || !found {
+		t.Fatalf("reset: found %v, %v", found, err)
+	}
+	scoreOn(t, es[1], c.req(t0.Add(10*time.Minute), "a new question after the reset"))
+	d, err := es[1].Session(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Requests != 1 {
+		t.Errorf("replica 1 counts %d requests after the reset on replica 0, want 1", d.Requests)
+	}
+	scoreOn(t, es[0], c.req(t0.Add(11*time.Minute), "and one more on the replica that reset it"))
+	if d, err := es[0].Session(id); err != nil || d.Requests != 2 {
+		t.Errorf("replica 0 counts %d requests (%v), want 2", d.Requests, err)
+	}
+}

@@ -111,6 +111,7 @@ func (e *Engine) Session(idStr string) (SessionDetail, error) {
 	if err != nil {
 		return SessionDetail{}, err
 	}
+	e.syncSession(idStr, id)
 	s, ok := e.main.Get(idStr)
 	if !ok {
 		s, ok = e.prob.Get(idStr)
@@ -225,4 +226,32 @@ func remoteHost(addr string) string {
 		return h
 	}
 	return addr
+}
+
+// syncSession brings this replica's copy of a session up to the shared
+// state in replicated mode (one read, within call_timeout), so that the
+// session view and the evidence export show the whole session whichever
+// replica scored its requests; a session this replica never served is
+// taken from Redis as a request would take it. Redis unreachable: the
+// local copy is shown.
+func (e *Engine) syncSession(idStr string, id [16]byte) {
+	if e.rep == nil {
+		return
+	}
+	f := e.rep.fetch(idStr)
+	if !f.ok || !f.found {
+		return
+	}
+	st := &e.stripes[id[0]]
+	st.Lock()
+	defer st.Unlock()
+	s, ok := e.main.Get(idStr)
+	if !ok {
+		s, ok = e.prob.Get(idStr)
+	}
+	if !ok {
+		e.lookup(idStr, id, e.latest.Load(), &f)
+		return
+	}
+	e.rep.reconcile(s, f)
 }

@@ -1,11 +1,13 @@
 package scoring
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"hash"
+	"sort"
 	"sync"
 	"time"
 	"unsafe"
@@ -21,17 +23,22 @@ import (
 // A session gets its history the first time it is at a tier other than
 // allow (clean sessions, nearly all of them, pay one pointer); from then on
 // every request is recorded in a ring of historyLen records. The ring is
-// counted in the session's memory (session.bytes). It is kept by the
-// replica that scored the request and is not part of the replicated
-// session blob (replica_state.go): in replicated mode an export shows the
-// requests its replica scored, the counters (requests, first and last
-// seen) show the whole session.
+// counted in the session's memory (session.bytes). In replicated mode it
+// is part of the session blob (replica_state.go) and merges as a union
+// (mergeHistory): every replica's records, deduplicated, the newest
+// historyLen kept; the session view and the export read the shared state
+// first (syncSession), so an export from any replica shows the session's
+// requests whichever replica scored them.
 
 // historyLen is the number of requests a history keeps.
 const historyLen = 16
 
 // historySignals is the number of strongest signals kept per request.
 const historySignals = 3
+
+// maxHistoryPrompt bounds the prompt bytes a record keeps (the server
+// asks for less: evidence.include_prompts keeps 2 KiB).
+const maxHistoryPrompt = 4096
 
 // verdictRecord is one request's entry.
 type verdictRecord struct {
@@ -99,7 +106,7 @@ func (e *Engine) recordHistory(s *session, r *Request, ev *evaluation, now int64
 	rec := &h.ring[h.n%historyLen]
 	*rec = verdictRecord{at: now, score: float32(ev.score), tier: ev.entry.tier}
 	e.pmac.sum(r.Prompt, &rec.hash)
-	if k := e.promptBytes; k > 0 {
+	if k := min(e.promptBytes, maxHistoryPrompt); k > 0 {
 		rec.prompt = cutUTF8(r.Prompt, k)
 	}
 	// The strongest signals, by contribution.
@@ -117,6 +124,57 @@ func (e *Engine) recordHistory(s *session, r *Request, ev *evaluation, now int64
 		}
 	}
 	h.n++
+}
+
+// mergeHistory is the union of two histories of one session (replicated
+// mode): their records deduplicated by time and prompt hash, in time
+// order, the newest historyLen kept. Records written is the larger of the
+// two or the union's size, so Dropped stays a lower bound of the records
+// no longer held. It returns a history of its own.
+func mergeHistory(a, b *history) *history {
+	if a == nil && b == nil {
+		return nil
+	}
+	var recs [2 * historyLen]verdictRecord
+	k := 0
+	var n, from uint32
+	for _, h := range [...]*history{a, b} {
+		if h == nil {
+			continue
+		}
+		n = max(n, h.n)
+		if from == 0 || h.from != 0 && h.from < from {
+			from = h.from
+		}
+		for i := h.n - min(h.n, historyLen); i < h.n; i++ {
+			rec := h.ring[i%historyLen]
+			dup := false
+			for j := range k {
+				if recs[j].at == rec.at && recs[j].hash == rec.hash {
+					dup = true
+					break
+				}
+			}
+			if !dup {
+				recs[k] = rec
+				k++
+			}
+		}
+	}
+	sorted := recs[:k]
+	sort.SliceStable(sorted, func(i, j int) bool {
+		if sorted[i].at != sorted[j].at {
+			return sorted[i].at < sorted[j].at
+		}
+		return bytes.Compare(sorted[i].hash[:], sorted[j].hash[:]) < 0
+	})
+	n = max(n, uint32(k))
+	out := &history{n: n, from: from}
+	keep := sorted[max(0, k-historyLen):]
+	for i, rec := range keep {
+		out.ring[(n-uint32(len(keep))+uint32(i))%historyLen] = rec
+	}
+	return out
 }
 
 // cutUTF8 returns at most n bytes of s, cut at a rune boundary.
@@ -137,7 +195,8 @@ type SessionHistory struct {
 	// shows them).
 	Signals []Signal `json:"signals"`
 	// History holds the latest recorded requests, oldest first; Dropped
-	// counts recorded requests the ring no longer holds, and
+	// counts recorded requests the ring no longer holds (in replicated
+	// mode at least this many), and
 	// RecordedFrom is the session's request number (1-based) of the
 	// first request recorded at all (the first at a tier other than
 	// allow).

@@ -44,11 +44,13 @@ import (
 //     which a starting replica loads the history.
 //
 // Every key has a TTL: session blobs session_ttl (refreshed by every
-// write), the log and the snapshot campaign_window. A session blob is 293
+// write), the log and the snapshot campaign_window. A session blob is 323
 // bytes plus its shingle filters (32 bytes for one or two requests, up to
-// 2 x 512 bytes) and its writer list (up to 8 x 16 bytes): MEMORY USAGE on
-// the sessions of a replicated lab replay reports 504 to 1,656 bytes,
-// median 760 (README, Replicated mode).
+// 2 x 512 bytes), its writer list (up to 8 x 16 bytes) and, once the
+// session was at a tier other than allow, its verdict history (up to 16 x
+// 47 bytes, plus prompt bytes when evidence keeps them): MEMORY USAGE on
+// the sessions of a replicated lab replay reported 504 to 1,656 bytes,
+// median 760, before the history was added (README, Replicated mode).
 //
 // Failure semantics: every call has a deadline (call_timeout, default
 // 30 ms, far under Envoy's 0.5 s message_timeout) and goes through a
@@ -421,7 +423,11 @@ func (r *replica) adopt(s *session, rs *session, h blobHead) {
 	}
 	clean := merged.requests == nb.requests && m.gen == m.clean
 	merged.rep = m
-	merged.hist = s.hist // kept by this replica only (history.go)
+	if merged == rs {
+		// The remote state's history, with any records only this
+		// replica holds (history.go: a union).
+		merged.hist = mergeHistory(rs.hist, s.hist)
+	}
 	*s = *merged
 	m.base, m.inc, m.ver, m.writes = nb, h.inc, h.ver, h.writes
 	if clean {

@@ -79,11 +79,21 @@ func seqOf(ws []writerSeq, writer uint64) (uint64, bool) {
 // Blob layout, little-endian. The header is compared by casScript: bytes
 // [4, 20) are incarnation and version.
 const (
-	blobMagic0, blobMagic1, blobFormat = 'D', 'G', 2
-	blobHeader                         = 28 // magic, format, pad, incarnation, version, writer
-	blobFixed                          = blobHeader + 16 + 3*8 + 8 + 2*4 + 4 + 5*4 + 3 + 3*4 + 4*4 + 4 + 2 + 16 + 8 + numCounters*4 + 4*4 + 8 + 4
-	// blobMax bounds a blob: two filters of sessionBloomMaxBits.
-	blobMax = blobFixed + 2*sessionBloomMaxBits/8 + 1 + maxWriters*16
+	blobMagic0, blobMagic1, blobFormat = 'D', 'G', 3
+	// blobFormatNoHistory is the format before the verdict history was
+	// part of the blob; such blobs still decode (a rolling upgrade), with
+	// no history.
+	blobFormatNoHistory = 2
+	blobHeader          = 28 // magic, format, pad, incarnation, version, writer
+	blobFixed           = blobHeader + 16 + 3*8 + 8 + 2*4 + 4 + 5*4 + 3 + 3*4 + 4*4 + 4 + 2 + 16 + 8 + numCounters*4 + 4*4 + 8 + 4
+	// histRecord is one verdict record's size without its prompt bytes;
+	// histHeader the history section's (records written, first request
+	// number, record count).
+	histRecord = 8 + 16 + 4 + historySignals*4 + historySignals + 1 + 2
+	histHeader = 4 + 4 + 1
+	// blobMax bounds a blob: two filters of sessionBloomMaxBits, the
+	// writers, a full history with the longest prompts it keeps.
+	blobMax = blobFixed + 2*sessionBloomMaxBits/8 + 1 + maxWriters*16 + histHeader + historyLen*(histRecord+maxHistoryPrompt)
 )
 
 var errBlob = errors.New("malformed session blob")
@@ -152,7 +162,93 @@ func encodeSession(dst []byte, s *session, inc, ver uint64, writes []writerSeq) 
 		b = le.AppendUint64(b, w.writer)
 		b = le.AppendUint64(b, w.seq)
 	}
+	return appendHistory(b, s.hist)
+}
+
+// appendHistory renders the verdict history section: records written,
+// the first recorded request's number, then the records held, oldest
+// first. No history is three zeros.
+func appendHistory(b []byte, h *history) []byte {
+	le := binary.LittleEndian
+	if h == nil {
+		return append(b, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+	}
+	b = le.AppendUint32(b, h.n)
+	b = le.AppendUint32(b, h.from)
+	held := min(h.n, historyLen)
+	b = append(b, byte(held))
+	for i := h.n - held; i < h.n; i++ {
+		rec := &h.ring[i%historyLen]
+		b = le.AppendUint64(b, uint64(rec.at))
+		b = append(b, rec.hash[:]...)
+		b = le.AppendUint32(b, math.Float32bits(rec.score))
+		for _, c := range rec.contrib {
+			b = le.AppendUint32(b, math.Float32bits(c))
+		}
+		b = append(b, rec.sig[:]...)
+		b = append(b, byte(rec.tier))
+		p := rec.prompt[:min(len(rec.prompt), maxHistoryPrompt)]
+		b = le.AppendUint16(b, uint16(len(p)))
+		b = append(b, p...)
+	}
 	return b
+}
+
+// readHistory parses the history section that is all of b.
+func readHistory(b []byte) (*history, error) {
+	le := binary.LittleEndian
+	if len(b) < histHeader {
+		return nil, errBlob
+	}
+	n, from, held := le.Uint32(b), le.Uint32(b[4:]), uint32(b[8])
+	b = b[histHeader:]
+	if held > historyLen || held > n || (n > 0) != (held > 0) {
+		return nil, errBlob
+	}
+	if n == 0 {
+		if len(b) != 0 || from != 0 {
+			return nil, errBlob
+		}
+		return nil, nil
+	}
+	h := &history{n: n, from: from}
+	for i := n - held; i < n; i++ {
+		if len(b) < histRecord {
+			return nil, errBlob
+		}
+		rec := &h.ring[i%historyLen]
+		rec.at = int64(le.Uint64(b))
+		copy(rec.hash[:], b[8:24])
+		rec.score = math.Float32frombits(le.Uint32(b[24:]))
+		q := 28
+		for j := range rec.contrib {
+			rec.contrib[j] = math.Float32frombits(le.Uint32(b[q:]))
+			q += 4
+		}
+		copy(rec.sig[:], b[q:q+historySignals])
+		q += historySignals
+		rec.tier = Verdict(b[q])
+		plen := int(le.Uint16(b[q+1:]))
+		q += 3
+		for j, sg := range rec.sig {
+			if int(sg) > len(signalNames) || !finite32(rec.contrib[j]) {
+				return nil, errBlob
+			}
+		}
+		if rec.tier < Allow || rec.tier > Block || !finite32(rec.score) || plen > maxHistoryPrompt || len(b) < q+plen {
+			return nil, errBlob
+		}
+		rec.prompt = string(b[q : q+plen])
+		b = b[q+plen:]
+	}
+	if len(b) != 0 {
+		return nil, errBlob
+	}
+	return h, nil
+}
+
+func finite32(f float32) bool {
+	return !math.IsNaN(float64(f)) && !math.IsInf(float64(f), 0)
 }
 
 func filterBits(f *bloom.BloomFilter) uint32 {
@@ -172,9 +268,10 @@ type blobHead struct {
 // version wrote, with sizes it could have written, is an error.
 func decodeSession(b []byte) (*session, blobHead, error) {
 	var h blobHead
-	if len(b) < blobFixed || len(b) > blobMax || b[0] != blobMagic0 || b[1] != blobMagic1 || b[2] != blobFormat {
+	if len(b) < blobFixed || len(b) > blobMax || b[0] != blobMagic0 || b[1] != blobMagic1 || (b[2] != blobFormat && b[2] != blobFormatNoHistory) {
 		return nil, h, errBlob
 	}
+	withHistory := b[2] == blobFormat
 	le := binary.LittleEndian
 	p := 4
 	u64 := func() uint64 { v := le.Uint64(b[p:]); p += 8; return v }
@@ -221,8 +318,16 @@ func decodeSession(b []byte) (*session, blobHead, error) {
 	}
 	end := blobFixed + int(curBits+prevBits)/8
 	nw := int(b[end])
-	if nw > maxWriters || len(b) != end+1+16*nw {
+	wend := end + 1 + 16*nw
+	if nw > maxWriters || len(b) < wend || !withHistory && len(b) != wend {
 		return nil, h, errBlob
+	}
+	if withHistory {
+		hist, err := readHistory(b[wend:])
+		if err != nil {
+			return nil, h, err
+		}
+		s.hist = hist
 	}
 	for i := range nw {
 		q := end + 1 + 16*i
@@ -335,6 +440,7 @@ func mergeSession(r, l, b *session, h *halfLives) *session {
 	out.set = mergeSets(&r.set, &l.set, b.set.rot, b.set.n)
 	out.id = l.id
 	out.setTries, out.cost, out.wallSet = l.setTries, l.cost, l.wallSet
+	out.hist = mergeHistory(r.hist, l.hist)
 	return out
 }
 

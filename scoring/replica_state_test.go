@@ -48,6 +48,12 @@ func TestSessionBlobRoundTrip(t *testing.T) {
 		if n == 400 && s.set.rot == 0 {
 			t.Fatal("400 requests did not rotate the filter: the test misses rotation")
 		}
+		if n == 400 && (s.hist == nil || s.hist.n < historyLen) {
+			t.Fatal("400 requests left no full verdict history: the test misses the history section")
+		}
+		if (got.hist == nil) != (s.hist == nil) || got.hist != nil && (got.hist.n != s.hist.n || got.hist.from != s.hist.from || got.hist.ring != s.hist.ring) {
+			t.Fatalf("%d requests: decoded history differs", n)
+		}
 		if len(b) > blobMax {
 			t.Fatalf("blob of %d bytes exceeds blobMax %d", len(b), blobMax)
 		}
@@ -117,6 +123,74 @@ func TestMergeParts(t *testing.T) {
 	l := locate(k * 0x9e3779b97f4a7c15)
 	if _, ok := out.has(&l); !ok {
 		t.Fatal("the newest shingle is lost in the merge")
+	}
+}
+
+// TestSessionBlobWithoutHistory: a blob of the format before the history
+// was replicated decodes (rolling upgrade) with no history; a history
+// section with a bad count or trailing bytes does not.
+func TestSessionBlobWithoutHistory(t *testing.T) {
+	_, s := scoredSession(t, 400)
+	b := encodeSession(nil, s, 1, 2, withWrite(nil, 3, 4))
+	end := len(b) - len(appendHistory(nil, s.hist))
+	old := append([]byte(nil), b[:end]...)
+	old[2] = blobFormatNoHistory
+	got, _, err := decodeSession(old)
+	if err != nil || got.hist != nil || got.requests != s.requests {
+		t.Fatalf("format %d blob: %v, history %v", blobFormatNoHistory, err, got != nil && got.hist != nil)
+	}
+	for name, bad := range map[string][]byte{
+		"history cut":    b[:len(b)-1],
+		"trailing byte":  append(append([]byte(nil), b...), 0),
+		"held over ring": append(append([]byte(nil), b[:end+8]...), historyLen+1),
+		"old with extra": append(append([]byte(nil), old...), 0, 0, 0, 0, 0, 0, 0, 0, 0),
+	} {
+		if _, _, err := decodeSession(bad); err == nil {
+			t.Errorf("%s: decoded", name)
+		}
+	}
+}
+
+// TestMergeHistory: the union of two replicas' records, deduplicated, in
+// time order, the newest historyLen kept, a lower bound of records
+// written.
+func TestMergeHistory(t *testing.T) {
+	mk := func(from uint32, ats ...int64) *history {
+		h := &history{from: from}
+		for _, at := range ats {
+			h.ring[h.n%historyLen] = verdictRecord{at: at, hash: [16]byte{byte(at)}, tier: Degrade}
+			h.n++
+		}
+		return h
+	}
+	times := func(h *history) []int64 {
+		var out []int64
+		for i := h.n - min(h.n, historyLen); i < h.n; i++ {
+			out = append(out, h.ring[i%historyLen].at)
+		}
+		return out
+	}
+	m := mergeHistory(mk(3, 10, 30, 50), mk(4, 20, 30, 40))
+	if got := fmt.Sprint(times(m)); got != "[10 20 30 40 50]" || m.n != 5 || m.from != 3 {
+		t.Fatalf("merged %s n %d from %d", got, m.n, m.from)
+	}
+	var many []int64
+	for i := range 30 {
+		many = append(many, int64(100+2*i))
+	}
+	m = mergeHistory(mk(1, many...), mk(2, 101, 157))
+	got := times(m)
+	// a holds 128..158 of its 30; with b's 101 and 157 the newest 16 of
+	// the union run from 130 and include 157.
+	if len(got) != historyLen || got[len(got)-1] != 158 || got[0] != 130 || got[len(got)-2] != 157 || m.n != 30 {
+		t.Fatalf("merged %v n %d: want the newest %d of the union", got, m.n, historyLen)
+	}
+	if mergeHistory(nil, nil) != nil {
+		t.Fatal("two empty histories merge to one")
+	}
+	a := mk(1, 5)
+	if m := mergeHistory(a, nil); m == a || fmt.Sprint(times(m)) != "[5]" {
+		t.Fatal("merging with nothing must copy")
 	}
 }
 

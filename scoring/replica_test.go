@@ -157,3 +157,41 @@ func TestResetReachesEveryReplica(t *testing.T) {
 		t.Errorf("replica 0 counts %d requests (%v), want 2", d.Requests, err)
 	}
 }
+
+// TestHistoryAcrossReplicas: the verdict history an evidence export
+// quotes holds the session's requests whichever replica scored them.
+func TestHistoryAcrossReplicas(t *testing.T) {
+	srv := redisproc.Require(t, redisproc.Options{})
+	es := newReplicas(t, 2, []string{srv.Addr()}, false, nil)
+	c := newClient("sk-history-everywhere", "198.51.100.21:1")
+	var id string
+	const n = 80
+	for i := range n {
+		id = scoreOn(t, es[i%2], c.req(t0.Add(time.Duration(i)*400*time.Millisecond),
+			fmt.Sprintf("write a detailed answer to question %d about topic %d please", i, i*7), withLogprobs(5))).Session
+	}
+	// Replica 0 scored the even requests; its history must hold odd ones.
+	h, err := es[0].History(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.History) != historyLen {
+		t.Fatalf("replica 0 history holds %d records, want %d (the session was flagged: %+v)", len(h.History), historyLen, h.SessionHead)
+	}
+	odd := 0
+	for i, en := range h.History {
+		k := int(en.Time.Sub(t0) / (400 * time.Millisecond))
+		if k%2 == 1 {
+			odd++
+		}
+		if i > 0 && !en.Time.After(h.History[i-1].Time) {
+			t.Fatalf("history not in time order at %d", i)
+		}
+	}
+	if odd != historyLen/2 {
+		t.Errorf("replica 0's history holds %d of replica 1's requests among the last %d, want %d", odd, historyLen, historyLen/2)
+	}
+	if last := h.History[len(h.History)-1].Time; !last.Equal(t0.Add((n - 1) * 400 * time.Millisecond)) {
+		t.Errorf("newest record at %v, want the last request's time", last)
+	}
+}

@@ -278,12 +278,21 @@ func TestAnthropicText(t *testing.T) {
 		}
 		want = strings.Replace(want, r.from, r.to, 1)
 	}
+	// Every content_block_stop asks the rewriter for the block's held
+	// tail (End); markText answers "+", which goes out as a delta event
+	// before the stop.
+	for _, i := range []string{"0", "1", "2"} {
+		stop := "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":" + i + "}"
+		want = strings.Replace(want, stop, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":"+i+
+			",\"delta\":{\"type\":\"text_delta\",\"text\":\"+\"}}\n\n"+stop, 1)
+	}
 	if string(out) != want {
 		t.Fatalf("\ngot  %s\nwant %s", out, want)
 	}
 	wantLocs := []TextLoc{
-		{Block: 0, Kind: TextReasoning}, {Block: 0, Kind: TextReasoning, Delta: true},
+		{Block: 0, Kind: TextReasoning}, {Block: 0, Kind: TextReasoning, Delta: true}, {Block: 0, Kind: TextOutput, Delta: true, End: true},
 		{Block: 1, Kind: TextOutput}, {Block: 1, Kind: TextOutput, Delta: true}, {Block: 1, Kind: TextOutput, Delta: true},
+		{Block: 1, Kind: TextOutput, Delta: true, End: true}, {Block: 2, Kind: TextOutput, Delta: true, End: true},
 	}
 	if len(m.locs) != len(wantLocs) {
 		t.Fatalf("locations %+v", m.locs)
@@ -326,7 +335,8 @@ func TestAnthropicText(t *testing.T) {
 	k := &keepText{}
 	rw4 := NewRewriterFor(FormatAnthropic, allow, 1)
 	rw4.SetTextRewriter(k)
-	if kout := NewStream(rw4, 0).Write(nil, in, true); !bytes.Equal(kout, in) || k.n != 5 {
+	// 5 pieces, and each of the 3 stops asks for a text and a thinking tail.
+	if kout := NewStream(rw4, 0).Write(nil, in, true); !bytes.Equal(kout, in) || k.n != 5+3*2 {
 		t.Fatalf("a text rewriter that replaces nothing changed the stream (%d pieces seen)", k.n)
 	}
 }

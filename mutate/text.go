@@ -80,7 +80,7 @@ type TextRewriter interface {
 
 // SetTextRewriter makes the Rewriter hand every piece of generated text it
 // finds to t (nil: none). The walks that report text: Anthropic Messages
-// (walk_anthropic.go, no End), Chat Completions, legacy Completions
+// (walk_anthropic.go, End at content_block_stop), Chat Completions, legacy Completions
 // (walk_choices.go) and the Responses API (walk_responses.go). With a text
 // rewriter set every document is walked (no fast path).
 func (r *Rewriter) SetTextRewriter(t TextRewriter) {
@@ -111,9 +111,9 @@ func (r *Rewriter) With(opts ...RewriterOption) *Rewriter {
 
 // TextEnds reports whether f's walk marks where a block of generated text
 // ends (TextLoc.End), which a text rewriter that holds text back across
-// documents needs to release it: the OpenAI-compatible formats. The
-// Anthropic walk reports text without ends.
-func (f Format) TextEnds() bool { return f.isOpenAI() }
+// documents needs to release it: the OpenAI-compatible formats and
+// Anthropic Messages (content_block_stop).
+func (f Format) TextEnds() bool { return f.isOpenAI() || f == FormatAnthropic }
 
 // WithTextRewriter sets the Rewriter's text rewriter (SetTextRewriter).
 func WithTextRewriter(t TextRewriter) RewriterOption {

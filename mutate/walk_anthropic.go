@@ -1,5 +1,7 @@
 package mutate
 
+import "strconv"
+
 // Anthropic Messages (/v1/messages): a Message object, or with "stream":
 // true the server-sent events message_start, content_block_start,
 // content_block_delta, content_block_stop, message_delta, message_stop and
@@ -19,6 +21,12 @@ package mutate
 // Block is the content block's index: the event's "index", or the block's
 // place in content[]. Tool input (input_json_delta.partial_json,
 // tool_use.input), signatures and citations are not text.
+//
+// content_block_stop ends a block's delta stream (TextLoc.End): what a
+// text rewriter still holds of it (the unfinished last word) goes out as
+// a content_block_delta event of its own just before the stop event
+// (Rewriter.pre), so the block's deltas concatenate to its whole
+// rewritten text.
 
 // walkAnthropic walks one Messages event or Message.
 func (r *Rewriter) walkAnthropic() error {
@@ -28,8 +36,16 @@ func (r *Rewriter) walkAnthropic() error {
 		return errNotObject
 	}
 	idx := r.prescanIndex(0, "index", 0)
+	stop := false
 	err := s.eachMember(func(ks, ke int) error {
 		switch c := s.peek(); string(s.b[ks:ke]) {
+		case "type":
+			if c == '"' && r.text != nil {
+				vs := s.i
+				err := s.skipValue(1)
+				stop = err == nil && string(s.b[vs:s.i]) == `"content_block_stop"`
+				return err
+			}
 		case "delta":
 			if c == '{' {
 				return r.anthropicBlock(1, TextLoc{Block: idx, Delta: true})
@@ -54,7 +70,37 @@ func (r *Rewriter) walkAnthropic() error {
 		}
 		return s.skipValue(1)
 	})
+	if err == nil && stop {
+		r.anthropicTail(idx)
+	}
 	return s.end(err)
+}
+
+// anthropicTail ends block idx's delta stream at its content_block_stop:
+// the text rewriter's held tail of the block (a text or a thinking block;
+// one of them holds nothing) becomes a delta event before the stop.
+func (r *Rewriter) anthropicTail(idx uint64) {
+	for _, k := range [...]struct {
+		kind        TextKind
+		delta, name string
+	}{{TextOutput, "text_delta", "text"}, {TextReasoning, "thinking_delta", "thinking"}} {
+		lo, ok := r.textTail(TextLoc{Block: idx, Kind: k.kind, Delta: true, End: true})
+		if !ok {
+			continue
+		}
+		b := append(r.pre[:0], `{"type":"content_block_delta","index":`...)
+		b = strconv.AppendUint(b, idx, 10)
+		b = append(b, `,"delta":{"type":"`...)
+		b = append(b, k.delta...)
+		b = append(b, `","`...)
+		b = append(b, k.name...)
+		b = append(b, `":"`...)
+		b = append(b, r.lit[lo:]...)
+		r.pre = append(b, `"}}`...)
+		r.preEvent = "content_block_delta"
+		r.lit = r.lit[:lo]
+		return
+	}
 }
 
 // anthropicContent walks a Message's content[] (depth is its level); a

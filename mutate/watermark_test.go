@@ -470,3 +470,68 @@ func BenchmarkWatermarkChatStream(b *testing.B) {
 		})
 	}
 }
+
+// TestWatermarkAnthropicStream: an Anthropic Messages stream is marked
+// like a chat stream: chunking-invariant, the text block's deltas (one
+// added before content_block_stop with the held tail) concatenate to the
+// marker's output of the whole text, tool input and the thinking block's
+// signature untouched.
+func TestWatermarkAnthropicStream(t *testing.T) {
+	m := wmMarker(t, 5)
+	toks := wmTokens(wmText)
+	var b strings.Builder
+	ev := func(typ, body string) {
+		fmt.Fprintf(&b, "event: %s\ndata: {\"type\":%q%s}\n\n", typ, typ, body)
+	}
+	ev("message_start", `,"message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude","stop_reason":null,"usage":{"input_tokens":10,"output_tokens":1}}`)
+	ev("content_block_start", `,"index":0,"content_block":{"type":"text","text":""}`)
+	ev("ping", "")
+	for _, tok := range toks {
+		ev("content_block_delta", `,"index":0,"delta":{"type":"text_delta","text":`+wmQuote(tok)+`}`)
+	}
+	ev("content_block_stop", `,"index":0`)
+	const tool = `,"index":1,"delta":{"type":"input_json_delta","partial_json":"{\"big\": \"huge car\"}"}`
+	ev("content_block_start", `,"index":1,"content_block":{"type":"tool_use","id":"t1","name":"buy","input":{}}`)
+	ev("content_block_delta", tool)
+	ev("content_block_stop", `,"index":1`)
+	ev("message_delta", `,"delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":40}`)
+	ev("message_stop", "")
+	in := []byte(b.String())
+	out, _ := runChunked(t, FormatAnthropic, m, in, nil)
+	for seed := uint64(0); seed < 10; seed++ {
+		if got, _ := runChunked(t, FormatAnthropic, m, in, rand.New(rand.NewPCG(seed, 11))); !bytes.Equal(got, out) {
+			t.Fatalf("chunking %d changed the output", seed)
+		}
+	}
+	var text []byte
+	for _, d := range sseData(t, out) {
+		var e struct {
+			Type  string `json:"type"`
+			Index int    `json:"index"`
+			Delta struct {
+				Type string           `json:"type"`
+				Text *json.RawMessage `json:"text"`
+			} `json:"delta"`
+		}
+		if err := json.Unmarshal(d, &e); err != nil {
+			t.Fatalf("not JSON: %s", d)
+		}
+		if e.Type == "content_block_delta" && e.Index == 0 {
+			text = append(text, rawContent(e.Delta.Text)...)
+		}
+	}
+	want, _ := wantRaw(t, m, wmText)
+	if string(text) != want {
+		t.Fatalf("text deltas:\n got  %s\n want %s", text, want)
+	}
+	if unquote(t, text) == wmText {
+		t.Fatal("nothing was marked: the test text has synonym-set members")
+	}
+	if !bytes.Contains(out, []byte("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"")) ||
+		!bytes.Contains(out, []byte("\"}}\n\nevent: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}")) {
+		t.Fatal("no delta event carried the held tail before content_block_stop")
+	}
+	if !bytes.Contains(out, []byte(tool)) {
+		t.Fatal("tool input changed")
+	}
+}

@@ -143,11 +143,15 @@ func (st *stream) responsePlan(hdr *corev3.HeaderMap, eos bool) (respKind, bodyM
 // streamed tokens carry their logprob whatever details says
 // (mutate.RequestFields notes), so their bodies are always read while
 // the policy acts on logprobs; embeddings are rounded whatever the request
-// says. A text policy (none exists yet) would make every body changeable.
+// says. The text watermark changes the text of every response whose
+// format it marks (mutate.Format.TextEnds), logprobs asked for or not.
 func (st *stream) unchangeable() bool {
 	p := st.action.Output
 	if p.IsNoop() {
 		return true
+	}
+	if p.Watermark && st.cfg.Marks() != nil && st.rq.format.TextEnds() {
+		return false
 	}
 	if !st.rq.quiet {
 		return false

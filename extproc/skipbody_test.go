@@ -3,11 +3,17 @@ package extproc
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 
+	"github.com/distillguard/distillguard/config"
 	"github.com/distillguard/distillguard/extproc/envoytest"
 	"github.com/distillguard/distillguard/scoring"
 )
@@ -163,5 +169,60 @@ func unchangedEvents(t *testing.T, h *harness, req string, body []byte, cuts []i
 	}
 	if replies != events || mutations != 0 {
 		t.Errorf("%s: %d body replies (want %d), %d with a body mutation (want 0)", req, replies, events, mutations)
+	}
+}
+
+// TestWatermarkReadsQuietResponses: on a tier with output.watermark the
+// response text changes whether or not the request asked for logprobs, so
+// a quiet chat or Anthropic stream is read chunk by chunk and marked, not
+// skipped at its headers.
+func TestWatermarkReadsQuietResponses(t *testing.T) {
+	requireRealMutate(t)
+	key := filepath.Join(t.TempDir(), "wm.key")
+	if err := os.WriteFile(key, bytes.Repeat([]byte("7b"), 32), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse([]byte("watermark: {key_file: " + key + "}\npolicies:\n  default:\n    allow: {output: {watermark: true}}\n    probation: null\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, cfg, verdictScorer(scoring.Allow))
+	// Words of the lexicon's synonym sets, many of them: some are marked
+	// whatever the key.
+	const text = "The big dog bought a huge car, and the children said it is quick. However, the large house seemed small to them; " +
+		"they wanted a bigger one. Owners often begin to purchase fast cars because they are rich. Therefore the kids started to build a simple, easy plan and finally finished it."
+	var chat, anth bytes.Buffer
+	anth.WriteString("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n")
+	for _, w := range strings.SplitAfter(text, " ") {
+		q, _ := json.Marshal(w)
+		fmt.Fprintf(&chat, "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":%s},\"finish_reason\":null}]}\n\n", q)
+		fmt.Fprintf(&anth, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":%s}}\n\n", q)
+	}
+	chat.WriteString("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+	anth.WriteString("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n")
+	for _, tc := range []struct {
+		name, path, req string
+		body            []byte
+	}{
+		{"chat without logprobs", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}`, chat.Bytes()},
+		{"anthropic", "/v1/messages", `{"model":"c","max_tokens":8,"messages":[{"role":"user","content":"hi"}],"stream":true}`, anth.Bytes()},
+	} {
+		ec := envoyConfig(mBuffered, mStreamed)
+		ec.AllowModeOverride = true
+		res, err := envoytest.New(h.client, ec).Do(context.Background(), &envoytest.Exchange{
+			Path: tc.path, Body: []byte(tc.req), ResponseChunker: envoytest.Random(3, 50, false),
+			Header:   http.Header{"Authorization": {"Bearer k"}, "Content-Type": {"application/json"}},
+			Upstream: fixedUpstream(200, http.Header{"Content-Type": {"text/event-stream"}}, tc.body),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		noViolations(t, res)
+		if n := responseBodyMessages(res); n == 0 || res.ResponseMode != procv3.ProcessingMode_STREAMED {
+			t.Errorf("%s: %d response body messages in mode %v; a marked response must be read", tc.name, n, res.ResponseMode)
+		}
+		if bytes.Equal(res.Body, tc.body) {
+			t.Errorf("%s: the text came out unmarked", tc.name)
+		}
 	}
 }

@@ -89,7 +89,7 @@ REDIS ?=
 RATE ?= 0
 bench-replicated:
 	$(GO) build -o $(BIN)/ ./cmd/distillguard ./cmd/distillguard-bench
-	$(BIN)/distillguard-bench replicated -distillguard $(BIN)/distillguard -out bench-out -rate $(RATE) $(if $(REDIS),-redis $(REDIS))
+	$(BIN)/distillguard-bench replicated -distillguard $(BIN)/distillguard -out bench-out -rate $(RATE) $(if $(EXCHANGE_RATE),-exchange-rate $(EXCHANGE_RATE)) $(if $(REDIS),-redis $(REDIS))
 
 # Go micro-benchmarks; compare runs with benchstat.
 bench-micro:

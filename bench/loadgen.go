@@ -101,7 +101,15 @@ type LoadConfig struct {
 	// time when a send is late because the previous reply was, so
 	// coordinated omission is not hidden.
 	Rate float64
-	Mode Mode
+	// ExchangeRate, when positive, paces exchanges instead (exchanges/s
+	// over all streams; Rate is then ignored): each exchange's request
+	// headers are sent on the open-loop schedule and every later message
+	// right after the previous reply, as Envoy sends a buffered request
+	// body the moment the headers reply comes. What a message waits for
+	// that the previous one started (a read begun at the request
+	// headers) is then in its latency.
+	ExchangeRate float64
+	Mode         Mode
 	// Window bounds the unanswered chunks per stream in FullDuplex mode
 	// (Envoy's flow control does the same). Default 8.
 	Window   int
@@ -218,7 +226,7 @@ func Run(ctx context.Context, cfg LoadConfig) (*LoadResult, error) {
 	if cfg.Duration <= 0 {
 		return nil, errors.New("load: duration must be positive")
 	}
-	if cfg.Rate < 0 {
+	if cfg.Rate < 0 || cfg.ExchangeRate < 0 {
 		return nil, errors.New("load: rate must not be negative")
 	}
 	if err := CheckLoopback(cfg.Addr); err != nil {
@@ -406,8 +414,9 @@ type worker struct {
 	seq    uint64
 
 	// open loop
-	interval time.Duration
-	next     time.Duration // since r.base
+	interval    time.Duration
+	next        time.Duration // since r.base
+	perExchange bool          // interval paces exchanges (ExchangeRate)
 
 	hdr     *extprocv3.ProcessingRequest
 	pc      *extprocv3.ProtocolConfiguration
@@ -438,7 +447,10 @@ func newWorker(r *run, id int, client extprocv3.ExternalProcessorClient, maxChun
 		starts: make([]atomic.Int64, maxChunks),
 		sem:    make(chan struct{}, r.cfg.Window),
 	}
-	if r.cfg.Rate > 0 {
+	if r.cfg.ExchangeRate > 0 {
+		w.interval = time.Duration(float64(r.cfg.Concurrency) / r.cfg.ExchangeRate * float64(time.Second))
+		w.perExchange = true
+	} else if r.cfg.Rate > 0 {
 		w.interval = time.Duration(float64(r.cfg.Concurrency) / r.cfg.Rate * float64(time.Second))
 		// A random phase keeps workers from sending in lockstep.
 		w.next = time.Duration(w.rng.Int64N(int64(w.interval) + 1))
@@ -565,6 +577,15 @@ func (w *worker) pace() time.Duration {
 	return intended
 }
 
+// msgStart is the time a message of kind counts from: paced, unless
+// exchanges are paced and this is not an exchange's first message.
+func (w *worker) msgStart(kind int) time.Duration {
+	if w.perExchange && kind != KindReqHeaders {
+		return time.Since(w.r.base)
+	}
+	return w.pace()
+}
+
 func (w *worker) record(kind int, start time.Duration) {
 	lat := time.Since(w.r.base) - start
 	if !w.r.measuring.Load() {
@@ -581,7 +602,7 @@ var errRejected = errors.New("rejected")
 // mode_override messages (ProcessingResponse.mode_override, "Standalone
 // mode_override response").
 func (w *worker) roundTrip(st extprocv3.ExternalProcessor_ProcessClient, m *extprocv3.ProcessingRequest, kind int) error {
-	start := w.pace()
+	start := w.msgStart(kind)
 	if err := st.Send(m); err != nil {
 		return fmt.Errorf("send %s: %w", KindName(kind), err)
 	}
@@ -694,7 +715,7 @@ func (w *worker) duplexBody(ctx context.Context, cancel context.CancelFunc, st e
 				sent <- ctx.Err()
 				return
 			}
-			w.starts[i].Store(int64(w.pace()))
+			w.starts[i].Store(int64(w.msgStart(KindRespBody)))
 			if err := st.Send(c); err != nil {
 				sent <- fmt.Errorf("send response_body %d: %w", i, err)
 				return

@@ -137,6 +137,28 @@ func TestCountedWindow(t *testing.T) {
 	}
 }
 
+// TestExchangePacing: with ExchangeRate the schedule paces exchanges and
+// an exchange's later messages follow each reply at once (as Envoy sends
+// them): 4 exchanges of 20 tokens at 8 exchanges/s take about half a
+// second, where pacing every message at that rate would take ten.
+func TestExchangePacing(t *testing.T) {
+	addr := serveInProcess(t, NewNoop())
+	wl, err := BuildWorkload(WorkloadSpec{Kind: KindStream, Tokens: 20, Variants: 1}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(context.Background(), LoadConfig{Addr: addr, Concurrency: 1, Duration: 30 * time.Second, Exchanges: 4, ExchangeRate: 8, Workload: wl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 0 {
+		t.Fatal(res.ErrorSamples)
+	}
+	if res.Exchanges < 4 || res.Messages < 4*20 || res.Elapsed > 5*time.Second || res.Elapsed < 250*time.Millisecond {
+		t.Errorf("%d exchanges, %d messages in %v; want 4 exchanges of 20+ messages, paced at 8/s", res.Exchanges, res.Messages, res.Elapsed)
+	}
+}
+
 // badProc answers response bodies with the wrong kind, or rejects.
 type badProc struct {
 	extprocv3.UnimplementedExternalProcessorServer

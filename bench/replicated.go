@@ -44,11 +44,16 @@ type ReplicatedConfig struct {
 	// Rate is an open-loop message rate over all streams (0: closed
 	// loop, which on a machine the servers and the load generator share
 	// measures CPU contention as much as latency).
-	Rate    float64
-	Seed    uint64
-	Prompts []string
-	OutDir  string
-	Log     io.Writer
+	Rate float64
+	// ExchangeRate paces exchanges instead (LoadConfig.ExchangeRate):
+	// the request body follows the headers reply at once, as Envoy sends
+	// it, so the part of the session read the headers round trip does not
+	// hide is in the body's latency.
+	ExchangeRate float64
+	Seed         uint64
+	Prompts      []string
+	OutDir       string
+	Log          io.Writer
 }
 
 // ReplicatedReport is RunReplicated's result.
@@ -59,6 +64,7 @@ type ReplicatedReport struct {
 		Concurrency int     `json:"concurrency"`
 		Sessions    int     `json:"sessions"`
 		Rate        float64 `json:"rate_msgs_per_s"`
+		ExchRate    float64 `json:"rate_exchanges_per_s,omitempty"`
 		Redis       string  `json:"redis"`
 	} `json:"settings"`
 	Machine Machine `json:"machine"`
@@ -141,7 +147,7 @@ func RunReplicated(ctx context.Context, rc ReplicatedConfig) (*ReplicatedReport,
 		Ratios: map[string][2]float64{}, OpsPerRequest: map[string]float64{},
 	}
 	out.Settings.Rounds, out.Settings.DurationSec, out.Settings.Concurrency = rc.Rounds, rc.Duration.Seconds(), rc.Concurrency
-	out.Settings.Sessions, out.Settings.Redis, out.Settings.Rate = rc.Sessions, addr, rc.Rate
+	out.Settings.Sessions, out.Settings.Redis, out.Settings.Rate, out.Settings.ExchRate = rc.Sessions, addr, rc.Rate, rc.ExchangeRate
 	out.Machine = DescribeMachine()
 	hists := map[string]*[numKinds]Hist{nameInMemory: {}, nameReplicated: {}}
 	var repExchanges uint64
@@ -167,7 +173,7 @@ func RunReplicated(ctx context.Context, rc ReplicatedConfig) (*ReplicatedReport,
 			}
 			res, err := Run(ctx, LoadConfig{
 				Addr: c.GRPCAddr, Conns: rc.Conns, Concurrency: rc.Concurrency, Warmup: rc.Warmup, Duration: rc.Duration,
-				Mode: Streamed, Workload: wl, Seed: rc.Seed + uint64(round), Sessions: rc.Sessions, OnWindow: onWindow, Rate: rc.Rate,
+				Mode: Streamed, Workload: wl, Seed: rc.Seed + uint64(round), Sessions: rc.Sessions, OnWindow: onWindow, Rate: rc.Rate, ExchangeRate: rc.ExchangeRate,
 			})
 			if err != nil {
 				return nil, err
@@ -254,8 +260,11 @@ func (r *ReplicatedReport) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Replicated mode against in-memory scoring\n\n")
 	load := "closed loop"
-	if r.Settings.Rate > 0 {
-		load = fmt.Sprintf("open loop at %.0f messages/s", r.Settings.Rate)
+	switch {
+	case r.Settings.ExchRate > 0:
+		load = fmt.Sprintf("open loop at %.0f exchanges/s (each exchange's later messages sent on the previous reply, as Envoy sends them)", r.Settings.ExchRate)
+	case r.Settings.Rate > 0:
+		load = fmt.Sprintf("open loop at %.0f messages/s (every message paced)", r.Settings.Rate)
 	}
 	fmt.Fprintf(&b, "%d alternating rounds of %.0f s per server, %d concurrent streams over %d sessions, %s, top-5 8-token streams, scoring on; Redis at %s. Machine: %s; load average %.2f.\n\n",
 		r.Settings.Rounds, r.Settings.DurationSec, r.Settings.Concurrency, r.Settings.Sessions, load, r.Settings.Redis, r.Machine.CPU, r.LoadAvg)

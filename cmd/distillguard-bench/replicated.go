@@ -23,7 +23,8 @@ func cmdReplicated(ctx context.Context, args []string, stdout, stderr io.Writer)
 	redis := fs.String("redis", "", "Redis host:port on loopback (default: start a redis-server for the run)")
 	conc := fs.Int("c", 32, "concurrent streams")
 	sessions := fs.Int("sessions", 4096, "session keys the exchanges draw from")
-	rate := fs.Float64("rate", 0, "open-loop message rate over all streams (0: closed loop)")
+	rate := fs.Float64("rate", 0, "open-loop message rate over all streams, every message paced (0: closed loop)")
+	exchRate := fs.Float64("exchange-rate", 0, "open-loop exchange rate over all streams, each exchange's later messages sent on the previous reply as Envoy sends them (overrides -rate)")
 	corpusFlag := fs.String("corpus", "", "prompt corpus directory (synthetic prompts when absent)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -34,7 +35,7 @@ func cmdReplicated(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	rep, err := bench.RunReplicated(ctx, bench.ReplicatedConfig{
 		Distillguard: dg, RedisAddr: *redis, Rounds: *rounds, Warmup: *warmup, Duration: *duration,
-		Concurrency: *conc, Conns: *conns, Sessions: *sessions, Seed: *seed, Rate: *rate, Prompts: loadPrompts(*corpusFlag, stderr),
+		Concurrency: *conc, Conns: *conns, Sessions: *sessions, Seed: *seed, Rate: *rate, ExchangeRate: *exchRate, Prompts: loadPrompts(*corpusFlag, stderr),
 		OutDir: *out, Log: stderr,
 	})
 	if rep == nil {

@@ -50,6 +50,9 @@ func (r *Rewriter) entryArray(depth int, key uint64, counted bool) error {
 	n := 0
 	drops := r.entryDrops
 	r.entryDrops = nil
+	rec := r.recArr // a deferred walk records the entries (walk_text.go)
+	r.recArr = false
+	lo := len(r.defEnts)
 	open := s.i
 	d := r.dropper()
 	off := 0
@@ -62,6 +65,9 @@ func (r *Rewriter) entryArray(depth int, key uint64, counted bool) error {
 			err = r.entry(depth+1, key, base+uint64(i))
 		} else {
 			err = s.skipValue(depth + 1)
+		}
+		if err == nil && rec {
+			r.recordEntry(es, s.i, r.lastTok)
 		}
 		if err == nil && drops != nil {
 			// The entry's token covers the next bytes of the text: it
@@ -77,6 +83,9 @@ func (r *Rewriter) entryArray(depth int, key uint64, counted bool) error {
 	})
 	if err == nil && drops != nil {
 		d.done(open, s.i-1)
+	}
+	if err == nil && rec {
+		r.defArrs = append(r.defArrs, defArr{open: open, close: s.i - 1, lo: lo, hi: len(r.defEnts)})
 	}
 	if err == nil && counted && perturb && n > 0 {
 		r.advance(key, n)

@@ -1,6 +1,7 @@
 package mutate
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 )
@@ -62,9 +63,13 @@ func notJSON(err error) error {
 type scanner struct {
 	b []byte
 	i int
+	// valid: the value the walk is in was validated whole (the document,
+	// or every member of its top-level object), so skipValue takes
+	// skipFast. Cleared by reset.
+	valid bool
 }
 
-func (s *scanner) reset(b []byte) { s.b, s.i = b, 0 }
+func (s *scanner) reset(b []byte) { s.b, s.i, s.valid = b, 0, false }
 
 // peek returns the byte at the cursor, or 0 at the end.
 func (s *scanner) peek() byte {
@@ -245,8 +250,12 @@ func (s *scanner) literal(w string) error {
 }
 
 // skipValue validates and moves past the value at the cursor. depth is the
-// nesting level of the value's container.
+// nesting level of the value's container. Inside a value already validated
+// (s.valid) it only moves past it (skipFast).
 func (s *scanner) skipValue(depth int) error {
+	if s.valid {
+		return s.skipFast()
+	}
 	switch c := s.peek(); c {
 	case '"':
 		return s.skipString()
@@ -466,5 +475,93 @@ func (s *scanner) eachElem(fn func(n int) error) error {
 		if err != nil || !more {
 			return err
 		}
+	}
+}
+
+// skipFast moves past the value at the cursor without validating it, for
+// values already validated (s.valid): a string to its closing quote, a
+// container to the bracket that closes it (brackets inside strings do not
+// count), a number or literal to the byte that ends it. On bytes that are
+// not valid JSON it stops somewhere inside them; it reports errSyntax only
+// when it runs off the end, and never reads out of bounds.
+func (s *scanner) skipFast() error {
+	b, i := s.b, s.i
+	if i >= len(b) {
+		return errSyntax
+	}
+	switch b[i] {
+	case '"':
+		j := stringEnd(b, i)
+		if j < 0 {
+			return errSyntax
+		}
+		s.i = j
+		return nil
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch fastClass[b[i]] {
+			case fcQuote:
+				j := stringEnd(b, i)
+				if j < 0 {
+					return errSyntax
+				}
+				i = j - 1
+			case fcOpen:
+				depth++
+			case fcClose:
+				if depth--; depth == 0 {
+					s.i = i + 1
+					return nil
+				}
+			}
+		}
+		return errSyntax
+	}
+	for i < len(b) && fastClass[b[i]] < fcClose {
+		i++
+	}
+	s.i = i
+	return nil
+}
+
+// Byte classes of skipFast.
+const (
+	fcOther = iota
+	fcQuote // '"'
+	fcOpen  // '{' '['
+	fcClose // '}' ']'
+	fcEnd   // ',' ':' and JSON whitespace, which end a number or literal as a closing bracket does
+)
+
+// fastClass maps a byte to its skipFast class.
+var fastClass = func() (t [256]uint8) {
+	t['"'] = fcQuote
+	t['{'], t['['] = fcOpen, fcOpen
+	t['}'], t[']'] = fcClose, fcClose
+	for _, c := range []byte{',', ':', ' ', '\t', '\n', '\r'} {
+		t[c] = fcEnd
+	}
+	return t
+}()
+
+// stringEnd returns the offset just past the string that opens at b[q]
+// (a quote), or -1 when it does not close: the first quote that is not
+// escaped, i.e. not preceded by an odd run of backslashes.
+func stringEnd(b []byte, q int) int {
+	for i := q + 1; ; {
+		k := bytes.IndexByte(b[i:], '"')
+		if k < 0 {
+			return -1
+		}
+		j := i + k
+		n := 0
+		for p := j - 1; p > q && b[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
+			return j + 1
+		}
+		i = j + 1
 	}
 }

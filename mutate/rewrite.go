@@ -210,10 +210,12 @@ func (r *Rewriter) rewrite(dst, doc []byte) ([]byte, bool, error) {
 	if err := r.walkDoc(); err != nil {
 		r.stats.NotJSON++
 		r.pre = r.pre[:0]
+		r.patchList.done()
 		return append(dst, doc...), false, notJSON(err)
 	}
 	r.commit()
 	dst, changed := r.apply(dst)
+	r.patchList.done()
 	if changed {
 		r.stats.Rewritten++
 	}

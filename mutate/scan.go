@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"math/bits"
 )
 
 // The validating JSON scanner all walks share, and the errors it reports.
@@ -134,12 +135,14 @@ const (
 	hi8 = 0x8080808080808080
 )
 
-// special8 reports whether any of the 8 bytes in x is a quote, a backslash
-// or a control character (SWAR; exact for "any", not for "which").
-func special8(x uint64) bool {
+// special8Mask has the top bit of each byte of x (little-endian) that may
+// be a quote, a backslash or a control character set. The lowest one set
+// is exact, the first such byte: a false one only appears above a true
+// one, where the borrow of the subtraction carries into the next byte.
+func special8Mask(x uint64) uint64 {
 	q := x ^ (lo8 * '"')
 	bs := x ^ (lo8 * '\\')
-	return ((x-lo8*0x20)&^x|(q-lo8)&^q|(bs-lo8)&^bs)&hi8 != 0
+	return ((x-lo8*0x20)&^x | (q-lo8)&^q | (bs-lo8)&^bs) & hi8
 }
 
 // skipString moves past the string starting at the cursor (which is '"').
@@ -147,7 +150,11 @@ func (s *scanner) skipString() error {
 	b := s.b
 	i := s.i + 1
 	for {
-		for i+8 <= len(b) && !special8(binary.LittleEndian.Uint64(b[i:])) {
+		for i+8 <= len(b) {
+			if m := special8Mask(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3 // the first special byte
+				break
+			}
 			i += 8
 		}
 		for i < len(b) && !strStop[b[i]] {

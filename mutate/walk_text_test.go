@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -266,4 +267,36 @@ func FuzzSkipFast(f *testing.F) {
 			checkSkipFast(t, &s, 0)
 		}
 	})
+}
+
+// TestSpecial8MaskFirst: the lowest byte special8Mask flags is the first
+// quote, backslash or control byte of the word, whatever follows it.
+func TestSpecial8MaskFirst(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	var w [8]byte
+	for n := 0; n < 200000; n++ {
+		for j := range w {
+			w[j] = byte(rng.IntN(256))
+			if rng.IntN(3) > 0 {
+				const picks = "\"\\\x00\x01\x1f !#[\\]\x7f\x80\xff"
+				w[j] = picks[rng.IntN(len(picks))]
+			}
+		}
+		first := 8
+		for j, c := range w {
+			if strStop[c] {
+				first = j
+				break
+			}
+		}
+		m := special8Mask(uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56)
+		got := 8
+		if m != 0 {
+			got = bits.TrailingZeros64(m) / 8
+		}
+		if got != first {
+			t.Fatalf("%q: first special byte %d, mask says %d", w, first, got)
+		}
+	}
 }

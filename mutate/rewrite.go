@@ -198,7 +198,8 @@ func (r *Rewriter) rewrite(dst, doc []byte) ([]byte, bool, error) {
 		// to parse and goes out as it came, so the whole document is
 		// validated first, and the walk then skips without validating
 		// again. (The OpenAI walk validates in its prescan, prescanTop,
-		// which reads every top-level member anyway.)
+		// which reads every top-level member anyway, or hands the text
+		// over only once its walk has succeeded: see walkTop.)
 		r.s.ws()
 		if err := r.s.end(r.s.skipValue(0)); err != nil {
 			r.stats.NotJSON++
@@ -325,6 +326,11 @@ func hasLiveKey(doc []byte, key string) bool {
 // Completions), prompt_logprobs (vLLM), logprobs, response, output, item
 // and part (Responses API events and objects) and data (embeddings). Every
 // other member is validated and skipped.
+//
+// With a text rewriter and no noise, a document that cannot be a Responses
+// API event takes the deferred walk (walk_text.go): its text is handed
+// over after the walk, which has validated it on the way. Any other takes
+// the prescan (prescanTop) first.
 func (r *Rewriter) walkTop() error {
 	if r.text != nil && r.p.Perturb == 0 && !r.noDefer && !mayHoldResponsesText(r.s.b) {
 		// The text goes to the text rewriter after the walk, which

@@ -316,11 +316,23 @@ type defEnt struct {
 }
 
 // mayHoldResponsesText reports whether doc may be a Responses API event
-// whose text or keys the prescan reads: a response.output_text.* type, or
-// an output_index or content_index member. Anything else makes no use of
-// the prescan's findings but validation.
+// whose text or keys the prescan reads: type response.output_text.delta
+// or .done (both hold "_text.d"), or an output_index or content_index
+// member (`_index"`). Of any other document the prescan finds nothing
+// but that it is valid. Both patterns start with '_', which a chat chunk
+// has a handful of: one IndexByte pass (a search for a pattern starting
+// with '"' stops at every string).
 func mayHoldResponsesText(doc []byte) bool {
-	return bytes.Contains(doc, []byte(`"response.output_text.`)) || bytes.Contains(doc, []byte(`_index"`))
+	for i := 0; ; {
+		k := bytes.IndexByte(doc[i:], '_')
+		if k < 0 {
+			return false
+		}
+		i += k + 1
+		if hasAt(doc, i, `index"`) || hasAt(doc, i, `text.d`) {
+			return true
+		}
+	}
 }
 
 // choiceDeferred walks one element of choices[] in a deferred walk: the

@@ -300,3 +300,24 @@ func TestSpecial8MaskFirst(t *testing.T) {
 		}
 	}
 }
+
+func TestMayHoldResponsesText(t *testing.T) {
+	for _, c := range []struct {
+		doc  string
+		want bool
+	}{
+		{`{"type":"response.output_text.delta","delta":"x"}`, true},
+		{`{"type":"response.output_text.done","text":"x"}`, true},
+		{`{"output_index":0}`, true},
+		{`{"content_index":0}`, true},
+		{`{"type":"response.output_text.annotation.added"}`, false},
+		{`{"choices":[{"index":0,"delta":{"content":"a_b"},"finish_reason":null}],"system_fingerprint":"fp_1"}`, false},
+		{`{"a":"x_"}`, false},
+		{`_`, false},
+		{``, false},
+	} {
+		if got := mayHoldResponsesText([]byte(c.doc)); got != c.want {
+			t.Errorf("%s: %v", c.doc, got)
+		}
+	}
+}

@@ -294,6 +294,13 @@ func (s *scanner) skipValue(depth int) error {
 		if err != nil || empty {
 			return err
 		}
+		if s.i < len(s.b) && s.b[s.i]-'0' < 10 {
+			// A token's bytes: checked whole, 8 bytes at a time.
+			if e, ok := uintArrayEnd(s.b, s.i); ok {
+				s.i = e
+				return nil
+			}
+		}
 		for {
 			// Arrays of numbers (token bytes, embeddings, offsets) are
 			// common: skip those without the general dispatch. The
@@ -571,4 +578,62 @@ func stringEnd(b []byte, q int) int {
 		}
 		i = j + 1
 	}
+}
+
+// uintArrayEnd checks the array whose first element starts at b[i] (after
+// its '[') when it is what a logprob entry's "bytes" holds, compact
+// non-negative integers ("[32,116,104,101]"), 8 bytes at a time, and
+// returns the offset after its ']'. ok is false, nothing consumed, for
+// anything else (whitespace, signs, fractions, leading zeros, a comma out
+// of place) and for an array that does not close within the whole words
+// left: the general path then reads it. The masks are exact per byte (no
+// carry crosses a byte), so every byte is classified, not guessed.
+func uintArrayEnd(b []byte, i int) (end int, ok bool) {
+	carryD := uint64(0)        // the byte before the word is a digit (as bit 7)
+	carryStart := uint64(0x80) // the word's first byte starts an element
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		d := digitMask(x)
+		c := eqMask(x, ',')
+		r := eqMask(x, ']')
+		hb := uint64(hi8) // the bytes before the first ']'
+		if r != 0 {
+			p := bits.TrailingZeros64(r)
+			r = 1 << p
+			hb &= 1<<(p-7) - 1
+		}
+		if (d|c)&hb != hb {
+			return 0, false // a byte that is neither digit nor comma
+		}
+		d, c = d&hb, c&hb
+		if (c|r)&^(d<<8|carryD) != 0 {
+			return 0, false // a comma or the ']' not after a digit
+		}
+		next := d >> 8 // the byte after is a digit
+		if r == 0 && i+8 < len(b) && isDigit(b[i+8]) {
+			next |= 1 << 63
+		}
+		if eqMask(x, '0')&hb&(c<<8|carryStart)&next != 0 {
+			return 0, false // a leading zero
+		}
+		if r != 0 {
+			return i + bits.TrailingZeros64(r)>>3 + 1, true
+		}
+		carryD, carryStart = d>>56, c>>56
+	}
+	return 0, false
+}
+
+// digitMask has bit 7 of each byte of x that is an ASCII digit set.
+func digitMask(x uint64) uint64 {
+	t := x &^ hi8 // no byte above 0x7f: the additions cannot carry out of it
+	ge0 := t + lo8*(0x80-'0')
+	gt9 := t + lo8*(0x80-'9'-1)
+	return ge0 &^ gt9 &^ x & hi8
+}
+
+// eqMask has bit 7 of each byte of x that equals c set.
+func eqMask(x uint64, c byte) uint64 {
+	y := x ^ lo8*uint64(c)
+	return ^((y&^hi8 + lo8*0x7f) | y) & hi8
 }

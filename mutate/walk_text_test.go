@@ -321,3 +321,78 @@ func TestMayHoldResponsesText(t *testing.T) {
 		}
 	}
 }
+
+// uintListEnd is uintArrayEnd's reference, byte by byte: the offset after
+// the ']' that closes a compact list of non-negative integers starting
+// at b[i], or -1.
+func uintListEnd(b []byte, i int) int {
+	start := true // at an element's first byte
+	zero := false // the element is "0" so far
+	for ; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case isDigit(c):
+			if zero {
+				return -1
+			}
+			zero = start && c == '0'
+			start = false
+		case c == ',' && !start:
+			start, zero = true, false
+		case c == ']' && !start:
+			return i + 1
+		default:
+			return -1
+		}
+	}
+	return -1
+}
+
+func checkUintArray(t *testing.T, b []byte, i int) {
+	t.Helper()
+	want := uintListEnd(b, i)
+	got, ok := uintArrayEnd(b, i)
+	if ok && got != want {
+		t.Fatalf("%q from %d: end %d, want %d", b, i, got, want)
+	}
+	// Not found is allowed only when the ']' lies beyond the whole words.
+	if !ok && want >= 0 && want <= i+(len(b)-i)/8*8 {
+		t.Fatalf("%q from %d: not taken, want end %d", b, i, want)
+	}
+}
+
+func TestUintArrayEnd(t *testing.T) {
+	for _, d := range []string{
+		`[45]}`, `[45]`, `[32,116,104,101]}]}`, `[0]xxxxxxxx`, `[0,0,0,0,0,0,0,0,0,0,0]........`, `[01]xxxxxxx`, `[1,01]xxxxxx`,
+		`[10,100,1000,0]...`, `[1,,2]xxxxxxxx`, `[1,]xxxxxxxxx`, `[,1]xxxxxxxx`, `[1 ,2]xxxxxxx`, `[1.5]xxxxxxx`, `[-1]xxxxxxxx`,
+		`[1234567]xxxxxxxx`, `[12345678]xxxxxxx`, `[1234567,0]xxxxxx`, `[123456,0]xxxxxxx`, `[1234567,01]xxxxx`, `[9"]xxxxxxx`,
+	} {
+		checkUintArray(t, []byte(d), 1)
+	}
+	rng := rand.New(rand.NewPCG(4, 4))
+	const alphabet = "0123456789,,]]01 -.x"
+	b := make([]byte, 40)
+	for n := 0; n < 300000; n++ {
+		l := 2 + rng.IntN(len(b)-2)
+		for j := range l {
+			b[j] = alphabet[rng.IntN(len(alphabet))]
+			if rng.IntN(2) == 0 {
+				b[j] = "0123456789"[rng.IntN(10)]
+			}
+		}
+		checkUintArray(t, b[:l], rng.IntN(2))
+	}
+}
+
+// FuzzUintArrayEnd: the word-at-a-time check of a token's bytes agrees
+// with the byte-by-byte one.
+func FuzzUintArrayEnd(f *testing.F) {
+	f.Add([]byte("32,116,104,101]}]}"), 0)
+	f.Add([]byte("0,01]xxxxxxxxxxxx"), 0)
+	f.Fuzz(func(t *testing.T, b []byte, i int) {
+		if i < 0 || i >= len(b) {
+			return
+		}
+		checkUintArray(t, b, i)
+	})
+}

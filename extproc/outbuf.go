@@ -3,9 +3,12 @@ package extproc
 import "sync"
 
 // maxPooledOut bounds the output buffers kept in the server's pool: a
-// token event needs about 1 KiB, and a large buffered JSON body's buffer
-// is better left to the garbage collector than kept around.
-const maxPooledOut = 64 << 10
+// token event needs about 1 KiB, a buffered JSON body with logprobs some
+// 100 KiB. Reusing the latter saves an allocation of the body's size (and
+// the collection that pays for it) per response; what the pool holds and
+// nobody borrows is freed within two collections (sync.Pool), and the
+// buffer of a body beyond 1 MiB is left to the garbage collector.
+const maxPooledOut = 1 << 20
 
 // outBuf is the scratch a stream's rewritten output is appended to. It is
 // borrowed from the server's pool for one message at most: the replies of

@@ -217,6 +217,7 @@ func (st *stream) startBody(hdr *corev3.HeaderMap, kind respKind, mode bodyMode)
 	// application/json document, Gemini's streamGenerateContent without
 	// alt=sse with one JSON array).
 	b.rw = mutate.NewRewriterFor(st.rq.format, st.action.Output, st.seed)
+	b.rw.SetScratchPool(&st.srv.rwScratch)
 	st.watermark(b.rw)
 	if _, ok := st.srv.scorer.(scoring.ResponseObserver); ok && st.session != "" {
 		b.track = true

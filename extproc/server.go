@@ -70,6 +70,7 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/distillguard/distillguard/config"
+	"github.com/distillguard/distillguard/mutate"
 	"github.com/distillguard/distillguard/scoring"
 )
 
@@ -116,6 +117,8 @@ type Server struct {
 	// outBufs pools the output scratch of rewritten bodies (*[]byte) across
 	// streams: a reply points into it only until it is sent (see outBuf).
 	outBufs sync.Pool
+	// rwScratch lends large patch lists across the streams' rewriters.
+	rwScratch mutate.ScratchPool
 }
 
 var _ extprocv3.ExternalProcessorServer = (*Server)(nil)

@@ -50,6 +50,9 @@ func (r *Rewriter) entryArray(depth int, key uint64, counted bool) error {
 	n := 0
 	drops := r.entryDrops
 	r.entryDrops = nil
+	rec := r.recArr // a deferred walk records the entries (walk_text.go)
+	r.recArr = false
+	lo := len(r.defEnts)
 	open := s.i
 	d := r.dropper()
 	off := 0
@@ -62,6 +65,9 @@ func (r *Rewriter) entryArray(depth int, key uint64, counted bool) error {
 			err = r.entry(depth+1, key, base+uint64(i))
 		} else {
 			err = s.skipValue(depth + 1)
+		}
+		if err == nil && rec {
+			r.recordEntry(es, s.i, r.lastTok)
 		}
 		if err == nil && drops != nil {
 			// The entry's token covers the next bytes of the text: it
@@ -77,6 +83,9 @@ func (r *Rewriter) entryArray(depth int, key uint64, counted bool) error {
 	})
 	if err == nil && drops != nil {
 		d.done(open, s.i-1)
+	}
+	if err == nil && rec {
+		r.defArrs = append(r.defArrs, defArr{open: open, close: s.i - 1, lo: lo, hi: len(r.defEnts)})
 	}
 	if err == nil && counted && perturb && n > 0 {
 		r.advance(key, n)
@@ -103,6 +112,18 @@ func (r *Rewriter) entry(depth int, key, pos uint64) error {
 	r.groups = r.groups[:0]
 	r.chosen = r.chosen[:0]
 	tok := span{-1, -1}
+	if ok, err := r.entryCompact(depth, &tok); ok || err != nil {
+		if err != nil {
+			return err
+		}
+		r.lastTok = tok
+		r.finishEntry(key, pos, tok)
+		return nil
+	}
+	r.alts = r.alts[:0]
+	r.groups = r.groups[:0]
+	r.chosen = r.chosen[:0]
+	tok = span{-1, -1}
 	err := s.eachMember(func(ks, ke int) error {
 		vs := s.i
 		switch string(s.b[ks:ke]) {
@@ -182,6 +203,9 @@ func (r *Rewriter) collectAltArray(depth int) error {
 // altObject reads one top_logprobs element {token, logprob, bytes} into a.
 func (r *Rewriter) altObject(depth int, a *alt) error {
 	s := &r.s
+	if r.altCompact(depth, a) {
+		return nil
+	}
 	return s.eachMember(func(ks, ke int) error {
 		vs := s.i
 		if err := s.skipValue(depth + 1); err != nil {
@@ -314,4 +338,100 @@ func (r *Rewriter) deleteDropped(open, close int, alts []alt) {
 		d.item(alts[j].s, alts[j].e, alts[j].keep)
 	}
 	d.done(open, close)
+}
+
+// The compact spellings of an entry and of an alternative, in the member
+// order OpenAI and vLLM send: {"token":S,"logprob":N,"bytes":B,
+// "top_logprobs":[...]} and {"token":S,"logprob":N,"bytes":B}, bytes
+// optional. Read by fixed byte patterns, they skip the per-member name
+// scanning of the general walk, which an event of top-5 logprobs goes
+// through 20 times. Values are validated by the same scanner routines as
+// in the general walk, so a document is accepted or refused alike; when
+// the bytes are spelled any other way (whitespace, another member order,
+// other members), the general walk reads the object from its start.
+const (
+	compactTok   = `{"token":`
+	compactLP    = `,"logprob":`
+	compactBytes = `,"bytes":`
+	compactTop   = `,"top_logprobs":`
+)
+
+// hasAt reports whether b holds p at offset i.
+func hasAt(b []byte, i int, p string) bool {
+	return len(b)-i >= len(p) && string(b[i:i+len(p)]) == p
+}
+
+// compactHead reads `{"token":S,"logprob":N` and an optional `,"bytes":B`
+// from the cursor, B validated at depth: the token's content span, the
+// logprob's span and the offset after what was read; ok false when the
+// bytes are spelled otherwise or do not parse (the general walk then
+// reads them and finds the same error).
+func (s *scanner) compactHead(depth int) (tok, lp span, end int, ok bool) {
+	b := s.b
+	i := s.i
+	if !hasAt(b, i, compactTok) || i+len(compactTok) >= len(b) || b[i+len(compactTok)] != '"' {
+		return tok, lp, 0, false
+	}
+	t := scanner{b: b, i: i + len(compactTok), valid: s.valid}
+	ts := t.i
+	if t.skipString() != nil || !hasAt(b, t.i, compactLP) {
+		return tok, lp, 0, false
+	}
+	tok = span{ts + 1, t.i - 1}
+	t.i += len(compactLP)
+	if c := t.peek(); c != '-' && !isDigit(c) {
+		return tok, lp, 0, false
+	}
+	vs := t.i
+	if t.skipNumber() != nil {
+		return tok, lp, 0, false
+	}
+	lp = span{vs, t.i}
+	if hasAt(b, t.i, compactBytes) {
+		t.i += len(compactBytes)
+		if t.skipValue(depth+1) != nil {
+			return tok, lp, 0, false
+		}
+	}
+	return tok, lp, t.i, true
+}
+
+// altCompact reads a compact top_logprobs element into a, as altObject
+// does, and reports whether it was one.
+func (r *Rewriter) altCompact(depth int, a *alt) bool {
+	s := &r.s
+	tok, lp, end, ok := s.compactHead(depth)
+	if !ok || end >= len(s.b) || s.b[end] != '}' {
+		return false
+	}
+	s.i = end + 1
+	a.tok, a.lp = tok, lp
+	c := r.number(lp.s, lp.e, false) // parsed when needed (parseAlts)
+	a.v, a.ok = c.v, c.ok
+	return true
+}
+
+// entryCompact reads a compact entry into tok, r.chosen and r.alts, as
+// entry's general walk does. ok false: not compact, nothing kept (the
+// caller resets the scratch); an error is the general walk's own (the
+// top_logprobs array does not parse).
+func (r *Rewriter) entryCompact(depth int, tok *span) (ok bool, err error) {
+	s := &r.s
+	t, lp, end, ok := s.compactHead(depth)
+	if !ok || !hasAt(s.b, end, compactTop) || end+len(compactTop) >= len(s.b) || s.b[end+len(compactTop)] != '[' {
+		return false, nil
+	}
+	save := s.i
+	s.i = end + len(compactTop)
+	if err := r.collectAltArray(depth + 1); err != nil {
+		return false, err
+	}
+	if s.i >= len(s.b) || s.b[s.i] != '}' {
+		s.i = save
+		return false, nil
+	}
+	s.i++
+	*tok = t
+	r.chosen = append(r.chosen, r.number(lp.s, lp.e, r.p.Perturb != 0 || r.shift != nil))
+	return true, nil
 }

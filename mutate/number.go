@@ -172,21 +172,26 @@ func roundText(b []byte, k int) (m int64, changed, ok bool) {
 	fd := 0
 	up := false
 	if i < len(b) && b[i] == '.' {
-		for i++; i < len(b) && isDigit(b[i]); i++ {
-			d := b[i]
-			switch {
-			case fd < k:
-				u = u*10 + uint64(d-'0')
-				if u != 0 {
-					nd++
-				}
-			case fd == k:
-				up = d >= '5'
-				changed = changed || d != '0'
-			default:
-				changed = changed || d != '0'
+		// The k digits kept, then the one that rounds, then the rest,
+		// which only say whether anything was cut (logprobs come with
+		// 15-17 significant digits: most of them are cut).
+		for i++; fd < k && i < len(b) && isDigit(b[i]); i++ {
+			u = u*10 + uint64(b[i]-'0')
+			if u != 0 {
+				nd++
 			}
 			fd++
+		}
+		if fd == k && i < len(b) && isDigit(b[i]) {
+			up = b[i] >= '5'
+			changed = b[i] != '0'
+			fd++
+			for i++; !changed && i < len(b) && isDigit(b[i]); i++ {
+				changed = b[i] != '0'
+			}
+			for i < len(b) && isDigit(b[i]) {
+				i++
+			}
 		}
 	}
 	if i != len(b) {

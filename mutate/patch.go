@@ -3,6 +3,7 @@ package mutate
 import (
 	"bytes"
 	"cmp"
+	"math"
 	"slices"
 )
 
@@ -26,36 +27,55 @@ type patchList struct {
 	// by SSEStream for multi-line data events, which are split back into
 	// lines at the LFs.
 	keepLF bool
+	// pool lends large lists (nil: none); borrowed says ps is one, to be
+	// given back (done) once the document is written.
+	pool     *ScratchPool
+	borrowed bool
+}
+
+// done gives a borrowed list back once the document is written (or given
+// up): nothing may refer to the patches afterwards.
+func (l *patchList) done() {
+	if l.borrowed {
+		l.borrowed = false
+		l.pool.givePatches(l)
+	}
 }
 
 // Patch kinds: what replaces doc[s:e].
 const (
 	pDel    = iota // nothing
-	pNum           // v printed at k decimals (appendRounded)
-	pStr           // str
-	pBytes         // lit[lo:hi]
-	pScaled        // m / 10^k (appendScaled)
+	pNum           // the float64 of bits x printed at k decimals (appendRounded)
+	pBytes         // lit[x:x+n] (a literal string is copied into lit)
+	pScaled        // int64(x) / 10^k (appendScaled)
 )
 
-// patch replaces doc[s:e].
+// patch replaces doc[s:e]. It is kept small (40 bytes): a buffered
+// document of 100 KB holds a couple of thousand of them.
 type patch struct {
-	s, e   int
-	v      float64
-	m      int64
-	str    string
-	lo, hi int
-	kind   uint8
-	k      int8
+	s, e int
+	x    uint64 // the value, by kind
+	n    int    // pBytes: the length of the replacement in lit
+	kind uint8
+	k    int8
 }
 
-// reset empties the list for a new document.
+// numPatch replaces doc[s:e] with v printed at k decimals.
+func numPatch(s, e int, v float64, k int) patch {
+	return patch{s: s, e: e, kind: pNum, x: math.Float64bits(v), k: int8(k)}
+}
+
+// reset empties the list for a new document. A list borrowed from a
+// pool for the previous document must have been given back.
 func (l *patchList) reset(doc []byte) {
 	l.doc = doc
 	// A large document (a buffered response) would grow the list by
 	// doubling through a dozen copies; one patch per 64 bytes is about
 	// what a logprobs document needs (a number every 30-70 bytes).
 	if est := len(doc) / 64; cap(l.ps) < est {
-		l.ps = make([]patch, 0, est)
+		if l.borrowed = l.pool.borrowPatches(l, est); !l.borrowed {
+			l.ps = make([]patch, 0, est)
+		}
 	}
 	l.ps = l.ps[:0]
 	l.lit = l.lit[:0]
@@ -88,7 +108,9 @@ func (l *patchList) del(s, e int) {
 // replace replaces doc[s:e] with str, unless they are the same bytes.
 func (l *patchList) replace(s, e int, str string) {
 	if string(l.doc[s:e]) != str {
-		l.add(patch{s: s, e: e, kind: pStr, str: str})
+		lo := len(l.lit)
+		l.lit = append(l.lit, str...)
+		l.add(patch{s: s, e: e, kind: pBytes, x: uint64(lo), n: len(str)})
 	}
 }
 
@@ -103,7 +125,7 @@ func (l *patchList) replaceNum(s, e int, orig, out float64, k int) {
 			return
 		}
 	}
-	l.add(patch{s: s, e: e, kind: pNum, v: out, k: int8(k)})
+	l.add(numPatch(s, e, out, k))
 }
 
 // roundNum rounds the number at s:e to k decimals when that changes its
@@ -121,7 +143,7 @@ func (l *patchList) roundNum(s, e, k int) {
 		return
 	}
 	if changed {
-		l.add(patch{s: s, e: e, kind: pScaled, m: m, k: int8(k)})
+		l.add(patch{s: s, e: e, kind: pScaled, x: uint64(m), k: int8(k)})
 	}
 }
 
@@ -140,7 +162,7 @@ func (l *patchList) replaceLit(s, e int, buf []byte) {
 		return
 	}
 	l.lit = buf
-	l.add(patch{s: s, e: e, kind: pBytes, lo: lo, hi: len(buf)})
+	l.add(patch{s: s, e: e, kind: pBytes, x: uint64(lo), n: len(buf) - lo})
 }
 
 // dropper deletes the dropped items (members or elements) of one
@@ -216,13 +238,11 @@ func (l *patchList) apply(dst []byte) ([]byte, bool) {
 		at := len(dst)
 		switch p.kind {
 		case pNum:
-			dst = appendRounded(dst, p.v, int(p.k))
+			dst = appendRounded(dst, math.Float64frombits(p.x), int(p.k))
 		case pScaled:
-			dst = appendScaled(dst, p.m, int(p.k))
-		case pStr:
-			dst = append(dst, p.str...)
+			dst = appendScaled(dst, int64(p.x), int(p.k))
 		case pBytes:
-			dst = append(dst, l.lit[p.lo:p.hi]...)
+			dst = append(dst, l.lit[p.x:int(p.x)+p.n]...)
 		}
 		if !changed && !bytes.Equal(dst[at:], doc[p.s:p.e]) {
 			changed = true

@@ -79,6 +79,19 @@ type Rewriter struct {
 	kept        []TextSpan
 	entryDrops  []TextSpan
 	choiceDrops []TextSpan
+	// deferred is set while walkTop walks a document whose text is handed
+	// to the text rewriter only once the whole document has parsed
+	// (walk_text.go): tasks are the choices with text, in document order,
+	// defArrs the entry arrays (or legacy logprobs) they may drop entries
+	// from, defEnts those arrays' entries. recArr: the next entry array
+	// walked is recorded; recChoice: the walk is in a choice's logprobs.
+	deferred  bool
+	noDefer   bool // always prescan: the reference the deferred walk is tested against
+	recArr    bool
+	recChoice bool
+	tasks     []choiceScan
+	defArrs   []defArr
+	defEnts   []defEnt
 	// legacyText: a choice with a "text" member was seen (legacy
 	// Completions), so an ending choice without text gets "text" rather
 	// than a delta.
@@ -178,26 +191,32 @@ func (r *Rewriter) rewrite(dst, doc []byte) ([]byte, bool, error) {
 	r.patchList.reset(doc)
 	r.pre = r.pre[:0]
 	r.pend = r.pend[:0]
-	if r.text != nil {
+	r.s.reset(doc)
+	if r.text != nil && !r.f.isOpenAI() {
 		// A text rewriter keeps state across documents (the held word):
 		// it must not see the text of a document that then turns out not
 		// to parse and goes out as it came, so the whole document is
-		// validated first.
-		r.s.reset(doc)
+		// validated first, and the walk then skips without validating
+		// again. (The OpenAI walk validates in its prescan, prescanTop,
+		// which reads every top-level member anyway, or hands the text
+		// over only once its walk has succeeded: see walkTop.)
 		r.s.ws()
-		if err := r.s.skipValue(0); err != nil {
+		if err := r.s.end(r.s.skipValue(0)); err != nil {
 			r.stats.NotJSON++
 			return append(dst, doc...), false, notJSON(err)
 		}
+		r.s.reset(doc)
+		r.s.valid = true
 	}
-	r.s.reset(doc)
 	if err := r.walkDoc(); err != nil {
 		r.stats.NotJSON++
 		r.pre = r.pre[:0]
+		r.patchList.done()
 		return append(dst, doc...), false, notJSON(err)
 	}
 	r.commit()
 	dst, changed := r.apply(dst)
+	r.patchList.done()
 	if changed {
 		r.stats.Rewritten++
 	}
@@ -307,7 +326,37 @@ func hasLiveKey(doc []byte, key string) bool {
 // Completions), prompt_logprobs (vLLM), logprobs, response, output, item
 // and part (Responses API events and objects) and data (embeddings). Every
 // other member is validated and skipped.
+//
+// With a text rewriter and no noise, a document that cannot be a Responses
+// API event takes the deferred walk (walk_text.go): its text is handed
+// over after the walk, which has validated it on the way. Any other takes
+// the prescan (prescanTop) first.
 func (r *Rewriter) walkTop() error {
+	if r.text != nil && r.p.Perturb == 0 && !r.noDefer && !mayHoldResponsesText(r.s.b) {
+		// The text goes to the text rewriter after the walk, which
+		// validates the document on its way: one pass instead of a
+		// validating prescan and then the walk.
+		r.deferred = true
+		r.tasks, r.defArrs, r.defEnts = r.tasks[:0], r.defArrs[:0], r.defEnts[:0]
+		err := r.walkTopOnce()
+		r.deferred = false
+		if err == nil {
+			r.flushTexts()
+		}
+		if err != errRetry {
+			return err
+		}
+		// A Responses API object: walk again with the prescan, from a
+		// clean slate (the text rewriter has seen nothing yet).
+		r.patchList.reset(r.s.b)
+		r.pend = r.pend[:0]
+		r.s.reset(r.s.b)
+	}
+	return r.walkTopOnce()
+}
+
+// walkTopOnce is walkTop's walk of the top-level object.
+func (r *Rewriter) walkTopOnce() error {
 	s := &r.s
 	s.ws()
 	if s.peek() != '{' {
@@ -315,7 +364,7 @@ func (r *Rewriter) walkTop() error {
 	}
 	none := span{-1, -1}
 	top := topInfo{text: none, itemID: none, seq: none, outR: none, cR: none}
-	if r.text != nil || r.p.Perturb != 0 && bytes.Contains(s.b, []byte(keyOutputIdx)) {
+	if !r.deferred && (r.text != nil || r.p.Perturb != 0 && bytes.Contains(s.b, []byte(keyOutputIdx))) {
 		if err := r.prescanTop(&top); err != nil {
 			return err
 		}
@@ -345,18 +394,30 @@ func (r *Rewriter) walkTop() error {
 			}
 		case "response":
 			if (r.touchLP || text) && c == '{' {
+				if r.deferred {
+					return errRetry
+				}
 				return r.responseObj(1)
 			}
 		case "output":
 			if (r.touchLP || text) && c == '[' {
+				if r.deferred {
+					return errRetry
+				}
 				return r.outputArr(1)
 			}
 		case "item":
 			if (r.touchLP || text) && c == '{' {
+				if r.deferred {
+					return errRetry
+				}
 				return r.outputItem(1, top.out)
 			}
 		case "part":
 			if (r.touchLP || text) && c == '{' {
+				if r.deferred {
+					return errRetry
+				}
 				return r.contentPart(1, top.out, top.content)
 			}
 		case "data":

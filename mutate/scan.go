@@ -1,8 +1,10 @@
 package mutate
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"math/bits"
 )
 
 // The validating JSON scanner all walks share, and the errors it reports.
@@ -62,9 +64,13 @@ func notJSON(err error) error {
 type scanner struct {
 	b []byte
 	i int
+	// valid: the value the walk is in was validated whole (the document,
+	// or every member of its top-level object), so skipValue takes
+	// skipFast. Cleared by reset.
+	valid bool
 }
 
-func (s *scanner) reset(b []byte) { s.b, s.i = b, 0 }
+func (s *scanner) reset(b []byte) { s.b, s.i, s.valid = b, 0, false }
 
 // peek returns the byte at the cursor, or 0 at the end.
 func (s *scanner) peek() byte {
@@ -129,12 +135,14 @@ const (
 	hi8 = 0x8080808080808080
 )
 
-// special8 reports whether any of the 8 bytes in x is a quote, a backslash
-// or a control character (SWAR; exact for "any", not for "which").
-func special8(x uint64) bool {
+// special8Mask has the top bit of each byte of x (little-endian) that may
+// be a quote, a backslash or a control character set. The lowest one set
+// is exact, the first such byte: a false one only appears above a true
+// one, where the borrow of the subtraction carries into the next byte.
+func special8Mask(x uint64) uint64 {
 	q := x ^ (lo8 * '"')
 	bs := x ^ (lo8 * '\\')
-	return ((x-lo8*0x20)&^x|(q-lo8)&^q|(bs-lo8)&^bs)&hi8 != 0
+	return ((x-lo8*0x20)&^x | (q-lo8)&^q | (bs-lo8)&^bs) & hi8
 }
 
 // skipString moves past the string starting at the cursor (which is '"').
@@ -142,7 +150,11 @@ func (s *scanner) skipString() error {
 	b := s.b
 	i := s.i + 1
 	for {
-		for i+8 <= len(b) && !special8(binary.LittleEndian.Uint64(b[i:])) {
+		for i+8 <= len(b) {
+			if m := special8Mask(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3 // the first special byte
+				break
+			}
 			i += 8
 		}
 		for i < len(b) && !strStop[b[i]] {
@@ -245,8 +257,12 @@ func (s *scanner) literal(w string) error {
 }
 
 // skipValue validates and moves past the value at the cursor. depth is the
-// nesting level of the value's container.
+// nesting level of the value's container. Inside a value already validated
+// (s.valid) it only moves past it (skipFast).
 func (s *scanner) skipValue(depth int) error {
+	if s.valid {
+		return s.skipFast()
+	}
 	switch c := s.peek(); c {
 	case '"':
 		return s.skipString()
@@ -277,6 +293,13 @@ func (s *scanner) skipValue(depth int) error {
 		empty, err := s.arrayBegin()
 		if err != nil || empty {
 			return err
+		}
+		if s.i < len(s.b) && s.b[s.i]-'0' < 10 {
+			// A token's bytes: checked whole, 8 bytes at a time.
+			if e, ok := uintArrayEnd(s.b, s.i); ok {
+				s.i = e
+				return nil
+			}
 		}
 		for {
 			// Arrays of numbers (token bytes, embeddings, offsets) are
@@ -467,4 +490,150 @@ func (s *scanner) eachElem(fn func(n int) error) error {
 			return err
 		}
 	}
+}
+
+// skipFast moves past the value at the cursor without validating it, for
+// values already validated (s.valid): a string to its closing quote, a
+// container to the bracket that closes it (brackets inside strings do not
+// count), a number or literal to the byte that ends it. On bytes that are
+// not valid JSON it stops somewhere inside them; it reports errSyntax only
+// when it runs off the end, and never reads out of bounds.
+func (s *scanner) skipFast() error {
+	b, i := s.b, s.i
+	if i >= len(b) {
+		return errSyntax
+	}
+	switch b[i] {
+	case '"':
+		j := stringEnd(b, i)
+		if j < 0 {
+			return errSyntax
+		}
+		s.i = j
+		return nil
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch fastClass[b[i]] {
+			case fcQuote:
+				j := stringEnd(b, i)
+				if j < 0 {
+					return errSyntax
+				}
+				i = j - 1
+			case fcOpen:
+				depth++
+			case fcClose:
+				if depth--; depth == 0 {
+					s.i = i + 1
+					return nil
+				}
+			}
+		}
+		return errSyntax
+	}
+	for i < len(b) && fastClass[b[i]] < fcClose {
+		i++
+	}
+	s.i = i
+	return nil
+}
+
+// Byte classes of skipFast.
+const (
+	fcOther = iota
+	fcQuote // '"'
+	fcOpen  // '{' '['
+	fcClose // '}' ']'
+	fcEnd   // ',' ':' and JSON whitespace, which end a number or literal as a closing bracket does
+)
+
+// fastClass maps a byte to its skipFast class.
+var fastClass = func() (t [256]uint8) {
+	t['"'] = fcQuote
+	t['{'], t['['] = fcOpen, fcOpen
+	t['}'], t[']'] = fcClose, fcClose
+	for _, c := range []byte{',', ':', ' ', '\t', '\n', '\r'} {
+		t[c] = fcEnd
+	}
+	return t
+}()
+
+// stringEnd returns the offset just past the string that opens at b[q]
+// (a quote), or -1 when it does not close: the first quote that is not
+// escaped, i.e. not preceded by an odd run of backslashes.
+func stringEnd(b []byte, q int) int {
+	for i := q + 1; ; {
+		k := bytes.IndexByte(b[i:], '"')
+		if k < 0 {
+			return -1
+		}
+		j := i + k
+		n := 0
+		for p := j - 1; p > q && b[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
+			return j + 1
+		}
+		i = j + 1
+	}
+}
+
+// uintArrayEnd checks the array whose first element starts at b[i] (after
+// its '[') when it is what a logprob entry's "bytes" holds, compact
+// non-negative integers ("[32,116,104,101]"), 8 bytes at a time, and
+// returns the offset after its ']'. ok is false, nothing consumed, for
+// anything else (whitespace, signs, fractions, leading zeros, a comma out
+// of place) and for an array that does not close within the whole words
+// left: the general path then reads it. The masks are exact per byte (no
+// carry crosses a byte), so every byte is classified, not guessed.
+func uintArrayEnd(b []byte, i int) (end int, ok bool) {
+	carryD := uint64(0)        // the byte before the word is a digit (as bit 7)
+	carryStart := uint64(0x80) // the word's first byte starts an element
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		d := digitMask(x)
+		c := eqMask(x, ',')
+		r := eqMask(x, ']')
+		hb := uint64(hi8) // the bytes before the first ']'
+		if r != 0 {
+			p := bits.TrailingZeros64(r)
+			r = 1 << p
+			hb &= 1<<(p-7) - 1
+		}
+		if (d|c)&hb != hb {
+			return 0, false // a byte that is neither digit nor comma
+		}
+		d, c = d&hb, c&hb
+		if (c|r)&^(d<<8|carryD) != 0 {
+			return 0, false // a comma or the ']' not after a digit
+		}
+		next := d >> 8 // the byte after is a digit
+		if r == 0 && i+8 < len(b) && isDigit(b[i+8]) {
+			next |= 1 << 63
+		}
+		if eqMask(x, '0')&hb&(c<<8|carryStart)&next != 0 {
+			return 0, false // a leading zero
+		}
+		if r != 0 {
+			return i + bits.TrailingZeros64(r)>>3 + 1, true
+		}
+		carryD, carryStart = d>>56, c>>56
+	}
+	return 0, false
+}
+
+// digitMask has bit 7 of each byte of x that is an ASCII digit set.
+func digitMask(x uint64) uint64 {
+	t := x &^ hi8 // no byte above 0x7f: the additions cannot carry out of it
+	ge0 := t + lo8*(0x80-'0')
+	gt9 := t + lo8*(0x80-'9'-1)
+	return ge0 &^ gt9 &^ x & hi8
+}
+
+// eqMask has bit 7 of each byte of x that equals c set.
+func eqMask(x uint64, c byte) uint64 {
+	y := x ^ lo8*uint64(c)
+	return ^((y&^hi8 + lo8*0x7f) | y) & hi8
 }

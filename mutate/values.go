@@ -32,5 +32,5 @@ func (r *Rewriter) patchProb(s, e int, orig, out float64, k int) {
 		r.roundNum(s, e, k)
 		return
 	}
-	r.add(patch{s: s, e: e, kind: pNum, v: math.Exp(out), k: int8(k)})
+	r.add(numPatch(s, e, math.Exp(out), k))
 }

@@ -20,6 +20,9 @@ func (r *Rewriter) choices(depth int) error {
 // in the array: a streamed chunk carries one choice at a time) keys the
 // positions and the noise.
 func (r *Rewriter) choice(depth int, idx uint64) error {
+	if r.deferred {
+		return r.choiceDeferred(depth, idx)
+	}
 	s := &r.s
 	have := false
 	var drops []TextSpan
@@ -134,6 +137,7 @@ func (r *Rewriter) choiceLogprobs(depth int, idx uint64) error {
 					// The entries of the text the choice's content holds:
 					// those of changed words go (walk_text.go).
 					r.entryDrops = r.choiceDrops
+					r.recArr = r.recChoice
 				}
 				err := r.entryArray(depth+1, idx, true)
 				r.entryDrops = nil
@@ -158,6 +162,9 @@ func (r *Rewriter) choiceLogprobs(depth int, idx uint64) error {
 		return err
 	}
 	if lp.s >= 0 || top.s >= 0 {
+		if r.recChoice {
+			r.defArrs = append(r.defArrs, defArr{open: start, close: s.i, legacy: true})
+		}
 		if len(r.choiceDrops) > 0 {
 			// Legacy parallel arrays lose the whole document's logprobs
 			// when a word of its text changed: cutting the same element

@@ -24,10 +24,29 @@ type topInfo struct {
 // prescanTop reads type, output_index and content_index of a Responses API
 // stream event, wherever they are in the object, so that the noise keys do
 // not depend on member order. The cursor is restored.
+//
+// It validates every member on the way, so the walk that follows skips
+// without validating again (scanner.valid). With a text rewriter it also
+// checks that nothing follows the object: the text rewriter keeps state
+// across documents (the held word) and must not see the text of a
+// document that goes out as it came because it does not parse.
 func (r *Rewriter) prescanTop(top *topInfo) error {
 	s := &r.s
 	save := s.i
-	defer func() { s.i = save }()
+	err := r.prescanMembers(top)
+	if err == nil && r.text != nil {
+		err = s.end(nil)
+	}
+	s.i = save
+	if err == nil {
+		s.valid = true
+	}
+	return err
+}
+
+// prescanMembers is prescanTop's walk of the members.
+func (r *Rewriter) prescanMembers(top *topInfo) error {
+	s := &r.s
 	return s.eachMember(func(ks, ke int) error {
 		vs := s.i
 		if err := s.skipValue(1); err != nil {

@@ -1,6 +1,10 @@
 package mutate
 
-import "unicode/utf8"
+import (
+	"bytes"
+	"errors"
+	"unicode/utf8"
+)
 
 // Generated text of the OpenAI-compatible formats, for a TextRewriter
 // (text.go):
@@ -26,6 +30,34 @@ import "unicode/utf8"
 // just before response.output_text.done (Rewriter.pre). The logprob
 // entries of the tokens whose words changed are dropped (TextDropper).
 
+// choiceScan is what the text walk of one choice object finds: its index
+// (its "index" member wherever it is), the kind of text it holds, the span
+// of the text's value (a string, or null), the delta or message object,
+// whether its finish_reason is set, and, in a deferred walk, the entry
+// arrays whose entries the text's changed words drop (Rewriter.defArrs
+// [arrLo:arrHi]).
+type choiceScan struct {
+	idx          uint64
+	kind         uint8
+	legacy       bool // a "text" member holding a string (legacy Completions)
+	finish       bool
+	open         int // the choice's '{'
+	content, obj span
+	arrLo, arrHi int
+}
+
+// Kinds of choice text.
+const (
+	kNone = iota
+	kDelta
+	kMessage
+	kLegacy
+)
+
+func newChoiceScan(open int, idx uint64) choiceScan {
+	return choiceScan{idx: idx, open: open, content: span{-1, -1}, obj: span{-1, -1}}
+}
+
 // choiceText hands the text of one choice object to the text rewriter
 // before the choice is walked, and returns the choice's index (its
 // "index" member wherever it is, else idx) and the spans of its text whose
@@ -33,73 +65,87 @@ import "unicode/utf8"
 func (r *Rewriter) choiceText(depth int, idx uint64) (uint64, []TextSpan, error) {
 	s := &r.s
 	save := s.i
-	const (
-		kNone = iota
-		kDelta
-		kMessage
-		kLegacy
-	)
-	kind := kNone
-	open := s.i
-	content := span{-1, -1} // the text's value: a string, or null
-	obj := span{-1, -1}     // delta or message object
-	finish := false
+	t := newChoiceScan(s.i, idx)
 	err := s.eachMember(func(ks, ke int) error {
-		vs := s.i
-		switch name := string(s.b[ks:ke]); name {
-		case "index":
-			err := s.skipValue(depth + 1)
-			if err == nil {
-				if v, ok := parseUint(s.b[vs:s.i]); ok {
-					idx = v
-				}
-			}
-			return err
-		case "delta", "message":
-			if s.peek() != '{' {
-				break
-			}
-			kind = kDelta
-			if name == "message" {
-				kind = kMessage
-			}
-			err := s.eachMember(func(ks, ke int) error {
-				sp, err := r.valueSpan(depth + 2)
-				if err == nil && string(s.b[ks:ke]) == "content" && (s.b[sp.s] == '"' || s.b[sp.s] == 'n') {
-					content = sp
-				}
-				return err
-			})
-			obj = span{vs, s.i}
-			return err
-		case "text":
-			sp, err := r.valueSpan(depth + 1)
-			if err == nil && s.b[sp.s] == '"' {
-				kind, content = kLegacy, sp
-				r.legacyText = true
-			}
-			return err
-		case "finish_reason":
-			err := s.skipValue(depth + 1)
-			finish = err == nil && s.b[vs] == '"'
+		if ok, err := r.choiceTextMember(depth, ks, ke, &t); ok {
 			return err
 		}
 		return s.skipValue(depth + 1)
 	})
 	s.i = save
 	if err != nil {
-		return idx, nil, err
+		return t.idx, nil, err
 	}
-	loc := TextLoc{Block: idx, Kind: TextOutput, Delta: kind != kMessage, End: finish && kind != kMessage}
+	return t.idx, r.choiceTextApply(&t), nil
+}
+
+// choiceTextMember reads the member of a choice whose value is at the
+// cursor into t when it is one the text walk reads (index, delta, message,
+// text, finish_reason), and reports whether it was (the value consumed).
+func (r *Rewriter) choiceTextMember(depth, ks, ke int, t *choiceScan) (bool, error) {
+	s := &r.s
+	vs := s.i
+	switch name := string(s.b[ks:ke]); name {
+	case "index":
+		err := s.skipValue(depth + 1)
+		if err == nil {
+			if v, ok := parseUint(s.b[vs:s.i]); ok {
+				t.idx = v
+			}
+		}
+		return true, err
+	case "delta", "message":
+		if s.peek() != '{' {
+			return false, nil
+		}
+		t.kind = kDelta
+		if name == "message" {
+			t.kind = kMessage
+		}
+		err := s.eachMember(func(ks, ke int) error {
+			sp, err := r.valueSpan(depth + 2)
+			if err == nil && string(s.b[ks:ke]) == "content" && (s.b[sp.s] == '"' || s.b[sp.s] == 'n') {
+				t.content = sp
+			}
+			return err
+		})
+		t.obj = span{vs, s.i}
+		return true, err
+	case "text":
+		sp, err := r.valueSpan(depth + 1)
+		if err == nil && s.b[sp.s] == '"' {
+			t.kind, t.content = kLegacy, sp
+			t.legacy = true
+		}
+		return true, err
+	case "finish_reason":
+		err := s.skipValue(depth + 1)
+		t.finish = err == nil && s.b[vs] == '"'
+		return true, err
+	}
+	return false, nil
+}
+
+// choiceTextApply hands the text a choice scan found to the text rewriter
+// and returns the spans whose logprob entries go (nil: none); when the
+// choice ends its block without text, what the rewriter still holds is
+// inserted.
+func (r *Rewriter) choiceTextApply(t *choiceScan) []TextSpan {
+	s := &r.s
+	if t.legacy {
+		r.legacyText = true
+	}
+	loc := TextLoc{Block: t.idx, Kind: TextOutput, Delta: t.kind != kMessage, End: t.finish && t.kind != kMessage}
+	content, obj, open := t.content, t.obj, t.open
 	if content.s >= 0 && s.b[content.s] == '"' {
-		return idx, r.keepDrops(r.textAt(loc, content.s+1, content.e-1)), nil
+		return r.keepDrops(r.textAt(loc, content.s+1, content.e-1))
 	}
 	if !loc.End {
-		return idx, nil, nil
+		return nil
 	}
 	lo, ok := r.textTail(loc)
 	if !ok {
-		return idx, nil, nil
+		return nil
 	}
 	switch {
 	case content.s >= 0: // "content": null
@@ -115,7 +161,7 @@ func (r *Rewriter) choiceText(depth int, idx uint64) (uint64, []TextSpan, error)
 	default:
 		r.wrapLit(open+1, open+1, `"delta":{"content":"`, lo, `"},`)
 	}
-	return idx, nil, nil
+	return nil
 }
 
 // keepDrops returns a copy of the drop spans the walk keeps while it walks
@@ -229,4 +275,130 @@ func (r *Rewriter) partText(depth int, out, content uint64) ([]TextSpan, error) 
 		return nil, err
 	}
 	return r.keepDrops(r.textAt(TextLoc{Block: respKey(out, content), Kind: TextOutput}, text.s+1, text.e-1)), nil
+}
+
+// Deferred text (walkTop without a prescan). A text rewriter keeps state
+// across documents (the held word) and must only see the text of documents
+// that parse. For Chat Completions and legacy Completions documents the
+// walk itself validates the document, so their text is handed over once
+// the walk has succeeded rather than after a validating pass of its own:
+// the walk records each choice's text (choiceScan) and the logprob entries
+// that text may drop (defArrs, defEnts), and flushTexts then hands the
+// texts over in document order and deletes the entries of the changed
+// words. The deletions cover patches the walk made inside those entries;
+// patchList.apply keeps the covering one.
+//
+// Without noise the choice's index keys nothing but the text, so the
+// walk need not know it before the choice's logprobs (with noise it keys
+// the positions, and the walk takes the prescan path). Responses API
+// events and objects hand text over before their logprobs are walked, by
+// keys found anywhere in the object: documents that may be those take the
+// prescan path (mayHoldResponsesText), and the deferred walk gives up
+// (errRetry) and starts again with the prescan should it meet one of
+// their members.
+
+// errRetry ends a deferred walk that met a Responses API member; it never
+// leaves walkTop.
+var errRetry = errors.New("walk again with the prescan")
+
+// defArr is an array whose entries a choice's text may drop: a content
+// array of logprob entries (defEnts[lo:hi], brackets at open and close),
+// or, for legacy, the logprobs object open:close, which goes whole.
+type defArr struct {
+	open, close, lo, hi int
+	legacy              bool
+}
+
+// defEnt is one recorded entry: its span and its token's string content.
+type defEnt struct {
+	s, e int
+	tok  span
+}
+
+// mayHoldResponsesText reports whether doc may be a Responses API event
+// whose text or keys the prescan reads: type response.output_text.delta
+// or .done (both hold "_text.d"), or an output_index or content_index
+// member (`_index"`). Of any other document the prescan finds nothing
+// but that it is valid. Both patterns start with '_', which a chat chunk
+// has a handful of: one IndexByte pass (a search for a pattern starting
+// with '"' stops at every string).
+func mayHoldResponsesText(doc []byte) bool {
+	for i := 0; ; {
+		k := bytes.IndexByte(doc[i:], '_')
+		if k < 0 {
+			return false
+		}
+		i += k + 1
+		if hasAt(doc, i, `index"`) || hasAt(doc, i, `text.d`) {
+			return true
+		}
+	}
+}
+
+// choiceDeferred walks one element of choices[] in a deferred walk: the
+// members the text walk reads go into a choiceScan, which flushTexts
+// hands over once the document has parsed.
+func (r *Rewriter) choiceDeferred(depth int, idx uint64) error {
+	s := &r.s
+	t := newChoiceScan(s.i, idx)
+	t.arrLo = len(r.defArrs)
+	err := s.eachMember(func(ks, ke int) error {
+		switch string(s.b[ks:ke]) {
+		case "logprobs":
+			r.recChoice = true
+			err := r.choiceLogprobs(depth+1, idx)
+			r.recChoice = false
+			return err
+		case "prompt_logprobs":
+			return r.promptLogprobs(depth+1, keyPrompt|idx&0xffffffff)
+		}
+		if ok, err := r.choiceTextMember(depth, ks, ke, &t); ok {
+			return err
+		}
+		return s.skipValue(depth + 1)
+	})
+	if err != nil {
+		return err
+	}
+	t.arrHi = len(r.defArrs)
+	r.tasks = append(r.tasks, t)
+	return nil
+}
+
+// recordEntry records an entry of the array being recorded.
+func (r *Rewriter) recordEntry(s, e int, tok span) {
+	r.defEnts = append(r.defEnts, defEnt{s, e, tok})
+}
+
+// flushTexts hands the texts a deferred walk found to the text rewriter,
+// in document order, and drops the entries of their changed words, as
+// choice and entryArray do in a walk with a prescan.
+func (r *Rewriter) flushTexts() {
+	b := r.s.b
+	for i := range r.tasks {
+		t := &r.tasks[i]
+		drops := r.choiceTextApply(t)
+		if drops == nil {
+			continue
+		}
+		for _, a := range r.defArrs[t.arrLo:t.arrHi] {
+			if a.legacy {
+				// As choiceLogprobs does with drops: the whole legacy
+				// logprobs go.
+				r.replace(a.open, a.close, "null")
+				continue
+			}
+			d := r.dropper()
+			off := 0
+			for _, e := range r.defEnts[a.lo:a.hi] {
+				tl := 0
+				if e.tok.s >= 0 {
+					tl = decodedLen(b[e.tok.s:e.tok.e])
+				}
+				d.item(e.s, e.e, !overlapsAny(drops, off, off+tl))
+				off += tl
+			}
+			d.done(a.open, a.close)
+		}
+	}
 }

@@ -116,7 +116,15 @@ type prefetch struct {
 // maxPrefetch bounds the reads in flight or waiting for their request.
 const maxPrefetch = 1 << 14
 
-type rueidisBox struct{ c rueidis.Client }
+// rueidisBox holds the two clients: reads on the request path (rd) and
+// everything else (c: write batches, the aggregate log, snapshots). Each
+// auto-pipelines its commands on its own connection per node, and Redis
+// answers a connection's commands in order: a request's GET on the
+// connection that carries a batch of hundreds of compare-and-set writes
+// waits for the whole batch (measured: 2 ms per GET on loopback at 900
+// requests/s, all of it behind the batches). On a connection of its own
+// it waits for other GETs only.
+type rueidisBox struct{ c, rd rueidis.Client }
 
 func netDialer(timeout time.Duration) net.Dialer {
 	return net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
@@ -208,6 +216,12 @@ func (r *replica) connect() error {
 	}
 	start := time.Now()
 	c, err := rueidis.NewClient(r.opt)
+	var rd rueidis.Client
+	if err == nil {
+		if rd, err = rueidis.NewClient(r.opt); err != nil {
+			c.Close()
+		}
+	}
 	if err != nil {
 		r.m.call("connect", start, err)
 		return err
@@ -220,7 +234,7 @@ func (r *replica) connect() error {
 		_ = n.Do(ctx, n.B().ScriptLoad().Script(casScript).Build()).Error()
 	}
 	cancel()
-	r.client.Store(&rueidisBox{c})
+	r.client.Store(&rueidisBox{c: c, rd: rd})
 	return nil
 }
 
@@ -239,7 +253,11 @@ func (r *replica) do(op string, timeout time.Duration, fn func(ctx context.Conte
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		start := time.Now()
-		err := fn(ctx, box.c)
+		c := box.c
+		if op == "get" {
+			c = box.rd
+		}
+		err := fn(ctx, c)
 		r.m.call(op, start, err)
 		return struct{}{}, err
 	})
@@ -896,6 +914,7 @@ func (r *replica) close() {
 	}
 	if box := r.client.Load(); box != nil {
 		box.c.Close()
+		box.rd.Close()
 	}
 	r.m.unregister()
 }

@@ -139,13 +139,17 @@ func RunWatermarkPower(ctx context.Context, seed uint64, p PowerParams) (PowerRe
 		}
 		base := 5000 + 20*uint64(i)
 		key := labWatermarkKey(seed, base)
-		statsGen := newRand(seed, base+1)
-		own := make([][]byte, p.StatsResponses)
-		for j := range own {
-			own[j] = []byte(detokenize(teacher.generate(statsGen, p.MaxTokens)))
+		// No statistics responses: the embedded statistics, as a gateway
+		// without its own (the server's default) marks.
+		lex := embedded
+		if p.StatsResponses > 0 {
+			statsGen := newRand(seed, base+1)
+			own := make([][]byte, p.StatsResponses)
+			for j := range own {
+				own[j] = []byte(detokenize(teacher.generate(statsGen, p.MaxTokens)))
+			}
+			lex = embedded.WithContextStats(watermark.BuildContextStats(embedded, own))
 		}
-		lex := embedded.WithContextStats(watermark.BuildContextStats(embedded, own))
-		own = nil
 		marker, ver := watermark.NewMarker(lex, key), watermark.NewVerifier(lex)
 		gen := newRand(seed, base+2)
 		var raw, marked [][]string

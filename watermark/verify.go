@@ -117,7 +117,7 @@ const MethodEValue = "likelihood-ratio mixture test martingale over member count
 // smoothed n-gram model backs off to shorter contexts; Chen and Goodman
 // 1998). An even mixture over a grid is as valid as any single one and
 // loses at most log(len) nats of evidence against the best of them.
-func fidelities() [3]float64 { return [3]float64{0.9, 0.97, 0.995} }
+func fidelities() [3]float64 { return [3]float64{0.7, 0.9, 0.97} }
 
 // harvestSizes are the numbers of occurrences of a set in the harvest the
 // test mixes over. A student learned a group's context only if the harvest
@@ -128,7 +128,7 @@ func fidelities() [3]float64 { return [3]float64{0.9, 0.97, 0.995} }
 // heavy contexts weigh fully, rare and unseen ones (the hashed tail, taken
 // as a tenth of an occurrence) little. pi depends on the statistics and the
 // text only, never on the key, so the factor keeps mean one.
-func harvestSizes() [3]float64 { return [3]float64{3000, 10000, 30000} }
+func harvestSizes() [5]float64 { return [5]float64{30, 100, 300, 1000, 3000} }
 
 // Score tests the sample against key k.
 //
@@ -253,7 +253,7 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 		for i := range base {
 			base[i] /= tot
 		}
-		share := 0.01
+		share := 0.1
 		if j >= 0 {
 			c := &ss.ctxs[j]
 			for i := range nat {

@@ -31,7 +31,11 @@ import (
 //     word passes through, so it keeps its natural member mix), and its
 //     natural member counts are taken off the caps instead;
 //   - every context not in the table (rare and unseen contexts: the hashed
-//     tail) draws, by the same PRF, from the caps that are left.
+//     tail) draws, by the same PRF, from the caps that are left;
+//   - before all of this, the heaviest contexts are set apart in pairs
+//     tilted in opposite directions (pairPlan), which keep the members'
+//     counts among themselves, and a unit too rare in the statistics is
+//     not marked at all (setMinShareNum).
 //
 // The caps of the seen contexts are exactly used up and the tail fills the
 // rest, so over the estimated context distribution each member's marked
@@ -714,14 +718,18 @@ func buildPlan(p *prf, msg []byte, u uint32, ls *lexSet, cs *ContextStats, withP
 // are evidence: two heavy groups, each of a draw among 2 * members equally
 // likely outcomes, where a tilt alone gives one and forces others.
 
-// pairMinCount is the fewest occurrences a context needs in the
-// statistics to be paired: a student must see a context often for the
-// share it writes to show (lighter contexts are assigned whole by the
-// caps, each a group of its own).
+// pairShareDen: a context is paired when it holds at least 1/pairShareDen
+// of the statistics' candidate occurrences (all units together, so the
+// rule does not depend on how much text the statistics were counted in).
+// A student must see a context often for the share it writes to show;
+// lighter contexts are assigned whole by the caps, each a group of its
+// own, which is worth more than a share of a pair (measured with the lab's
+// power harness, lab/watermark_power.go: pairing down to 1/1000 lost
+// power).
 const pairShareDen = 330
 
 // pairRows lists the rows to pair, heaviest first: contexts with at least
-// pairMinCount occurrences, except the start of the text (no history to
+// 1/pairShareDen of the statistics' occurrences (total), except the start of the text (no history to
 // draw a share from), in a unit of two or more members; an even number.
 func pairRows(ss *setStats, nm int, total uint64) []int32 {
 	if nm < 2 {

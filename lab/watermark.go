@@ -232,7 +232,8 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 				"the student's own generated outputs with `watermark.Verifier` (a likelihood-ratio test martingale over distinct (set, form slot, context) groups, " +
 				"with the key's replayed draw probabilities as the null, each group scored on all its member counts: conservative by construction). The context -> member assignment is " +
 				"frequency-preserving (CATER): built per key from context statistics of the provider's own unmarked output, so every member keeps its natural share; " +
-				"a context too heavy for any member to take whole is tilted towards a keyed member at a keyed share of its occurrences.",
+				"the heaviest contexts are tilted in pairs in opposite directions (a keyed member gains a keyed share of one context's occurrences and loses as many in the other), " +
+				"a lighter context too heavy for any member to take whole is tilted alone, and a set too rare in the statistics is left unmarked.",
 			"The logprob watermark splits tokens into two keyed groups s(w) = ±1 and lowers every returned alternative but the first by " +
 				"A(1 - s(w)·h)/2 nats, h = sin(u) with u a keyed ±1 projection of the record's features (GINSEW-style: the signal varies with the input). " +
 				"The distillation experiment's softmax-regression student trained on marked soft labels is probed, and its top-20 logprobs (as chat.completion JSON) " +

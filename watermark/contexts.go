@@ -31,7 +31,11 @@ import (
 //     word passes through, so it keeps its natural member mix), and its
 //     natural member counts are taken off the caps instead;
 //   - every context not in the table (rare and unseen contexts: the hashed
-//     tail) draws, by the same PRF, from the caps that are left.
+//     tail) draws, by the same PRF, from the caps that are left;
+//   - before all of this, the heaviest contexts are set apart in pairs
+//     tilted in opposite directions (pairPlan), which keep the members'
+//     counts among themselves, and a unit too rare in the statistics is
+//     not marked at all (setMinShareNum).
 //
 // The caps of the seen contexts are exactly used up and the tail fills the
 // rest, so over the estimated context distribution each member's marked
@@ -69,6 +73,23 @@ const (
 // text. Immutable after parsing or building.
 type ContextStats struct {
 	sets map[uint32]*setStats
+	// total is the number of candidate occurrences over every unit: the
+	// scale minCount compares a unit's occurrences with.
+	total uint64
+}
+
+// setTotal fills cs.total.
+func (cs *ContextStats) setTotal() {
+	cs.total = 0
+	for _, ss := range cs.sets {
+		cs.total += ss.n
+	}
+}
+
+// minCount is the fewest occurrences a unit needs in the statistics to be
+// marked (see setMinShare).
+func (cs *ContextStats) minCount() uint64 {
+	return cs.total * setMinShareNum / setMinShareDen
 }
 
 // unitOf numbers a (set, slot) pair.
@@ -135,6 +156,7 @@ func BuildContextStats(lex *Lexicon, texts [][]byte) *ContextStats {
 		ss.reindex()
 		cs.sets[u] = ss
 	}
+	cs.setTotal()
 	return cs
 }
 
@@ -378,6 +400,7 @@ func ParseContextStats(lex *Lexicon, text []byte) (*ContextStats, error) {
 	for _, ss := range cs.sets {
 		ss.reindex()
 	}
+	cs.setTotal()
 	return cs, nil
 }
 
@@ -391,6 +414,24 @@ const (
 	tiltMaxDen = 1
 )
 
+// setMinShareNum / setMinShareDen is the share of the statistics'
+// candidate occurrences a unit needs to be marked at all.
+//
+// A word-frequency comparison of marked against unmarked text scores every
+// set it has enough occurrences of alike (a chi-squared term per set), but
+// a set's evidence in a suspect's outputs grows with how often the set
+// occurs there. The marginals a set's assignment keeps are those of the
+// statistics, which for a rare set are counted in few occurrences: its
+// contexts' weights are off by a large share, and a comparison at a fair
+// share of the statistics' size sees the error (a rare set's assignment
+// swaps whole contexts, so every estimation error in a context's weight
+// moves its members' shares). Rare sets are left unmarked: they cost the
+// visibility of a frequent one and carry a small share of the evidence.
+const (
+	setMinShareNum = 1
+	setMinShareDen = 400
+)
+
 // free marks a context the assignment leaves unmarked.
 const free = 0xff
 
@@ -402,6 +443,9 @@ const full = ^uint64(0)
 // tail's cumulative weights, and, for the verifier, each seen context's
 // draw probabilities and the tilt each member would have had.
 type setPlan struct {
+	// off: the unit is left unmarked in every context (too rare in the
+	// statistics to be worth its visibility; see setMinShare).
+	off    bool
 	choice []uint8
 	// thr is the tilt of each seen context as a threshold on a 64-bit
 	// PRF output: an occurrence takes the context's member when the PRF
@@ -411,6 +455,17 @@ type setPlan struct {
 	prob []float64 // len(choice) * members, verifier only
 	lam  []float64 // tilt if member i were drawn, len(choice) * members, verifier only
 	tail []uint64  // cumulative
+	// Paired contexts (see pairPlan): partner is the other row of a
+	// seen row's pair (-1: unpaired); away marks the row of a pair that
+	// moves occurrences of its member to the others, in proportion to
+	// split (cumulative, len(choice) * members); pairQ holds, for the
+	// verifier, the marked distribution of a paired row under each of
+	// the pair's 2 * members equally likely draws (len(choice) * 2 *
+	// members * members, zero for unpaired rows).
+	partner []int32
+	away    []bool
+	split   []uint64
+	pairQ   []float64
 }
 
 // tailMember maps a PRF output to a tail member.
@@ -460,6 +515,9 @@ const prfMsgLen = 3 + maxCtx
 // keyed share of its occurrences only (see tiltPRF).
 func (l *Lexicon) choose(p *prf, msg []byte, plans []setPlan, u uint32, ctx []byte) (m int, seen int32) {
 	plan := &plans[u]
+	if plan.off {
+		return -1, -1
+	}
 	if ss := l.stats(u); ss != nil {
 		if j, ok := ss.index[string(ctx)]; ok {
 			if c := plan.choice[j]; c != free {
@@ -495,9 +553,17 @@ func tiltThreshold(num, den uint64) uint64 {
 // because CATER's invisibility constraint is on the marginals only (He et
 // al., NeurIPS 2022, section 3), and the caps account for every written
 // occurrence.
-func buildPlan(p *prf, msg []byte, u uint32, ls *lexSet, ss *setStats, withProb bool) setPlan {
+func buildPlan(p *prf, msg []byte, u uint32, ls *lexSet, cs *ContextStats, withProb bool) setPlan {
 	nm := len(ls.members)
 	var plan setPlan
+	var ss *setStats
+	if cs != nil {
+		ss = cs.sets[u]
+		if ss == nil || ss.n < cs.minCount() {
+			plan.off = true
+			return plan
+		}
+	}
 	if ss == nil {
 		plan.tail = make([]uint64, nm)
 		for i, m := range ls.members {
@@ -529,8 +595,36 @@ func buildPlan(p *prf, msg []byte, u uint32, ls *lexSet, ss *setStats, withProb 
 		}
 		return num, den
 	}
+	paired := pairRows(ss, nm, cs.total)
+	if len(paired) > 0 {
+		plan.partner = make([]int32, len(ss.ctxs))
+		for j := range plan.partner {
+			plan.partner[j] = -1
+		}
+		plan.away = make([]bool, len(ss.ctxs))
+		plan.split = make([]uint64, len(ss.ctxs)*nm)
+		if withProb {
+			plan.pairQ = make([]float64, len(ss.ctxs)*2*nm*nm)
+		}
+		for k := 0; k+1 < len(paired); k += 2 {
+			a, b := paired[k], paired[k+1]
+			plan.partner[a], plan.partner[b] = b, a
+			// A pair keeps its members' counts (pairPlan), so the caps
+			// of the other contexts are what is left of the natural
+			// counts, as for a free context.
+			for _, j := range [2]int32{a, b} {
+				for i := range caps {
+					caps[i] -= int64(ss.ctxs[j].members[i]) * ctxUnit
+				}
+			}
+			plan.pairPlan(p, msg, u, ss, nm, a, b, withProb)
+		}
+	}
 	for j := range ss.ctxs {
 		c := &ss.ctxs[j]
+		if plan.partner != nil && plan.partner[j] >= 0 {
+			continue
+		}
 		var sum int64
 		for i := range caps {
 			if h, _ := tilt(c, i); h > 0 {
@@ -607,13 +701,150 @@ func buildPlan(p *prf, msg []byte, u uint32, ls *lexSet, ss *setStats, withProb 
 	return plan
 }
 
+// Pairs of heavy contexts.
+//
+// A heavy context tilted on its own spends its member's headroom: the
+// marginal is kept by the caps, i.e. by forcing later contexts away from
+// the member, and those forced contexts carry no evidence (every key
+// forces them alike). Heavy contexts are instead tilted in pairs, in
+// opposite directions (the pairing of compensating contexts CATER's
+// marginal constraint allows: He et al., NeurIPS 2022, section 3): the
+// key draws a member m and which row of the pair moves towards it; the
+// "toward" row writes m at a share lambda of its other occurrences, the
+// "away" row writes its occurrences of m as the other members, at a share
+// mu, in the proportions the toward row took them in. Both move the same
+// number of occurrences, delta, so every member's count is kept exactly
+// (under the statistics), whatever the key drew, and both rows of the pair
+// are evidence: two heavy groups, each of a draw among 2 * members equally
+// likely outcomes, where a tilt alone gives one and forces others.
+
+// pairShareDen: a context is paired when it holds at least 1/pairShareDen
+// of the statistics' candidate occurrences (all units together, so the
+// rule does not depend on how much text the statistics were counted in).
+// A student must see a context often for the share it writes to show;
+// lighter contexts are assigned whole by the caps, each a group of its
+// own, which is worth more than a share of a pair (measured with the lab's
+// power harness, lab/watermark_power.go: pairing down to 1/1000 lost
+// power).
+const pairShareDen = 330
+
+// pairRows lists the rows to pair, heaviest first: contexts with at least
+// 1/pairShareDen of the statistics' occurrences (total), except the start of the text (no history to
+// draw a share from), in a unit of two or more members; an even number.
+func pairRows(ss *setStats, nm int, total uint64) []int32 {
+	if nm < 2 {
+		return nil
+	}
+	var out []int32
+	for j := range ss.ctxs {
+		c := &ss.ctxs[j]
+		if c.count*pairShareDen < total {
+			break // heaviest first
+		}
+		if c.key == string([]byte{ctxStart}) {
+			continue
+		}
+		out = append(out, int32(j))
+	}
+	return out[:len(out)&^1]
+}
+
+// pairPlan draws the key's tilt of the pair (a, b).
+func (plan *setPlan) pairPlan(p *prf, msg []byte, u uint32, ss *setStats, nm int, a, b int32, withProb bool) {
+	draws := uint64(2 * nm)
+	hi, _ := bits.Mul64(ctxPRFString(p, msg, u, ss.ctxs[a].key), draws)
+	// delta of draw d = (member d/2, toward row a when d is even).
+	shares := func(d int) (m int, t, w int32, capT, capW uint64) {
+		m, t, w = d/2, a, b
+		if d%2 == 1 {
+			t, w = b, a
+		}
+		ct, cw := &ss.ctxs[t], &ss.ctxs[w]
+		return m, t, w, ct.count - ct.members[m], cw.members[m]
+	}
+	if withProb {
+		for d := 0; d < int(draws); d++ {
+			m, t, w, capT, capW := shares(d)
+			delta := min(capT, capW)
+			for _, row := range [2]int32{t, w} {
+				c := &ss.ctxs[row]
+				q := plan.pairQ[(int(row)*int(draws)+d)*nm:][:nm]
+				for i := range q {
+					q[i] = float64(c.members[i]) / float64(c.count)
+				}
+				if delta == 0 {
+					continue
+				}
+				if row == t {
+					lam := float64(delta) / float64(capT)
+					nat := q[m]
+					for i := range q {
+						q[i] *= 1 - lam
+					}
+					q[m] = nat + lam*float64(capT)/float64(c.count)
+				} else {
+					ct := &ss.ctxs[t]
+					moved := float64(delta) / float64(c.count)
+					q[m] -= moved
+					for i := range q {
+						if i != m {
+							q[i] += moved * float64(ct.members[i]) / float64(capT)
+						}
+					}
+				}
+			}
+		}
+		for _, row := range [2]int32{a, b} {
+			for i := 0; i < nm; i++ {
+				plan.prob[int(row)*nm+i] = 1 / float64(nm)
+			}
+		}
+	}
+	m, t, w, capT, capW := shares(int(hi))
+	delta := min(capT, capW)
+	if delta == 0 {
+		plan.choice[t], plan.choice[w] = free, free
+		return
+	}
+	plan.choice[t], plan.choice[w] = uint8(m), uint8(m)
+	plan.away[w] = true
+	share := func(num, den uint64) uint64 {
+		if num >= den {
+			return full
+		}
+		return tiltThreshold(num, den)
+	}
+	plan.thr[t], plan.thr[w] = share(delta, capT), share(delta, capW)
+	var acc uint64
+	ct := &ss.ctxs[t]
+	for i := 0; i < nm; i++ {
+		if i != m {
+			acc += ct.members[i]
+		}
+		plan.split[int(w)*nm+i] = acc
+	}
+}
+
+// awayMember maps a PRF output to the member an away row writes for an
+// occurrence of its member (row j).
+func (plan *setPlan) awayMember(j int32, nm int, u uint64) int {
+	cum := plan.split[int(j)*nm:][:nm]
+	hi, _ := bits.Mul64(u, cum[nm-1])
+	for i, c := range cum {
+		if hi < c {
+			return i
+		}
+	}
+	return nm - 1
+}
+
 // plans builds a key's plan for every unit of lex, indexed by unitOf.
 func (l *Lexicon) plans(k *Key, withProb bool) []setPlan {
 	p := prf{block: k.lexBlock, macKey: k.lexMAC}
 	var msg [prfMsgLen]byte
 	out := make([]setPlan, len(l.sets)*numSlots)
 	for u := range out {
-		out[u] = buildPlan(&p, msg[:], uint32(u), &l.sets[u/numSlots], l.stats(uint32(u)), withProb)
+		out[u] = buildPlan(&p, msg[:], uint32(u), &l.sets[u/numSlots], l.ctx, withProb)
 	}
 	return out
 }
@@ -651,6 +882,11 @@ func (m *Marker) Assignment() Assignment {
 	for u, ss := range m.lex.ctx.sets {
 		a.Units++
 		plan := &plans[u]
+		if plan.off {
+			a.Free += float64(ss.n)
+			total += float64(ss.n)
+			continue
+		}
 		nm := len(ss.members)
 		seen := 0.0
 		for j, c := range ss.ctxs {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"math/bits"
 	"strings"
 	"testing"
 
@@ -107,13 +108,37 @@ func TestPlanPreservesMarginal(t *testing.T) {
 	for seed := uint64(0); seed < 20; seed++ {
 		k := testKey(t, "", 7000+seed)
 		plans := lex.plans(k, true)
+		p := prf{block: k.lexBlock, macKey: k.lexMAC}
+		var msg [prfMsgLen]byte
 		for set, ss := range lex.ctx.sets {
 			plan := &plans[set]
+			if plan.off {
+				continue // unmarked: natural by construction
+			}
 			nm := len(ss.members)
 			marked := make([]float64, nm)
 			var tailN float64 = float64(ss.n)
 			for j, c := range ss.ctxs {
 				tailN -= float64(c.count)
+				if plan.partner != nil && plan.partner[j] >= 0 {
+					// A paired row writes its distribution under the
+					// pair's draw (keyed by the heavier row).
+					a := min(int32(j), plan.partner[j])
+					d, _ := bits.Mul64(ctxPRFString(&p, msg[:], set, ss.ctxs[a].key), uint64(2*nm))
+					q := plan.pairQ[(j*2*nm+int(d))*nm:][:nm]
+					var s float64
+					for m := range marked {
+						marked[m] += q[m] * float64(c.count)
+						s += q[m]
+						if q[m] < -1e-12 {
+							t.Fatalf("set %d ctx %d: negative share %v", set, j, q)
+						}
+					}
+					if math.Abs(s-1) > 1e-9 {
+						t.Fatalf("set %d ctx %d: shares %v", set, j, q)
+					}
+					continue
+				}
 				if plan.choice[j] == free {
 					for m := range marked {
 						marked[m] += float64(c.members[m])

@@ -10,14 +10,31 @@
 //     frequency-preserving one (He et al., NeurIPS 2022; contexts.go):
 //     built per key from context statistics of unmarked output
 //     (ContextStats), so every member keeps its natural share and plain
-//     word-frequency comparisons show nothing. A context too heavy for any
-//     member to take whole is tilted instead: a keyed share of its
-//     occurrences (drawn from the text before it) takes the key's
-//     member, the rest keep their word, and the caps count what is
-//     written. Verifier / Sample replay the key's assignment and give a
+//     word-frequency comparisons show nothing. The heaviest contexts are
+//     tilted in pairs, in opposite directions: the key draws a member and
+//     which context of the pair moves towards it (a keyed share of its
+//     other occurrences, drawn from the text before it, takes the member)
+//     while the other moves as many of its occurrences of the member to
+//     the other members, so every member's count is kept whatever the key
+//     drew. A lighter context too heavy for any member to take whole is
+//     tilted alone, and the caps count what is written. A unit (set and
+//     form slot) with less than 1/400 of the statistics' occurrences is
+//     not marked: its assignment would rest on a few counts, and a
+//     word-frequency comparison scores a rare set as much as a frequent
+//     one. Verifier / Sample replay the key's assignment and give a
 //     conservative p-value (a likelihood-ratio test martingale over
 //     distinct (set, slot, context) groups, each scored on all its member
-//     counts).
+//     counts; a pair is one trial).
+//
+//     Invisibility holds against the statistics the plan was built from.
+//     Their counting error moves the marked text's member shares by about
+//     sqrt(N / N_stats) times a comparison's sampling noise (N marked
+//     responses compared, N_stats counted; times the root mean square of
+//     the plan's shifts), so a comparison at a fair share of the
+//     statistics' size starts to see it: count the statistics over
+//     several times the text an observer could compare with unmarked
+//     output of the same model.
+//
 //   - Logprob (soft labels): LogprobMark / Shifter lower returned
 //     alternatives by A (1 - s(w) h) / 2, s(w) a keyed token group and h a
 //     sinusoid of a keyed projection of the input (DRW, Findings of EMNLP

@@ -292,3 +292,10 @@ func (p *prf) tilt(u uint32, row int32, h uint64) uint64 {
 	p.block.Encrypt(p.out[:16], p.in[:])
 	return binary.BigEndian.Uint64(p.out[:8])
 }
+
+// tilt2 is tilt and the other half of its block (an independent 64-bit
+// output of the same input).
+func (p *prf) tilt2(u uint32, row int32, h uint64) (uint64, uint64) {
+	a := p.tilt(u, row, h)
+	return a, binary.BigEndian.Uint64(p.out[8:16])
+}

@@ -529,7 +529,23 @@ func (s *Stream) candidate(dst []byte, e lexEntry) []byte {
 		// A tilted context writes its member at a keyed share of its
 		// occurrences, drawn from the tokens before it: over the
 		// occurrences a student sees, the share is the plan's lambda.
-		if thr := s.plans[u].thr[j]; thr != full && s.prf.tilt(u, j, s.history()) >= thr {
+		// The away row of a pair writes its member's occurrences, at
+		// such a share, as the other members (contexts.go, pairPlan).
+		plan := &s.plans[u]
+		thr := plan.thr[j]
+		switch {
+		case plan.away != nil && plan.away[j]:
+			if int(e.member) != m {
+				m = int(e.member)
+				break
+			}
+			r, r2 := s.prf.tilt2(u, j, s.history())
+			if thr != full && r >= thr {
+				m = -1
+				break
+			}
+			m = plan.awayMember(j, len(ls.members), r2)
+		case thr != full && s.prf.tilt(u, j, s.history()) >= thr:
 			m = -1
 		}
 	}

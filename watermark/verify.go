@@ -1,6 +1,11 @@
 package watermark
 
-import "math"
+import (
+	"cmp"
+	"math"
+	"math/bits"
+	"slices"
+)
 
 // Verifier tests suspect text for the lexical watermark of a key. It finds
 // the candidate positions exactly as the marker does (same scanner, same
@@ -163,7 +168,7 @@ func (sm *Sample) Score(k *Key) Result {
 		g := &sm.groups[i]
 		u := unitOf(g.set, g.slot)
 		if !built[u] {
-			plans[u] = buildPlan(&p, msg[:], u, &lex.sets[g.set], lex.stats(u), true)
+			plans[u] = buildPlan(&p, msg[:], u, &lex.sets[g.set], lex.ctx, true)
 			built[u] = true
 		}
 	}
@@ -182,6 +187,7 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 		rs, base, nat, ll []float64
 		logR              []float64
 	)
+	pairs := map[pairKey][]int32{}
 	for i := range sm.groups {
 		g := &sm.groups[i]
 		nm := len(g.counts)
@@ -192,6 +198,12 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 			}
 		}
 		u := unitOf(g.set, g.slot)
+		if ss := lex.stats(u); ss != nil && plans[u].partner != nil {
+			if j, ok := ss.index[string(g.ctx.bytes())]; ok && plans[u].partner[j] >= 0 {
+				pairs[pairKey{u, min(j, plans[u].partner[j])}] = append(pairs[pairKey{u, min(j, plans[u].partner[j])}], int32(i))
+				continue
+			}
+		}
 		m, j := lex.choose(&p, msg[:], plans, u, g.ctx.bytes())
 		if m < 0 {
 			continue
@@ -298,6 +310,7 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 			}
 		}
 	}
+	sm.scorePairs(&r, &p, msg[:], plans, pairs, logW[:])
 	if r.Variance > 0 {
 		r.Z = (float64(r.Matches) - r.Expected) / math.Sqrt(r.Variance)
 	}
@@ -317,4 +330,123 @@ func logMeanExp(x []float64) float64 {
 		s += math.Exp(v - mx)
 	}
 	return mx + math.Log(s/float64(len(x)))
+}
+
+// pairKey names a pair of contexts: its unit and its first (heavier) row.
+type pairKey struct {
+	u   uint32
+	row int32
+}
+
+// baseShares is the set's natural member shares the student backs off to
+// (half an occurrence of prior each, so a member the statistics never saw
+// is possible).
+func baseShares(dst []float64, lex *Lexicon, set uint16, ss *setStats) []float64 {
+	dst = dst[:0]
+	var tot float64
+	for i := range lex.sets[set].members {
+		v := 0.5
+		if ss != nil {
+			v += float64(ss.members[i])
+		} else {
+			v += float64(lex.sets[set].members[i].weight)
+		}
+		dst = append(dst, v)
+		tot += v
+	}
+	for i := range dst {
+		dst[i] /= tot
+	}
+	return dst
+}
+
+// scorePairs adds the factors of the paired contexts (contexts.go,
+// pairPlan) to logW. The key draws one of 2 * members equally likely
+// outcomes per pair, and both rows' counts depend on it, so a pair is one
+// trial: its likelihood ratio is L(d*) / mean_d L(d), L the likelihood of
+// the counts of the pair's rows the sample holds (one or both) under draw
+// d, d* the key's draw, and its factor (1 - pi) + pi LR, pi the smaller of
+// the rows' chances that the student learned them (Score). The mean over
+// the draw is one, as for a single group.
+func (sm *Sample) scorePairs(r *Result, p *prf, msg []byte, plans []setPlan, pairs map[pairKey][]int32, logW []float64) {
+	if len(pairs) == 0 {
+		return
+	}
+	lex := sm.st.lex
+	keys := make([]pairKey, 0, len(pairs))
+	for k := range pairs {
+		keys = append(keys, k)
+	}
+	// The product does not depend on the order, but the float sum does:
+	// a fixed order keeps the result reproducible.
+	slices.SortFunc(keys, func(a, b pairKey) int {
+		if a.u != b.u {
+			return cmp.Compare(a.u, b.u)
+		}
+		return cmp.Compare(a.row, b.row)
+	})
+	kap, hs := fidelities(), harvestSizes()
+	var base, ll []float64
+	var pis [len(hs)]float64
+	for _, k := range keys {
+		ss := lex.stats(k.u)
+		plan := &plans[k.u]
+		set := uint16(k.u / numSlots)
+		nm := len(lex.sets[set].members)
+		draws := 2 * nm
+		hi, _ := bits.Mul64(ctxPRFString(p, msg, k.u, ss.ctxs[k.row].key), uint64(draws))
+		actual := int(hi)
+		base = baseShares(base, lex, set, ss)
+		for hi := range pis {
+			pis[hi] = 0.995
+		}
+		for _, gi := range pairs[k] {
+			g := &sm.groups[gi]
+			j := ss.index[string(g.ctx.bytes())]
+			for hi, h := range hs {
+				pis[hi] = min(pis[hi], max(0.005, 1-math.Exp(-h*float64(ss.ctxs[j].count)/float64(ss.n))))
+			}
+			r.Scored++
+			obs := 0
+			for m, c := range g.counts {
+				if c > g.counts[obs] {
+					obs = m
+				}
+			}
+			// Descriptive: the draw's member is the group's most
+			// frequent one on a toward row, not on an away row.
+			m := actual / 2
+			toward := (actual%2 == 0) == (j == k.row)
+			pj := 1 / float64(nm)
+			if !toward {
+				pj = 1 - pj
+			}
+			r.Expected += pj
+			r.Variance += pj * (1 - pj)
+			if (obs == m) == toward {
+				r.Matches++
+			}
+		}
+		for ki, kp := range kap {
+			ll = ll[:0]
+			for d := 0; d < draws; d++ {
+				var v float64
+				for _, gi := range pairs[k] {
+					g := &sm.groups[gi]
+					j := ss.index[string(g.ctx.bytes())]
+					q := plan.pairQ[(int(j)*draws+d)*nm:][:nm]
+					for i, n := range g.counts {
+						if n > 0 {
+							v += float64(n) * math.Log(kp*max(q[i], 0)+(1-kp)*base[i])
+						}
+					}
+				}
+				ll = append(ll, v)
+			}
+			lr := math.Exp(ll[actual] - logMeanExp(ll))
+			for pi, pv := range pis {
+				logW[ki*len(pis)+pi] += math.Log((1 - pv) + pv*lr)
+			}
+		}
+	}
 }

@@ -1,0 +1,233 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/distillguard/distillguard/watermark"
+)
+
+// PowerParams sizes the lexical watermark's power harness: replications of
+// the target point (a student of Harvest marked responses, Probes of its
+// outputs verified), each with its own key, provider statistics, harvest
+// and student, plus the calibration and visibility checks the target is
+// held to. It is the full experiment's replication table without the rest
+// of the report, so the design can be measured at the target size in
+// minutes.
+type PowerParams struct {
+	CorpusDir      string
+	Harvest        int
+	Probes         int
+	Replications   int
+	StatsResponses int
+	MaxTokens      int
+	// Orders are the student n-gram orders measured (2: bigram).
+	Orders []int
+	// Decoys is the number of decoy keys each replication's unmarked
+	// student is scored with.
+	Decoys int
+	// Visibility lists the numbers of responses the word-frequency
+	// comparison is run at (marked vs independent unmarked teacher text),
+	// for each of the first VisibilityReps replications.
+	Visibility     []int
+	VisibilityReps int
+}
+
+// PowerSizes returns the harness at the brief's target.
+func PowerSizes(corpusDir string) PowerParams {
+	return PowerParams{CorpusDir: corpusDir, Harvest: 2000, Probes: 500, Replications: 24, StatsResponses: 50000,
+		MaxTokens: 60, Orders: []int{2, 3}, Decoys: 50, Visibility: []int{2000, 20000}, VisibilityReps: 4}
+}
+
+// PowerResult is what the harness measured.
+type PowerResult struct {
+	// P[order] lists the student's p-value per replication.
+	P map[int][]float64
+	// Unmarked lists the provider's key on the unmarked student.
+	Unmarked []float64
+	// DecoyBelow counts decoy scores of unmarked students below 0.01, of
+	// DecoyTrials.
+	DecoyBelow, DecoyTrials int
+	// Changed is the share of words the marker changed in the harvests.
+	Changed float64
+	// ChiP maps a response count to the chi-squared p-values of marked vs
+	// unmarked member frequencies (one per replication of the first
+	// VisibilityReps: each its own key and statistics), and ChiNone to two
+	// unmarked samples.
+	ChiP, ChiNone map[int][]float64
+	// Corpus is the p-value of each corpus marked in full with the first
+	// replication's key (the server's path: marked text itself), and
+	// CorpusRaw the same corpus unmarked.
+	Corpus, CorpusRaw map[string]float64
+	ChrF              float64
+}
+
+// Report formats the result.
+func (r PowerResult) Report(p PowerParams) string {
+	var b strings.Builder
+	for _, o := range p.Orders {
+		ps := r.P[o]
+		fmt.Fprintf(&b, "order %d: %d/%d at p <= 1e-6, median %s, worst %s\n", o, countAtMost(ps, 1e-6), len(ps), fmtSci(median(ps)), fmtSci(maxOf(ps)))
+		var cells []string
+		for _, v := range ps {
+			cells = append(cells, fmtSci(v))
+		}
+		fmt.Fprintf(&b, "  %s\n", strings.Join(cells, " "))
+	}
+	fmt.Fprintf(&b, "real key on unmarked students: min p %s, %d/%d below 0.01\n", fmtSci(minOf(r.Unmarked)), countBelow(r.Unmarked, 0.01), len(r.Unmarked))
+	fmt.Fprintf(&b, "decoys on unmarked students: %d/%d below 0.01 (%.2f%% at p >= 0.01)\n", r.DecoyBelow, r.DecoyTrials, 100*(1-float64(r.DecoyBelow)/float64(max(r.DecoyTrials, 1))))
+	fmt.Fprintf(&b, "words changed %.2f%%, chrF %.2f\n", 100*r.Changed, r.ChrF)
+	for _, n := range p.Visibility {
+		fmt.Fprintf(&b, "visibility at %d: marked p %s; two unmarked samples p %s\n", n, sciList(r.ChiP[n]), sciList(r.ChiNone[n]))
+	}
+	for name, v := range r.Corpus {
+		fmt.Fprintf(&b, "corpus %s marked: p %s, unmarked %s\n", name, fmtSci(v), fmtSci(r.CorpusRaw[name]))
+	}
+	return b.String()
+}
+
+func maxOf(xs []float64) float64 {
+	m := math.Inf(-1)
+	for _, x := range xs {
+		m = math.Max(m, x)
+	}
+	return m
+}
+
+func minOf(xs []float64) float64 {
+	m := math.Inf(1)
+	for _, x := range xs {
+		m = math.Min(m, x)
+	}
+	return m
+}
+
+func countBelow(xs []float64, a float64) int {
+	n := 0
+	for _, x := range xs {
+		if x < a {
+			n++
+		}
+	}
+	return n
+}
+
+// RunWatermarkPower runs the harness. Every random choice is drawn from
+// seed, so two runs give the same result.
+func RunWatermarkPower(ctx context.Context, seed uint64, p PowerParams) (PowerResult, error) {
+	corpora, err := loadTextCorpora(p.CorpusDir)
+	if err != nil {
+		return PowerResult{}, fmt.Errorf("watermark power: %w", err)
+	}
+	var docs [][]string
+	for _, c := range corpora {
+		for _, t := range c.texts {
+			docs = append(docs, tokenize(t))
+		}
+	}
+	teacher := trainNgram(3, docs)
+	embedded := watermark.DefaultLexicon()
+	decoys := decoyKeys(seed, p.Decoys)
+	res := PowerResult{P: map[int][]float64{}, ChiP: map[int][]float64{}, ChiNone: map[int][]float64{},
+		Corpus: map[string]float64{}, CorpusRaw: map[string]float64{}}
+	var words, changed int64
+	for i := 0; i < p.Replications; i++ {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		base := 5000 + 20*uint64(i)
+		key := labWatermarkKey(seed, base)
+		// No statistics responses: the embedded statistics, as a gateway
+		// without its own (the server's default) marks.
+		lex := embedded
+		if p.StatsResponses > 0 {
+			statsGen := newRand(seed, base+1)
+			own := make([][]byte, p.StatsResponses)
+			for j := range own {
+				own[j] = []byte(detokenize(teacher.generate(statsGen, p.MaxTokens)))
+			}
+			lex = embedded.WithContextStats(watermark.BuildContextStats(embedded, own))
+		}
+		marker, ver := watermark.NewMarker(lex, key), watermark.NewVerifier(lex)
+		gen := newRand(seed, base+2)
+		var raw, marked [][]string
+		for j := 0; j < p.Harvest; j++ {
+			t := detokenize(teacher.generate(gen, p.MaxTokens))
+			out, s := marker.Mark([]byte(t))
+			words += s.Words
+			changed += s.Substituted
+			raw = append(raw, tokenize(t))
+			marked = append(marked, tokenize(string(out)))
+		}
+		outputs := func(order int, d [][]string, stream uint64) []string {
+			stu := trainNgram(order, d)
+			r := newRand(seed, stream)
+			out := make([]string, p.Probes)
+			for j := range out {
+				out[j] = detokenize(stu.generate(r, p.MaxTokens))
+			}
+			return out
+		}
+		for oi, o := range p.Orders {
+			res.P[o] = append(res.P[o], verifyTexts(ver, outputs(o, marked, base+3+uint64(oi)), key).PValue)
+		}
+		un := outputs(2, raw, base+9)
+		res.Unmarked = append(res.Unmarked, verifyTexts(ver, un, key).PValue)
+		below, _ := falsePositives(ver, un, decoys)
+		res.DecoyBelow += below
+		res.DecoyTrials += len(decoys)
+		if i < p.VisibilityReps {
+			visibility(&res, p, teacher, lex, marker, seed, base)
+		}
+		if i > 0 {
+			continue
+		}
+		// Once: marked corpora, chrF.
+		var chrf watermark.ChrF
+		for _, c := range corpora {
+			var mk []string
+			for _, t := range c.texts {
+				out, _ := marker.Mark([]byte(t))
+				chrf.Add(out, []byte(t))
+				mk = append(mk, string(out))
+			}
+			res.Corpus[c.name] = verifyTexts(ver, mk, key).PValue
+			res.CorpusRaw[c.name] = verifyTexts(ver, c.texts, key).PValue
+		}
+		res.ChrF = chrf.Score()
+	}
+	res.Changed = float64(changed) / float64(max(words, 1))
+	return res, nil
+}
+
+// visibility runs the word-frequency comparison of one replication.
+func visibility(res *PowerResult, p PowerParams, teacher *ngramLM, lex *watermark.Lexicon, marker *watermark.Marker, seed, base uint64) {
+	for vi, n := range p.Visibility {
+		g := newRand(seed, base+10+uint64(vi))
+		a, b := make([]string, n), make([]string, n)
+		for j := range a {
+			a[j] = detokenize(teacher.generate(g, p.MaxTokens))
+			b[j] = detokenize(teacher.generate(g, p.MaxTokens))
+		}
+		ma := make([]string, n)
+		for j, t := range a {
+			out, _ := marker.Mark([]byte(t))
+			ma[j] = string(out)
+		}
+		ref := memberCounts(lex, b, false)
+		h := compareCounts(memberCounts(lex, ma, false), ref)
+		res.ChiP[n] = append(res.ChiP[n], chiSquaredUpper(h.chi, h.df))
+		h0 := compareCounts(memberCounts(lex, a, false), ref)
+		res.ChiNone[n] = append(res.ChiNone[n], chiSquaredUpper(h0.chi, h0.df))
+	}
+}
+
+func sciList(xs []float64) string {
+	var cells []string
+	for _, v := range xs {
+		cells = append(cells, fmtSci(v))
+	}
+	return strings.Join(cells, " ")
+}

@@ -67,7 +67,9 @@ import (
 // redis-server with rueidis and go-redis/v9: rueidis' automatic
 // pipelining puts concurrent GETs from all goroutines on one connection
 // without a pool, which gives lower latency at high concurrency, and it
-// follows cluster topology (MOVED, ASK) itself.
+// follows cluster topology (MOVED, ASK) itself. The reads have a client
+// (and so a connection per node) of their own, apart from the write
+// batches (rueidisBox).
 type replica struct {
 	e      *Engine
 	cfg    RedisConfig

@@ -112,10 +112,7 @@ func (e *Engine) Session(idStr string) (SessionDetail, error) {
 		return SessionDetail{}, err
 	}
 	e.syncSession(idStr, id)
-	s, ok := e.main.Get(idStr)
-	if !ok {
-		s, ok = e.prob.Get(idStr)
-	}
+	s, ok := e.cached(idStr)
 	if !ok {
 		return SessionDetail{}, errNotFound
 	}
@@ -245,10 +242,7 @@ func (e *Engine) syncSession(idStr string, id [16]byte) {
 	st := &e.stripes[id[0]]
 	st.Lock()
 	defer st.Unlock()
-	s, ok := e.main.Get(idStr)
-	if !ok {
-		s, ok = e.prob.Get(idStr)
-	}
+	s, ok := e.cached(idStr)
 	if !ok {
 		e.lookup(idStr, id, e.latest.Load(), &f)
 		return

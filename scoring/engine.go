@@ -344,13 +344,19 @@ func (e *Engine) Score(r *Request) (d Decision) {
 	return d
 }
 
+// cached finds the session in either cache: the main one (promoted
+// sessions) or probation.
+func (e *Engine) cached(key string) (*session, bool) {
+	if s, ok := e.main.Get(key); ok {
+		return s, true
+	}
+	return e.prob.Get(key)
+}
+
 // lookup finds or creates the session, brought up to the remote state in
 // replicated mode. Called with the stripe lock held.
 func (e *Engine) lookup(key string, id [16]byte, now int64, remote *fetched) *session {
-	s, ok := e.main.Get(key)
-	if !ok {
-		s, ok = e.prob.Get(key)
-	}
+	s, ok := e.cached(key)
 	if !ok {
 		s = &session{id: id}
 	}

@@ -121,10 +121,7 @@ func (e *Engine) ObserveResponse(session string, u Usage) {
 		e.m.badInput(badNoIdentity)
 		return
 	}
-	s, ok := e.main.Get(session)
-	if !ok {
-		s, ok = e.prob.Get(session)
-	}
+	s, ok := e.cached(session)
 	if !ok {
 		return
 	}

@@ -227,10 +227,7 @@ func (e *Engine) History(idStr string) (SessionHistory, error) {
 	}
 	out := SessionHistory{SessionHead: d.SessionHead, Signals: d.Signals, History: []HistoryEntry{}}
 	id, _ := parseSessionID(idStr)
-	s, ok := e.main.Get(idStr)
-	if !ok {
-		s, ok = e.prob.Get(idStr)
-	}
+	s, ok := e.cached(idStr)
 	if !ok {
 		return out, nil
 	}

@@ -31,18 +31,15 @@ type prefetchStream struct {
 	extprocv3.ExternalProcessor_ProcessServer
 	eng  *scoring.Engine
 	seen bool
-	// fetch is the read prepared from the headers, until it is started.
-	fetch   scoring.SessionFetch
-	pending bool
+	// fetch is the read prepared from the headers, until it is started
+	// (then the zero SessionFetch, whose Start does nothing).
+	fetch scoring.SessionFetch
 }
 
 // start starts the prepared read, once.
 func (s *prefetchStream) start() {
-	if s.pending {
-		s.pending = false
-		s.fetch.Start()
-		s.fetch = scoring.SessionFetch{}
-	}
+	s.fetch.Start()
+	s.fetch = scoring.SessionFetch{}
 }
 
 // Send is what extproc's loop replies with; the first reply (to the
@@ -103,6 +100,6 @@ func (s *prefetchStream) RecvMsg(m any) error {
 	}
 	// The id is derived now, before extproc reuses the message; the
 	// read starts with the reply (Send).
-	s.fetch, s.pending = s.eng.PrepareFetch(r), true
+	s.fetch = s.eng.PrepareFetch(r)
 	return nil
 }

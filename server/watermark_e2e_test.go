@@ -95,7 +95,9 @@ func topOf(tok string, pos int) []watermark.TokenLogprob {
 // prompt names ("problem N"), token by token, with logprobs.
 type corpusUpstream struct{ texts []string }
 
-func (u corpusUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// problem reads which of n texts a request's last message names
+// ("problem N"), answering 400 itself when it names none.
+func problem(w http.ResponseWriter, r *http.Request, n int) (int, bool) {
 	var req struct {
 		Messages []struct {
 			Content string `json:"content"`
@@ -103,11 +105,19 @@ func (u corpusUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Messages) == 0 {
 		http.Error(w, "bad request", http.StatusBadRequest)
-		return
+		return 0, false
 	}
 	i, err := strconv.Atoi(strings.TrimPrefix(req.Messages[len(req.Messages)-1].Content, "problem "))
-	if err != nil || i < 0 || i >= len(u.texts) {
+	if err != nil || i < 0 || i >= n {
 		http.Error(w, "unknown problem", http.StatusBadRequest)
+		return 0, false
+	}
+	return i, true
+}
+
+func (u corpusUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	i, ok := problem(w, r, len(u.texts))
+	if !ok {
 		return
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -136,30 +146,108 @@ type chunk struct {
 	} `json:"choices"`
 }
 
+// texts20 joins held-out answers twenty to a response: the maths text has
+// few substitutable words, and the verifier needs a few hundred
+// candidates for a small p-value.
+func texts20(answers []string) []string {
+	var texts []string
+	for i := 0; i < len(answers); i += 20 {
+		texts = append(texts, strings.Join(answers[i:min(i+20, len(answers))], "\n\n"))
+	}
+	return texts
+}
+
+// writeWatermarkKey writes a key set with one active key, id, of 32 bytes
+// drawn from seed, and returns its path.
+func writeWatermarkKey(t *testing.T, dir, id string, seed uint64) string {
+	t.Helper()
+	r := rand.New(rand.NewPCG(2026, seed))
+	secret := make([]byte, 32)
+	for i := range secret {
+		secret[i] = byte(r.Uint32())
+	}
+	path := filepath.Join(dir, "wm.key")
+	if err := os.WriteFile(path, []byte(watermark.KeySetHeader+"\n"+id+" "+fmt.Sprintf("%x", secret)+" active\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// markingEnvoy is the emulated Envoy of the watermark tests: request body
+// buffered, response body streamed, as envoy/envoy.yaml configures them.
+func markingEnvoy(t *testing.T, s *Server, source string) *envoytest.Envoy {
+	t.Helper()
+	return envoytest.New(extprocv3.NewExternalProcessorClient(dial(t, s.GRPCAddr())), envoytest.Config{
+		ProcessingMode: &procv3.ProcessingMode{
+			RequestHeaderMode: procv3.ProcessingMode_SEND, ResponseHeaderMode: procv3.ProcessingMode_SEND,
+			RequestBodyMode: procv3.ProcessingMode_BUFFERED, ResponseBodyMode: procv3.ProcessingMode_STREAMED,
+			RequestTrailerMode: procv3.ProcessingMode_SKIP, ResponseTrailerMode: procv3.ProcessingMode_SKIP,
+		},
+		AllowModeOverride: true, SendProtocolConfig: true, RequestAttributes: true,
+		SourceAddress: source, ReceivingNamespaces: []string{"distillguard"},
+	})
+}
+
+// chunkings runs exchange c = 0, 1, 2 of text i through env: whole, then
+// cut anywhere (inside events, words, escapes and UTF-8 sequences) at up
+// to base bytes and base+span, with empty chunks on the last. Every one
+// must succeed with the same body, which it returns; each result is
+// handed to check first.
+func chunkings(t *testing.T, env *envoytest.Envoy, i, base, span int, ex func(c int) *envoytest.Exchange, check func(res *envoytest.Result)) []byte {
+	t.Helper()
+	var first []byte
+	for c := 0; c < 3; c++ {
+		x := ex(c)
+		x.ResponseChunker = envoytest.Whole()
+		if c > 0 {
+			x.ResponseChunker = envoytest.Random(uint64(i*10+c), base+span*(c-1), c == 2)
+		}
+		res, err := env.Do(context.Background(), x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Violations) > 0 || res.Status != 200 {
+			t.Fatalf("text %d chunking %d: status %d, violations %v", i, c, res.Status, res.Violations)
+		}
+		if check != nil {
+			check(res)
+		}
+		if c == 0 {
+			first = res.Body
+		} else if !bytes.Equal(res.Body, first) {
+			k := 0
+			for k < len(first) && k < len(res.Body) && first[k] == res.Body[k] {
+				k++
+			}
+			t.Fatalf("text %d: chunking %d changed the output at byte %d:\n%q\n%q", i, c, k, first[max(0, k-300):min(len(first), k+200)], res.Body[max(0, k-300):min(len(res.Body), k+200)])
+		}
+	}
+	return first
+}
+
+// sameText fails unless got, what the client assembled of text i, is what
+// the marker makes of it, quoting where they part.
+func sameText(t *testing.T, i int, got, want string) {
+	t.Helper()
+	if got == want {
+		return
+	}
+	k := 0
+	for k < len(got) && k < len(want) && got[k] == want[k] {
+		k++
+	}
+	t.Fatalf("text %d: the client got\n%q\nthe marker makes\n%q", i, got[max(0, k-80):min(len(got), k+80)], want[max(0, k-80):min(len(want), k+80)])
+}
+
 // TestWatermarkEndToEnd streams held-out text through the assembled
 // server on a route with output.watermark: true, in random chunkings, and
 // runs the verifiers on what came out, on the originals and with a decoy
 // key.
 func TestWatermarkEndToEnd(t *testing.T) {
 	leakCheck(t)
-	// Every gsm8k answer, twenty to a response: the maths text has few
-	// substitutable words, and the verifier needs a few hundred
-	// candidates for a small p-value.
-	answers := heldOut(t, 500)
-	var texts []string
-	for i := 0; i < len(answers); i += 20 {
-		texts = append(texts, strings.Join(answers[i:min(i+20, len(answers))], "\n\n"))
-	}
+	texts := texts20(heldOut(t, 500))
 	dir := t.TempDir()
-	r := rand.New(rand.NewPCG(2026, 12))
-	secret := make([]byte, 32)
-	for i := range secret {
-		secret[i] = byte(r.Uint32())
-	}
-	wmFile := filepath.Join(dir, "wm.key")
-	if err := os.WriteFile(wmFile, []byte(watermark.KeySetHeader+"\ne2e-2026 "+fmt.Sprintf("%x", secret)+" active\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	wmFile := writeWatermarkKey(t, dir, "e2e-2026", 12)
 	evFile := filepath.Join(dir, "ev.key")
 	if err := os.WriteFile(evFile, bytes.Repeat([]byte{0x5c}, 32), 0o600); err != nil {
 		t.Fatal(err)
@@ -182,16 +270,7 @@ routes:
 		t.Fatalf("active key %s", key.ID())
 	}
 	s := start(t, cfg, Options{})
-	cc := dial(t, s.GRPCAddr())
-	env := envoytest.New(extprocv3.NewExternalProcessorClient(cc), envoytest.Config{
-		ProcessingMode: &procv3.ProcessingMode{
-			RequestHeaderMode: procv3.ProcessingMode_SEND, ResponseHeaderMode: procv3.ProcessingMode_SEND,
-			RequestBodyMode: procv3.ProcessingMode_BUFFERED, ResponseBodyMode: procv3.ProcessingMode_STREAMED,
-			RequestTrailerMode: procv3.ProcessingMode_SKIP, ResponseTrailerMode: procv3.ProcessingMode_SKIP,
-		},
-		AllowModeOverride: true, SendProtocolConfig: true, RequestAttributes: true,
-		SourceAddress: "203.0.113.9:40000", ReceivingNamespaces: []string{"distillguard"},
-	})
+	env := markingEnvoy(t, s, "203.0.113.9:40000")
 	up := corpusUpstream{texts: texts}
 	marker := watermark.NewMarker(watermark.DefaultLexicon(), key)
 	lex := marker.Lexicon()
@@ -203,39 +282,18 @@ routes:
 	session := ""
 	for i, text := range texts {
 		body := []byte(fmt.Sprintf(`{"model":"m","stream":true,"logprobs":true,"top_logprobs":4,"messages":[{"role":"user","content":"problem %d"}]}`, i))
-		var first []byte
-		for c := 0; c < 3; c++ {
-			chunker := envoytest.Whole()
-			if c > 0 {
-				// Cuts anywhere: inside events, words, escapes and
-				// UTF-8 sequences; with empty chunks on the second.
-				chunker = envoytest.Random(uint64(i*10+c), 97+900*(c-1), c == 2)
-			}
-			res, err := env.Do(context.Background(), &envoytest.Exchange{
-				Path: "/v1/chat/completions", Body: body, Upstream: up, ResponseChunker: chunker,
+		first := chunkings(t, env, i, 97, 900, func(c int) *envoytest.Exchange {
+			return &envoytest.Exchange{
+				Path: "/v1/chat/completions", Body: body, Upstream: up,
 				Header: http.Header{"Content-Type": {"application/json"}, "Authorization": {fmt.Sprintf("Bearer sk-e2e-%d-%d", i, c)}},
-			})
-			if err != nil {
-				t.Fatal(err)
 			}
-			if len(res.Violations) > 0 || res.Status != 200 {
-				t.Fatalf("text %d chunking %d: status %d, violations %v", i, c, res.Status, res.Violations)
-			}
+		}, func(res *envoytest.Result) {
 			md := res.Metadata["distillguard"].GetFields()
 			if got := md["watermark_key"].GetStringValue(); got != key.ID() {
 				t.Fatalf("metadata watermark_key %q", got)
 			}
 			session = md["session"].GetStringValue()
-			if c == 0 {
-				first = res.Body
-			} else if !bytes.Equal(res.Body, first) {
-				k := 0
-				for k < len(first) && k < len(res.Body) && first[k] == res.Body[k] {
-					k++
-				}
-				t.Fatalf("text %d: chunking %d changed the output at byte %d:\n%q\n%q", i, c, k, first[max(0, k-300):min(len(first), k+200)], res.Body[max(0, k-300):min(len(res.Body), k+200)])
-			}
-		}
+		})
 		// What the client got: the text, and the alternatives.
 		var out strings.Builder
 		pos := 0
@@ -259,9 +317,7 @@ routes:
 			}
 		}
 		want, st := marker.Mark([]byte(text))
-		if out.String() != string(want) {
-			t.Fatalf("text %d: the client got\n%q\nthe marker makes\n%q", i, out.String(), want)
-		}
+		sameText(t, i, out.String(), string(want))
 		words += st.Words
 		changed += st.Substituted
 		marked.Add([]byte(out.String()))

@@ -174,14 +174,7 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 	key := labWatermarkKey(seed, 40)
 	decoys := decoyKeys(seed, p.Decoys)
 
-	// The teacher: a trigram model of the corpora.
-	var docs [][]string
-	for _, c := range corpora {
-		for _, t := range c.texts {
-			docs = append(docs, tokenize(t))
-		}
-	}
-	teacher := trainNgram(3, docs)
+	teacher := corpusTeacher(corpora)
 	// The provider's context statistics: counted in its own unmarked
 	// output (an independent sample, larger than any comparison below),
 	// as a deployment builds them from its own traffic.
@@ -242,7 +235,7 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 		Params: [][2]string{
 			{"seed", fmt.Sprint(seed)},
 			{"synonym table", fmt.Sprintf("%d sets, %d surface forms", lex.Sets(), lex.Surfaces())},
-			{"teacher", fmt.Sprintf("word trigram (Witten-Bell), %d corpus texts, responses of at most %d tokens", len(docs), p.MaxTokens)},
+			{"teacher", fmt.Sprintf("word trigram (Witten-Bell), %d corpus texts, responses of at most %d tokens", textCount(corpora), p.MaxTokens)},
 			{"student", fmt.Sprintf("word %d-gram (Witten-Bell) trained on the harvested responses", p.StudentOrder)},
 			{"decoy keys", itoa(p.Decoys)},
 			{"context statistics", fmt.Sprintf("%d unmarked teacher responses (independent of every sample below), %d (set, slot) units", p.StatsResponses, lex.ContextStats().Sets())},

@@ -204,6 +204,27 @@ type textCorpus struct {
 	texts []string
 }
 
+// corpusTeacher is the teacher of the watermark experiments: a trigram
+// model of every corpus text.
+func corpusTeacher(corpora []textCorpus) *ngramLM {
+	var docs [][]string
+	for _, c := range corpora {
+		for _, t := range c.texts {
+			docs = append(docs, tokenize(t))
+		}
+	}
+	return trainNgram(3, docs)
+}
+
+// textCount is the number of texts of the corpora.
+func textCount(corpora []textCorpus) int {
+	n := 0
+	for _, c := range corpora {
+		n += len(c.texts)
+	}
+	return n
+}
+
 // loadTextCorpora reads GSM8K worked solutions (assistant-style text),
 // HH-RLHF human turns and self-instruct tasks from dir.
 func loadTextCorpora(dir string) ([]textCorpus, error) {

@@ -121,13 +121,7 @@ func RunWatermarkPower(ctx context.Context, seed uint64, p PowerParams) (PowerRe
 	if err != nil {
 		return PowerResult{}, fmt.Errorf("watermark power: %w", err)
 	}
-	var docs [][]string
-	for _, c := range corpora {
-		for _, t := range c.texts {
-			docs = append(docs, tokenize(t))
-		}
-	}
-	teacher := trainNgram(3, docs)
+	teacher := corpusTeacher(corpora)
 	embedded := watermark.DefaultLexicon()
 	decoys := decoyKeys(seed, p.Decoys)
 	res := PowerResult{P: map[int][]float64{}, ChiP: map[int][]float64{}, ChiNone: map[int][]float64{},

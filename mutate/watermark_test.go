@@ -283,16 +283,7 @@ func TestWatermarkChatBodyMatchesStream(t *testing.T) {
 func TestWatermarkLegacyStream(t *testing.T) {
 	m := wmMarker(t, 3)
 	toks := wmTokens(wmText)
-	var b strings.Builder
-	for i, tok := range toks {
-		fin := "null"
-		if i == len(toks)-1 {
-			fin = `"length"`
-		}
-		fmt.Fprintf(&b, `data: {"object":"text_completion","choices":[{"text":%s,"index":0,"logprobs":{"tokens":[%s],"token_logprobs":[-0.1],"top_logprobs":[{%s:-0.1}],"text_offset":[0]},"finish_reason":%s}]}`+"\n\n", wmQuote(tok), wmQuote(tok), wmQuote(tok), fin)
-	}
-	b.WriteString("data: [DONE]\n\n")
-	in := []byte(b.String())
+	in := legacyChunks(toks)
 	out, _ := runChunked(t, FormatOpenAI, m, in, nil)
 	got, _ := runChunked(t, FormatOpenAI, m, in, rand.New(rand.NewPCG(5, 5)))
 	if !bytes.Equal(got, out) {

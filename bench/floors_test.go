@@ -7,7 +7,6 @@ import (
 	"time"
 
 	procmodev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
 	"github.com/distillguard/distillguard/config"
 	"github.com/distillguard/distillguard/extproc/envoytest"
@@ -19,20 +18,7 @@ func TestEchoReplacesBody(t *testing.T) {
 	client := processorClient(t, NewEcho())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := client.Process(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := &extprocv3.ProcessingRequest{
-		Request:        &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{}},
-		ProtocolConfig: &extprocv3.ProtocolConfiguration{RequestBodyMode: procmodev3.ProcessingMode_BUFFERED, ResponseBodyMode: procmodev3.ProcessingMode_STREAMED},
-	}
-	if err := st.Send(first); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Recv(); err != nil {
-		t.Fatal(err)
-	}
+	st := openStream(t, ctx, client, procmodev3.ProcessingMode_STREAMED)
 	for _, body := range [][]byte{[]byte("data: {\"a\":1}\n\n"), []byte("data: [DONE]\n\n")} {
 		if err := st.Send(envoytest.ResponseBody(body, false)); err != nil {
 			t.Fatal(err)

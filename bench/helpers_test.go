@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"context"
 	"net"
 	"testing"
 
+	procmodev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -51,4 +53,27 @@ func processorClient(t testing.TB, p extprocv3.ExternalProcessorServer) extprocv
 	}
 	t.Cleanup(func() { cc.Close() })
 	return extprocv3.NewExternalProcessorClient(cc)
+}
+
+// openStream opens an ext_proc stream on client and exchanges its first
+// message, request headers carrying protocol_config (which travels on the
+// first message only) with a buffered request body and the response body
+// mode respMode.
+func openStream(t testing.TB, ctx context.Context, client extprocv3.ExternalProcessorClient, respMode procmodev3.ProcessingMode_BodySendMode) extprocv3.ExternalProcessor_ProcessClient {
+	t.Helper()
+	st, err := client.Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := &extprocv3.ProcessingRequest{
+		Request:        &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{}},
+		ProtocolConfig: &extprocv3.ProtocolConfiguration{RequestBodyMode: procmodev3.ProcessingMode_BUFFERED, ResponseBodyMode: respMode},
+	}
+	if err := st.Send(first); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

@@ -48,21 +48,7 @@ func TestNoopReplies(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			st, err := client.Process(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// protocol_config travels on the first message only.
-			first := &extprocv3.ProcessingRequest{
-				Request:        &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{}},
-				ProtocolConfig: &extprocv3.ProtocolConfiguration{RequestBodyMode: procmodev3.ProcessingMode_BUFFERED, ResponseBodyMode: tc.respMode},
-			}
-			if err := st.Send(first); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := st.Recv(); err != nil {
-				t.Fatal(err)
-			}
+			st := openStream(t, ctx, client, tc.respMode)
 			// An observability-mode message gets no reply.
 			if err := st.Send(&extprocv3.ProcessingRequest{Request: tc.send.Request, ObservabilityMode: true}); err != nil {
 				t.Fatal(err)

@@ -45,17 +45,7 @@ func TestWatermarkAnthropicEndToEnd(t *testing.T) {
 	leakCheck(t)
 	texts := texts20(heldOut(t, 200))
 	wmFile := writeWatermarkKey(t, t.TempDir(), "anthropic-e2e", 13)
-	cfg := parse(t, fmt.Sprintf(`
-watermark: {key_file: %q}
-scoring: {secret: e2e-secret-e2e-secret-e2e-secret}
-policies:
-  marked:
-    allow: {output: {watermark: true}}
-    probation: null
-routes:
-  - path_prefix: /v1/
-    policy: marked
-`, wmFile))
+	cfg := markedConfig(t, wmFile, "")
 	key := cfg.Marks().Keys.Active()
 	s := start(t, cfg, Options{})
 	env := markingEnvoy(t, s, "203.0.113.10:40000")

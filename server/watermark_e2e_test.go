@@ -18,6 +18,7 @@ import (
 	procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
+	"github.com/distillguard/distillguard/config"
 	"github.com/distillguard/distillguard/evidence"
 	"github.com/distillguard/distillguard/extproc/envoytest"
 	"github.com/distillguard/distillguard/internal/corpus"
@@ -173,6 +174,23 @@ func writeWatermarkKey(t *testing.T, dir, id string, seed uint64) string {
 	return path
 }
 
+// markedConfig marks every response under /v1/ with the key set in
+// wmFile (the allow tier watermarks, probation off); extra is more YAML.
+func markedConfig(t *testing.T, wmFile, extra string) *config.Config {
+	t.Helper()
+	return parse(t, fmt.Sprintf(`
+watermark: {key_file: %q}
+scoring: {secret: e2e-secret-e2e-secret-e2e-secret}
+policies:
+  marked:
+    allow: {output: {watermark: true}}
+    probation: null
+routes:
+  - path_prefix: /v1/
+    policy: marked
+`, wmFile)+extra)
+}
+
 // markingEnvoy is the emulated Envoy of the watermark tests: request body
 // buffered, response body streamed, as envoy/envoy.yaml configures them.
 func markingEnvoy(t *testing.T, s *Server, source string) *envoytest.Envoy {
@@ -252,19 +270,7 @@ func TestWatermarkEndToEnd(t *testing.T) {
 	if err := os.WriteFile(evFile, bytes.Repeat([]byte{0x5c}, 32), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := parse(t, fmt.Sprintf(`
-watermark: {key_file: %q}
-evidence: {key_file: %q}
-admin: {token: e2e-admin}
-scoring: {secret: e2e-secret-e2e-secret-e2e-secret}
-policies:
-  marked:
-    allow: {output: {watermark: true}}
-    probation: null
-routes:
-  - path_prefix: /v1/
-    policy: marked
-`, wmFile, evFile))
+	cfg := markedConfig(t, wmFile, fmt.Sprintf("evidence: {key_file: %q}\nadmin: {token: e2e-admin}\n", evFile))
 	key := cfg.Marks().Keys.Active()
 	if key.ID() != "e2e-2026" {
 		t.Fatalf("active key %s", key.ID())

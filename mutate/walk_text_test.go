@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/distillguard/distillguard/internal/tokens"
 )
 
 // textPolicies are the policies without noise, under which Chat
@@ -81,7 +83,7 @@ func garbleDoc(rng *rand.Rand, b []byte) []byte {
 // in any chunking.
 func TestDeferredTextMatchesPrescan(t *testing.T) {
 	m := wmMarker(t, 5)
-	toks := wmTokens(wmText)
+	toks := tokens.Split(wmText)
 	streams := map[string][]byte{
 		"chat":    chatChunks(toks),
 		"legacy":  legacyChunks(toks),

@@ -7,9 +7,9 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
-	"unicode"
 	"unicode/utf8"
 
+	"github.com/distillguard/distillguard/internal/tokens"
 	"github.com/distillguard/distillguard/watermark"
 )
 
@@ -33,33 +33,6 @@ func wmMarker(t testing.TB, seed uint64) *TextMark {
 		t.Fatal(err)
 	}
 	return NewTextMark(watermark.NewMarker(watermark.DefaultLexicon(), k))
-}
-
-// wmTokens splits text like a tokenizer: a word with its leading space,
-// and each other rune on its own; long words are cut in two, so some
-// words span two deltas.
-func wmTokens(text string) []string {
-	var toks []string
-	rs := []rune(text)
-	for i := 0; i < len(rs); {
-		j := i
-		if rs[j] == ' ' {
-			j++
-		}
-		for j < len(rs) && unicode.IsLetter(rs[j]) {
-			j++
-		}
-		if j == i || (j == i+1 && rs[i] == ' ') {
-			j = i + 1
-		}
-		if tok := rs[i:j]; len(tok) > 6 {
-			toks = append(toks, string(tok[:4]), string(tok[4:]))
-		} else {
-			toks = append(toks, string(tok))
-		}
-		i = j
-	}
-	return toks
 }
 
 func wmQuote(s string) string {
@@ -188,7 +161,7 @@ func wantRaw(t testing.TB, m *TextMark, text string) (string, []watermark.Span) 
 
 func TestWatermarkChatStream(t *testing.T) {
 	m := wmMarker(t, 1)
-	toks := wmTokens(wmText)
+	toks := tokens.Split(wmText)
 	in := chatChunks(toks)
 	out, _ := runChunked(t, FormatOpenAI, m, in, nil)
 	for seed := uint64(0); seed < 30; seed++ {
@@ -282,7 +255,7 @@ func TestWatermarkChatBodyMatchesStream(t *testing.T) {
 
 func TestWatermarkLegacyStream(t *testing.T) {
 	m := wmMarker(t, 3)
-	toks := wmTokens(wmText)
+	toks := tokens.Split(wmText)
 	in := legacyChunks(toks)
 	out, _ := runChunked(t, FormatOpenAI, m, in, nil)
 	got, _ := runChunked(t, FormatOpenAI, m, in, rand.New(rand.NewPCG(5, 5)))
@@ -312,7 +285,7 @@ func TestWatermarkLegacyStream(t *testing.T) {
 
 func TestWatermarkResponsesStream(t *testing.T) {
 	m := wmMarker(t, 4)
-	toks := wmTokens(wmText)
+	toks := tokens.Split(wmText)
 	var b strings.Builder
 	seq := 0
 	ev := func(typ, body string) {
@@ -407,7 +380,7 @@ func FuzzWatermarkText(f *testing.F) {
 		if !utf8.ValidString(text) {
 			return // JSON strings from an upstream hold text, not bytes
 		}
-		in := chatChunks(wmTokens(text))
+		in := chatChunks(tokens.Split(text))
 		out, _ := runChunked(t, FormatOpenAI, m, in, nil)
 		got, _ := runChunked(t, FormatOpenAI, m, in, rand.New(rand.NewPCG(seed, 3)))
 		if !bytes.Equal(got, out) {
@@ -436,7 +409,7 @@ func FuzzWatermarkText(f *testing.F) {
 // stream rewritten without it (rounding only).
 func BenchmarkWatermarkChatStream(b *testing.B) {
 	m := wmMarker(b, 1)
-	in := chatChunks(wmTokens(strings.Repeat(wmText+" ", 8)))
+	in := chatChunks(tokens.Split(strings.Repeat(wmText+" ", 8)))
 	p := OutputPolicy{RoundDecimals: 2, MaxAlternatives: -1, EmbeddingDecimals: -1, Watermark: true}
 	for _, mark := range []bool{false, true} {
 		name := "round-only"
@@ -469,7 +442,7 @@ func BenchmarkWatermarkChatStream(b *testing.B) {
 // signature untouched.
 func TestWatermarkAnthropicStream(t *testing.T) {
 	m := wmMarker(t, 5)
-	toks := wmTokens(wmText)
+	toks := tokens.Split(wmText)
 	var b strings.Builder
 	ev := func(typ, body string) {
 		fmt.Fprintf(&b, "event: %s\ndata: {\"type\":%q%s}\n\n", typ, typ, body)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/distillguard/distillguard/extproc/envoytest"
+	"github.com/distillguard/distillguard/internal/tokens"
 	"github.com/distillguard/distillguard/watermark"
 )
 
@@ -27,7 +28,7 @@ func (u anthropicUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ev := func(typ, body string) { fmt.Fprintf(&b, "event: %s\ndata: {\"type\":%q%s}\n\n", typ, typ, body) }
 	ev("message_start", `,"message":{"id":"msg","type":"message","role":"assistant","content":[],"model":"m","stop_reason":null,"usage":{"input_tokens":5,"output_tokens":1}}`)
 	ev("content_block_start", `,"index":0,"content_block":{"type":"text","text":""}`)
-	for _, tok := range tokens(u.texts[i]) {
+	for _, tok := range tokens.Split(u.texts[i]) {
 		q, _ := json.Marshal(tok)
 		ev("content_block_delta", `,"index":0,"delta":{"type":"text_delta","text":`+string(q)+`}`)
 	}

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"unicode"
 
 	procv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -23,6 +22,7 @@ import (
 	"github.com/distillguard/distillguard/extproc/envoytest"
 	"github.com/distillguard/distillguard/internal/corpus"
 	"github.com/distillguard/distillguard/internal/corpus/corpustest"
+	"github.com/distillguard/distillguard/internal/tokens"
 	"github.com/distillguard/distillguard/watermark"
 )
 
@@ -51,32 +51,6 @@ func heldOut(t *testing.T, n int) []string {
 	}
 	if len(out) < n {
 		t.Fatalf("%d answers in the corpus, want %d", len(out), n)
-	}
-	return out
-}
-
-// tokens splits text like a tokenizer would: a word with its leading
-// space, every other rune alone, words longer than six runes in two.
-func tokens(text string) []string {
-	var out []string
-	rs := []rune(text)
-	for i := 0; i < len(rs); {
-		j := i
-		if rs[j] == ' ' {
-			j++
-		}
-		for j < len(rs) && unicode.IsLetter(rs[j]) {
-			j++
-		}
-		if j == i || j == i+1 && rs[i] == ' ' {
-			j = i + 1
-		}
-		if w := rs[i:j]; len(w) > 6 {
-			out = append(out, string(w[:4]), string(w[4:]))
-		} else {
-			out = append(out, string(w))
-		}
-		i = j
 	}
 	return out
 }
@@ -124,7 +98,7 @@ func (u corpusUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	var b bytes.Buffer
 	b.WriteString(`data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}` + "\n\n")
-	for pos, tok := range tokens(u.texts[i]) {
+	for pos, tok := range tokens.Split(u.texts[i]) {
 		top, _ := json.Marshal(topOf(tok, pos))
 		q, _ := json.Marshal(tok)
 		fmt.Fprintf(&b, `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":%s},"logprobs":{"content":[{"token":%s,"logprob":-0.05,"top_logprobs":%s}]},"finish_reason":null}]}`+"\n\n", q, q, top)
@@ -328,7 +302,7 @@ func TestWatermarkEndToEnd(t *testing.T) {
 		changed += st.Substituted
 		marked.Add([]byte(out.String()))
 		orig.Add([]byte(text))
-		for p, tok := range tokens(text) {
+		for p, tok := range tokens.Split(text) {
 			reference = append(reference, watermark.LogprobPosition{Probe: i, Index: p, Top: topOf(tok, p)})
 		}
 		probes = append(probes, watermark.ProbeContext{Text: fmt.Sprintf("problem %d", i)})

@@ -5,6 +5,10 @@ GO ?= go
 BIN := bin
 CORPUS ?= $(abspath ../shared/data)
 export DISTILLGUARD_CORPUS ?= $(CORPUS)
+# Every build and test compiles go-control-plane's generated vtprotobuf
+# marshallers in (extproc.Codec writes replies with them). Without the tag
+# the same bytes are written by protobuf-go, slower.
+export GOFLAGS += -tags=vtprotobuf
 
 .PHONY: all build run test test-short fuzz bench bench-micro bench-smoke bench-replicated lab e2e lint check-config clean \
 	tools test-deploy helm-lint helm-template image demo-replicas

@@ -189,12 +189,13 @@ func Build(o Options) (*Result, error) {
 
 // compile builds cmd/distillguard as a static linux binary: no cgo (the
 // image has no libc), -trimpath and an empty build id so the bytes depend on
-// the source only.
+// the source only, and the vtprotobuf tag for the generated marshallers the
+// ext_proc codec uses.
 func compile(root, goarch, out string) error {
 	if root == "" {
 		return errors.New("no module root given")
 	}
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out, "./cmd/distillguard")
+	cmd := exec.Command("go", "build", "-tags=vtprotobuf", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out, "./cmd/distillguard")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch, "GOFLAGS=-buildvcs=false")
 	if b, err := cmd.CombinedOutput(); err != nil {

@@ -253,3 +253,36 @@ func BenchmarkCodecUnmarshal100K(b *testing.B) {
 		})
 	}
 }
+
+// FuzzCodecUnmarshal: whatever the bytes and however the transport split
+// them, the codec accepts exactly what grpc-go's codec accepts and decodes
+// it to the same message.
+func FuzzCodecUnmarshal(f *testing.F) {
+	for _, m := range []proto.Message{bodyReplyOf(700, 'a'), &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
+		ResponseBody: &extprocv3.HttpBody{Body: bytes.Repeat([]byte("z"), 40<<10), EndOfStream: true}}}} {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, uint16(1000))
+	}
+	f.Add([]byte{0x0a, 0xff, 0xff}, uint16(1))
+	c, base := Codec(), grpcenc.GetCodecV2(grpcproto.Name)
+	f.Fuzz(func(t *testing.T, b []byte, split uint16) {
+		n := max(int(split), 1)
+		var data mem.BufferSlice
+		for rest := b; len(rest) > 0; {
+			k := min(n, len(rest))
+			data = append(data, mem.SliceBuffer(rest[:k]))
+			rest = rest[k:]
+		}
+		got, want := &extprocv3.ProcessingRequest{}, &extprocv3.ProcessingRequest{}
+		gerr, werr := c.Unmarshal(data, got), base.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, want)
+		if (gerr == nil) != (werr == nil) {
+			t.Fatalf("codec error %v, grpc-go's %v", gerr, werr)
+		}
+		if gerr == nil && !proto.Equal(got, want) {
+			t.Fatal("codec decoded another message than grpc-go's")
+		}
+	})
+}

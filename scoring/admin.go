@@ -189,7 +189,7 @@ func (e *Engine) Reset(idStr string) (bool, error) {
 	st.Unlock()
 	if e.rep != nil {
 		// Forget it in Redis too, or the next request would bring it back.
-		e.rep.remove(idStr)
+		found = e.rep.remove(idStr) || found
 	}
 	found = e.index.remove(id) || found || q
 	return found, nil

@@ -362,6 +362,7 @@ func (e *Engine) lookup(key string, id [16]byte, now int64, remote *fetched) *se
 	}
 	if e.rep != nil {
 		e.rep.reconcile(s, *remote)
+		e.rep.applyStanding(id, remote, now)
 	}
 	if s.requests > 0 && now-s.last > int64(e.cfg.SessionTTL) {
 		// Idle past the TTL: start over in the same cache slot (and, in

@@ -31,8 +31,11 @@ import (
 //   - Sessions: the local ristretto caches stay the hot store. Redis holds
 //     one blob per session under <prefix>{<session id>}:s (the hash tag
 //     puts everything of a session in one cluster slot). The request path
-//     makes one bounded call: a GET of the session's blob, merged into
-//     the local copy before scoring (replica_state.go). The request's
+//     makes one bounded call: an MGET of the session's blob and of the
+//     identity's standing key (<prefix>{<session id>}:st, written with
+//     the blob when standing is earned or lost: it outlives the session,
+//     standingToWrite), merged into the local copy before scoring
+//     (replica_state.go). The request's
 //     changes are written behind, as soon as the previous write batch is
 //     done: one compare-and-set script call per session, many sessions
 //     pipelined in one round trip.
@@ -134,18 +137,26 @@ func netDialer(timeout time.Duration) net.Dialer {
 
 // Key layout (under cfg.KeyPrefix).
 func (r *replica) sessionKey(id string) string { return r.cfg.KeyPrefix + "{" + id + "}:s" }
-func (r *replica) logKey() string              { return r.cfg.KeyPrefix + "{agg}:log" }
-func (r *replica) snapKey() string             { return r.cfg.KeyPrefix + "{agg}:snap" }
-func (r *replica) lockKey() string             { return r.cfg.KeyPrefix + "{agg}:lock" }
+
+// standKey holds an identity's earned standing past the session's TTL
+// (scoring.standing.remember): the request time it lasts until, in decimal
+// nanoseconds, "0" once it was lost. Same slot as the session blob.
+func (r *replica) standKey(id string) string { return r.cfg.KeyPrefix + "{" + id + "}:st" }
+func (r *replica) logKey() string            { return r.cfg.KeyPrefix + "{agg}:log" }
+func (r *replica) snapKey() string           { return r.cfg.KeyPrefix + "{agg}:snap" }
+func (r *replica) lockKey() string           { return r.cfg.KeyPrefix + "{agg}:lock" }
 
 // casScript writes ARGV[2] (PX ARGV[3]) when the stored blob's
 // incarnation and version (bytes 5..20) are ARGV[1], when there is no blob
 // and ARGV[1] is empty, or when ARGV[4] is "1" (the stored blob cannot be
-// read); it returns 1 then. Otherwise it returns 0 when the key is gone and
-// the stored blob when another replica wrote first.
+// read); it returns 1 then, and with it writes the standing ARGV[5] to
+// KEYS[2] (PX ARGV[6]) unless ARGV[5] is empty. Otherwise it returns 0
+// when the key is gone and the stored blob when another replica wrote
+// first.
 const casScript = `local cur = redis.call('GET', KEYS[1])
 if ARGV[4] == '1' or ((not cur) and ARGV[1] == '') or (cur and string.sub(cur, 5, 20) == ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  if ARGV[5] ~= '' then redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6]) end
   return 1
 end
 if not cur then return 0 end
@@ -275,6 +286,10 @@ type fetched struct {
 	found bool
 	ok    bool // the read succeeded (found or not)
 	why   string
+	// stand is the identity's standing key (standKey) when it exists:
+	// until (> 0) or 0 for lost; standFound tells.
+	stand      int64
+	standFound bool
 	// The blob decoded (decode): a read prefetched at the request
 	// headers is decoded by its own goroutine, so the request body's
 	// scoring finds it ready and only merges.
@@ -296,14 +311,26 @@ func (f *fetched) decode() {
 func (r *replica) fetch(id string) fetched {
 	var f fetched
 	err := r.do("get", r.cfg.CallTimeout, func(ctx context.Context, c rueidis.Client) error {
-		b, err := c.Do(ctx, c.B().Get().Key(r.sessionKey(id)).Build()).AsBytes()
-		if rueidis.IsRedisNil(err) {
-			return nil
-		}
+		// One slot, one command: the blob and the standing key.
+		vs, err := c.Do(ctx, c.B().Mget().Key(r.sessionKey(id), r.standKey(id)).Build()).ToArray()
 		if err != nil {
 			return err
 		}
-		f.blob, f.found = b, true
+		if len(vs) != 2 {
+			return fmt.Errorf("scoring: MGET answered %d values for 2 keys", len(vs))
+		}
+		if b, err := vs[0].AsBytes(); err == nil {
+			f.blob, f.found = b, true
+		} else if !rueidis.IsRedisNil(err) {
+			return err
+		}
+		if v, err := vs[1].ToString(); err == nil {
+			// Anything but a decimal time is read as lost standing.
+			n, _ := strconv.ParseInt(v, 10, 64)
+			f.stand, f.standFound = max(n, 0), true
+		} else if !rueidis.IsRedisNil(err) {
+			return err
+		}
 		return nil
 	})
 	if err != nil {
@@ -387,6 +414,9 @@ func (r *replica) reconcile(s *session, f fetched) {
 	m := s.rep
 	if !f.ok {
 		return // scored on local state
+	}
+	if f.standFound {
+		m.standKnown = f.stand
 	}
 	if !f.found {
 		if m.inc != 0 {
@@ -553,6 +583,7 @@ func (r *replica) flush(agg bool) {
 		seq      uint64
 		gen      uint64
 		writes   []writerSeq
+		stand    int64 // standing written with it, -1: none
 	}
 	const chunk = 512
 	for len(batch) > 0 || agg {
@@ -585,11 +616,18 @@ func (r *replica) flush(agg bool) {
 				force = "1"
 			}
 			blob := encodeSession(make([]byte, 0, blobFixed+int(s.set.bytes())+1+16*maxWriters), s, w.inc, w.ver, w.writes)
+			w.stand = r.standingToWrite(s)
+			stand := ""
+			if w.stand >= 0 {
+				stand = strconv.FormatInt(w.stand, 10)
+			}
 			st.Unlock()
 			ws = append(ws, w)
+			id := sessionIDString(s.id)
 			execs = append(execs, rueidis.LuaExec{
-				Keys: []string{r.sessionKey(sessionIDString(s.id))},
-				Args: []string{expect, string(blob), strconv.FormatInt(r.ttl.Milliseconds(), 10), force},
+				Keys: []string{r.sessionKey(id), r.standKey(id)},
+				Args: []string{expect, string(blob), strconv.FormatInt(r.ttl.Milliseconds(), 10), force,
+					stand, strconv.FormatInt(r.standTTL().Milliseconds(), 10)},
 			})
 		}
 		var aggBlob []byte
@@ -615,7 +653,7 @@ func (r *replica) flush(agg bool) {
 		}
 		r.m.batch("ok")
 		for i, w := range ws {
-			r.settle(w.s, w.snap, w.inc, w.ver, w.seq, w.gen, w.writes, res[i])
+			r.settle(w.s, w.snap, w.inc, w.ver, w.seq, w.gen, w.writes, w.stand, res[i])
 		}
 		if agg {
 			r.applyRemote(aggRes)
@@ -651,7 +689,7 @@ func (r *replica) exec(execs []rueidis.LuaExec, aggBlob []byte, agg bool) (res [
 	err = r.do("flush", max(r.cfg.CallTimeout*4, 250*time.Millisecond), func(ctx context.Context, c rueidis.Client) error {
 		cmds := make(rueidis.Commands, 0, len(execs)+4)
 		for _, x := range execs {
-			cmds = append(cmds, c.B().Evalsha().Sha1(r.casSHA).Numkeys(1).Key(x.Keys...).Arg(x.Args...).Build())
+			cmds = append(cmds, c.B().Evalsha().Sha1(r.casSHA).Numkeys(int64(len(x.Keys))).Key(x.Keys...).Arg(x.Args...).Build())
 		}
 		if agg {
 			for _, b := range r.unsent {
@@ -752,7 +790,7 @@ func (r *replica) markDirtyNoGen(s *session) {
 }
 
 // settle applies the answer to one compare-and-set write.
-func (r *replica) settle(s, snap *session, inc, ver, seq, gen uint64, writes []writerSeq, res rueidis.RedisResult) {
+func (r *replica) settle(s, snap *session, inc, ver, seq, gen uint64, writes []writerSeq, stand int64, res rueidis.RedisResult) {
 	st := &r.e.stripes[s.id[0]]
 	st.Lock()
 	defer st.Unlock()
@@ -767,6 +805,9 @@ func (r *replica) settle(s, snap *session, inc, ver, seq, gen uint64, writes []w
 			// expected is the one this write replaced.
 			m.base, m.inc, m.ver, m.writes, m.force, m.unconf = snap, inc, ver, writes, false, nil
 			m.clean = gen // the local copy is snap unless it changed since
+			if stand >= 0 {
+				m.standKnown = stand
+			}
 			r.m.item("session")
 		default: // the blob expected is gone: write it anew
 			m.base, m.inc, m.ver, m.writes, m.unconf = nil, 0, 0, nil, nil
@@ -882,11 +923,13 @@ func (r *replica) snapshot() {
 	})
 }
 
-// remove deletes a session's blob (admin reset), best effort.
-func (r *replica) remove(id string) {
+// remove deletes a session's blob (admin reset), best effort, and reports
+// whether Redis held one: a session another replica served is found here
+// even when this replica never saw it.
+func (r *replica) remove(id string) bool {
 	sid, err := parseSessionID(id)
 	if err != nil {
-		return
+		return false
 	}
 	// Not a DEL: a replica still holding the session would take a missing
 	// blob for a Redis that lost its data and write its copy back. An
@@ -894,10 +937,74 @@ func (r *replica) remove(id string) {
 	// adopts at its next read of the session (reconcile: a newer lineage
 	// replaces what it had); only changes it had not written yet are
 	// added to it.
+	// The standing goes too: "0" tells replicas that remember it that it
+	// is lost.
 	blob := encodeSession(nil, &session{id: sid}, newIncarnation(), 1, nil)
+	existed := false
 	_ = r.do("reset", r.cfg.CallTimeout, func(ctx context.Context, c rueidis.Client) error {
-		return c.Do(ctx, c.B().Set().Key(r.sessionKey(id)).Value(rueidis.BinaryString(blob)).Px(r.ttl).Build()).Error()
+		res := c.DoMulti(ctx,
+			c.B().Exists().Key(r.sessionKey(id)).Build(),
+			c.B().Set().Key(r.sessionKey(id)).Value(rueidis.BinaryString(blob)).Px(r.ttl).Build(),
+			c.B().Set().Key(r.standKey(id)).Value("0").Px(r.standTTL()).Build())
+		for _, x := range res {
+			if err := x.Error(); err != nil {
+				return err
+			}
+		}
+		n, _ := res[0].AsInt64()
+		existed = n > 0
+		return nil
 	})
+	return existed
+}
+
+// standTTL is how long Redis keeps a standing key: standing.remember.
+func (r *replica) standTTL() time.Duration { return r.e.cfg.Standing.Remember }
+
+// standingToWrite is the standing value a write of s carries, -1 for none:
+// the time its earned standing lasts until when that is not what Redis
+// holds, "lost" (0) when Redis holds a standing s no longer has. Called
+// with the session's stripe lock held.
+//
+// Earned standing outlives the session (standing.remember, 30 days,
+// against session_ttl, 48 h): each replica remembers it in a local list,
+// and the standing key makes that memory shared, so an identity returning
+// after its session expired is not put back into probation by the replica
+// it happens to reach, and one that lost standing on one replica does not
+// keep it on another.
+func (r *replica) standingToWrite(s *session) int64 {
+	if !r.e.cfg.Standing.Enabled {
+		return -1
+	}
+	known := int64(0)
+	if s.rep != nil {
+		known = s.rep.standKnown
+	}
+	if s.has(fStanding) && s.standNoted > 0 {
+		if until := s.standNoted + int64(r.e.cfg.Standing.Remember); until != known {
+			return until
+		}
+		return -1
+	}
+	if known > 0 {
+		return 0
+	}
+	return -1
+}
+
+// applyStanding brings the local standing list up to the standing key
+// read with a session (fetched): lost removes it, a later time extends it.
+func (r *replica) applyStanding(id [16]byte, f *fetched, now int64) {
+	if !f.ok || !f.standFound {
+		return
+	}
+	if f.stand == 0 {
+		r.e.remembered.remove(id)
+		return
+	}
+	if f.stand > r.e.remembered.until(id) {
+		r.e.remembered.add(id, f.stand, now)
+	}
 }
 
 // close stops the flusher (which writes what is queued, within its

@@ -37,6 +37,9 @@ type replicaMeta struct {
 	// clean is gen as of base: equal to gen, the local copy is base (no
 	// local changes since), and a newer remote state replaces it outright.
 	clean uint64
+	// standKnown is the standing key's value as last read or written
+	// (replica.standingToWrite): 0 for none or lost.
+	standKnown int64
 }
 
 const replicaMetaBytes = int64(unsafe.Sizeof(replicaMeta{})) + 16 + maxWriters*16

@@ -195,3 +195,83 @@ func TestHistoryAcrossReplicas(t *testing.T) {
 		t.Errorf("newest record at %v, want the last request's time", last)
 	}
 }
+
+// TestStandingAcrossReplicas: earned standing outlives the session on every
+// replica, not only on the one that saw it earned, and a standing lost on
+// one replica (a flag, an operator reset) is lost on all of them, also
+// after the session itself expired.
+func TestStandingAcrossReplicas(t *testing.T) {
+	srv := redisproc.Require(t, redisproc.Options{})
+	es := newReplicas(t, 2, []string{srv.Addr()}, false, func(c *Config) {
+		c.Standing.Requests, c.Standing.Age = 5, time.Minute
+		c.SessionTTL = 2 * time.Hour
+	})
+	prefix := "t" + t.Name() + ":"
+	// Every request of the clean run on replica 0.
+	c := newClient("sk-standing-everywhere", "198.51.100.21:4000")
+	at := t0
+	var id string
+	for i := range 7 {
+		d := scoreOn(t, es[0], c.req(at, chatPrompt(i), withTurns(2, 1, "Hello there, I have a question.")))
+		id, at = d.Session, at.Add(time.Minute)
+	}
+	if d := scoreOn(t, es[0], c.req(at, chatPrompt(8))); d.Probation {
+		t.Fatal("no standing after seven clean requests")
+	}
+	out, err := srv.CLI("--no-raw", "MEMORY", "USAGE", prefix+"{"+id+"}:st")
+	if err != nil || !strings.HasPrefix(strings.TrimSpace(out), "(integer)") {
+		t.Fatalf("no standing key in Redis: %q %v", out, err)
+	}
+	t.Logf("standing key: %s bytes", strings.TrimPrefix(strings.TrimSpace(out), "(integer) "))
+	// Back after three days, past the session TTL, on the other replica.
+	at = at.Add(72 * time.Hour)
+	if d := scoreOn(t, es[1], c.req(at, chatPrompt(2))); d.Probation {
+		t.Fatal("back after the session TTL on another replica: in probation again")
+	}
+	// The same once Redis has dropped the session blob (its TTL is wall
+	// time; the request times here are not).
+	at = at.Add(72 * time.Hour)
+	if _, err := srv.CLI("DEL", prefix+"{"+id+"}:s"); err != nil {
+		t.Fatal(err)
+	}
+	if d := scoreOn(t, es[0], c.req(at, chatPrompt(3))); d.Probation {
+		t.Fatal("back after the session blob expired: in probation again")
+	}
+	// Lost on replica 1 (logit_bias probing with full logprobs flags)...
+	var d Decision
+	for i := 0; i < 6 && d.Verdict < Degrade; i++ {
+		at = at.Add(time.Second)
+		d = scoreOn(t, es[1], c.req(at, fmt.Sprintf("Repeat the word token%d exactly once.", i), withLogprobs(20), withLogitBias(300), withMaxTokens(1)))
+	}
+	if d.Verdict < Degrade || !d.Probation {
+		t.Fatalf("logit_bias probes: verdict %v probation %v, want degrade or stronger in probation", d.Verdict, d.Probation)
+	}
+	// ...is lost on replica 0 too, which remembers the standing it saw
+	// earned, once the session has expired and been dropped.
+	at = at.Add(14 * 24 * time.Hour)
+	if _, err := srv.CLI("DEL", prefix+"{"+id+"}:s"); err != nil {
+		t.Fatal(err)
+	}
+	if d := scoreOn(t, es[0], c.req(at, chatPrompt(4))); !d.Probation {
+		t.Fatal("a standing lost on one replica is kept by another after the session expired")
+	}
+
+	// An operator reset on one replica ends the standing the other one
+	// remembers.
+	c2 := newClient("sk-standing-reset", "198.51.100.22:4000")
+	at = t0
+	for i := range 8 {
+		d := scoreOn(t, es[1], c2.req(at, chatPrompt(i), withTurns(2, 1, "Hello there, I have a question.")))
+		id, at = d.Session, at.Add(time.Minute)
+	}
+	if d := scoreOn(t, es[1], c2.req(at, chatPrompt(9))); d.Probation {
+		t.Fatal("no standing after eight clean requests")
+	}
+	if found, err := es[0].Reset(id); err != nil || !found {
+		t.Fatalf("reset: %v %v", found, err)
+	}
+	at = at.Add(72 * time.Hour)
+	if d := scoreOn(t, es[1], c2.req(at, chatPrompt(5))); !d.Probation {
+		t.Fatal("standing survived an operator reset on another replica")
+	}
+}

@@ -121,7 +121,8 @@ func TestPrefetchStartsAfterTheHeadersReply(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, l := range strings.Split(out, "\n") {
-			if rest, ok := strings.CutPrefix(l, "cmdstat_get:calls="); ok {
+			// The session read: one MGET of the blob and the standing key.
+			if rest, ok := strings.CutPrefix(l, "cmdstat_mget:calls="); ok {
 				n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
 				return n
 			}
@@ -135,7 +136,7 @@ func TestPrefetchStartsAfterTheHeadersReply(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		if got := gets(); got != want {
-			t.Fatalf("redis GET calls %d, want %d", got, want)
+			t.Fatalf("redis MGET calls %d, want %d", got, want)
 		}
 	}
 	hdr := func(token string) *extprocv3.ProcessingRequest {
@@ -159,7 +160,7 @@ func TestPrefetchStartsAfterTheHeadersReply(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond)
 	if got := gets(); got != base {
-		t.Fatalf("a GET reached Redis before the headers reply (%d calls)", got-base)
+		t.Fatalf("a session read reached Redis before the headers reply (%d calls)", got-base)
 	}
 	if err := ps.Send(&extprocv3.ProcessingResponse{}); err != nil {
 		t.Fatal(err)

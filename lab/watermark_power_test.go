@@ -48,3 +48,31 @@ func TestWatermarkPower(t *testing.T) {
 		}
 	}
 }
+
+// TestWatermarkPowerBreakdown prints where one replication's evidence
+// comes from (WATERMARK_BREAKDOWN=1; WATERMARK_BREAKDOWN_REP picks the
+// replication).
+func TestWatermarkPowerBreakdown(t *testing.T) {
+	if os.Getenv("WATERMARK_BREAKDOWN") == "" {
+		t.Skip("set WATERMARK_BREAKDOWN=1 to print the lexical watermark's evidence breakdown")
+	}
+	dir := os.Getenv("DISTILLGUARD_CORPUS")
+	if dir == "" {
+		dir = "../../shared/data"
+	}
+	p := PowerSizes(dir)
+	if n, err := strconv.Atoi(os.Getenv("WATERMARK_POWER_MAXTOKENS")); err == nil {
+		p.MaxTokens = n
+	}
+	rep, _ := strconv.Atoi(os.Getenv("WATERMARK_BREAKDOWN_REP"))
+	for _, o := range p.Orders {
+		s, err := PowerBreakdown(1, rep, o, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s == "" {
+			t.Fatal("empty breakdown")
+		}
+		t.Logf("\n%s", s)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"strings"
 
@@ -71,7 +70,11 @@ func (r PowerResult) Report(p PowerParams) string {
 	var b strings.Builder
 	for _, o := range p.Orders {
 		ps := r.P[o]
-		fmt.Fprintf(&b, "order %d: %d/%d at p <= 1e-6, median %s, worst %s\n", o, countAtMost(ps, 1e-6), len(ps), fmtSci(median(ps)), fmtSci(maxOf(ps)))
+		var mean float64
+		for _, v := range ps {
+			mean -= math.Log(v) / float64(len(ps))
+		}
+		fmt.Fprintf(&b, "order %d: %d/%d at p <= 1e-6, median %s, worst %s, mean log(1/p) %.2f\n", o, countAtMost(ps, 1e-6), len(ps), fmtSci(median(ps)), fmtSci(maxOf(ps)), mean)
 		var cells []string
 		for _, v := range ps {
 			cells = append(cells, fmtSci(v))
@@ -285,9 +288,6 @@ func PowerBreakdown(seed uint64, rep int, order int, p PowerParams) (string, err
 		if g.LogFactor == nil {
 			u := unscored[g.Kind]
 			unscored[g.Kind] = [2]int{u[0] + 1, u[1] + g.Count}
-			if os.Getenv("WATERMARK_BREAKDOWN_FORCED") != "" && g.Kind == "forced" {
-				fmt.Fprintf(os.Stderr, "forced %s members %d count %d share %.4f\n", g.Set, g.Members, g.Count, g.StatsShare)
-			}
 			if g.Kind == "off" {
 				u := unscored["off "+g.Set]
 				unscored["off "+g.Set] = [2]int{u[0] + 1, u[1] + g.Count}
@@ -343,6 +343,23 @@ func PowerBreakdown(seed uint64, rep int, order int, p PowerParams) (string, err
 		a.llr += llr
 	}
 	npi := len(gs[0].Pi)
+	var oracle, seenLR float64
+	for _, g := range gs {
+		v := g.LogFactor[best]
+		pi := g.Pi[best%npi]
+		lr := max((math.Exp(v)-(1-pi))/pi, 1e-300)
+		seen := 0
+		for _, k := range g.Groups {
+			seen += harvest[k]
+		}
+		op := 0.005
+		if seen > 0 {
+			op = 0.995
+			seenLR += math.Log(lr)
+		}
+		oracle += math.Log(1 - op + op*lr)
+	}
+	fmt.Fprintf(&b, "oracle (pi from the harvest): log e %.2f; log LR of harvested groups %.2f\n", oracle, seenLR)
 	for _, g := range gs {
 		v := g.LogFactor[best]
 		pi := g.Pi[best%npi]
@@ -363,6 +380,13 @@ func PowerBreakdown(seed uint64, rep int, order int, p PowerParams) (string, err
 			hs = "harvest 1-2"
 		}
 		add("harvest", hs, g, v, ideal, llr)
+		if g.Kind != "pair" {
+			m := "unmatched"
+			if g.Assigned*2 > g.Count {
+				m = "matched"
+			}
+			add("fidelity", g.Kind+" "+hs+" "+m, g, v, ideal, llr)
+		}
 		cs := "count 1"
 		switch {
 		case g.Count >= 10:

@@ -25,6 +25,9 @@ func TestWatermarkPower(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("WATERMARK_POWER_STATS")); err == nil {
 		p.StatsResponses = n
 	}
+	if n, err := strconv.Atoi(os.Getenv("WATERMARK_POWER_MAXTOKENS")); err == nil {
+		p.MaxTokens = n
+	}
 	if os.Getenv("WATERMARK_POWER_NOVIS") != "" {
 		p.Visibility = nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/distillguard/distillguard/watermark"
@@ -69,7 +70,11 @@ func (r PowerResult) Report(p PowerParams) string {
 	var b strings.Builder
 	for _, o := range p.Orders {
 		ps := r.P[o]
-		fmt.Fprintf(&b, "order %d: %d/%d at p <= 1e-6, median %s, worst %s\n", o, countAtMost(ps, 1e-6), len(ps), fmtSci(median(ps)), fmtSci(maxOf(ps)))
+		var mean float64
+		for _, v := range ps {
+			mean -= math.Log(v) / float64(len(ps))
+		}
+		fmt.Fprintf(&b, "order %d: %d/%d at p <= 1e-6, median %s, worst %s, mean log(1/p) %.2f\n", o, countAtMost(ps, 1e-6), len(ps), fmtSci(median(ps)), fmtSci(maxOf(ps)), mean)
 		var cells []string
 		for _, v := range ps {
 			cells = append(cells, fmtSci(v))
@@ -132,37 +137,13 @@ func RunWatermarkPower(ctx context.Context, seed uint64, p PowerParams) (PowerRe
 			return res, err
 		}
 		base := 5000 + 20*uint64(i)
-		key := labWatermarkKey(seed, base)
-		// No statistics responses: the embedded statistics, as a gateway
-		// without its own (the server's default) marks.
-		lex := embedded
-		if p.StatsResponses > 0 {
-			statsGen := newRand(seed, base+1)
-			own := make([][]byte, p.StatsResponses)
-			for j := range own {
-				own[j] = []byte(detokenize(teacher.generate(statsGen, p.MaxTokens)))
-			}
-			lex = embedded.WithContextStats(watermark.BuildContextStats(embedded, own))
-		}
-		marker, ver := watermark.NewMarker(lex, key), watermark.NewVerifier(lex)
-		gen := newRand(seed, base+2)
-		var raw, marked [][]string
-		for j := 0; j < p.Harvest; j++ {
-			t := detokenize(teacher.generate(gen, p.MaxTokens))
-			out, s := marker.Mark([]byte(t))
-			words += s.Words
-			changed += s.Substituted
-			raw = append(raw, tokenize(t))
-			marked = append(marked, tokenize(string(out)))
-		}
+		rep := powerReplication(seed, base, p, teacher, embedded)
+		key, lex, marker, ver := rep.key, rep.lex, rep.marker, rep.ver
+		raw, marked := rep.raw, rep.marked
+		words += rep.words
+		changed += rep.changed
 		outputs := func(order int, d [][]string, stream uint64) []string {
-			stu := trainNgram(order, d)
-			r := newRand(seed, stream)
-			out := make([]string, p.Probes)
-			for j := range out {
-				out[j] = detokenize(stu.generate(r, p.MaxTokens))
-			}
-			return out
+			return studentOutputs(seed, stream, order, d, p)
 		}
 		for oi, o := range p.Orders {
 			res.P[o] = append(res.P[o], verifyTexts(ver, outputs(o, marked, base+3+uint64(oi)), key).PValue)
@@ -222,6 +203,254 @@ func sciList(xs []float64) string {
 	var cells []string
 	for _, v := range xs {
 		cells = append(cells, fmtSci(v))
+	}
+	return strings.Join(cells, " ")
+}
+
+// replication is one replication's provider side: its key, statistics,
+// marker and the teacher's harvest, unmarked and marked (tokenized).
+type replication struct {
+	key            *watermark.Key
+	lex            *watermark.Lexicon
+	marker         *watermark.Marker
+	ver            *watermark.Verifier
+	raw, marked    [][]string
+	markedText     []string
+	words, changed int64
+}
+
+// powerReplication draws replication base's key, statistics and harvest.
+func powerReplication(seed, base uint64, p PowerParams, teacher *ngramLM, embedded *watermark.Lexicon) replication {
+	rep := replication{key: labWatermarkKey(seed, base), lex: embedded}
+	// No statistics responses: the embedded statistics, as a gateway
+	// without its own (the server's default) marks.
+	if p.StatsResponses > 0 {
+		statsGen := newRand(seed, base+1)
+		own := make([][]byte, p.StatsResponses)
+		for j := range own {
+			own[j] = []byte(detokenize(teacher.generate(statsGen, p.MaxTokens)))
+		}
+		rep.lex = embedded.WithContextStats(watermark.BuildContextStats(embedded, own))
+	}
+	rep.marker, rep.ver = watermark.NewMarker(rep.lex, rep.key), watermark.NewVerifier(rep.lex)
+	gen := newRand(seed, base+2)
+	for j := 0; j < p.Harvest; j++ {
+		t := detokenize(teacher.generate(gen, p.MaxTokens))
+		out, s := rep.marker.Mark([]byte(t))
+		rep.words += s.Words
+		rep.changed += s.Substituted
+		rep.raw = append(rep.raw, tokenize(t))
+		rep.marked = append(rep.marked, tokenize(string(out)))
+		rep.markedText = append(rep.markedText, string(out))
+	}
+	return rep
+}
+
+// studentOutputs trains an n-gram student of the given order on d and
+// samples p.Probes outputs from random stream stream.
+func studentOutputs(seed, stream uint64, order int, d [][]string, p PowerParams) []string {
+	stu := trainNgram(order, d)
+	r := newRand(seed, stream)
+	out := make([]string, p.Probes)
+	for j := range out {
+		out[j] = detokenize(stu.generate(r, p.MaxTokens))
+	}
+	return out
+}
+
+// PowerBreakdown measures where one replication's evidence comes from: it
+// scores the student of the given order with Explain and sums the trials'
+// log factors (at the mixture's best cell) by kind, by whether the
+// harvest held the context, by the sample's count and by the null
+// probability of the key's draw.
+func PowerBreakdown(seed uint64, rep int, order int, p PowerParams) (string, error) {
+	corpora, err := loadTextCorpora(p.CorpusDir)
+	if err != nil {
+		return "", fmt.Errorf("watermark power: %w", err)
+	}
+	teacher := corpusTeacher(corpora)
+	base := 5000 + 20*uint64(rep)
+	r := powerReplication(seed, base, p, teacher, watermark.DefaultLexicon())
+	outs := studentOutputs(seed, base+3+uint64(slices.Index(p.Orders, order)), order, r.marked, p)
+	sm := r.ver.NewSample()
+	for _, t := range outs {
+		sm.Add([]byte(t))
+	}
+	hv := r.ver.NewSample()
+	for _, t := range r.markedText {
+		hv.Add([]byte(t))
+	}
+	harvest := hv.GroupCounts()
+	res, all := sm.Explain(r.key)
+	var gs []watermark.GroupScore
+	unscored := map[string][2]int{}
+	for _, g := range all {
+		if g.LogFactor == nil {
+			u := unscored[g.Kind]
+			unscored[g.Kind] = [2]int{u[0] + 1, u[1] + g.Count}
+			if g.Kind == "off" {
+				u := unscored["off "+g.Set]
+				unscored["off "+g.Set] = [2]int{u[0] + 1, u[1] + g.Count}
+			}
+			continue
+		}
+		gs = append(gs, g)
+	}
+	cells := len(gs[0].LogFactor)
+	tot := make([]float64, cells)
+	for _, g := range gs {
+		for c, v := range g.LogFactor {
+			tot[c] += v
+		}
+	}
+	best := 0
+	for c := range tot {
+		if tot[c] > tot[best] {
+			best = c
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "replication %d, order %d: p %s, log e %.2f; best cell %d log %.2f (cells: %s)\n", rep, order, fmtSci(res.PValue), res.LogEValue, best, tot[best], fmtFloats(tot))
+	fmt.Fprintf(&b, "texts %d words %d candidates %d groups %d scored %d\n", res.Texts, res.Words, res.Candidates, sm.Groups(), res.Scored)
+	uk := make([]string, 0, len(unscored))
+	for k := range unscored {
+		uk = append(uk, k)
+	}
+	slices.Sort(uk)
+	for _, k := range uk {
+		fmt.Fprintf(&b, "unscored %s: %d groups, %d occurrences\n", k, unscored[k][0], unscored[k][1])
+	}
+	type agg struct {
+		n, occ          int
+		log, ideal, llr float64
+	}
+	tables := map[string]map[string]*agg{}
+	add := func(table, row string, g watermark.GroupScore, v, ideal, llr float64) {
+		t := tables[table]
+		if t == nil {
+			t = map[string]*agg{}
+			tables[table] = t
+		}
+		a := t[row]
+		if a == nil {
+			a = &agg{}
+			t[row] = a
+		}
+		a.n++
+		a.occ += g.Count
+		a.log += v
+		a.ideal += ideal
+		a.llr += llr
+	}
+	npi := len(gs[0].Pi)
+	var oracle, seenLR float64
+	for _, g := range gs {
+		v := g.LogFactor[best]
+		pi := g.Pi[best%npi]
+		lr := max((math.Exp(v)-(1-pi))/pi, 1e-300)
+		seen := 0
+		for _, k := range g.Groups {
+			seen += harvest[k]
+		}
+		op := 0.005
+		if seen > 0 {
+			op = 0.995
+			seenLR += math.Log(lr)
+		}
+		oracle += math.Log(1 - op + op*lr)
+	}
+	fmt.Fprintf(&b, "oracle (pi from the harvest): log e %.2f; log LR of harvested groups %.2f\n", oracle, seenLR)
+	for _, g := range gs {
+		v := g.LogFactor[best]
+		pi := g.Pi[best%npi]
+		llr := math.Log(max((math.Exp(v)-(1-pi))/pi, 1e-300))
+		ideal := math.Log(1 / g.Null)
+		seen := 0
+		for _, k := range g.Groups {
+			seen += harvest[k]
+		}
+		add("kind", g.Kind, g, v, ideal, llr)
+		hs := "harvest 0"
+		switch {
+		case seen >= 10:
+			hs = "harvest >= 10"
+		case seen >= 3:
+			hs = "harvest 3-9"
+		case seen >= 1:
+			hs = "harvest 1-2"
+		}
+		add("harvest", hs, g, v, ideal, llr)
+		if g.Kind != "pair" {
+			m := "unmatched"
+			if g.Assigned*2 > g.Count {
+				m = "matched"
+			}
+			add("fidelity", g.Kind+" "+hs+" "+m, g, v, ideal, llr)
+		}
+		cs := "count 1"
+		switch {
+		case g.Count >= 10:
+			cs = "count >= 10"
+		case g.Count >= 2:
+			cs = "count 2-9"
+		}
+		add("count", cs, g, v, ideal, llr)
+		ns := "null >= 0.8"
+		switch {
+		case g.Null < 0.3:
+			ns = "null < 0.3"
+		case g.Null < 0.6:
+			ns = "null 0.3-0.6"
+		case g.Null < 0.8:
+			ns = "null 0.6-0.8"
+		}
+		add("null", ns, g, v, ideal, llr)
+		add("members", fmt.Sprintf("members %d", g.Members), g, v, ideal, llr)
+		ps := "pi < 0.2"
+		switch {
+		case pi >= 0.8:
+			ps = "pi >= 0.8"
+		case pi >= 0.5:
+			ps = "pi 0.5-0.8"
+		case pi >= 0.2:
+			ps = "pi 0.2-0.5"
+		}
+		add("pi", ps, g, v, ideal, llr)
+		as := "assigned none"
+		switch {
+		case g.Kind == "pair":
+			as = "pair"
+		case g.Assigned == g.Count:
+			as = "assigned all"
+		case g.Assigned > 0:
+			as = "assigned some"
+		}
+		add("assigned", as, g, v, ideal, llr)
+	}
+	names := make([]string, 0, len(tables))
+	for n := range tables {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	fmt.Fprintf(&b, "%-16s %6s %6s %9s %9s %9s\n", "row", "trials", "occ", "log e", "log LR", "log 1/r")
+	for _, n := range names {
+		rows := make([]string, 0, len(tables[n]))
+		for r := range tables[n] {
+			rows = append(rows, r)
+		}
+		slices.Sort(rows)
+		for _, r := range rows {
+			a := tables[n][r]
+			fmt.Fprintf(&b, "%-16s %6d %6d %9.2f %9.2f %9.2f\n", r, a.n, a.occ, a.log, a.llr, a.ideal)
+		}
+	}
+	return b.String(), nil
+}
+
+func fmtFloats(xs []float64) string {
+	var cells []string
+	for _, v := range xs {
+		cells = append(cells, fmt.Sprintf("%.1f", v))
 	}
 	return strings.Join(cells, " ")
 }

@@ -25,6 +25,9 @@ func TestWatermarkPower(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("WATERMARK_POWER_STATS")); err == nil {
 		p.StatsResponses = n
 	}
+	if n, err := strconv.Atoi(os.Getenv("WATERMARK_POWER_MAXTOKENS")); err == nil {
+		p.MaxTokens = n
+	}
 	if os.Getenv("WATERMARK_POWER_NOVIS") != "" {
 		p.Visibility = nil
 	}
@@ -46,5 +49,33 @@ func TestWatermarkPower(t *testing.T) {
 		if v > 1e-6 || r.CorpusRaw[name] < 0.01 {
 			t.Errorf("%s: marked p = %g, unmarked p = %g", name, v, r.CorpusRaw[name])
 		}
+	}
+}
+
+// TestWatermarkPowerBreakdown prints where one replication's evidence
+// comes from (WATERMARK_BREAKDOWN=1; WATERMARK_BREAKDOWN_REP picks the
+// replication).
+func TestWatermarkPowerBreakdown(t *testing.T) {
+	if os.Getenv("WATERMARK_BREAKDOWN") == "" {
+		t.Skip("set WATERMARK_BREAKDOWN=1 to print the lexical watermark's evidence breakdown")
+	}
+	dir := os.Getenv("DISTILLGUARD_CORPUS")
+	if dir == "" {
+		dir = "../../shared/data"
+	}
+	p := PowerSizes(dir)
+	if n, err := strconv.Atoi(os.Getenv("WATERMARK_POWER_MAXTOKENS")); err == nil {
+		p.MaxTokens = n
+	}
+	rep, _ := strconv.Atoi(os.Getenv("WATERMARK_BREAKDOWN_REP"))
+	for _, o := range p.Orders {
+		s, err := PowerBreakdown(1, rep, o, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s == "" {
+			t.Fatal("empty breakdown")
+		}
+		t.Logf("\n%s", s)
 	}
 }

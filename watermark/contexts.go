@@ -414,6 +414,47 @@ const (
 	tiltMaxDen = 1
 )
 
+// tiltHeadNum / tiltHeadDen is the share of its member's headroom a
+// partially tilted context spends (more only where the other members'
+// caps need it; see partialTilt).
+//
+// A heavy context tilted as far as its member's cap allows spends all of
+// the member's headroom, and every lighter context of the set, and the
+// hashed tail, is then forced to the other members: they carry no
+// evidence, and they are the groups a student reproduces (a group is
+// worth at most log(1/r) nats however often a student repeats it, and
+// the heavy context is one group). Spending half leaves the lighter
+// contexts keyed draws, and moves fewer occurrences of the heavy context,
+// which is also what a word-frequency comparison sees of the statistics'
+// counting error (measured with the lab's power harness,
+// lab/watermark_power.go: a quarter lost power, all of it visibility).
+const (
+	tiltHeadNum = 1
+	tiltHeadDen = 2
+)
+
+// partialTilt is the numerator, over den = (w - c_m) units, of the tilt
+// of a context (natural counts c, weight w) that member m's headroom h
+// (h < den) does not let take whole: half the headroom, but at least one
+// unit (a drawn member is written), and at least as much as keeps every
+// other member's cap non-negative once it keeps its (1 - lambda) share
+// of its natural count (so the caps still account exactly for what is
+// written), and at most tiltMaxNum / tiltMaxDen.
+func partialTilt(caps []int64, c *ctxStat, m int, h, den int64) int64 {
+	num := max(h*tiltHeadNum/tiltHeadDen, 1)
+	for i, cp := range caps {
+		ci := int64(c.members[i]) * ctxUnit
+		if i == m || ci == 0 {
+			continue
+		}
+		// (den - num) / den * ci <= cp  <=>  num >= den - cp * den / ci.
+		if need := den - max(cp, 0)*den/ci; need > num {
+			num = need
+		}
+	}
+	return min(num, h, den*tiltMaxNum/tiltMaxDen)
+}
+
 // setMinShareNum / setMinShareDen is the share of the statistics'
 // candidate occurrences a unit needs to be marked at all.
 //
@@ -649,7 +690,7 @@ func buildPlan(p *prf, msg []byte, u uint32, ls *lexSet, cs *ContextStats, withP
 				plan.prob[j*nm+i] = float64(h) / float64(sum)
 				plan.lam[j*nm+i] = 1
 				if h < d {
-					plan.lam[j*nm+i] = float64(min(h, d*tiltMaxNum/tiltMaxDen)) / float64(d)
+					plan.lam[j*nm+i] = float64(partialTilt(caps, c, i, h, d)) / float64(d)
 				}
 			}
 			acc += uint64(h)
@@ -664,7 +705,7 @@ func buildPlan(p *prf, msg []byte, u uint32, ls *lexSet, cs *ContextStats, withP
 			caps[pick] -= int64(c.count) * ctxUnit
 			continue
 		}
-		num = min(num, den*tiltMaxNum/tiltMaxDen)
+		num = partialTilt(caps, c, pick, num, den)
 		plan.thr[j] = tiltThreshold(uint64(num), uint64(den))
 		// The others keep (1 - lambda) of their natural counts; the drawn
 		// member takes the rest of the context's weight, exactly its

@@ -17,14 +17,27 @@
 //     while the other moves as many of its occurrences of the member to
 //     the other members, so every member's count is kept whatever the key
 //     drew. A lighter context too heavy for any member to take whole is
-//     tilted alone, and the caps count what is written. A unit (set and
+//     tilted alone, spending half of its member's remaining cap (more only
+//     where the other members' caps need it), so the set's lighter
+//     contexts, the groups a student reproduces, keep keyed draws; the
+//     caps count what is written. A unit (set and
 //     form slot) with less than 1/400 of the statistics' occurrences is
 //     not marked: its assignment would rest on a few counts, and a
 //     word-frequency comparison scores a rare set as much as a frequent
 //     one. Verifier / Sample replay the key's assignment and give a
 //     conservative p-value (a likelihood-ratio test martingale over
 //     distinct (set, slot, context) groups, each scored on all its member
-//     counts; a pair is one trial).
+//     counts; a pair is one trial). Sample.Explain lists each trial's
+//     share of the evidence (the lab's power harness breaks a replication
+//     down with it).
+//
+//     What bounds the test is the text, not the statistic: a scored group
+//     is worth at most log(1/r) nats, r the null probability of the key's
+//     member, and with frequency preservation r is about the member's
+//     natural share, so only sets whose members the model itself uses in
+//     comparable shares carry evidence; contexts a student never saw in
+//     its harvest (most of the hashed tail) it writes from its backoff,
+//     at the natural shares, and they carry none.
 //
 //     Invisibility holds against the statistics the plan was built from.
 //     Their counting error moves the marked text's member shares by about

@@ -172,10 +172,10 @@ func (sm *Sample) Score(k *Key) Result {
 			built[u] = true
 		}
 	}
-	return sm.score(k, plans)
+	return sm.score(k, plans, nil)
 }
 
-func (sm *Sample) score(k *Key, plans []setPlan) Result {
+func (sm *Sample) score(k *Key, plans []setPlan, rec *[]GroupScore) Result {
 	lex := sm.st.lex
 	p := prf{block: k.lexBlock, macKey: k.lexMAC}
 	var msg [prfMsgLen]byte
@@ -206,6 +206,9 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 		}
 		m, j := lex.choose(&p, msg[:], plans, u, g.ctx.bytes())
 		if m < 0 {
+			if rec != nil {
+				*rec = append(*rec, sm.unscored(g, u, plans, "off"))
+			}
 			continue
 		}
 		plan := &plans[u]
@@ -224,9 +227,16 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 			rs = append(rs, ri)
 		}
 		if possible < 2 {
+			if rec != nil {
+				*rec = append(*rec, sm.unscored(g, u, plans, "forced"))
+			}
 			continue
 		}
 		pj := rs[obs]
+		var gs GroupScore
+		if rec != nil {
+			gs = sm.explainGroup(g, u, j, m, rs[m], plan, len(kap)*len(hs))
+		}
 		r.Scored++
 		r.Expected += pj
 		r.Variance += pj * (1 - pj)
@@ -307,10 +317,17 @@ func (sm *Sample) score(k *Key, plans []setPlan) Result {
 			lr := math.Exp(ll[m] - (mx + math.Log(s)))
 			for pi, pv := range pis {
 				logW[ki*len(pis)+pi] += math.Log((1 - pv) + pv*lr)
+				if rec != nil {
+					gs.LogFactor[ki*len(pis)+pi] = math.Log((1 - pv) + pv*lr)
+				}
 			}
 		}
+		if rec != nil {
+			gs.Pi = append(gs.Pi, pis[:]...)
+			*rec = append(*rec, gs)
+		}
 	}
-	sm.scorePairs(&r, &p, msg[:], plans, pairs, logW[:])
+	sm.scorePairs(&r, &p, msg[:], plans, pairs, logW[:], rec)
 	if r.Variance > 0 {
 		r.Z = (float64(r.Matches) - r.Expected) / math.Sqrt(r.Variance)
 	}
@@ -368,7 +385,7 @@ func baseShares(dst []float64, lex *Lexicon, set uint16, ss *setStats) []float64
 // d, d* the key's draw, and its factor (1 - pi) + pi LR, pi the smaller of
 // the rows' chances that the student learned them (Score). The mean over
 // the draw is one, as for a single group.
-func (sm *Sample) scorePairs(r *Result, p *prf, msg []byte, plans []setPlan, pairs map[pairKey][]int32, logW []float64) {
+func (sm *Sample) scorePairs(r *Result, p *prf, msg []byte, plans []setPlan, pairs map[pairKey][]int32, logW []float64, rec *[]GroupScore) {
 	if len(pairs) == 0 {
 		return
 	}
@@ -397,6 +414,11 @@ func (sm *Sample) scorePairs(r *Result, p *prf, msg []byte, plans []setPlan, pai
 		hi, _ := bits.Mul64(ctxPRFString(p, msg, k.u, ss.ctxs[k.row].key), uint64(draws))
 		actual := int(hi)
 		base = baseShares(base, lex, set, ss)
+		var gs GroupScore
+		if rec != nil {
+			gs = GroupScore{Set: lex.sets[set].members[0].forms[slotBase], Members: nm, Kind: "pair", Null: 1 / float64(draws),
+				LogFactor: make([]float64, len(kap)*len(hs))}
+		}
 		for hi := range pis {
 			pis[hi] = 0.995
 		}
@@ -405,6 +427,12 @@ func (sm *Sample) scorePairs(r *Result, p *prf, msg []byte, plans []setPlan, pai
 			j := ss.index[string(g.ctx.bytes())]
 			for hi, h := range hs {
 				pis[hi] = min(pis[hi], max(0.005, 1-math.Exp(-h*float64(ss.ctxs[j].count)/float64(ss.n))))
+			}
+			if rec != nil {
+				gs.Groups = append(gs.Groups, string(sm.groupKey(g)))
+				for _, c := range g.counts {
+					gs.Count += int(c)
+				}
 			}
 			r.Scored++
 			obs := 0
@@ -446,7 +474,14 @@ func (sm *Sample) scorePairs(r *Result, p *prf, msg []byte, plans []setPlan, pai
 			lr := math.Exp(ll[actual] - logMeanExp(ll))
 			for pi, pv := range pis {
 				logW[ki*len(pis)+pi] += math.Log((1 - pv) + pv*lr)
+				if rec != nil {
+					gs.LogFactor[ki*len(pis)+pi] = math.Log((1 - pv) + pv*lr)
+				}
 			}
+		}
+		if rec != nil {
+			gs.Pi = append(gs.Pi, pis[:]...)
+			*rec = append(*rec, gs)
 		}
 	}
 }

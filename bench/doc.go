@@ -25,7 +25,7 @@
 //
 // The command is cmd/distillguard-bench:
 //
-//	go build -o bin/ ./cmd/distillguard ./cmd/distillguard-bench
+//	make build   # or go build -tags=vtprotobuf -o bin/ ./cmd/distillguard ./cmd/distillguard-bench
 //	bin/distillguard-bench run -distillguard bin/distillguard      # the matrix, into bench-out/
 //	bin/distillguard-bench run -aa                                  # noop against noop: the noise floor
 //	bin/distillguard-bench run -scenarios streams-1000 -rounds 1 -duration 60s   # 1,000-stream soak

@@ -415,9 +415,9 @@ func (r *replica) reconcile(s *session, f fetched) {
 	if !f.ok {
 		return // scored on local state
 	}
-	if f.standFound {
-		m.standKnown = f.stand
-	}
+	// What Redis holds now: a key that is gone (expired, or lost with
+	// Redis's data) is written again with the session's next write.
+	m.standKnown = f.stand
 	if !f.found {
 		if m.inc != 0 {
 			// Redis lost the blob (restart, eviction, flush): what the

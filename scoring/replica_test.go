@@ -223,6 +223,15 @@ func TestStandingAcrossReplicas(t *testing.T) {
 		t.Fatalf("no standing key in Redis: %q %v", out, err)
 	}
 	t.Logf("standing key: %s bytes", strings.TrimPrefix(strings.TrimSpace(out), "(integer) "))
+	// A standing key Redis lost is written again with the next request.
+	if _, err := srv.CLI("DEL", prefix+"{"+id+"}:st"); err != nil {
+		t.Fatal(err)
+	}
+	at = at.Add(time.Minute)
+	scoreOn(t, es[0], c.req(at, chatPrompt(9)))
+	if out, err := srv.CLI("--raw", "EXISTS", prefix+"{"+id+"}:st"); err != nil || strings.TrimSpace(out) != "1" {
+		t.Fatalf("standing key not written again after Redis lost it: %q %v", out, err)
+	}
 	// Back after three days, past the session TTL, on the other replica.
 	at = at.Add(72 * time.Hour)
 	if d := scoreOn(t, es[1], c.req(at, chatPrompt(2))); d.Probation {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"testing"
+
+	"github.com/distillguard/distillguard/internal/corpus/corpustest"
 )
 
 // TestWatermarkExperimentFull prints the full-scale report section; run it
@@ -12,11 +14,7 @@ func TestWatermarkExperimentFull(t *testing.T) {
 	if os.Getenv("WATERMARK_FULL") == "" {
 		t.Skip("set WATERMARK_FULL=1 to run the full-scale watermark experiment")
 	}
-	dir := os.Getenv("DISTILLGUARD_CORPUS")
-	if dir == "" {
-		dir = "../../shared/data"
-	}
-	sec, err := RunWatermark(context.Background(), 1, WatermarkSizes(dir, 1))
+	sec, err := RunWatermark(context.Background(), 1, WatermarkSizes(corpustest.Require(t), 1))
 	if err != nil {
 		t.Fatal(err)
 	}

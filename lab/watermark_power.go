@@ -370,15 +370,7 @@ func PowerBreakdown(seed uint64, rep int, order int, p PowerParams) (string, err
 			seen += harvest[k]
 		}
 		add("kind", g.Kind, g, v, ideal, llr)
-		hs := "harvest 0"
-		switch {
-		case seen >= 10:
-			hs = "harvest >= 10"
-		case seen >= 3:
-			hs = "harvest 3-9"
-		case seen >= 1:
-			hs = "harvest 1-2"
-		}
+		hs := band("harvest", float64(seen), 1, 3, 10)
 		add("harvest", hs, g, v, ideal, llr)
 		if g.Kind != "pair" {
 			m := "unmatched"
@@ -387,35 +379,10 @@ func PowerBreakdown(seed uint64, rep int, order int, p PowerParams) (string, err
 			}
 			add("fidelity", g.Kind+" "+hs+" "+m, g, v, ideal, llr)
 		}
-		cs := "count 1"
-		switch {
-		case g.Count >= 10:
-			cs = "count >= 10"
-		case g.Count >= 2:
-			cs = "count 2-9"
-		}
-		add("count", cs, g, v, ideal, llr)
-		ns := "null >= 0.8"
-		switch {
-		case g.Null < 0.3:
-			ns = "null < 0.3"
-		case g.Null < 0.6:
-			ns = "null 0.3-0.6"
-		case g.Null < 0.8:
-			ns = "null 0.6-0.8"
-		}
-		add("null", ns, g, v, ideal, llr)
+		add("count", band("count", float64(g.Count), 2, 10), g, v, ideal, llr)
+		add("null", band("null", g.Null, 0.3, 0.6, 0.8), g, v, ideal, llr)
 		add("members", fmt.Sprintf("members %d", g.Members), g, v, ideal, llr)
-		ps := "pi < 0.2"
-		switch {
-		case pi >= 0.8:
-			ps = "pi >= 0.8"
-		case pi >= 0.5:
-			ps = "pi 0.5-0.8"
-		case pi >= 0.2:
-			ps = "pi 0.2-0.5"
-		}
-		add("pi", ps, g, v, ideal, llr)
+		add("pi", band("pi", pi, 0.2, 0.5, 0.8), g, v, ideal, llr)
 		as := "assigned none"
 		switch {
 		case g.Kind == "pair":
@@ -453,4 +420,18 @@ func fmtFloats(xs []float64) string {
 		cells = append(cells, fmt.Sprintf("%.1f", v))
 	}
 	return strings.Join(cells, " ")
+}
+
+// band names the half-open interval of the ascending edges that v falls
+// in: "name < e0", "name e0-e1", ..., "name >= eN".
+func band(name string, v float64, edges ...float64) string {
+	if v < edges[0] {
+		return fmt.Sprintf("%s < %g", name, edges[0])
+	}
+	for i := 1; i < len(edges); i++ {
+		if v < edges[i] {
+			return fmt.Sprintf("%s %g-%g", name, edges[i-1], edges[i])
+		}
+	}
+	return fmt.Sprintf("%s >= %g", name, edges[len(edges)-1])
 }

@@ -5,7 +5,16 @@ import (
 	"os"
 	"strconv"
 	"testing"
+
+	"github.com/distillguard/distillguard/internal/corpus/corpustest"
 )
+
+// envInt sets *dst from the integer environment variable name, when set.
+func envInt(name string, dst *int) {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		*dst = n
+	}
+}
 
 // TestWatermarkPower prints the lexical watermark's power harness at the
 // target (WATERMARK_POWER=1; WATERMARK_POWER_REPS sets the number of
@@ -14,20 +23,10 @@ func TestWatermarkPower(t *testing.T) {
 	if os.Getenv("WATERMARK_POWER") == "" {
 		t.Skip("set WATERMARK_POWER=1 to run the lexical watermark power harness")
 	}
-	dir := os.Getenv("DISTILLGUARD_CORPUS")
-	if dir == "" {
-		dir = "../../shared/data"
-	}
-	p := PowerSizes(dir)
-	if n, err := strconv.Atoi(os.Getenv("WATERMARK_POWER_REPS")); err == nil {
-		p.Replications = n
-	}
-	if n, err := strconv.Atoi(os.Getenv("WATERMARK_POWER_STATS")); err == nil {
-		p.StatsResponses = n
-	}
-	if n, err := strconv.Atoi(os.Getenv("WATERMARK_POWER_MAXTOKENS")); err == nil {
-		p.MaxTokens = n
-	}
+	p := PowerSizes(corpustest.Require(t))
+	envInt("WATERMARK_POWER_REPS", &p.Replications)
+	envInt("WATERMARK_POWER_STATS", &p.StatsResponses)
+	envInt("WATERMARK_POWER_MAXTOKENS", &p.MaxTokens)
 	if os.Getenv("WATERMARK_POWER_NOVIS") != "" {
 		p.Visibility = nil
 	}
@@ -59,15 +58,10 @@ func TestWatermarkPowerBreakdown(t *testing.T) {
 	if os.Getenv("WATERMARK_BREAKDOWN") == "" {
 		t.Skip("set WATERMARK_BREAKDOWN=1 to print the lexical watermark's evidence breakdown")
 	}
-	dir := os.Getenv("DISTILLGUARD_CORPUS")
-	if dir == "" {
-		dir = "../../shared/data"
-	}
-	p := PowerSizes(dir)
-	if n, err := strconv.Atoi(os.Getenv("WATERMARK_POWER_MAXTOKENS")); err == nil {
-		p.MaxTokens = n
-	}
-	rep, _ := strconv.Atoi(os.Getenv("WATERMARK_BREAKDOWN_REP"))
+	p := PowerSizes(corpustest.Require(t))
+	envInt("WATERMARK_POWER_MAXTOKENS", &p.MaxTokens)
+	rep := 0
+	envInt("WATERMARK_BREAKDOWN_REP", &rep)
 	for _, o := range p.Orders {
 		s, err := PowerBreakdown(1, rep, o, p)
 		if err != nil {
@@ -77,5 +71,21 @@ func TestWatermarkPowerBreakdown(t *testing.T) {
 			t.Fatal("empty breakdown")
 		}
 		t.Logf("\n%s", s)
+	}
+}
+
+func TestBand(t *testing.T) {
+	for _, c := range []struct {
+		v    float64
+		want string
+	}{
+		{0, "harvest < 1"}, {1, "harvest 1-3"}, {2, "harvest 1-3"}, {3, "harvest 3-10"}, {9, "harvest 3-10"}, {10, "harvest >= 10"}, {400, "harvest >= 10"},
+	} {
+		if got := band("harvest", c.v, 1, 3, 10); got != c.want {
+			t.Errorf("band(%g) = %q, want %q", c.v, got, c.want)
+		}
+	}
+	if got := band("null", 0.25, 0.3, 0.6, 0.8); got != "null < 0.3" {
+		t.Errorf("band(0.25) = %q", got)
 	}
 }

@@ -314,13 +314,7 @@ func (sm *Sample) score(k *Key, plans []setPlan, rec *[]GroupScore) Result {
 			for d := range ll {
 				s += math.Exp(ll[d] + logR[d] - mx)
 			}
-			lr := math.Exp(ll[m] - (mx + math.Log(s)))
-			for pi, pv := range pis {
-				logW[ki*len(pis)+pi] += math.Log((1 - pv) + pv*lr)
-				if rec != nil {
-					gs.LogFactor[ki*len(pis)+pi] = math.Log((1 - pv) + pv*lr)
-				}
-			}
+			mixFactors(logW[:], ki, pis[:], math.Exp(ll[m]-(mx+math.Log(s))), &gs, rec != nil)
 		}
 		if rec != nil {
 			gs.Pi = append(gs.Pi, pis[:]...)
@@ -471,17 +465,25 @@ func (sm *Sample) scorePairs(r *Result, p *prf, msg []byte, plans []setPlan, pai
 				}
 				ll = append(ll, v)
 			}
-			lr := math.Exp(ll[actual] - logMeanExp(ll))
-			for pi, pv := range pis {
-				logW[ki*len(pis)+pi] += math.Log((1 - pv) + pv*lr)
-				if rec != nil {
-					gs.LogFactor[ki*len(pis)+pi] = math.Log((1 - pv) + pv*lr)
-				}
-			}
+			mixFactors(logW, ki, pis[:], math.Exp(ll[actual]-logMeanExp(ll)), &gs, rec != nil)
 		}
 		if rec != nil {
 			gs.Pi = append(gs.Pi, pis[:]...)
 			*rec = append(*rec, gs)
+		}
+	}
+}
+
+// mixFactors multiplies each grid cell (ki, pi) of the martingale by the
+// group's factor (1 - pi) + pi*lr: with chance pi the student learned the
+// group's context (likelihood ratio lr), else the group says nothing.
+// With record, the factors are kept in gs for Sample.Explain.
+func mixFactors(logW []float64, ki int, pis []float64, lr float64, gs *GroupScore, record bool) {
+	for pi, pv := range pis {
+		f := math.Log((1 - pv) + pv*lr)
+		logW[ki*len(pis)+pi] += f
+		if record {
+			gs.LogFactor[ki*len(pis)+pi] = f
 		}
 	}
 }

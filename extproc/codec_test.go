@@ -169,20 +169,27 @@ func TestCodecRejectsNonProto(t *testing.T) {
 // and through grpc-go's default one (marshal, then the transport's Free).
 func BenchmarkCodecMarshal(b *testing.B) {
 	msg := bodyReplyOf(700, 'x')
-	for _, c := range []grpcenc.CodecV2{Codec(), grpcenc.GetCodecV2(grpcproto.Name)} {
-		name := "pooled"
-		if c == grpcenc.GetCodecV2(grpcproto.Name) {
-			name = "grpc-default"
-		}
-		b.Run(name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				bs, err := c.Marshal(msg)
-				if err != nil {
-					b.Fatal(err)
-				}
-				bs.Free()
+	eachCodec(b, func(b *testing.B, c grpcenc.CodecV2) {
+		for b.Loop() {
+			bs, err := c.Marshal(msg)
+			if err != nil {
+				b.Fatal(err)
 			}
+			bs.Free()
+		}
+	})
+}
+
+// eachCodec runs f as a sub-benchmark for the server's codec ("pooled")
+// and for grpc-go's default one, allocations reported.
+func eachCodec(b *testing.B, f func(*testing.B, grpcenc.CodecV2)) {
+	for _, c := range []struct {
+		name  string
+		codec grpcenc.CodecV2
+	}{{"pooled", Codec()}, {"grpc-default", grpcenc.GetCodecV2(grpcproto.Name)}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			f(b, c.codec)
 		})
 	}
 }
@@ -236,22 +243,15 @@ func BenchmarkCodecUnmarshal100K(b *testing.B) {
 		b.Fatal(err)
 	}
 	data := frames(wire)
-	for _, c := range []grpcenc.CodecV2{Codec(), grpcenc.GetCodecV2(grpcproto.Name)} {
-		name := "pooled"
-		if c == grpcenc.GetCodecV2(grpcproto.Name) {
-			name = "grpc-default"
-		}
-		b.Run(name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(len(wire)))
-			back := &extprocv3.ProcessingRequest{}
-			for b.Loop() {
-				if err := c.Unmarshal(data, back); err != nil {
-					b.Fatal(err)
-				}
+	eachCodec(b, func(b *testing.B, c grpcenc.CodecV2) {
+		b.SetBytes(int64(len(wire)))
+		back := &extprocv3.ProcessingRequest{}
+		for b.Loop() {
+			if err := c.Unmarshal(data, back); err != nil {
+				b.Fatal(err)
 			}
-		})
-	}
+		}
+	})
 }
 
 // FuzzCodecUnmarshal: whatever the bytes and however the transport split

@@ -8,6 +8,7 @@
 //	distillguard -config policy.yaml -check-config   # validate, print what each tier does per route
 //	distillguard watermark verify -key-file F FILE...   # see runWatermark
 //	distillguard watermark keygen -key-file F [-id ID]
+//	distillguard watermark probe -url URL -prompts P -o OUT [-key-file F]
 //	distillguard evidence export -url URL -token-file F -session ID [-o FILE]
 //	distillguard evidence verify (-key F | -public-key K) FILE...
 //

@@ -17,6 +17,9 @@ commands:
            (distillguard watermark keygen -key-file F [-id ID])
   contexts count context statistics in the provider's own unmarked output
            (distillguard watermark contexts -o OUT FILE...)
+  probe    send a probe set to a suspect's chat completions endpoint and keep
+           the answers for verify (with -key-file, verify them too)
+           (distillguard watermark probe -url URL -prompts P -o OUT [-model M] [-api-key-env VAR] [-key-file F] ...)
 `
 
 // runWatermark dispatches `distillguard watermark ...`.
@@ -32,6 +35,8 @@ func runWatermark(args []string, stdout, stderr io.Writer) int {
 		return watermark.RunKeygen(args[1:], stdout, stderr)
 	case "contexts":
 		return watermark.RunContexts(args[1:], stdout, stderr)
+	case "probe":
+		return watermark.RunProbe(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, watermarkUsage)
 		return 0

@@ -94,6 +94,7 @@ func TestWatermarkSubcommand(t *testing.T) {
 		{[]string{"watermark"}, 2, "usage: distillguard watermark"},
 		{[]string{"watermark", "nope"}, 2, `unknown command "nope"`},
 		{[]string{"watermark", "verify"}, 2, "usage: distillguard watermark verify"},
+		{[]string{"watermark", "probe"}, 2, "usage: distillguard watermark probe"},
 		{[]string{"watermark", "keygen", "-key-file", keys, "-id", "first"}, 2, "already in the key file"},
 		{[]string{"-no-such-flag"}, 2, "distillguard watermark verify|keygen"},
 	} {
@@ -104,7 +105,7 @@ func TestWatermarkSubcommand(t *testing.T) {
 		}
 	}
 	out.Reset()
-	if rc := runMain([]string{"watermark", "help"}, &out, &errb); rc != 0 || !strings.Contains(out.String(), "keygen") || !strings.Contains(out.String(), "contexts") {
+	if rc := runMain([]string{"watermark", "help"}, &out, &errb); rc != 0 || !strings.Contains(out.String(), "keygen") || !strings.Contains(out.String(), "contexts") || !strings.Contains(out.String(), "probe") {
 		t.Errorf("help: exit %d, %q", rc, out.String())
 	}
 	// contexts: statistics of the suspect file's own text, then verify

@@ -1,0 +1,504 @@
+package watermark
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Probing a suspect model: `distillguard watermark probe` sends a probe
+// set to an OpenAI-compatible Chat Completions endpoint
+// (https://platform.openai.com/docs/api-reference/chat/create; vLLM, TGI,
+// llama.cpp's server and Ollama serve the same route) and writes the
+// answers in the form verify reads, so the evidence that a suspect model
+// learned from marked output is collected and tested by one tool.
+
+// maxProbeResponse bounds one answer's body: a chat completion of a few
+// thousand tokens with top-20 logprobs is well under it, and a suspect
+// endpoint is not trusted to stop.
+const maxProbeResponse = 16 << 20
+
+// ProbeConfig configures Probe.
+type ProbeConfig struct {
+	// URL is the Chat Completions endpoint, e.g.
+	// http://suspect:8000/v1/chat/completions.
+	URL string
+	// Model is the request's "model" (omitted when empty).
+	Model string
+	// Header is sent with every request (e.g. Authorization).
+	Header http.Header
+	// MaxTokens is the request's "max_tokens" (omitted when 0).
+	MaxTokens int
+	// Temperature is the request's "temperature" (omitted when negative).
+	Temperature float64
+	// TopLogprobs > 0 asks for "logprobs": true and that many
+	// "top_logprobs" (the logprob watermark's spectral test needs them).
+	TopLogprobs int
+	// Concurrency is the number of requests in flight (at least 1).
+	Concurrency int
+	// Timeout bounds one attempt.
+	Timeout time.Duration
+	// Retries is how many times a probe is sent again after a transport
+	// error, 408, 429 or 5xx (the answer's Retry-After is honoured, up to
+	// MaxBackoff).
+	Retries    int
+	Backoff    time.Duration
+	MaxBackoff time.Duration
+	// Client sends the requests (nil: a client of its own).
+	Client *http.Client
+}
+
+// ProbeError is a probe the endpoint did not answer usably.
+type ProbeError struct {
+	Index  int // 1-based line of the probe set
+	Status int // HTTP status, 0 for a transport or decoding error
+	Err    error
+}
+
+func (e *ProbeError) Error() string {
+	if e.Status != 0 {
+		return fmt.Sprintf("probe %d: HTTP %d: %v", e.Index, e.Status, e.Err)
+	}
+	return fmt.Sprintf("probe %d: %v", e.Index, e.Err)
+}
+
+func (e *ProbeError) Unwrap() error { return e.Err }
+
+// ReadProbeMessages reads a probe set for a chat endpoint, one JSON object
+// a line as ReadProbeContexts reads it: {"prompt": TEXT} becomes one user
+// message, {"messages": [...]} is sent as written. Record probes
+// ({"features": ...}) have no chat form and are refused.
+func ReadProbeMessages(r io.Reader) ([]json.RawMessage, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
+	var out []json.RawMessage
+	for line := 1; sc.Scan(); line++ {
+		b := trimSpace(sc.Bytes())
+		if len(b) == 0 {
+			continue
+		}
+		var doc struct {
+			Prompt   *string           `json:"prompt"`
+			Features json.RawMessage   `json:"features"`
+			Messages []json.RawMessage `json:"messages"`
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		switch {
+		case doc.Messages != nil:
+			if len(doc.Messages) == 0 {
+				return nil, fmt.Errorf("line %d: \"messages\" is empty", line)
+			}
+			m, err := json.Marshal(doc.Messages)
+			if err != nil {
+				return nil, fmt.Errorf("line %d: %w", line, err)
+			}
+			out = append(out, m)
+		case doc.Prompt != nil:
+			m, err := json.Marshal([]map[string]string{{"role": "user", "content": *doc.Prompt}})
+			if err != nil {
+				return nil, fmt.Errorf("line %d: %w", line, err)
+			}
+			out = append(out, m)
+		case doc.Features != nil:
+			return nil, fmt.Errorf("line %d: a \"features\" probe is for a record model and has no chat form", line)
+		default:
+			return nil, fmt.Errorf("line %d: no \"prompt\" or \"messages\"", line)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no probes")
+	}
+	return out, nil
+}
+
+// Probe sends every probe (a messages array) to the endpoint and returns
+// the answers in probe order, each a chat.completion object as the
+// endpoint sent it (compacted). The first probe that fails after its
+// retries cancels the rest and is returned as a *ProbeError: the answers
+// must line up with the probes, so a partial set is not returned.
+func Probe(ctx context.Context, cfg ProbeConfig, probes []json.RawMessage) ([]json.RawMessage, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	client := cfg.Client
+	if client == nil {
+		client = &http.Client{}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	out := make([]json.RawMessage, len(probes))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(cfg.Concurrency, len(probes)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if ctx.Err() != nil {
+					continue // drain: the feeder stops at the cancellation
+				}
+				a, err := cfg.send(ctx, client, i, probes[i])
+				if err != nil {
+					cancel(err)
+					continue // drain: the feeder stops at the cancellation
+				}
+				out[i] = a
+			}
+		}()
+	}
+feed:
+	for i := range probes {
+		if ctx.Err() != nil {
+			break
+		}
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (cfg *ProbeConfig) validate() error {
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return fmt.Errorf("-url: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("-url %q: want an http:// or https:// URL of the chat completions endpoint", cfg.URL)
+	}
+	switch {
+	case cfg.Concurrency < 1 || cfg.Concurrency > 256:
+		return fmt.Errorf("-concurrency %d: want 1 to 256", cfg.Concurrency)
+	case cfg.Timeout <= 0:
+		return fmt.Errorf("-timeout %v: want a positive duration", cfg.Timeout)
+	case cfg.Retries < 0 || cfg.Retries > 20:
+		return fmt.Errorf("-retries %d: want 0 to 20", cfg.Retries)
+	case cfg.TopLogprobs < 0 || cfg.TopLogprobs > 20:
+		// The Chat Completions API accepts 0 to 20 top_logprobs.
+		return fmt.Errorf("-top-logprobs %d: want 0 to 20", cfg.TopLogprobs)
+	case cfg.MaxTokens < 0:
+		return fmt.Errorf("-max-tokens %d: want 0 (the endpoint's default) or more", cfg.MaxTokens)
+	case cfg.Backoff < 0 || cfg.MaxBackoff < cfg.Backoff:
+		return fmt.Errorf("backoff %v up to %v: want 0 <= backoff <= max", cfg.Backoff, cfg.MaxBackoff)
+	}
+	return nil
+}
+
+// body is the request for one probe.
+func (cfg *ProbeConfig) body(messages json.RawMessage) ([]byte, error) {
+	req := map[string]any{"messages": messages, "stream": false}
+	if cfg.Model != "" {
+		req["model"] = cfg.Model
+	}
+	if cfg.MaxTokens > 0 {
+		req["max_tokens"] = cfg.MaxTokens
+	}
+	if cfg.Temperature >= 0 {
+		req["temperature"] = cfg.Temperature
+	}
+	if cfg.TopLogprobs > 0 {
+		req["logprobs"] = true
+		req["top_logprobs"] = cfg.TopLogprobs
+	}
+	return json.Marshal(req)
+}
+
+// send sends probe i until it is answered, a permanent error, or its
+// retries are spent.
+func (cfg *ProbeConfig) send(ctx context.Context, client *http.Client, i int, messages json.RawMessage) (json.RawMessage, error) {
+	body, err := cfg.body(messages)
+	if err != nil {
+		return nil, &ProbeError{Index: i + 1, Err: err}
+	}
+	wait := cfg.Backoff
+	for attempt := 0; ; attempt++ {
+		a, status, retryAfter, err := cfg.attempt(ctx, client, body)
+		if err == nil {
+			return a, nil
+		}
+		if ctx.Err() != nil {
+			// Cancelled: by the caller, or by another probe's failure,
+			// which is the error to report.
+			return nil, context.Cause(ctx)
+		}
+		retryable := status == 0 || status == http.StatusRequestTimeout || status == http.StatusTooManyRequests || status >= 500
+		if !retryable || attempt >= cfg.Retries {
+			return nil, &ProbeError{Index: i + 1, Status: status, Err: err}
+		}
+		d := wait
+		if retryAfter >= 0 {
+			d = retryAfter
+		}
+		d = min(d, cfg.MaxBackoff)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, context.Cause(ctx)
+		}
+		wait = min(2*wait, cfg.MaxBackoff)
+	}
+}
+
+// attempt sends one request. status is the answer's HTTP status (0 for a
+// transport error, or a 2xx answer that is not a usable chat completion:
+// neither is worth a retry, except the transport error); retryAfter is
+// its Retry-After in seconds, or -1 when it has none.
+func (cfg *ProbeConfig) attempt(ctx context.Context, client *http.Client, body []byte) (answer json.RawMessage, status int, retryAfter time.Duration, err error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return nil, 0, -1, err
+	}
+	for k, vs := range cfg.Header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, 0, -1, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxProbeResponse+1))
+	if err != nil {
+		return nil, 0, -1, err
+	}
+	retryAfter = -1
+	if s, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After"))); err == nil && s >= 0 {
+		retryAfter = time.Duration(s) * time.Second
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, resp.StatusCode, retryAfter, errors.New(snippet(b))
+	}
+	// A 2xx that is not a chat completion is the endpoint's answer, not a
+	// transient failure: reported with its status, not retried.
+	st := resp.StatusCode
+	if len(b) > maxProbeResponse {
+		return nil, st, -1, fmt.Errorf("answer over %d bytes", maxProbeResponse)
+	}
+	var doc struct {
+		Choices []json.RawMessage `json:"choices"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, st, -1, fmt.Errorf("answer is not a JSON chat completion: %w", err)
+	}
+	if len(doc.Choices) == 0 {
+		return nil, st, -1, errors.New("answer has no choices")
+	}
+	var c bytes.Buffer
+	if err := json.Compact(&c, b); err != nil {
+		return nil, st, -1, err
+	}
+	return c.Bytes(), st, -1, nil
+}
+
+// snippet is the start of an error answer, on one line.
+func snippet(b []byte) string {
+	s := strings.Join(strings.Fields(string(b)), " ")
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	if s == "" {
+		s = "empty answer"
+	}
+	return s
+}
+
+// headerFlags collects repeated -header "Name: value" flags.
+type headerFlags http.Header
+
+func (h headerFlags) String() string { return "" }
+
+func (h headerFlags) Set(s string) error {
+	k, v, ok := strings.Cut(s, ":")
+	k = strings.TrimSpace(k)
+	if !ok || k == "" {
+		return fmt.Errorf("%q: want \"Name: value\"", s)
+	}
+	http.Header(h).Add(k, strings.TrimSpace(v))
+	return nil
+}
+
+// RunProbe is the command `distillguard watermark probe`:
+//
+//	probe -url URL -prompts P -o OUT [-model M] [-api-key-env VAR] [-header "K: V"]... [-max-tokens N]
+//	      [-temperature T] [-top-logprobs K] [-concurrency C] [-timeout D] [-retries R] [-key-file F [-decoys N]]
+//
+// It sends each probe of P to the endpoint and writes the answers to OUT,
+// one chat.completion object a line in probe order: the form verify reads
+// in both modes (text: the choices' message.content; logprobs: with -prompts
+// P). The file is written only once every probe is answered, so that the
+// answers line up with the probes. With -key-file it then verifies OUT as
+// verify would (text mode, and logprobs mode when -top-logprobs asked for
+// them) and prints the reports. The API key is read from the environment
+// variable -api-key-env names, never from a flag (flags show in ps and
+// shell histories).
+//
+// Exit status: 0 when every probe was answered (and verified), 2 on a
+// usage, input or endpoint error.
+func RunProbe(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("watermark probe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := ProbeConfig{Header: http.Header{}, Backoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second}
+	fs.StringVar(&cfg.URL, "url", "", "the suspect's chat completions endpoint, e.g. http://host:8000/v1/chat/completions")
+	fs.StringVar(&cfg.Model, "model", "", "the request's model")
+	promptFile := fs.String("prompts", "", "the probe set: one {\"prompt\": ...} or {\"messages\": [...]} a line")
+	outFile := fs.String("o", "", "where to write the answers (JSONL, probe order)")
+	keyEnv := fs.String("api-key-env", "", "environment variable holding the API key (sent as a bearer token)")
+	fs.Var(headerFlags(cfg.Header), "header", "an extra request header, \"Name: value\" (repeatable)")
+	fs.IntVar(&cfg.MaxTokens, "max-tokens", 0, "the request's max_tokens (0: the endpoint's default)")
+	fs.Float64Var(&cfg.Temperature, "temperature", -1, "the request's temperature (negative: the endpoint's default)")
+	fs.IntVar(&cfg.TopLogprobs, "top-logprobs", 0, "ask for logprobs with this many alternatives (0: none)")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 4, "requests in flight")
+	fs.DurationVar(&cfg.Timeout, "timeout", 120*time.Second, "bound on one request")
+	fs.IntVar(&cfg.Retries, "retries", 3, "retries of a probe after a transport error, 408, 429 or 5xx")
+	keyFile := fs.String("key-file", "", "verify the answers against this key file's keys")
+	decoys := fs.Int("decoys", 0, "with -key-file: also score this many decoy keys")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: distillguard watermark probe -url URL -prompts P -o OUT [-model M] [-api-key-env VAR] [-header \"K: V\"]... [-max-tokens N] [-temperature T] [-top-logprobs K] [-concurrency C] [-timeout D] [-retries R] [-key-file F [-decoys N]]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "watermark probe:", err)
+		return 2
+	}
+	if cfg.URL == "" || *promptFile == "" || *outFile == "" || fs.NArg() != 0 {
+		fs.Usage()
+		return 2
+	}
+	if *decoys != 0 && *keyFile == "" {
+		return fail(errors.New("-decoys applies with -key-file"))
+	}
+	if *decoys < 0 || *decoys > 100000 {
+		return fail(fmt.Errorf("-decoys %d: want 0 to 100000", *decoys))
+	}
+	if *keyEnv != "" {
+		k := os.Getenv(*keyEnv)
+		if k == "" {
+			return fail(fmt.Errorf("-api-key-env %s: the variable is empty or unset", *keyEnv))
+		}
+		cfg.Header.Set("Authorization", "Bearer "+k)
+	}
+	if err := cfg.validate(); err != nil {
+		return fail(err)
+	}
+	var ks *KeySet
+	var dk []*Key
+	if *keyFile != "" {
+		var err error
+		if ks, err = LoadKeyFile(*keyFile); err != nil {
+			return fail(err)
+		}
+		if dk, err = DecoyKeys(*decoys); err != nil {
+			return fail(err)
+		}
+	}
+	f, err := openInput(*promptFile)
+	if err != nil {
+		return fail(err)
+	}
+	probes, err := ReadProbeMessages(f)
+	f.Close()
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", *promptFile, err))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	start := time.Now()
+	answers, err := Probe(ctx, cfg, probes)
+	if err != nil {
+		return fail(err)
+	}
+	if err := writeAnswers(*outFile, answers); err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(stderr, "watermark probe: %d probes answered in %v, written to %s\n", len(answers), time.Since(start).Round(time.Millisecond), *outFile)
+	if ks == nil {
+		return 0
+	}
+	enc := json.NewEncoder(stdout)
+	rep, err := verifyTextFile(DefaultLexicon(), *outFile, ks, dk)
+	if err != nil {
+		return fail(err)
+	}
+	if err := enc.Encode(rep); err != nil {
+		return fail(err)
+	}
+	if cfg.TopLogprobs == 0 {
+		return 0
+	}
+	pf, err := openInput(*promptFile)
+	if err != nil {
+		return fail(err)
+	}
+	ctxs, err := ReadProbeContexts(pf)
+	pf.Close()
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", *promptFile, err))
+	}
+	lrep, err := verifyLogprobFile(*outFile, nil, ctxs, ks, dk)
+	if err != nil {
+		return fail(err)
+	}
+	if err := enc.Encode(lrep); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+// writeAnswers writes the answers to path through a temporary file in the
+// same directory, so a reader never sees half a set.
+func writeAnswers(path string, answers []json.RawMessage) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	w := bufio.NewWriter(tmp)
+	for _, a := range answers {
+		w.Write(a)
+		w.WriteByte('\n')
+	}
+	if err := w.Flush(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -435,3 +435,64 @@ func band(name string, v float64, edges ...float64) string {
 	}
 	return fmt.Sprintf("%s >= %g", name, edges[len(edges)-1])
 }
+
+// RunWatermarkPowerReal is the harness on real text: each replication's
+// harvest is p.Harvest corpus texts (GSM8K worked solutions and HH-RLHF
+// turns, a fresh draw without replacement) marked, as the server marks
+// them, with the embedded statistics and a fresh key; the students sample
+// up to p.MaxTokens tokens (the texts' own lengths, as a student ends
+// where its training texts end). The unmarked student is trained on the
+// same texts unmarked. Only the replication table, the calibration and the
+// words changed are measured (the statistics are the embedded ones, so the
+// visibility check of RunWatermarkPower does not apply), and chrF.
+func RunWatermarkPowerReal(ctx context.Context, seed uint64, p PowerParams) (PowerResult, error) {
+	corpora, err := loadTextCorpora(p.CorpusDir)
+	if err != nil {
+		return PowerResult{}, fmt.Errorf("watermark power: %w", err)
+	}
+	var pool []string
+	for _, c := range corpora[:2] {
+		pool = append(pool, c.texts...)
+	}
+	if p.Harvest > len(pool) {
+		return PowerResult{}, fmt.Errorf("watermark power: %d harvested texts asked, the corpora hold %d", p.Harvest, len(pool))
+	}
+	lex := watermark.DefaultLexicon()
+	ver := watermark.NewVerifier(lex)
+	decoys := decoyKeys(seed, p.Decoys)
+	res := PowerResult{P: map[int][]float64{}}
+	var words, changed int64
+	var chrf watermark.ChrF
+	for i := 0; i < p.Replications; i++ {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		base := 9000 + 20*uint64(i)
+		texts := slices.Clone(pool)
+		r := newRand(seed, base)
+		r.Shuffle(len(texts), func(a, b int) { texts[a], texts[b] = texts[b], texts[a] })
+		texts = texts[:p.Harvest]
+		key := labWatermarkKey(seed, base+1)
+		marker := watermark.NewMarker(lex, key)
+		var raw, marked [][]string
+		for _, t := range texts {
+			out, s := marker.Mark([]byte(t))
+			words += s.Words
+			changed += s.Substituted
+			chrf.Add(out, []byte(t))
+			raw = append(raw, tokenize(t))
+			marked = append(marked, tokenize(string(out)))
+		}
+		for oi, o := range p.Orders {
+			res.P[o] = append(res.P[o], verifyTexts(ver, studentOutputs(seed, base+3+uint64(oi), o, marked, p), key).PValue)
+		}
+		un := studentOutputs(seed, base+9, 2, raw, p)
+		res.Unmarked = append(res.Unmarked, verifyTexts(ver, un, key).PValue)
+		below, _ := falsePositives(ver, un, decoys)
+		res.DecoyBelow += below
+		res.DecoyTrials += len(decoys)
+	}
+	res.Changed = float64(changed) / float64(max(words, 1))
+	res.ChrF = chrf.Score()
+	return res, nil
+}

@@ -18,7 +18,8 @@ func envInt(name string, dst *int) {
 
 // TestWatermarkPower prints the lexical watermark's power harness at the
 // target (WATERMARK_POWER=1; WATERMARK_POWER_REPS sets the number of
-// replications). Minutes, not part of the suite.
+// replications; WATERMARK_POWER_REAL=1 harvests real corpus texts instead
+// of the teacher's). Minutes, not part of the suite.
 func TestWatermarkPower(t *testing.T) {
 	if os.Getenv("WATERMARK_POWER") == "" {
 		t.Skip("set WATERMARK_POWER=1 to run the lexical watermark power harness")
@@ -30,7 +31,14 @@ func TestWatermarkPower(t *testing.T) {
 	if os.Getenv("WATERMARK_POWER_NOVIS") != "" {
 		p.Visibility = nil
 	}
-	r, err := RunWatermarkPower(context.Background(), 1, p)
+	run := RunWatermarkPower
+	if os.Getenv("WATERMARK_POWER_REAL") != "" {
+		// Real corpus texts as the harvest, marked with the embedded
+		// statistics; students write to their own lengths.
+		run, p.MaxTokens, p.Visibility = RunWatermarkPowerReal, 400, nil
+		envInt("WATERMARK_POWER_MAXTOKENS", &p.MaxTokens)
+	}
+	r, err := run(context.Background(), 1, p)
 	if err != nil {
 		t.Fatal(err)
 	}

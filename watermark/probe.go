@@ -80,7 +80,8 @@ func (e *ProbeError) Unwrap() error { return e.Err }
 
 // ReadProbeMessages reads a probe set for a chat endpoint, one JSON object
 // a line as ReadProbeContexts reads it: {"prompt": TEXT} becomes one user
-// message, {"messages": [...]} is sent as written. Record probes
+// message, {"messages": [...]} (each an object with a "role") is sent as
+// written. Record probes
 // ({"features": ...}) have no chat form and are refused.
 func ReadProbeMessages(r io.Reader) ([]json.RawMessage, error) {
 	sc := bufio.NewScanner(r)
@@ -103,6 +104,14 @@ func ReadProbeMessages(r io.Reader) ([]json.RawMessage, error) {
 		case doc.Messages != nil:
 			if len(doc.Messages) == 0 {
 				return nil, fmt.Errorf("line %d: \"messages\" is empty", line)
+			}
+			for j, m := range doc.Messages {
+				var msg struct {
+					Role *string `json:"role"`
+				}
+				if json.Unmarshal(m, &msg) != nil || msg.Role == nil {
+					return nil, fmt.Errorf("line %d: message %d is not an object with a \"role\"", line, j+1)
+				}
 			}
 			m, err := json.Marshal(doc.Messages)
 			if err != nil {

@@ -443,6 +443,8 @@ func TestProbeUsageErrors(t *testing.T) {
 	os.WriteFile(feat, []byte(`{"features": [1, 2]}`+"\n"), 0o644)
 	empty := filepath.Join(dir, "e.jsonl")
 	os.WriteFile(empty, []byte("\n\n"), 0o644)
+	noRole := filepath.Join(dir, "r.jsonl")
+	os.WriteFile(noRole, []byte(`{"messages": [{"role": "user", "content": "a"}, "b"]}`+"\n"), 0o644)
 	t.Setenv("DG_PROBE_EMPTY", "")
 	out := filepath.Join(dir, "o.jsonl")
 	for _, c := range []struct {
@@ -460,6 +462,7 @@ func TestProbeUsageErrors(t *testing.T) {
 		{[]string{"-url", "http://x", "-prompts", probes, "-o", out, "-decoys", "3"}, "-decoys applies with -key-file"},
 		{[]string{"-url", "http://x", "-prompts", feat, "-o", out}, "record model"},
 		{[]string{"-url", "http://x", "-prompts", empty, "-o", out}, "no probes"},
+		{[]string{"-url", "http://x", "-prompts", noRole, "-o", out}, "message 2 is not an object with a \"role\""},
 		{[]string{"-url", "http://x", "-prompts", filepath.Join(dir, "missing"), "-o", out}, "no such file"},
 	} {
 		var stdout, stderr bytes.Buffer
@@ -467,4 +470,43 @@ func TestProbeUsageErrors(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", c.args, rc, stderr.String(), c.want)
 		}
 	}
+}
+
+// FuzzReadProbeMessages: any probe file is read or refused, never a
+// panic; what is read is, per probe line, a non-empty JSON array of
+// messages with a role, which the request body embeds as valid JSON.
+func FuzzReadProbeMessages(f *testing.F) {
+	f.Add([]byte("{\"prompt\":\"How many?\"}\n\n{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}\n"))
+	f.Add([]byte("{\"features\":[1]}\n"))
+	f.Add([]byte("{\"messages\":[]}\n"))
+	f.Add([]byte("{\"prompt\":\"\\u00e9\\n\\\"x\\\"\"}"))
+	cfg := probeCfg("http://x")
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ps, err := ReadProbeMessages(bytes.NewReader(b))
+		if err != nil {
+			if ps != nil {
+				t.Fatal("probes returned with an error")
+			}
+			return
+		}
+		if len(ps) == 0 || len(ps) > bytes.Count(b, []byte("\n"))+1 {
+			t.Fatalf("%d probes from %d lines", len(ps), bytes.Count(b, []byte("\n"))+1)
+		}
+		for i, p := range ps {
+			var msgs []json.RawMessage
+			if err := json.Unmarshal(p, &msgs); err != nil || len(msgs) == 0 {
+				t.Fatalf("probe %d: %s is not a non-empty array (%v)", i, p, err)
+			}
+			for _, m := range msgs {
+				var msg struct{ Role *string }
+				if json.Unmarshal(m, &msg) != nil || msg.Role == nil {
+					t.Fatalf("probe %d: message %s has no role", i, m)
+				}
+			}
+			body, err := cfg.body(p)
+			if err != nil || !json.Valid(body) {
+				t.Fatalf("probe %d: body %s (%v)", i, body, err)
+			}
+		}
+	})
 }

@@ -81,8 +81,8 @@ func (e *ProbeError) Unwrap() error { return e.Err }
 // ReadProbeMessages reads a probe set for a chat endpoint, one JSON object
 // a line as ReadProbeContexts reads it: {"prompt": TEXT} becomes one user
 // message, {"messages": [...]} (each an object with a "role") is sent as
-// written. Record probes
-// ({"features": ...}) have no chat form and are refused.
+// written. Record probes ({"features": ...}) have no chat form and are
+// refused.
 func ReadProbeMessages(r io.Reader) ([]json.RawMessage, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)

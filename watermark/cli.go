@@ -13,6 +13,23 @@ import (
 	"strings"
 )
 
+// subcommand is what every watermark subcommand starts with: its flag
+// set, which prints usage (the synopsis, then the flags) on a bad flag,
+// and fail, which reports an error under the command's name and returns
+// exit status 2.
+func subcommand(name, synopsis string, stderr io.Writer) (*flag.FlagSet, func(error) int) {
+	fs := flag.NewFlagSet("watermark "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: distillguard watermark "+name+" "+synopsis)
+		fs.PrintDefaults()
+	}
+	return fs, func(err error) int {
+		fmt.Fprintf(stderr, "watermark %s: %v\n", name, err)
+		return 2
+	}
+}
+
 // RunVerify is the command `distillguard watermark verify`:
 //
 //	verify -key-file F [-mode text|logprobs] [-contexts C] [-prompts P] [-reference R] [-decoys N] FILE...
@@ -36,23 +53,14 @@ import (
 //
 // Exit status: 0 when every file was scored, 2 on a usage or input error.
 func RunVerify(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("watermark verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, fail := subcommand("verify", "-key-file F [-mode text|logprobs] [-contexts C] [-prompts P] [-reference R] [-decoys N] FILE...", stderr)
 	keyFile := fs.String("key-file", "", "watermark key file (hex or raw secret, or key set)")
 	mode := fs.String("mode", "text", "text (lexical watermark) or logprobs (logprob watermark)")
 	refFile := fs.String("reference", "", "logprobs mode: the provider's own unmarked answers to the same probes")
 	promptFile := fs.String("prompts", "", "logprobs mode: the probe prompts, one JSON object a line, in the order of the answers")
 	ctxFile := fs.String("contexts", "", "text mode: the context statistics the text was marked with (default: the embedded ones)")
 	decoys := fs.Int("decoys", 0, "also score this many decoy keys")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: distillguard watermark verify -key-file F [-mode text|logprobs] [-contexts C] [-prompts P] [-reference R] [-decoys N] FILE...")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	fail := func(err error) int {
-		fmt.Fprintln(stderr, "watermark verify:", err)
 		return 2
 	}
 	if *keyFile == "" || fs.NArg() == 0 {
@@ -137,13 +145,8 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 //
 // Exit status: 0 on success, 2 on a usage or input error.
 func RunContexts(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("watermark contexts", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, fail := subcommand("contexts", "-o OUT FILE...", stderr)
 	out := fs.String("o", "", "output file for the context statistics")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: distillguard watermark contexts -o OUT FILE...")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -156,20 +159,17 @@ func RunContexts(args []string, stdout, stderr io.Writer) int {
 	for _, name := range fs.Args() {
 		f, err := openInput(name)
 		if err != nil {
-			fmt.Fprintln(stderr, "watermark contexts:", err)
-			return 2
+			return fail(err)
 		}
 		err = readTexts(f, func(b []byte) { texts = append(texts, append([]byte(nil), b...)) })
 		f.Close()
 		if err != nil {
-			fmt.Fprintf(stderr, "watermark contexts: %s: %v\n", name, err)
-			return 2
+			return fail(fmt.Errorf("%s: %w", name, err))
 		}
 	}
 	cs := BuildContextStats(lex, texts)
 	if err := os.WriteFile(*out, cs.Format(lex), 0o644); err != nil {
-		fmt.Fprintln(stderr, "watermark contexts:", err)
-		return 2
+		return fail(err)
 	}
 	fmt.Fprintf(stdout, "%d texts, %d (set, slot) units\n", len(texts), cs.Sets())
 	return 0
@@ -320,24 +320,14 @@ func verifyLogprobFile(name string, ref []LogprobPosition, probes []ProbeContext
 // (the context signal hashes the words, so order and separators do not
 // matter).
 func ReadProbeContexts(r io.Reader) ([]ProbeContext, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
 	var out []ProbeContext
-	for line := 1; sc.Scan(); line++ {
-		b := trimSpace(sc.Bytes())
-		if len(b) == 0 {
-			continue
-		}
-		var doc struct {
-			Prompt   *string   `json:"prompt"`
-			Features []float64 `json:"features"`
-			Messages []struct {
-				Content json.RawMessage `json:"content"`
-			} `json:"messages"`
-		}
-		if err := json.Unmarshal(b, &doc); err != nil {
-			return nil, fmt.Errorf("line %d: %w", line, err)
-		}
+	err := eachJSONLine(r, func(doc *struct {
+		Prompt   *string   `json:"prompt"`
+		Features []float64 `json:"features"`
+		Messages []struct {
+			Content json.RawMessage `json:"content"`
+		} `json:"messages"`
+	}) error {
 		var c ProbeContext
 		switch {
 		case doc.Features != nil:
@@ -354,11 +344,12 @@ func ReadProbeContexts(r io.Reader) ([]ProbeContext, error) {
 			}
 			c.Text = strings.Join(parts, "\n")
 		default:
-			return nil, fmt.Errorf("line %d: no \"prompt\", \"features\" or \"messages\"", line)
+			return errors.New("no \"prompt\", \"features\" or \"messages\"")
 		}
 		out = append(out, c)
-	}
-	if err := sc.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -379,25 +370,15 @@ func readTexts(r io.Reader, add func([]byte)) error {
 		add(b)
 		return nil
 	}
-	sc := bufio.NewScanner(br)
-	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
-	for line := 1; sc.Scan(); line++ {
-		b := trimSpace(sc.Bytes())
-		if len(b) == 0 {
-			continue
-		}
-		var doc struct {
+	return eachJSONLine(br, func(doc *struct {
+		Text    *string `json:"text"`
+		Choices []struct {
 			Text    *string `json:"text"`
-			Choices []struct {
-				Text    *string `json:"text"`
-				Message *struct {
-					Content *string `json:"content"`
-				} `json:"message"`
-			} `json:"choices"`
-		}
-		if err := json.Unmarshal(b, &doc); err != nil {
-			return fmt.Errorf("line %d: %w", line, err)
-		}
+			Message *struct {
+				Content *string `json:"content"`
+			} `json:"message"`
+		} `json:"choices"`
+	}) error {
 		n := 0
 		if doc.Text != nil {
 			add([]byte(*doc.Text))
@@ -414,8 +395,8 @@ func readTexts(r io.Reader, add func([]byte)) error {
 			}
 		}
 		if n == 0 {
-			return fmt.Errorf("line %d: no \"text\" and no choices with message.content or text", line)
+			return errors.New("no \"text\" and no choices with message.content or text")
 		}
-	}
-	return sc.Err()
+		return nil
+	})
 }

@@ -239,21 +239,10 @@ func ParseChatLogprobs(r io.Reader) ([]LogprobPosition, error) {
 		} `json:"logprobs"`
 	}
 	var out []LogprobPosition
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
-	probe, line := 0, 0
-	for sc.Scan() {
-		line++
-		b := trimSpace(sc.Bytes())
-		if len(b) == 0 {
-			continue
-		}
-		var doc struct {
-			Choices []choice `json:"choices"`
-		}
-		if err := json.Unmarshal(b, &doc); err != nil {
-			return nil, fmt.Errorf("line %d: %w", line, err)
-		}
+	probe := 0
+	err := eachJSONLine(r, func(doc *struct {
+		Choices []choice `json:"choices"`
+	}) error {
 		for _, c := range doc.Choices {
 			if c.Logprobs != nil {
 				for i, e := range c.Logprobs.Content {
@@ -264,12 +253,40 @@ func ParseChatLogprobs(r io.Reader) ([]LogprobPosition, error) {
 			}
 			probe++
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("line %d: %w", line+1, err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
 // maxLineBytes bounds one input line.
 const maxLineBytes = 64 << 20
+
+// eachJSONLine decodes every non-blank line of r (each at most
+// maxLineBytes) into a fresh T and hands it to each, in order. An error,
+// the decoder's or each's, names its 1-based line.
+func eachJSONLine[T any](r io.Reader, each func(*T) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
+	line := 0
+	for sc.Scan() {
+		line++
+		b := trimSpace(sc.Bytes())
+		if len(b) == 0 {
+			continue
+		}
+		var doc T
+		if err := json.Unmarshal(b, &doc); err != nil {
+			return fmt.Errorf("line %d: %w", line, err)
+		}
+		if err := each(&doc); err != nil {
+			return fmt.Errorf("line %d: %w", line, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("line %d: %w", line+1, err)
+	}
+	return nil
+}

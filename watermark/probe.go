@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -84,53 +83,44 @@ func (e *ProbeError) Unwrap() error { return e.Err }
 // written. Record probes ({"features": ...}) have no chat form and are
 // refused.
 func ReadProbeMessages(r io.Reader) ([]json.RawMessage, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
 	var out []json.RawMessage
-	for line := 1; sc.Scan(); line++ {
-		b := trimSpace(sc.Bytes())
-		if len(b) == 0 {
-			continue
-		}
-		var doc struct {
-			Prompt   *string           `json:"prompt"`
-			Features json.RawMessage   `json:"features"`
-			Messages []json.RawMessage `json:"messages"`
-		}
-		if err := json.Unmarshal(b, &doc); err != nil {
-			return nil, fmt.Errorf("line %d: %w", line, err)
-		}
+	err := eachJSONLine(r, func(doc *struct {
+		Prompt   *string           `json:"prompt"`
+		Features json.RawMessage   `json:"features"`
+		Messages []json.RawMessage `json:"messages"`
+	}) error {
 		switch {
 		case doc.Messages != nil:
 			if len(doc.Messages) == 0 {
-				return nil, fmt.Errorf("line %d: \"messages\" is empty", line)
+				return errors.New("\"messages\" is empty")
 			}
 			for j, m := range doc.Messages {
 				var msg struct {
 					Role *string `json:"role"`
 				}
 				if json.Unmarshal(m, &msg) != nil || msg.Role == nil {
-					return nil, fmt.Errorf("line %d: message %d is not an object with a \"role\"", line, j+1)
+					return fmt.Errorf("message %d is not an object with a \"role\"", j+1)
 				}
 			}
 			m, err := json.Marshal(doc.Messages)
 			if err != nil {
-				return nil, fmt.Errorf("line %d: %w", line, err)
+				return err
 			}
 			out = append(out, m)
 		case doc.Prompt != nil:
 			m, err := json.Marshal([]map[string]string{{"role": "user", "content": *doc.Prompt}})
 			if err != nil {
-				return nil, fmt.Errorf("line %d: %w", line, err)
+				return err
 			}
 			out = append(out, m)
 		case doc.Features != nil:
-			return nil, fmt.Errorf("line %d: a \"features\" probe is for a record model and has no chat form", line)
+			return errors.New("a \"features\" probe is for a record model and has no chat form")
 		default:
-			return nil, fmt.Errorf("line %d: no \"prompt\" or \"messages\"", line)
+			return errors.New("no \"prompt\" or \"messages\"")
 		}
-	}
-	if err := sc.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	if len(out) == 0 {
@@ -377,8 +367,7 @@ func (h headerFlags) Set(s string) error {
 // Exit status: 0 when every probe was answered (and verified), 2 on a
 // usage, input or endpoint error.
 func RunProbe(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("watermark probe", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, fail := subcommand("probe", "-url URL -prompts P -o OUT [-model M] [-api-key-env VAR] [-header \"K: V\"]... [-max-tokens N] [-temperature T] [-top-logprobs K] [-concurrency C] [-timeout D] [-retries R] [-key-file F [-decoys N]]", stderr)
 	cfg := ProbeConfig{Header: http.Header{}, Backoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second}
 	fs.StringVar(&cfg.URL, "url", "", "the suspect's chat completions endpoint, e.g. http://host:8000/v1/chat/completions")
 	fs.StringVar(&cfg.Model, "model", "", "the request's model")
@@ -394,15 +383,7 @@ func RunProbe(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Retries, "retries", 3, "retries of a probe after a transport error, 408, 429 or 5xx")
 	keyFile := fs.String("key-file", "", "verify the answers against this key file's keys")
 	decoys := fs.Int("decoys", 0, "with -key-file: also score this many decoy keys")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: distillguard watermark probe -url URL -prompts P -o OUT [-model M] [-api-key-env VAR] [-header \"K: V\"]... [-max-tokens N] [-temperature T] [-top-logprobs K] [-concurrency C] [-timeout D] [-retries R] [-key-file F [-decoys N]]")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	fail := func(err error) int {
-		fmt.Fprintln(stderr, "watermark probe:", err)
 		return 2
 	}
 	if cfg.URL == "" || *promptFile == "" || *outFile == "" || fs.NArg() != 0 {
@@ -436,12 +417,13 @@ func RunProbe(args []string, stdout, stderr io.Writer) int {
 			return fail(err)
 		}
 	}
-	f, err := openInput(*promptFile)
+	// Read once: the logprob test reads the same probes again, and "-"
+	// (standard input) can be read only once.
+	pb, err := readInput(*promptFile)
 	if err != nil {
 		return fail(err)
 	}
-	probes, err := ReadProbeMessages(f)
-	f.Close()
+	probes, err := ReadProbeMessages(bytes.NewReader(pb))
 	if err != nil {
 		return fail(fmt.Errorf("%s: %w", *promptFile, err))
 	}
@@ -470,12 +452,7 @@ func RunProbe(args []string, stdout, stderr io.Writer) int {
 	if cfg.TopLogprobs == 0 {
 		return 0
 	}
-	pf, err := openInput(*promptFile)
-	if err != nil {
-		return fail(err)
-	}
-	ctxs, err := ReadProbeContexts(pf)
-	pf.Close()
+	ctxs, err := ReadProbeContexts(bytes.NewReader(pb))
 	if err != nil {
 		return fail(fmt.Errorf("%s: %w", *promptFile, err))
 	}
@@ -487,6 +464,16 @@ func RunProbe(args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	return 0
+}
+
+// readInput reads the whole of name ("-": standard input).
+func readInput(name string) ([]byte, error) {
+	f, err := openInput(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
 }
 
 // writeAnswers writes the answers to path through a temporary file in the

@@ -63,8 +63,8 @@ type ProbeConfig struct {
 
 // ProbeError is a probe the endpoint did not answer usably.
 type ProbeError struct {
-	Index  int // 1-based line of the probe set
-	Status int // HTTP status, 0 for a transport or decoding error
+	Index  int // 1-based position in the probe set (blank lines not counted)
+	Status int // the answer's HTTP status, 0 for a transport error
 	Err    error
 }
 

@@ -429,7 +429,7 @@ func TestProbeStopsAtTheFirstFailure(t *testing.T) {
 	_, err := Probe(context.Background(), cfg, oneProbeSet(200))
 	var pe *ProbeError
 	if !errors.As(err, &pe) || pe.Index != 6 || pe.Status != 404 || !strings.Contains(err.Error(), "model not found") {
-		t.Fatalf("error %v, want probe 6 (line 6) with HTTP 404", err)
+		t.Fatalf("error %v, want probe 6 (the sixth) with HTTP 404", err)
 	}
 	if n := calls.Load(); n != 6 {
 		t.Errorf("%d requests sent, want 6: the rest cancelled after probe 6", n)

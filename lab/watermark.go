@@ -230,7 +230,7 @@ func RunWatermark(ctx context.Context, seed uint64, p WatermarkParams) (Section,
 			"The logprob watermark splits tokens into two keyed groups s(w) = ±1 and lowers every returned alternative but the first by " +
 				"A(1 - s(w)·h)/2 nats, h = sin(u) with u a keyed ±1 projection of the record's features (GINSEW-style: the signal varies with the input). " +
 				"The distillation experiment's softmax-regression student trained on marked soft labels is probed, and its top-20 logprobs (as chat.completion JSON) " +
-				"go through `watermark.ParseChatLogprobs` and `watermark.LogprobSample` (keyed token-sign randomisation with a Rademacher tail bound).",
+				"go through `watermark.ParseLogprobs` and `watermark.LogprobSample` (keyed token-sign randomisation with a Rademacher tail bound).",
 		},
 		Params: [][2]string{
 			{"seed", fmt.Sprint(seed)},

@@ -127,7 +127,7 @@ func runLogprobWatermark(ctx context.Context, seed uint64, p LogprobWatermarkPar
 				return nil, err
 			}
 		}
-		return watermark.ParseChatLogprobs(&b)
+		return watermark.ParseLogprobs(&b)
 	}
 	teacherRef, err := answers(func(x, dst []float64) { m.logits(x, dst); softmaxInPlace(dst) })
 	if err != nil {

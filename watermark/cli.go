@@ -35,11 +35,13 @@ func subcommand(name, synopsis string, stderr io.Writer) (*flag.FlagSet, func(er
 //	verify -key-file F [-mode text|logprobs] [-contexts C] [-prompts P] [-reference R] [-decoys N] FILE...
 //
 // Text mode reads each FILE as JSONL, one response a line ({"text": ...},
-// or an OpenAI chat.completion / text_completion object whose choices'
-// message.content or text are taken), or, when its first non-blank byte is
+// an OpenAI chat.completion / text_completion object whose choices'
+// message.content or text are taken, or a Gemini GenerateContentResponse
+// whose candidates' text parts are), or, when its first non-blank byte is
 // not '{', as one plain text; "-" is standard input. Logprobs mode reads
-// chat.completion objects with choices[].logprobs.content[].top_logprobs
-// (the suspect's answers to probe prompts, one choice per probe), -prompts
+// the suspect's answers to probe prompts with their top alternatives, one
+// choice or candidate per probe (chat.completion, text_completion or
+// GenerateContentResponse; see ParseLogprobs), -prompts
 // the probes themselves, one JSON object a line in the same order
 // ({"prompt": TEXT}, an OpenAI chat request's {"messages": [...]}, or
 // {"features": [NUMBERS]} for record inputs; see ReadProbeContexts), and
@@ -277,7 +279,7 @@ func readLogprobFile(name string) ([]LogprobPosition, error) {
 		return nil, err
 	}
 	defer f.Close()
-	pos, err := ParseChatLogprobs(f)
+	pos, err := ParseLogprobs(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -378,6 +380,15 @@ func readTexts(r io.Reader, add func([]byte)) error {
 				Content *string `json:"content"`
 			} `json:"message"`
 		} `json:"choices"`
+		// https://ai.google.dev/api/generate-content#generatecontentresponse
+		Candidates []struct {
+			Content *struct {
+				Parts []struct {
+					Text    *string `json:"text"`
+					Thought bool    `json:"thought"`
+				} `json:"parts"`
+			} `json:"content"`
+		} `json:"candidates"`
 	}) error {
 		n := 0
 		if doc.Text != nil {
@@ -394,8 +405,32 @@ func readTexts(r io.Reader, add func([]byte)) error {
 				n++
 			}
 		}
+		for _, c := range doc.Candidates {
+			if c.Content == nil {
+				continue
+			}
+			// A candidate's answer is its text parts in order; its thought
+			// summaries (thought: true) are a text of their own, so that
+			// no word pair spans the two.
+			var answer, thought []byte
+			for _, p := range c.Content.Parts {
+				switch {
+				case p.Text == nil:
+				case p.Thought:
+					thought = append(thought, *p.Text...)
+				default:
+					answer = append(answer, *p.Text...)
+				}
+			}
+			for _, t := range [][]byte{thought, answer} {
+				if len(t) > 0 {
+					add(t)
+					n++
+				}
+			}
+		}
 		if n == 0 {
-			return errors.New("no \"text\" and no choices with message.content or text")
+			return errors.New("no \"text\", no choices with message.content or text, and no candidates with text parts")
 		}
 		return nil
 	})

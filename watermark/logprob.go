@@ -2,11 +2,14 @@ package watermark
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
+	"slices"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -223,12 +226,23 @@ type LogprobPosition struct {
 	Top   []TokenLogprob
 }
 
-// ParseChatLogprobs reads chat.completion objects, one a line (JSONL), and
-// returns every position that carries top_logprobs. Each choice of each
-// line is one probe, numbered in order. Lines that are empty are skipped; a
-// line that is not a JSON object is an error naming it.
-// (https://platform.openai.com/docs/api-reference/chat/object)
-func ParseChatLogprobs(r io.Reader) ([]LogprobPosition, error) {
+// ParseLogprobs reads a suspect's answers, one JSON object a line (JSONL),
+// and returns every position that carries top alternatives. Each choice
+// (or Gemini candidate) of each line is one probe, numbered in order. It
+// reads the three shapes that return alternatives:
+//
+//   - chat.completion: choices[].logprobs.content[].top_logprobs
+//     (https://platform.openai.com/docs/api-reference/chat/object);
+//   - text_completion: choices[].logprobs.top_logprobs, one token -> logprob
+//     object per position
+//     (https://platform.openai.com/docs/api-reference/completions/object);
+//   - Gemini GenerateContentResponse: candidates[].logprobsResult.topCandidates[].candidates[]
+//     (https://ai.google.dev/api/generate-content#LogprobsResult).
+//
+// A text_completion position's alternatives, which JSON gives in no
+// order, are sorted by logprob (then token). Lines that are empty are
+// skipped; a line that is not a JSON object is an error naming it.
+func ParseLogprobs(r io.Reader) ([]LogprobPosition, error) {
 	type choice struct {
 		Logprobs *struct {
 			Content []struct {
@@ -236,19 +250,52 @@ func ParseChatLogprobs(r io.Reader) ([]LogprobPosition, error) {
 				Logprob     float64        `json:"logprob"`
 				TopLogprobs []TokenLogprob `json:"top_logprobs"`
 			} `json:"content"`
+			// Legacy completions: one object per position.
+			TopLogprobs []map[string]float64 `json:"top_logprobs"`
 		} `json:"logprobs"`
+	}
+	type candidate struct {
+		LogprobsResult *struct {
+			TopCandidates []struct {
+				Candidates []struct {
+					Token          string  `json:"token"`
+					LogProbability float64 `json:"logProbability"`
+				} `json:"candidates"`
+			} `json:"topCandidates"`
+		} `json:"logprobsResult"`
 	}
 	var out []LogprobPosition
 	probe := 0
 	err := eachJSONLine(r, func(doc *struct {
-		Choices []choice `json:"choices"`
+		Choices    []choice    `json:"choices"`
+		Candidates []candidate `json:"candidates"`
 	}) error {
 		for _, c := range doc.Choices {
-			if c.Logprobs != nil {
-				for i, e := range c.Logprobs.Content {
+			if lp := c.Logprobs; lp != nil {
+				for i, e := range lp.Content {
 					if len(e.TopLogprobs) > 0 {
 						out = append(out, LogprobPosition{Probe: probe, Index: i, Top: e.TopLogprobs})
 					}
+				}
+				for i, m := range lp.TopLogprobs {
+					if len(m) > 0 {
+						out = append(out, LogprobPosition{Probe: probe, Index: i, Top: sortedAlternatives(m)})
+					}
+				}
+			}
+			probe++
+		}
+		for _, c := range doc.Candidates {
+			if lr := c.LogprobsResult; lr != nil {
+				for i, tc := range lr.TopCandidates {
+					if len(tc.Candidates) == 0 {
+						continue
+					}
+					top := make([]TokenLogprob, len(tc.Candidates))
+					for j, a := range tc.Candidates {
+						top[j] = TokenLogprob{Token: a.Token, Logprob: a.LogProbability}
+					}
+					out = append(out, LogprobPosition{Probe: probe, Index: i, Top: top})
 				}
 			}
 			probe++
@@ -259,6 +306,23 @@ func ParseChatLogprobs(r io.Reader) ([]LogprobPosition, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// sortedAlternatives lists a token -> logprob object, most likely first
+// (ties by token), so that a position reads the same however the object's
+// keys were ordered.
+func sortedAlternatives(m map[string]float64) []TokenLogprob {
+	top := make([]TokenLogprob, 0, len(m))
+	for t, lp := range m {
+		top = append(top, TokenLogprob{Token: t, Logprob: lp})
+	}
+	slices.SortFunc(top, func(a, b TokenLogprob) int {
+		if c := cmp.Compare(b.Logprob, a.Logprob); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Token, b.Token)
+	})
+	return top
 }
 
 // maxLineBytes bounds one input line.

@@ -276,29 +276,31 @@ func TestContextSignals(t *testing.T) {
 	}
 }
 
-func TestParseChatLogprobs(t *testing.T) {
+func TestParseLogprobs(t *testing.T) {
 	in := `{"choices":[{"index":0,"logprobs":{"content":[{"token":"Hi","logprob":-0.1,"top_logprobs":[{"token":"Hi","logprob":-0.1},{"token":"Hello","logprob":-2.5}]},{"token":"!","logprob":-0.2,"top_logprobs":[]}]}},{"index":1,"logprobs":null}]}
 
 {"choices":[{"logprobs":{"content":[{"token":"x","logprob":-1,"top_logprobs":[{"token":"x","logprob":-1}]}]}}]}
 `
-	got, err := ParseChatLogprobs(strings.NewReader(in))
+	got, err := ParseLogprobs(strings.NewReader(in))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 2 || got[0].Probe != 0 || got[0].Index != 0 || len(got[0].Top) != 2 || got[0].Top[1] != (TokenLogprob{"Hello", -2.5}) || got[1].Probe != 2 {
 		t.Errorf("parsed %+v", got)
 	}
-	if _, err := ParseChatLogprobs(strings.NewReader("{\"choices\":[]}\nnot json\n")); err == nil || !strings.Contains(err.Error(), "line 2") {
+	if _, err := ParseLogprobs(strings.NewReader("{\"choices\":[]}\nnot json\n")); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Errorf("err = %v, want one naming line 2", err)
 	}
 }
 
-func FuzzParseChatLogprobs(f *testing.F) {
+func FuzzParseLogprobs(f *testing.F) {
 	f.Add([]byte(`{"choices":[{"logprobs":{"content":[{"token":"a","logprob":-1,"top_logprobs":[{"token":"a","logprob":-1},{"token":"b","logprob":-2}]}]}}]}`))
 	f.Add([]byte("{}\n[]\n"))
+	f.Add([]byte(`{"choices":[{"text":"a b","logprobs":{"tokens":["a"," b"],"top_logprobs":[{"a":-1,"c":-2},null,{}]}}]}`))
+	f.Add([]byte(`{"candidates":[{"logprobsResult":{"topCandidates":[{"candidates":[{"token":"a","logProbability":-1},{"token":"b","logProbability":-3}]},{}]}}]}`))
 	k := testKey(f, "", 1)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		pos, err := ParseChatLogprobs(strings.NewReader(string(b)))
+		pos, err := ParseLogprobs(strings.NewReader(string(b)))
 		if err != nil {
 			return
 		}

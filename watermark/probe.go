@@ -20,11 +20,25 @@ import (
 )
 
 // Probing a suspect model: `distillguard watermark probe` sends a probe
-// set to an OpenAI-compatible Chat Completions endpoint
-// (https://platform.openai.com/docs/api-reference/chat/create; vLLM, TGI,
-// llama.cpp's server and Ollama serve the same route) and writes the
-// answers in the form verify reads, so the evidence that a suspect model
-// learned from marked output is collected and tested by one tool.
+// set to the suspect's inference API and writes the answers as they came,
+// in the forms verify reads, so the evidence that a suspect model learned
+// from marked output is collected and tested by one tool. It speaks the
+// three request shapes that return text with top alternatives: OpenAI Chat
+// Completions (vLLM, TGI, llama.cpp's server and Ollama serve the same
+// route), the legacy Completions API, and Gemini's generateContent.
+
+// The APIs probe speaks (ProbeConfig.API).
+const (
+	// APIChat: https://platform.openai.com/docs/api-reference/chat/create
+	APIChat = "chat"
+	// APICompletions: https://platform.openai.com/docs/api-reference/completions/create
+	// (a probe is one prompt: a probe of one user message).
+	APICompletions = "completions"
+	// APIGemini: https://ai.google.dev/api/generate-content#method:-models.generatecontent
+	// (the model is part of the URL; "assistant" turns are sent as
+	// "model", system messages as systemInstruction).
+	APIGemini = "gemini"
+)
 
 // maxProbeResponse bounds one answer's body: a chat completion of a few
 // thousand tokens with top-20 logprobs is well under it, and a suspect
@@ -33,10 +47,14 @@ const maxProbeResponse = 16 << 20
 
 // ProbeConfig configures Probe.
 type ProbeConfig struct {
-	// URL is the Chat Completions endpoint, e.g.
-	// http://suspect:8000/v1/chat/completions.
+	// URL is the endpoint, e.g. http://suspect:8000/v1/chat/completions,
+	// or https://generativelanguage.googleapis.com/v1beta/models/M:generateContent.
 	URL string
-	// Model is the request's "model" (omitted when empty).
+	// API is the request and answer shape: APIChat (also when empty),
+	// APICompletions or APIGemini.
+	API string
+	// Model is the request's "model" (omitted when empty; not with
+	// APIGemini, whose URL names the model).
 	Model string
 	// Header is sent with every request (e.g. Authorization).
 	Header http.Header
@@ -44,8 +62,10 @@ type ProbeConfig struct {
 	MaxTokens int
 	// Temperature is the request's "temperature" (omitted when negative).
 	Temperature float64
-	// TopLogprobs > 0 asks for "logprobs": true and that many
-	// "top_logprobs" (the logprob watermark's spectral test needs them).
+	// TopLogprobs > 0 asks for that many alternatives per token (the
+	// logprob watermark's spectral test needs them): chat "logprobs": true
+	// and "top_logprobs"; completions "logprobs" (OpenAI allows 5 there);
+	// Gemini "responseLogprobs": true and "logprobs".
 	TopLogprobs int
 	// Concurrency is the number of requests in flight (at least 1).
 	Concurrency int
@@ -77,11 +97,11 @@ func (e *ProbeError) Error() string {
 
 func (e *ProbeError) Unwrap() error { return e.Err }
 
-// ReadProbeMessages reads a probe set for a chat endpoint, one JSON object
-// a line as ReadProbeContexts reads it: {"prompt": TEXT} becomes one user
-// message, {"messages": [...]} (each an object with a "role") is sent as
-// written. Record probes ({"features": ...}) have no chat form and are
-// refused.
+// ReadProbeMessages reads a probe set, one JSON object a line as
+// ReadProbeContexts reads it: {"prompt": TEXT} becomes one user message,
+// {"messages": [...]} (each an object with a "role") is sent as written
+// (chat), or translated (Gemini). Record probes ({"features": ...}) have no
+// text form and are refused.
 func ReadProbeMessages(r io.Reader) ([]json.RawMessage, error) {
 	var out []json.RawMessage
 	err := eachJSONLine(r, func(doc *struct {
@@ -130,13 +150,24 @@ func ReadProbeMessages(r io.Reader) ([]json.RawMessage, error) {
 }
 
 // Probe sends every probe (a messages array) to the endpoint and returns
-// the answers in probe order, each a chat.completion object as the
-// endpoint sent it (compacted). The first probe that fails after its
+// the answers in probe order, each the answer object as the endpoint sent
+// it (compacted): a chat.completion, a text_completion or a Gemini
+// GenerateContentResponse. The first probe that fails after its
 // retries cancels the rest and is returned as a *ProbeError: the answers
 // must line up with the probes, so a partial set is not returned.
 func Probe(ctx context.Context, cfg ProbeConfig, probes []json.RawMessage) ([]json.RawMessage, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	// Every request is built before any is sent: a probe the API cannot
+	// carry is refused before the endpoint is asked anything.
+	bodies := make([][]byte, len(probes))
+	for i, m := range probes {
+		b, err := cfg.body(m)
+		if err != nil {
+			return nil, &ProbeError{Index: i + 1, Err: err}
+		}
+		bodies[i] = b
 	}
 	client := cfg.Client
 	if client == nil {
@@ -155,7 +186,7 @@ func Probe(ctx context.Context, cfg ProbeConfig, probes []json.RawMessage) ([]js
 				if ctx.Err() != nil {
 					continue // drain: the feeder stops at the cancellation
 				}
-				a, err := cfg.send(ctx, client, i, probes[i])
+				a, err := cfg.send(ctx, client, i, bodies[i])
 				if err != nil {
 					cancel(err)
 					continue // drain: the feeder stops at the cancellation
@@ -189,7 +220,21 @@ func (cfg *ProbeConfig) validate() error {
 		return fmt.Errorf("-url: %w", err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("-url %q: want an http:// or https:// URL of the chat completions endpoint", cfg.URL)
+		return fmt.Errorf("-url %q: want an http:// or https:// URL of the endpoint", cfg.URL)
+	}
+	switch cfg.api() {
+	case APIChat, APICompletions:
+	case APIGemini:
+		if cfg.Model != "" {
+			return errors.New("-model: a Gemini URL names the model (.../models/MODEL:generateContent)")
+		}
+		if !strings.HasSuffix(u.Path, ":generateContent") {
+			// streamGenerateContent answers in events, which verify does
+			// not read; a URL without the method is a typo.
+			return fmt.Errorf("-url %q: want a Gemini .../models/MODEL:generateContent URL", cfg.URL)
+		}
+	default:
+		return fmt.Errorf("-api %q: want %s, %s or %s", cfg.API, APIChat, APICompletions, APIGemini)
 	}
 	switch {
 	case cfg.Concurrency < 1 || cfg.Concurrency > 256:
@@ -199,7 +244,7 @@ func (cfg *ProbeConfig) validate() error {
 	case cfg.Retries < 0 || cfg.Retries > 20:
 		return fmt.Errorf("-retries %d: want 0 to 20", cfg.Retries)
 	case cfg.TopLogprobs < 0 || cfg.TopLogprobs > 20:
-		// The Chat Completions API accepts 0 to 20 top_logprobs.
+		// Chat Completions and Gemini accept up to 20 alternatives.
 		return fmt.Errorf("-top-logprobs %d: want 0 to 20", cfg.TopLogprobs)
 	case cfg.MaxTokens < 0:
 		return fmt.Errorf("-max-tokens %d: want 0 (the endpoint's default) or more", cfg.MaxTokens)
@@ -209,9 +254,35 @@ func (cfg *ProbeConfig) validate() error {
 	return nil
 }
 
+func (cfg *ProbeConfig) api() string {
+	if cfg.API == "" {
+		return APIChat
+	}
+	return cfg.API
+}
+
 // body is the request for one probe.
 func (cfg *ProbeConfig) body(messages json.RawMessage) ([]byte, error) {
-	req := map[string]any{"messages": messages, "stream": false}
+	var req map[string]any
+	switch cfg.api() {
+	case APICompletions:
+		prompt, err := completionPrompt(messages)
+		if err != nil {
+			return nil, err
+		}
+		req = map[string]any{"prompt": prompt, "stream": false}
+		if cfg.TopLogprobs > 0 {
+			req["logprobs"] = cfg.TopLogprobs
+		}
+	case APIGemini:
+		return cfg.geminiBody(messages)
+	default:
+		req = map[string]any{"messages": messages, "stream": false}
+		if cfg.TopLogprobs > 0 {
+			req["logprobs"] = true
+			req["top_logprobs"] = cfg.TopLogprobs
+		}
+	}
 	if cfg.Model != "" {
 		req["model"] = cfg.Model
 	}
@@ -221,20 +292,114 @@ func (cfg *ProbeConfig) body(messages json.RawMessage) ([]byte, error) {
 	if cfg.Temperature >= 0 {
 		req["temperature"] = cfg.Temperature
 	}
+	return json.Marshal(req)
+}
+
+// probeMessage is one message of a probe; Content is a string or an array
+// of content parts (https://platform.openai.com/docs/api-reference/chat/create).
+type probeMessage struct {
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"`
+}
+
+// text is the message's text: its string content, or its text parts
+// joined; any other part (an image, audio) has no text form and is an
+// error, as is a message without content.
+func (m probeMessage) text() (string, error) {
+	var s string
+	if json.Unmarshal(m.Content, &s) == nil {
+		return s, nil
+	}
+	var parts []struct {
+		Type string  `json:"type"`
+		Text *string `json:"text"`
+	}
+	if err := json.Unmarshal(m.Content, &parts); err != nil || len(parts) == 0 {
+		return "", fmt.Errorf("a %q message's content is neither a string nor content parts", m.Role)
+	}
+	var b strings.Builder
+	for _, p := range parts {
+		if p.Type != "text" || p.Text == nil {
+			return "", fmt.Errorf("a %q message has a %q part, which has no text form", m.Role, p.Type)
+		}
+		b.WriteString(*p.Text)
+	}
+	return b.String(), nil
+}
+
+// completionPrompt is the prompt of a completions probe: a probe of one
+// user message (a {"prompt"} line).
+func completionPrompt(messages json.RawMessage) (string, error) {
+	var ms []probeMessage
+	if err := json.Unmarshal(messages, &ms); err != nil {
+		return "", err
+	}
+	if len(ms) != 1 || ms[0].Role != "user" {
+		return "", fmt.Errorf("-api %s sends one prompt; this probe has %d messages (use {\"prompt\": ...}, or -api %s)", APICompletions, len(ms), APIChat)
+	}
+	return ms[0].text()
+}
+
+// geminiBody is a generateContent request: user turns as "user",
+// assistant turns as "model", system (and developer) messages joined into
+// systemInstruction (https://ai.google.dev/api/generate-content#request-body).
+func (cfg *ProbeConfig) geminiBody(messages json.RawMessage) ([]byte, error) {
+	var ms []probeMessage
+	if err := json.Unmarshal(messages, &ms); err != nil {
+		return nil, err
+	}
+	type part struct {
+		Text string `json:"text"`
+	}
+	type content struct {
+		Role  string `json:"role,omitempty"`
+		Parts []part `json:"parts"`
+	}
+	var contents []content
+	var system []part
+	for _, m := range ms {
+		t, err := m.text()
+		if err != nil {
+			return nil, err
+		}
+		switch m.Role {
+		case "user":
+			contents = append(contents, content{Role: "user", Parts: []part{{t}}})
+		case "assistant", "model":
+			contents = append(contents, content{Role: "model", Parts: []part{{t}}})
+		case "system", "developer":
+			system = append(system, part{t})
+		default:
+			return nil, fmt.Errorf("a %q message has no Gemini form (want user, assistant or system)", m.Role)
+		}
+	}
+	if len(contents) == 0 {
+		return nil, errors.New("the probe has no user or assistant message")
+	}
+	req := map[string]any{"contents": contents}
+	if system != nil {
+		req["systemInstruction"] = content{Parts: system}
+	}
+	gc := map[string]any{}
+	if cfg.MaxTokens > 0 {
+		gc["maxOutputTokens"] = cfg.MaxTokens
+	}
+	if cfg.Temperature >= 0 {
+		gc["temperature"] = cfg.Temperature
+	}
 	if cfg.TopLogprobs > 0 {
-		req["logprobs"] = true
-		req["top_logprobs"] = cfg.TopLogprobs
+		gc["responseLogprobs"] = true
+		gc["logprobs"] = cfg.TopLogprobs
+	}
+	if len(gc) > 0 {
+		req["generationConfig"] = gc
 	}
 	return json.Marshal(req)
 }
 
 // send sends probe i until it is answered, a permanent error, or its
 // retries are spent.
-func (cfg *ProbeConfig) send(ctx context.Context, client *http.Client, i int, messages json.RawMessage) (json.RawMessage, error) {
-	body, err := cfg.body(messages)
-	if err != nil {
-		return nil, &ProbeError{Index: i + 1, Err: err}
-	}
+func (cfg *ProbeConfig) send(ctx context.Context, client *http.Client, i int, body []byte) (json.RawMessage, error) {
 	wait := cfg.Backoff
 	for attempt := 0; ; attempt++ {
 		a, status, retryAfter, err := cfg.attempt(ctx, client, body)
@@ -267,7 +432,7 @@ func (cfg *ProbeConfig) send(ctx context.Context, client *http.Client, i int, me
 }
 
 // attempt sends one request. status is the answer's HTTP status (0 for a
-// transport error, or a 2xx answer that is not a usable chat completion:
+// transport error, or a 2xx answer that is not a usable answer:
 // neither is worth a retry, except the transport error); retryAfter is
 // its Retry-After in seconds, or -1 when it has none.
 func (cfg *ProbeConfig) attempt(ctx context.Context, client *http.Client, body []byte) (answer json.RawMessage, status int, retryAfter time.Duration, err error) {
@@ -300,26 +465,58 @@ func (cfg *ProbeConfig) attempt(ctx context.Context, client *http.Client, body [
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return nil, resp.StatusCode, retryAfter, errors.New(snippet(b))
 	}
-	// A 2xx that is not a chat completion is the endpoint's answer, not a
+	// A 2xx that is not an answer is the endpoint's answer, not a
 	// transient failure: reported with its status, not retried.
 	st := resp.StatusCode
 	if len(b) > maxProbeResponse {
 		return nil, st, -1, fmt.Errorf("answer over %d bytes", maxProbeResponse)
 	}
-	var doc struct {
-		Choices []json.RawMessage `json:"choices"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil {
-		return nil, st, -1, fmt.Errorf("answer is not a JSON chat completion: %w", err)
-	}
-	if len(doc.Choices) == 0 {
-		return nil, st, -1, errors.New("answer has no choices")
+	if err := cfg.checkAnswer(b); err != nil {
+		return nil, st, -1, err
 	}
 	var c bytes.Buffer
 	if err := json.Compact(&c, b); err != nil {
 		return nil, st, -1, err
 	}
 	return c.Bytes(), st, -1, nil
+}
+
+// checkAnswer refuses an answer that carries nothing to verify: one that
+// is not JSON, or has no choices (chat, completions) or no candidates
+// (Gemini, whose blocked prompts answer 200 with promptFeedback only).
+func (cfg *ProbeConfig) checkAnswer(b []byte) error {
+	if cfg.api() == APIGemini {
+		var doc struct {
+			Candidates     []json.RawMessage `json:"candidates"`
+			PromptFeedback *struct {
+				BlockReason string `json:"blockReason"`
+			} `json:"promptFeedback"`
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			return fmt.Errorf("answer is not a JSON GenerateContentResponse: %w", err)
+		}
+		if len(doc.Candidates) == 0 {
+			if f := doc.PromptFeedback; f != nil && f.BlockReason != "" {
+				return fmt.Errorf("answer has no candidates: the prompt was blocked (%s)", f.BlockReason)
+			}
+			return errors.New("answer has no candidates")
+		}
+		return nil
+	}
+	var doc struct {
+		Choices []json.RawMessage `json:"choices"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		what := "chat completion"
+		if cfg.api() == APICompletions {
+			what = "completion"
+		}
+		return fmt.Errorf("answer is not a JSON %s: %w", what, err)
+	}
+	if len(doc.Choices) == 0 {
+		return errors.New("answer has no choices")
+	}
+	return nil
 }
 
 // snippet is the start of an error answer, on one line.
@@ -351,29 +548,30 @@ func (h headerFlags) Set(s string) error {
 
 // RunProbe is the command `distillguard watermark probe`:
 //
-//	probe -url URL -prompts P -o OUT [-model M] [-api-key-env VAR] [-header "K: V"]... [-max-tokens N]
-//	      [-temperature T] [-top-logprobs K] [-concurrency C] [-timeout D] [-retries R] [-key-file F [-decoys N]]
+//	probe -url URL -prompts P -o OUT [-api chat|completions|gemini] [-model M] [-api-key-env VAR] [-header "K: V"]...
+//	      [-max-tokens N] [-temperature T] [-top-logprobs K] [-concurrency C] [-timeout D] [-retries R] [-key-file F [-decoys N]]
 //
 // It sends each probe of P to the endpoint and writes the answers to OUT,
-// one chat.completion object a line in probe order: the form verify reads
-// in both modes (text: the choices' message.content; logprobs: with -prompts
-// P). The file is written only once every probe is answered, so that the
+// one answer object a line in probe order (chat.completion, text_completion
+// or GenerateContentResponse, as the endpoint sent it): the forms verify
+// reads in both modes (text; logprobs: with -prompts P). The file is written only once every probe is answered, so that the
 // answers line up with the probes. With -key-file it then verifies OUT as
 // verify would (text mode, and logprobs mode when -top-logprobs asked for
 // them) and prints the reports. The API key is read from the environment
 // variable -api-key-env names, never from a flag (flags show in ps and
-// shell histories).
+// shell histories), and sent as a bearer token (Gemini: x-goog-api-key).
 //
 // Exit status: 0 when every probe was answered (and verified), 2 on a
 // usage, input or endpoint error.
 func RunProbe(args []string, stdout, stderr io.Writer) int {
-	fs, fail := subcommand("probe", "-url URL -prompts P -o OUT [-model M] [-api-key-env VAR] [-header \"K: V\"]... [-max-tokens N] [-temperature T] [-top-logprobs K] [-concurrency C] [-timeout D] [-retries R] [-key-file F [-decoys N]]", stderr)
+	fs, fail := subcommand("probe", "-url URL -prompts P -o OUT [-api chat|completions|gemini] [-model M] [-api-key-env VAR] [-header \"K: V\"]... [-max-tokens N] [-temperature T] [-top-logprobs K] [-concurrency C] [-timeout D] [-retries R] [-key-file F [-decoys N]]", stderr)
 	cfg := ProbeConfig{Header: http.Header{}, Backoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second}
-	fs.StringVar(&cfg.URL, "url", "", "the suspect's chat completions endpoint, e.g. http://host:8000/v1/chat/completions")
+	fs.StringVar(&cfg.URL, "url", "", "the suspect's endpoint, e.g. http://host:8000/v1/chat/completions")
+	fs.StringVar(&cfg.API, "api", APIChat, "the endpoint's API: chat (Chat Completions), completions (legacy Completions) or gemini (generateContent)")
 	fs.StringVar(&cfg.Model, "model", "", "the request's model")
 	promptFile := fs.String("prompts", "", "the probe set: one {\"prompt\": ...} or {\"messages\": [...]} a line")
 	outFile := fs.String("o", "", "where to write the answers (JSONL, probe order)")
-	keyEnv := fs.String("api-key-env", "", "environment variable holding the API key (sent as a bearer token)")
+	keyEnv := fs.String("api-key-env", "", "environment variable holding the API key (sent as a bearer token; Gemini: x-goog-api-key)")
 	fs.Var(headerFlags(cfg.Header), "header", "an extra request header, \"Name: value\" (repeatable)")
 	fs.IntVar(&cfg.MaxTokens, "max-tokens", 0, "the request's max_tokens (0: the endpoint's default)")
 	fs.Float64Var(&cfg.Temperature, "temperature", -1, "the request's temperature (negative: the endpoint's default)")
@@ -401,7 +599,12 @@ func RunProbe(args []string, stdout, stderr io.Writer) int {
 		if k == "" {
 			return fail(fmt.Errorf("-api-key-env %s: the variable is empty or unset", *keyEnv))
 		}
-		cfg.Header.Set("Authorization", "Bearer "+k)
+		if cfg.API == APIGemini {
+			// https://ai.google.dev/api#authentication
+			cfg.Header.Set("X-Goog-Api-Key", k)
+		} else {
+			cfg.Header.Set("Authorization", "Bearer "+k)
+		}
 	}
 	if err := cfg.validate(); err != nil {
 		return fail(err)

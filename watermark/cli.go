@@ -36,12 +36,16 @@ func subcommand(name, synopsis string, stderr io.Writer) (*flag.FlagSet, func(er
 //
 // Text mode reads each FILE as JSONL, one response a line ({"text": ...},
 // an OpenAI chat.completion / text_completion object whose choices'
-// message.content or text are taken, or a Gemini GenerateContentResponse
-// whose candidates' text parts are), or, when its first non-blank byte is
+// message.content or text are taken, a Responses API response (its
+// output_text parts), a Gemini GenerateContentResponse (its candidates'
+// text parts) or an Anthropic message (its text blocks); reasoning
+// summaries, thought parts and thinking blocks are texts of their own),
+// or, when its first non-blank byte is
 // not '{', as one plain text; "-" is standard input. Logprobs mode reads
 // the suspect's answers to probe prompts with their top alternatives, one
-// choice or candidate per probe (chat.completion, text_completion or
-// GenerateContentResponse; see ParseLogprobs), -prompts
+// choice, candidate or response per probe (chat.completion,
+// text_completion, response or GenerateContentResponse; see
+// ParseLogprobs), -prompts
 // the probes themselves, one JSON object a line in the same order
 // ({"prompt": TEXT}, an OpenAI chat request's {"messages": [...]}, or
 // {"features": [NUMBERS]} for record inputs; see ReadProbeContexts), and
@@ -389,6 +393,24 @@ func readTexts(r io.Reader, add func([]byte)) error {
 				} `json:"parts"`
 			} `json:"content"`
 		} `json:"candidates"`
+		// https://platform.openai.com/docs/api-reference/responses/object
+		Output []struct {
+			Type    string `json:"type"`
+			Content []struct {
+				Type string  `json:"type"`
+				Text *string `json:"text"`
+			} `json:"content"`
+			Summary []struct {
+				Text *string `json:"text"`
+			} `json:"summary"`
+		} `json:"output"`
+		// https://docs.anthropic.com/en/api/messages#response-content
+		Type    string `json:"type"`
+		Content []struct {
+			Type     string  `json:"type"`
+			Text     *string `json:"text"`
+			Thinking *string `json:"thinking"`
+		} `json:"content"`
 	}) error {
 		n := 0
 		if doc.Text != nil {
@@ -429,8 +451,45 @@ func readTexts(r io.Reader, add func([]byte)) error {
 				}
 			}
 		}
+		// A response's answer is its messages' output_text parts; its
+		// reasoning summaries are a text of their own.
+		var answer, thought []byte
+		for _, o := range doc.Output {
+			switch o.Type {
+			case "message":
+				for _, c := range o.Content {
+					if c.Type == "output_text" && c.Text != nil {
+						answer = append(answer, *c.Text...)
+					}
+				}
+			case "reasoning":
+				for _, c := range o.Summary {
+					if c.Text != nil {
+						thought = append(thought, *c.Text...)
+					}
+				}
+			}
+		}
+		// An Anthropic message: its text blocks, and its thinking blocks
+		// as a text of their own.
+		if doc.Type == "message" {
+			for _, c := range doc.Content {
+				switch {
+				case c.Type == "text" && c.Text != nil:
+					answer = append(answer, *c.Text...)
+				case c.Type == "thinking" && c.Thinking != nil:
+					thought = append(thought, *c.Thinking...)
+				}
+			}
+		}
+		for _, t := range [][]byte{thought, answer} {
+			if len(t) > 0 {
+				add(t)
+				n++
+			}
+		}
 		if n == 0 {
-			return errors.New("no \"text\", no choices with message.content or text, and no candidates with text parts")
+			return errors.New("no \"text\", and no choices, candidates, output or content with text")
 		}
 		return nil
 	})

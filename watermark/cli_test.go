@@ -141,6 +141,9 @@ func TestRunVerify(t *testing.T) {
 func FuzzReadTexts(f *testing.F) {
 	f.Add([]byte("{\"text\":\"big dog\"}\n{\"choices\":[{\"text\":\"x\"}]}\n"))
 	f.Add([]byte("plain big text"))
+	f.Add([]byte(`{"candidates":[{"content":{"parts":[{"text":"a","thought":true},{"text":"b"}]}}]}` + "\n"))
+	f.Add([]byte(`{"output":[{"type":"reasoning","summary":[{"text":"s"}]},{"type":"message","content":[{"type":"output_text","text":"t"}]}]}` + "\n"))
+	f.Add([]byte(`{"type":"message","content":[{"type":"thinking","thinking":"h"},{"type":"text","text":"t"}]}` + "\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		n := 0
 		_ = readTexts(bytes.NewReader(b), func(x []byte) { n += len(x) })

@@ -60,6 +60,8 @@
 // with ids for rotation: the active key marks, every key verifies) and are
 // expanded with HKDF-SHA256; every position-dependent choice is a keyed PRF
 // (AES-256 on one block, HMAC-SHA256 beyond), never an unkeyed hash.
-// RunVerify, RunKeygen and RunContexts are the `distillguard watermark
-// verify|keygen|contexts` commands' logic.
+// RunVerify, RunKeygen, RunContexts and RunProbe are the `distillguard
+// watermark verify|keygen|contexts|probe` commands' logic; Probe sends a
+// probe set to a suspect's endpoint in any of the inference APIs
+// distillguard guards.
 package watermark

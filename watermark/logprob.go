@@ -237,7 +237,11 @@ type LogprobPosition struct {
 //     object per position
 //     (https://platform.openai.com/docs/api-reference/completions/object);
 //   - Gemini GenerateContentResponse: candidates[].logprobsResult.topCandidates[].candidates[]
-//     (https://ai.google.dev/api/generate-content#LogprobsResult).
+//     (https://ai.google.dev/api/generate-content#LogprobsResult);
+//   - Responses API response (one probe): output[] messages'
+//     content[].logprobs[].top_logprobs, numbered across the output_text
+//     parts in order
+//     (https://platform.openai.com/docs/api-reference/responses/object).
 //
 // A text_completion position's alternatives, which JSON gives in no
 // order, are sorted by logprob (then token). Lines that are empty are
@@ -266,9 +270,19 @@ func ParseLogprobs(r io.Reader) ([]LogprobPosition, error) {
 	}
 	var out []LogprobPosition
 	probe := 0
+	type entry struct {
+		TopLogprobs []TokenLogprob `json:"top_logprobs"`
+	}
 	err := eachJSONLine(r, func(doc *struct {
 		Choices    []choice    `json:"choices"`
 		Candidates []candidate `json:"candidates"`
+		Output     []struct {
+			Type    string `json:"type"`
+			Content []struct {
+				Type     string  `json:"type"`
+				Logprobs []entry `json:"logprobs"`
+			} `json:"content"`
+		} `json:"output"`
 	}) error {
 		for _, c := range doc.Choices {
 			if lp := c.Logprobs; lp != nil {
@@ -296,6 +310,26 @@ func ParseLogprobs(r io.Reader) ([]LogprobPosition, error) {
 						top[j] = TokenLogprob{Token: a.Token, Logprob: a.LogProbability}
 					}
 					out = append(out, LogprobPosition{Probe: probe, Index: i, Top: top})
+				}
+			}
+			probe++
+		}
+		if doc.Output != nil {
+			i := 0
+			for _, o := range doc.Output {
+				if o.Type != "message" {
+					continue
+				}
+				for _, c := range o.Content {
+					if c.Type != "output_text" {
+						continue
+					}
+					for _, e := range c.Logprobs {
+						if len(e.TopLogprobs) > 0 {
+							out = append(out, LogprobPosition{Probe: probe, Index: i, Top: e.TopLogprobs})
+						}
+						i++
+					}
 				}
 			}
 			probe++

@@ -23,9 +23,11 @@ import (
 // set to the suspect's inference API and writes the answers as they came,
 // in the forms verify reads, so the evidence that a suspect model learned
 // from marked output is collected and tested by one tool. It speaks the
-// three request shapes that return text with top alternatives: OpenAI Chat
+// request shapes of the inference APIs distillguard guards: OpenAI Chat
 // Completions (vLLM, TGI, llama.cpp's server and Ollama serve the same
-// route), the legacy Completions API, and Gemini's generateContent.
+// route), the legacy Completions API, the Responses API, Gemini's
+// generateContent and Anthropic's Messages (text only: it returns no
+// alternatives).
 
 // The APIs probe speaks (ProbeConfig.API).
 const (
@@ -38,7 +40,20 @@ const (
 	// (the model is part of the URL; "assistant" turns are sent as
 	// "model", system messages as systemInstruction).
 	APIGemini = "gemini"
+	// APIResponses: https://platform.openai.com/docs/api-reference/responses/create
+	APIResponses = "responses"
+	// APIAnthropic: https://docs.anthropic.com/en/api/messages (system
+	// messages as "system"; max_tokens is required there, 1024 unless
+	// set; no logprobs).
+	APIAnthropic = "anthropic"
 )
+
+// anthropicVersion is the Messages API version probe speaks
+// (https://docs.anthropic.com/en/api/versioning).
+const anthropicVersion = "2023-06-01"
+
+// apiNames lists the APIs, for errors.
+const apiNames = "chat, completions, responses, gemini or anthropic"
 
 // maxProbeResponse bounds one answer's body: a chat completion of a few
 // thousand tokens with top-20 logprobs is well under it, and a suspect
@@ -51,7 +66,7 @@ type ProbeConfig struct {
 	// or https://generativelanguage.googleapis.com/v1beta/models/M:generateContent.
 	URL string
 	// API is the request and answer shape: APIChat (also when empty),
-	// APICompletions or APIGemini.
+	// APICompletions, APIResponses, APIGemini or APIAnthropic.
 	API string
 	// Model is the request's "model" (omitted when empty; not with
 	// APIGemini, whose URL names the model).
@@ -65,7 +80,9 @@ type ProbeConfig struct {
 	// TopLogprobs > 0 asks for that many alternatives per token (the
 	// logprob watermark's spectral test needs them): chat "logprobs": true
 	// and "top_logprobs"; completions "logprobs" (OpenAI allows 5 there);
-	// Gemini "responseLogprobs": true and "logprobs".
+	// Responses "top_logprobs" with the output text's logprobs included;
+	// Gemini "responseLogprobs": true and "logprobs". Not with
+	// APIAnthropic.
 	TopLogprobs int
 	// Concurrency is the number of requests in flight (at least 1).
 	Concurrency int
@@ -151,8 +168,8 @@ func ReadProbeMessages(r io.Reader) ([]json.RawMessage, error) {
 
 // Probe sends every probe (a messages array) to the endpoint and returns
 // the answers in probe order, each the answer object as the endpoint sent
-// it (compacted): a chat.completion, a text_completion or a Gemini
-// GenerateContentResponse. The first probe that fails after its
+// it (compacted): a chat.completion, a text_completion, a response, a
+// Gemini GenerateContentResponse or an Anthropic message. The first probe that fails after its
 // retries cancels the rest and is returned as a *ProbeError: the answers
 // must line up with the probes, so a partial set is not returned.
 func Probe(ctx context.Context, cfg ProbeConfig, probes []json.RawMessage) ([]json.RawMessage, error) {
@@ -223,7 +240,11 @@ func (cfg *ProbeConfig) validate() error {
 		return fmt.Errorf("-url %q: want an http:// or https:// URL of the endpoint", cfg.URL)
 	}
 	switch cfg.api() {
-	case APIChat, APICompletions:
+	case APIChat, APICompletions, APIResponses:
+	case APIAnthropic:
+		if cfg.TopLogprobs > 0 {
+			return errors.New("-top-logprobs: the Messages API returns no logprobs")
+		}
 	case APIGemini:
 		if cfg.Model != "" {
 			return errors.New("-model: a Gemini URL names the model (.../models/MODEL:generateContent)")
@@ -234,7 +255,7 @@ func (cfg *ProbeConfig) validate() error {
 			return fmt.Errorf("-url %q: want a Gemini .../models/MODEL:generateContent URL", cfg.URL)
 		}
 	default:
-		return fmt.Errorf("-api %q: want %s, %s or %s", cfg.API, APIChat, APICompletions, APIGemini)
+		return fmt.Errorf("-api %q: want %s", cfg.API, apiNames)
 	}
 	switch {
 	case cfg.Concurrency < 1 || cfg.Concurrency > 256:
@@ -276,6 +297,28 @@ func (cfg *ProbeConfig) body(messages json.RawMessage) ([]byte, error) {
 		}
 	case APIGemini:
 		return cfg.geminiBody(messages)
+	case APIResponses:
+		req = map[string]any{"input": messages, "stream": false, "store": false}
+		if cfg.TopLogprobs > 0 {
+			// https://platform.openai.com/docs/api-reference/responses/create#responses-create-include
+			req["include"] = []string{"message.output_text.logprobs"}
+			req["top_logprobs"] = cfg.TopLogprobs
+		}
+		if cfg.MaxTokens > 0 {
+			req["max_output_tokens"] = cfg.MaxTokens
+		}
+	case APIAnthropic:
+		system, turns, err := splitSystem(messages)
+		if err != nil {
+			return nil, err
+		}
+		req = map[string]any{"messages": turns, "stream": false, "max_tokens": 1024}
+		if system != "" {
+			req["system"] = system
+		}
+		if cfg.MaxTokens > 0 {
+			req["max_tokens"] = cfg.MaxTokens
+		}
 	default:
 		req = map[string]any{"messages": messages, "stream": false}
 		if cfg.TopLogprobs > 0 {
@@ -286,13 +329,43 @@ func (cfg *ProbeConfig) body(messages json.RawMessage) ([]byte, error) {
 	if cfg.Model != "" {
 		req["model"] = cfg.Model
 	}
-	if cfg.MaxTokens > 0 {
+	if cfg.MaxTokens > 0 && cfg.api() != APIResponses {
 		req["max_tokens"] = cfg.MaxTokens
 	}
 	if cfg.Temperature >= 0 {
 		req["temperature"] = cfg.Temperature
 	}
 	return json.Marshal(req)
+}
+
+// splitSystem is an Anthropic probe: its system (and developer) messages'
+// texts joined by blank lines, and its user and assistant turns with
+// string contents (https://docs.anthropic.com/en/api/messages#body-system).
+func splitSystem(messages json.RawMessage) (string, []map[string]string, error) {
+	var ms []probeMessage
+	if err := json.Unmarshal(messages, &ms); err != nil {
+		return "", nil, err
+	}
+	var system []string
+	var turns []map[string]string
+	for _, m := range ms {
+		t, err := m.text()
+		if err != nil {
+			return "", nil, err
+		}
+		switch m.Role {
+		case "system", "developer":
+			system = append(system, t)
+		case "user", "assistant":
+			turns = append(turns, map[string]string{"role": m.Role, "content": t})
+		default:
+			return "", nil, fmt.Errorf("a %q message has no Messages API form (want user, assistant or system)", m.Role)
+		}
+	}
+	if len(turns) == 0 {
+		return "", nil, errors.New("the probe has no user or assistant message")
+	}
+	return strings.Join(system, "\n\n"), turns, nil
 }
 
 // probeMessage is one message of a probe; Content is a string or an array
@@ -448,6 +521,9 @@ func (cfg *ProbeConfig) attempt(ctx context.Context, client *http.Client, body [
 		}
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if cfg.api() == APIAnthropic && req.Header.Get("Anthropic-Version") == "" {
+		req.Header.Set("Anthropic-Version", anthropicVersion)
+	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
@@ -482,9 +558,40 @@ func (cfg *ProbeConfig) attempt(ctx context.Context, client *http.Client, body [
 }
 
 // checkAnswer refuses an answer that carries nothing to verify: one that
-// is not JSON, or has no choices (chat, completions) or no candidates
-// (Gemini, whose blocked prompts answer 200 with promptFeedback only).
+// is not JSON, or has no choices (chat, completions), no candidates
+// (Gemini, whose blocked prompts answer 200 with promptFeedback only), no
+// output (Responses; a failed response) or no content (Anthropic).
 func (cfg *ProbeConfig) checkAnswer(b []byte) error {
+	switch cfg.api() {
+	case APIResponses:
+		var doc struct {
+			Output []json.RawMessage `json:"output"`
+			Status string            `json:"status"`
+			Error  json.RawMessage   `json:"error"`
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			return fmt.Errorf("answer is not a JSON response: %w", err)
+		}
+		if doc.Status == "failed" {
+			return fmt.Errorf("the response failed: %s", snippet(doc.Error))
+		}
+		if len(doc.Output) == 0 {
+			return errors.New("answer has no output")
+		}
+		return nil
+	case APIAnthropic:
+		var doc struct {
+			Type    string            `json:"type"`
+			Content []json.RawMessage `json:"content"`
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			return fmt.Errorf("answer is not a JSON message: %w", err)
+		}
+		if doc.Type != "message" || doc.Content == nil {
+			return errors.New("answer is not a message with content")
+		}
+		return nil
+	}
 	if cfg.api() == APIGemini {
 		var doc struct {
 			Candidates     []json.RawMessage `json:"candidates"`
@@ -548,14 +655,14 @@ func (h headerFlags) Set(s string) error {
 
 // RunProbe is the command `distillguard watermark probe`:
 //
-//	probe -url URL -prompts P -o OUT [-api chat|completions|gemini] [-model M] [-api-key-env VAR] [-header "K: V"]...
+//	probe -url URL -prompts P -o OUT [-api chat|completions|responses|gemini|anthropic] [-model M] [-api-key-env VAR] [-header "K: V"]...
 //	      [-max-tokens N] [-temperature T] [-top-logprobs K] [-concurrency C] [-timeout D] [-retries R] [-key-file F [-decoys N]]
 //
 // It sends each probe of P to the endpoint and writes the answers to OUT,
-// one answer object a line in probe order (chat.completion, text_completion
-// or GenerateContentResponse, as the endpoint sent it): the forms verify
-// reads in both modes (text; logprobs: with -prompts P). The file is written only once every probe is answered, so that the
-// answers line up with the probes. With -key-file it then verifies OUT as
+// one answer object a line in probe order, as the endpoint sent it: the
+// forms verify reads in both modes (text; logprobs: with -prompts P). The
+// file is written only once every probe is answered, so that the answers
+// line up with the probes. With -key-file it then verifies OUT as
 // verify would (text mode, and logprobs mode when -top-logprobs asked for
 // them) and prints the reports. The API key is read from the environment
 // variable -api-key-env names, never from a flag (flags show in ps and
@@ -564,10 +671,10 @@ func (h headerFlags) Set(s string) error {
 // Exit status: 0 when every probe was answered (and verified), 2 on a
 // usage, input or endpoint error.
 func RunProbe(args []string, stdout, stderr io.Writer) int {
-	fs, fail := subcommand("probe", "-url URL -prompts P -o OUT [-api chat|completions|gemini] [-model M] [-api-key-env VAR] [-header \"K: V\"]... [-max-tokens N] [-temperature T] [-top-logprobs K] [-concurrency C] [-timeout D] [-retries R] [-key-file F [-decoys N]]", stderr)
+	fs, fail := subcommand("probe", "-url URL -prompts P -o OUT [-api chat|completions|responses|gemini|anthropic] [-model M] [-api-key-env VAR] [-header \"K: V\"]... [-max-tokens N] [-temperature T] [-top-logprobs K] [-concurrency C] [-timeout D] [-retries R] [-key-file F [-decoys N]]", stderr)
 	cfg := ProbeConfig{Header: http.Header{}, Backoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second}
 	fs.StringVar(&cfg.URL, "url", "", "the suspect's endpoint, e.g. http://host:8000/v1/chat/completions")
-	fs.StringVar(&cfg.API, "api", APIChat, "the endpoint's API: chat (Chat Completions), completions (legacy Completions) or gemini (generateContent)")
+	fs.StringVar(&cfg.API, "api", APIChat, "the endpoint's API: chat (Chat Completions), completions (legacy Completions), responses (Responses), gemini (generateContent) or anthropic (Messages)")
 	fs.StringVar(&cfg.Model, "model", "", "the request's model")
 	promptFile := fs.String("prompts", "", "the probe set: one {\"prompt\": ...} or {\"messages\": [...]} a line")
 	outFile := fs.String("o", "", "where to write the answers (JSONL, probe order)")
@@ -599,10 +706,14 @@ func RunProbe(args []string, stdout, stderr io.Writer) int {
 		if k == "" {
 			return fail(fmt.Errorf("-api-key-env %s: the variable is empty or unset", *keyEnv))
 		}
-		if cfg.API == APIGemini {
+		switch cfg.API {
+		case APIGemini:
 			// https://ai.google.dev/api#authentication
 			cfg.Header.Set("X-Goog-Api-Key", k)
-		} else {
+		case APIAnthropic:
+			// https://docs.anthropic.com/en/api/overview#authentication
+			cfg.Header.Set("X-Api-Key", k)
+		default:
 			cfg.Header.Set("Authorization", "Bearer "+k)
 		}
 	}

@@ -57,6 +57,21 @@ func answerIn(api, text string, top [][]TokenLogprob) []byte {
 			cand["logprobsResult"] = map[string]any{"topCandidates": tc, "chosenCandidates": chosen}
 		}
 		doc = map[string]any{"candidates": []any{cand}, "modelVersion": "suspect"}
+	case APIResponses:
+		part := map[string]any{"type": "output_text", "text": text, "annotations": []any{}}
+		if top != nil {
+			var lp []any
+			for _, alts := range top {
+				lp = append(lp, map[string]any{"token": alts[0].Token, "logprob": alts[0].Logprob, "top_logprobs": alts})
+			}
+			part["logprobs"] = lp
+		}
+		doc = map[string]any{"id": "resp_1", "object": "response", "status": "completed", "output": []any{
+			map[string]any{"type": "reasoning", "id": "rs_1", "summary": []any{}},
+			map[string]any{"type": "message", "id": "msg_1", "role": "assistant", "content": []any{part}}}}
+	case APIAnthropic:
+		doc = map[string]any{"id": "msg_1", "type": "message", "role": "assistant", "stop_reason": "end_turn",
+			"content": []any{map[string]any{"type": "text", "text": text}}}
 	default:
 		msg := map[string]any{"role": "assistant", "content": text}
 		choice := map[string]any{"index": 0, "message": msg, "finish_reason": "stop"}
@@ -103,7 +118,7 @@ func TestParseLogprobsFormats(t *testing.T) {
 		}
 		answers = append(answers, top)
 	}
-	for _, api := range []string{APIChat, APICompletions, APIGemini} {
+	for _, api := range []string{APIChat, APICompletions, APIGemini, APIResponses} {
 		var in bytes.Buffer
 		for _, top := range answers {
 			in.Write(answerIn(api, "x", top))
@@ -126,6 +141,14 @@ func TestParseLogprobsFormats(t *testing.T) {
 	if want := []TokenLogprob{{"a", -1}, {"b", -2}, {"c", -2}}; len(got) != 1 || !reflect.DeepEqual(got[0].Top, want) {
 		t.Errorf("legacy alternatives %+v, want %+v", got, want)
 	}
+	// A response's positions are numbered across its output_text parts;
+	// other output items do not count.
+	got, err = ParseLogprobs(strings.NewReader(`{"object":"response","output":[{"type":"reasoning","summary":[]},{"type":"message","content":[` +
+		`{"type":"output_text","text":"a","logprobs":[{"token":"a","logprob":-1,"top_logprobs":[{"token":"a","logprob":-1}]}]},` +
+		`{"type":"output_text","text":"bc","logprobs":[{"token":"b","logprob":-1,"top_logprobs":[]},{"token":"c","logprob":-1,"top_logprobs":[{"token":"c","logprob":-1}]}]}]}]}` + "\n"))
+	if err != nil || len(got) != 2 || got[0].Index != 0 || got[1].Index != 2 || got[1].Probe != 0 {
+		t.Errorf("response positions %+v (%v), want indices 0 and 2 of probe 0", got, err)
+	}
 	// A Gemini candidate without logprobs is still a probe: the numbering
 	// stays aligned with the probe set.
 	got, err = ParseLogprobs(strings.NewReader(string(answerIn(APIGemini, "x", nil)) + "\n" + string(answerIn(APIGemini, "y", [][]TokenLogprob{{{"y", -1}}})) + "\n"))
@@ -134,32 +157,53 @@ func TestParseLogprobsFormats(t *testing.T) {
 	}
 }
 
-// TestReadTextsGemini: a Gemini answer's text parts are one text, its
-// thought summaries another; an answer with neither is refused.
-func TestReadTextsGemini(t *testing.T) {
-	in := `{"candidates":[{"content":{"parts":[{"text":"the kids ","thought":true},{"text":"maybe the "},{"text":"kids are big"},{"inlineData":{"mimeType":"image/png","data":""}}]}},{"content":{"parts":[{"text":"hello"}]}}]}` + "\n"
-	var got []string
-	if err := readTexts(strings.NewReader(in), func(b []byte) { got = append(got, string(b)) }); err != nil {
-		t.Fatal(err)
+// TestReadTextsAPIs: an answer's text parts are one text, its thoughts
+// (Gemini thought parts, Responses reasoning summaries, Anthropic thinking
+// blocks) another; an answer with neither is refused.
+func TestReadTextsAPIs(t *testing.T) {
+	for _, c := range []struct {
+		name, in string
+		want     []string
+	}{
+		{"gemini", `{"candidates":[{"content":{"parts":[{"text":"the kids ","thought":true},{"text":"maybe the "},{"text":"kids are big"},{"inlineData":{"mimeType":"image/png","data":""}}]}},{"content":{"parts":[{"text":"hello"}]}}]}`,
+			[]string{"the kids ", "maybe the kids are big", "hello"}},
+		{"responses", `{"object":"response","output":[{"type":"reasoning","summary":[{"type":"summary_text","text":"think "},{"type":"summary_text","text":"more"}]},` +
+			`{"type":"message","content":[{"type":"output_text","text":"maybe "},{"type":"refusal","refusal":"no"},{"type":"output_text","text":"yes"}]},{"type":"function_call","arguments":"{}"}]}`,
+			[]string{"think more", "maybe yes"}},
+		{"anthropic", `{"type":"message","content":[{"type":"thinking","thinking":"hmm","signature":"x"},{"type":"text","text":"big "},{"type":"tool_use","input":{}},{"type":"text","text":"kids"}]}`,
+			[]string{"hmm", "big kids"}},
+	} {
+		var got []string
+		if err := readTexts(strings.NewReader(c.in+"\n"), func(b []byte) { got = append(got, string(b)) }); err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		if !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s: texts %q, want %q", c.name, got, c.want)
+		}
 	}
-	if want := []string{"the kids ", "maybe the kids are big", "hello"}; !reflect.DeepEqual(got, want) {
-		t.Errorf("texts %q, want %q", got, want)
-	}
-	err := readTexts(strings.NewReader(`{"candidates":[{"finishReason":"SAFETY"}]}`+"\n"), func([]byte) {})
-	if err == nil || !strings.Contains(err.Error(), "line 1") {
-		t.Errorf("err = %v, want one naming line 1", err)
+	for _, in := range []string{`{"candidates":[{"finishReason":"SAFETY"}]}`, `{"object":"response","output":[]}`,
+		`{"type":"error","error":{"type":"overloaded_error"}}`, `{"type":"message","content":[{"type":"tool_use"}]}`} {
+		err := readTexts(strings.NewReader(in+"\n"), func([]byte) {})
+		if err == nil || !strings.Contains(err.Error(), "line 1") {
+			t.Errorf("%s: err = %v, want one naming line 1", in, err)
+		}
 	}
 }
 
-// apiRequest is what a suspect of any of the three APIs decodes.
+// apiRequest is what a suspect of any of the APIs decodes.
 type apiRequest struct {
-	Model       string            `json:"model"`
-	Messages    []json.RawMessage `json:"messages"`
-	Prompt      *string           `json:"prompt"`
-	Logprobs    json.RawMessage   `json:"logprobs"`
-	TopLogprobs *int              `json:"top_logprobs"`
-	MaxTokens   *int              `json:"max_tokens"`
-	Contents    []struct {
+	Model           string            `json:"model"`
+	Messages        []json.RawMessage `json:"messages"`
+	Input           []json.RawMessage `json:"input"`
+	Prompt          *string           `json:"prompt"`
+	System          *string           `json:"system"`
+	Logprobs        json.RawMessage   `json:"logprobs"`
+	TopLogprobs     *int              `json:"top_logprobs"`
+	Include         []string          `json:"include"`
+	MaxTokens       *int              `json:"max_tokens"`
+	MaxOutputTokens *int              `json:"max_output_tokens"`
+	Contents        []struct {
 		Role  string `json:"role"`
 		Parts []struct {
 			Text string `json:"text"`
@@ -184,12 +228,80 @@ func (r apiRequest) lastText() string {
 			b.WriteString(p.Text)
 		}
 		return b.String()
+	case len(r.Input) > 0:
+		return messageContent(r.Input[len(r.Input)-1])
 	case len(r.Messages) > 0:
-		var m struct{ Content string }
-		json.Unmarshal(r.Messages[len(r.Messages)-1], &m)
-		return m.Content
+		return messageContent(r.Messages[len(r.Messages)-1])
 	}
 	return ""
+}
+
+func messageContent(m json.RawMessage) string {
+	var msg struct{ Content string }
+	json.Unmarshal(m, &msg)
+	return msg.Content
+}
+
+// probeAPI is how TestProbeAPIs reaches and checks a suspect of one API.
+type probeAPI struct {
+	api, path string
+	args      []string // beyond the common ones
+	logprobs  bool     // the API returns alternatives
+	// check says what is wrong with a request, or "".
+	check func(r *http.Request, req apiRequest) string
+}
+
+func probeAPIs() []probeAPI {
+	bearer := func(r *http.Request) string {
+		if r.Header.Get("Authorization") != "Bearer sk-api-9" {
+			return fmt.Sprintf("Authorization %q", r.Header.Get("Authorization"))
+		}
+		return ""
+	}
+	return []probeAPI{
+		{APIChat, "/v1/chat/completions", []string{"-model", "suspect-1", "-top-logprobs", "3"}, true, func(r *http.Request, req apiRequest) string {
+			if len(req.Messages) != 1 || req.Prompt != nil || string(req.Logprobs) != "true" || req.TopLogprobs == nil || *req.TopLogprobs != 3 ||
+				req.MaxTokens == nil || *req.MaxTokens != 80 {
+				return fmt.Sprintf("chat request %+v", req)
+			}
+			return bearer(r)
+		}},
+		{APICompletions, "/v1/completions", []string{"-model", "suspect-1", "-top-logprobs", "3"}, true, func(r *http.Request, req apiRequest) string {
+			if req.Prompt == nil || req.Messages != nil || string(req.Logprobs) != "3" || req.TopLogprobs != nil ||
+				req.Model != "suspect-1" || req.MaxTokens == nil || *req.MaxTokens != 80 {
+				return fmt.Sprintf("completions request %+v", req)
+			}
+			return bearer(r)
+		}},
+		{APIResponses, "/v1/responses", []string{"-model", "suspect-1", "-top-logprobs", "3"}, true, func(r *http.Request, req apiRequest) string {
+			if len(req.Input) != 1 || req.Messages != nil || req.TopLogprobs == nil || *req.TopLogprobs != 3 ||
+				strings.Join(req.Include, ",") != "message.output_text.logprobs" || req.MaxTokens != nil ||
+				req.MaxOutputTokens == nil || *req.MaxOutputTokens != 80 || req.Model != "suspect-1" {
+				return fmt.Sprintf("responses request %+v", req)
+			}
+			return bearer(r)
+		}},
+		{APIGemini, "/v1beta/models/suspect-1:generateContent", []string{"-top-logprobs", "3"}, true, func(r *http.Request, req apiRequest) string {
+			gc := req.GenerationConfig
+			if len(req.Contents) != 1 || req.Contents[0].Role != "user" || req.Model != "" || req.Messages != nil ||
+				gc["responseLogprobs"] != true || gc["logprobs"] != float64(3) || gc["maxOutputTokens"] != float64(80) {
+				return fmt.Sprintf("gemini request %+v", req)
+			}
+			if r.Header.Get("X-Goog-Api-Key") != "sk-api-9" || r.Header.Get("Authorization") != "" {
+				return fmt.Sprintf("gemini key %q, Authorization %q", r.Header.Get("X-Goog-Api-Key"), r.Header.Get("Authorization"))
+			}
+			return ""
+		}},
+		{APIAnthropic, "/v1/messages", []string{"-model", "suspect-1"}, false, func(r *http.Request, req apiRequest) string {
+			if len(req.Messages) != 1 || req.Model != "suspect-1" || req.MaxTokens == nil || *req.MaxTokens != 80 || req.System != nil || req.Logprobs != nil {
+				return fmt.Sprintf("anthropic request %+v", req)
+			}
+			if r.Header.Get("X-Api-Key") != "sk-api-9" || r.Header.Get("Authorization") != "" || r.Header.Get("Anthropic-Version") != anthropicVersion {
+				return fmt.Sprintf("anthropic headers %v", r.Header)
+			}
+			return ""
+		}},
+	}
 }
 
 // TestProbeAPIs probes a suspect of each API that serves marked answers
@@ -211,67 +323,48 @@ func TestProbeAPIs(t *testing.T) {
 		out, _ := mk.Mark([]byte(tx))
 		marked[i] = string(out)
 	}
-	for _, api := range []string{APIChat, APICompletions, APIGemini} {
+	for _, a := range probeAPIs() {
 		for _, c := range []struct {
 			name    string
 			answers []string
 			marked  bool
 		}{{"marked", marked, true}, {"unmarked", texts, false}} {
-			t.Run(api+"/"+c.name, func(t *testing.T) {
+			t.Run(a.api+"/"+c.name, func(t *testing.T) {
+				alternatives := func(text string) [][]TokenLogprob {
+					if !a.logprobs {
+						return nil
+					}
+					return wordAlternatives(text)
+				}
 				var bad atomic.Value
-				fail := func(format string, a ...any) { bad.CompareAndSwap(nil, fmt.Sprintf(format, a...)) }
 				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					var req apiRequest
 					if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-						fail("decode: %v", err)
+						bad.CompareAndSwap(nil, fmt.Sprintf("decode: %v", err))
 						http.Error(w, err.Error(), 400)
 						return
 					}
-					switch api {
-					case APIGemini:
-						if r.URL.Path != "/v1beta/models/suspect-1:generateContent" || r.Header.Get("X-Goog-Api-Key") != "sk-api-9" || r.Header.Get("Authorization") != "" {
-							fail("gemini request to %s, key %q, Authorization %q", r.URL.Path, r.Header.Get("X-Goog-Api-Key"), r.Header.Get("Authorization"))
-						}
-						gc := req.GenerationConfig
-						if len(req.Contents) != 1 || req.Contents[0].Role != "user" || req.Model != "" || req.Messages != nil ||
-							gc["responseLogprobs"] != true || gc["logprobs"] != float64(3) || gc["maxOutputTokens"] != float64(80) {
-							fail("gemini request %+v", req)
-						}
-					case APICompletions:
-						if req.Prompt == nil || req.Messages != nil || string(req.Logprobs) != "3" || req.TopLogprobs != nil ||
-							req.Model != "suspect-1" || req.MaxTokens == nil || *req.MaxTokens != 80 {
-							fail("completions request %+v", req)
-						}
-					default:
-						if len(req.Messages) != 1 || req.Prompt != nil || string(req.Logprobs) != "true" || req.TopLogprobs == nil || *req.TopLogprobs != 3 {
-							fail("chat request %+v", req)
-						}
+					if r.URL.Path != a.path {
+						bad.CompareAndSwap(nil, "request to "+r.URL.Path)
 					}
-					if api != APIGemini && r.Header.Get("Authorization") != "Bearer sk-api-9" {
-						fail("Authorization %q", r.Header.Get("Authorization"))
+					if msg := a.check(r, req); msg != "" {
+						bad.CompareAndSwap(nil, msg)
 					}
 					i, err := strconv.Atoi(strings.TrimPrefix(req.lastText(), "probe "))
 					if err != nil || i < 0 || i >= len(c.answers) {
-						fail("probe text %q", req.lastText())
+						bad.CompareAndSwap(nil, fmt.Sprintf("probe text %q", req.lastText()))
 						http.Error(w, "unknown probe", 400)
 						return
 					}
-					w.Write(answerIn(api, c.answers[i], wordAlternatives(c.answers[i])))
+					w.Write(answerIn(a.api, c.answers[i], alternatives(c.answers[i])))
 				}))
 				defer srv.Close()
-				url, args := srv.URL+"/v1/chat/completions", []string{"-model", "suspect-1"}
-				switch api {
-				case APICompletions:
-					url = srv.URL + "/v1/completions"
-				case APIGemini:
-					url, args = srv.URL+"/v1beta/models/suspect-1:generateContent", nil
-				}
 				dir := t.TempDir()
 				out := filepath.Join(dir, "answers.jsonl")
 				var stdout, stderr bytes.Buffer
-				rc := RunProbe(append([]string{"-api", api, "-url", url, "-prompts", writeProbes(t, dir, len(c.answers)),
-					"-o", out, "-concurrency", "6", "-max-tokens", "80", "-top-logprobs", "3", "-api-key-env", "DG_PROBE_API_KEY",
-					"-key-file", writeKeyFile(t, dir, key, secret)}, args...), &stdout, &stderr)
+				rc := RunProbe(append([]string{"-api", a.api, "-url", srv.URL + a.path, "-prompts", writeProbes(t, dir, len(c.answers)),
+					"-o", out, "-concurrency", "6", "-max-tokens", "80", "-api-key-env", "DG_PROBE_API_KEY",
+					"-key-file", writeKeyFile(t, dir, key, secret)}, a.args...), &stdout, &stderr)
 				if v := bad.Load(); v != nil {
 					t.Fatal(v)
 				}
@@ -289,7 +382,7 @@ func TestProbeAPIs(t *testing.T) {
 				words := 0
 				for i, l := range lines {
 					var cb bytes.Buffer
-					json.Compact(&cb, answerIn(api, c.answers[i], wordAlternatives(c.answers[i])))
+					json.Compact(&cb, answerIn(a.api, c.answers[i], alternatives(c.answers[i])))
 					if l != cb.String() {
 						t.Fatalf("answer %d is not what the suspect sent for probe %d: %.100s", i, i, l)
 					}
@@ -297,24 +390,29 @@ func TestProbeAPIs(t *testing.T) {
 				}
 				dec := json.NewDecoder(&stdout)
 				var rep TextReport
-				var lrep LogprobReport
 				if err := dec.Decode(&rep); err != nil {
 					t.Fatalf("text report: %v", err)
 				}
-				if err := dec.Decode(&lrep); err != nil {
-					t.Fatalf("logprob report: %v", err)
-				}
 				if rep.Mode != "text" || rep.Texts != int64(len(c.answers)) || rep.Candidates == 0 {
 					t.Errorf("text report %+v", rep)
-				}
-				if lrep.Mode != "logprobs" || lrep.Probes != len(c.answers) || lrep.Positions != words {
-					t.Errorf("logprob report: %d probes, %d positions; want %d, %d", lrep.Probes, lrep.Positions, len(c.answers), words)
 				}
 				if c.marked && rep.PValue > 1e-6 {
 					t.Errorf("marked answers: p = %g, want <= 1e-6", rep.PValue)
 				}
 				if !c.marked && rep.PValue < 0.01 {
 					t.Errorf("unmarked answers: p = %g, want >= 0.01", rep.PValue)
+				}
+				var lrep LogprobReport
+				err = dec.Decode(&lrep)
+				switch {
+				case !a.logprobs:
+					if err != io.EOF {
+						t.Errorf("a logprob report without logprobs asked (%v)", err)
+					}
+				case err != nil:
+					t.Fatalf("logprob report: %v", err)
+				case lrep.Mode != "logprobs" || lrep.Probes != len(c.answers) || lrep.Positions != words:
+					t.Errorf("logprob report: %d probes, %d positions; want %d, %d", lrep.Probes, lrep.Positions, len(c.answers), words)
 				}
 			})
 		}
@@ -343,6 +441,12 @@ func TestProbeAPIBodies(t *testing.T) {
 		{APIGemini, `[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]`, `"image_url" part`, true},
 		{APIChat, `[{"role":"user","content":"x"}]`, `{"messages":[{"role":"user","content":"x"}],"stream":false,"temperature":0.5}`, false},
 		{APIGemini, `[{"role":"user","content":7}]`, "neither a string nor content parts", true},
+		{APIResponses, conv, `{"input":` + conv + `,"stream":false,"store":false,"temperature":0.5}`, false},
+		{APIAnthropic, conv, `{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"},{"role":"user","content":"probe 1"}],` +
+			`"system":"be brief\n\nno lists","stream":false,"max_tokens":1024,"temperature":0.5}`, false},
+		{APIAnthropic, `[{"role":"user","content":"x"}]`, `{"messages":[{"role":"user","content":"x"}],"stream":false,"max_tokens":1024,"temperature":0.5}`, false},
+		{APIAnthropic, `[{"role":"system","content":"x"}]`, "no user or assistant message", true},
+		{APIAnthropic, `[{"role":"tool","content":"x"}]`, `"tool" message has no Messages API form`, true},
 	} {
 		cfg := ProbeConfig{API: c.api, Temperature: 0.5}
 		b, err := cfg.body(json.RawMessage(c.probe))
@@ -384,11 +488,12 @@ func TestProbeAPIBodies(t *testing.T) {
 	}
 }
 
-// TestProbeGeminiRefusals: a Gemini answer without candidates (a blocked
-// prompt answers 200 with promptFeedback) stops the run, naming the
-// reason, without a retry; the configuration errors particular to Gemini
-// are caught before anything is sent.
-func TestProbeGeminiRefusals(t *testing.T) {
+// TestProbeRefusals: a Gemini answer without candidates (a blocked prompt
+// answers 200 with promptFeedback) stops the run, naming the reason,
+// without a retry; other APIs' answers with nothing to verify are refused
+// with what they said; the configuration errors particular to an API are
+// caught before anything is sent.
+func TestProbeRefusals(t *testing.T) {
 	var mu sync.Mutex
 	n := 0
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -407,12 +512,27 @@ func TestProbeGeminiRefusals(t *testing.T) {
 		t.Errorf("err = %v after %d requests, want probe 1 refused once, naming SAFETY", err, n)
 	}
 	for _, c := range []struct {
+		api, answer, want string
+	}{
+		{APIResponses, `{"object":"response","status":"failed","error":{"code":"server_error","message":"boom"},"output":[]}`, "the response failed"},
+		{APIResponses, `{"object":"response","status":"completed","output":[]}`, "answer has no output"},
+		{APIAnthropic, `{"type":"error","error":{"type":"invalid_request_error"}}`, "not a message with content"},
+		{APIGemini, `[{"candidates":[]}]`, "not a JSON GenerateContentResponse"},
+	} {
+		bc := cfg
+		bc.API = c.api
+		if err := bc.checkAnswer([]byte(c.answer)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s %s: err = %v, want %q", c.api, c.answer, err, c.want)
+		}
+	}
+	for _, c := range []struct {
 		cfg  func(*ProbeConfig)
 		want string
 	}{
 		{func(c *ProbeConfig) { c.Model = "m" }, "a Gemini URL names the model"},
 		{func(c *ProbeConfig) { c.URL = srv.URL + "/v1beta/models/m:streamGenerateContent" }, "want a Gemini .../models/MODEL:generateContent URL"},
-		{func(c *ProbeConfig) { c.API = "claude" }, `-api "claude": want chat, completions or gemini`},
+		{func(c *ProbeConfig) { c.API = "claude" }, `-api "claude": want chat, completions, responses, gemini or anthropic`},
+		{func(c *ProbeConfig) { c.API, c.TopLogprobs = APIAnthropic, 5 }, "the Messages API returns no logprobs"},
 	} {
 		bc := cfg
 		c.cfg(&bc)
@@ -437,7 +557,7 @@ func FuzzProbeBody(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for _, api := range []string{APIChat, APICompletions, APIGemini} {
+		for _, api := range []string{APIChat, APICompletions, APIResponses, APIGemini, APIAnthropic} {
 			cfg := ProbeConfig{API: api, Temperature: -1, TopLogprobs: 2}
 			for _, p := range probes {
 				body, err := cfg.body(p)
@@ -451,7 +571,7 @@ func FuzzProbeBody(f *testing.F) {
 				if err := json.Unmarshal(body, &req); err != nil {
 					t.Fatalf("%s: request %s is not JSON: %v", api, body, err)
 				}
-				if api != APIChat && req.lastText() == "" && req.Prompt == nil && len(req.Contents) == 0 {
+				if req.Prompt == nil && len(req.Contents) == 0 && len(req.Messages) == 0 && len(req.Input) == 0 {
 					t.Fatalf("%s: request %s carries no turn", api, body)
 				}
 			}

@@ -18,9 +18,10 @@ commands:
   contexts count context statistics in the provider's own unmarked output
            (distillguard watermark contexts -o OUT FILE...)
   probe    send a probe set to a suspect's endpoint (Chat Completions, legacy
-           Completions or Gemini generateContent) and keep the answers for
-           verify (with -key-file, verify them too)
-           (distillguard watermark probe -url URL -prompts P -o OUT [-api chat|completions|gemini] [-model M] [-api-key-env VAR] [-key-file F] ...)
+           Completions, Responses, Gemini generateContent or Anthropic
+           Messages) and keep the answers for verify (with -key-file,
+           verify them too)
+           (distillguard watermark probe -url URL -prompts P -o OUT [-api chat|completions|responses|gemini|anthropic] [-model M] [-api-key-env VAR] [-key-file F] ...)
 `
 
 // runWatermark dispatches `distillguard watermark ...`.

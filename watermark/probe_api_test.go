@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // answerIn renders one answer (text, and per word the alternatives top,
@@ -194,6 +195,8 @@ func TestReadTextsAPIs(t *testing.T) {
 // apiRequest is what a suspect of any of the APIs decodes.
 type apiRequest struct {
 	Model           string            `json:"model"`
+	Stream          *bool             `json:"stream"`
+	Temperature     *float64          `json:"temperature"`
 	Messages        []json.RawMessage `json:"messages"`
 	Input           []json.RawMessage `json:"input"`
 	Prompt          *string           `json:"prompt"`
@@ -307,7 +310,8 @@ func probeAPIs() []probeAPI {
 // TestProbeAPIs probes a suspect of each API that serves marked answers
 // (and one that serves them unmarked): each request has the API's shape
 // and authentication, the answers are written as the suspect sent them in
-// probe order, verify finds the key in the marked answers only, and the
+// probe order whatever order they complete in, verify finds the key in
+// the marked answers only, and the
 // logprob test reads every position the suspect returned.
 func TestProbeAPIs(t *testing.T) {
 	t.Setenv("DG_PROBE_API_KEY", "sk-api-9")
@@ -356,6 +360,9 @@ func TestProbeAPIs(t *testing.T) {
 						http.Error(w, "unknown probe", 400)
 						return
 					}
+					// Later probes answer sooner, so completion order is
+					// not probe order.
+					time.Sleep(time.Duration(len(c.answers)-i) * 10 * time.Microsecond)
 					w.Write(answerIn(a.api, c.answers[i], alternatives(c.answers[i])))
 				}))
 				defer srv.Close()

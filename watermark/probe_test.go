@@ -40,52 +40,23 @@ func suspectTexts(n int, seed uint64) []string {
 	return out
 }
 
-// probeRequest is what the suspect endpoint decodes.
-type probeRequest struct {
-	Model       string            `json:"model"`
-	Messages    []json.RawMessage `json:"messages"`
-	MaxTokens   *int              `json:"max_tokens"`
-	Temperature *float64          `json:"temperature"`
-	Logprobs    *bool             `json:"logprobs"`
-	TopLogprobs *int              `json:"top_logprobs"`
-	Stream      *bool             `json:"stream"`
-}
-
-// probeIndex reads "probe N" out of the request's last message.
-func probeIndex(t *testing.T, req probeRequest) int {
-	var m struct {
-		Content string `json:"content"`
-	}
-	if len(req.Messages) == 0 || json.Unmarshal(req.Messages[len(req.Messages)-1], &m) != nil {
-		t.Errorf("request messages %s", req.Messages)
-		return -1
-	}
-	i, err := strconv.Atoi(strings.TrimPrefix(m.Content, "probe "))
+// probeIndex reads "probe N" out of the request's last turn.
+func probeIndex(t *testing.T, req apiRequest) int {
+	i, err := strconv.Atoi(strings.TrimPrefix(req.lastText(), "probe "))
 	if err != nil {
-		t.Errorf("probe content %q", m.Content)
+		t.Errorf("probe text %q", req.lastText())
 		return -1
 	}
 	return i
 }
 
-// chatCompletion is an OpenAI chat.completion carrying text, with two
+// chatCompletion is an OpenAI chat.completion carrying text, with three
 // top_logprobs alternatives per word when logprobs is set.
 func chatCompletion(text string, logprobs bool) []byte {
-	msg := map[string]any{"role": "assistant", "content": text}
-	choice := map[string]any{"index": 0, "message": msg, "finish_reason": "stop"}
-	if logprobs {
-		var content []map[string]any
-		for i, w := range strings.Fields(text) {
-			tok := " " + w
-			content = append(content, map[string]any{"token": tok, "logprob": -0.1, "top_logprobs": []map[string]any{
-				{"token": tok, "logprob": -0.1}, {"token": fmt.Sprintf(" alt%d", i%7), "logprob": -2.4},
-				{"token": fmt.Sprintf(" other%d", i%5), "logprob": -3.1}}})
-		}
-		choice["logprobs"] = map[string]any{"content": content}
+	if !logprobs {
+		return answerIn(APIChat, text, nil)
 	}
-	b, _ := json.Marshal(map[string]any{"id": "chatcmpl-1", "object": "chat.completion", "model": "suspect",
-		"choices": []any{choice}})
-	return b
+	return answerIn(APIChat, text, wordAlternatives(text))
 }
 
 func writeProbes(t *testing.T, dir string, n int) string {
@@ -111,90 +82,6 @@ func writeKeyFile(t *testing.T, dir string, k *Key, secret []byte) string {
 	return p
 }
 
-// TestProbeFindsTheMark probes an endpoint that serves marked answers and
-// one that serves the same answers unmarked: the answers are written in
-// probe order whatever order they complete in, and verify finds the key
-// in the first and not in the second.
-func TestProbeFindsTheMark(t *testing.T) {
-	secret := bytes.Repeat([]byte{0x5a}, 32)
-	key, err := NewKey("k1", secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	texts := suspectTexts(300, 11)
-	mk := NewMarker(DefaultLexicon(), key)
-	marked := make([]string, len(texts))
-	for i, tx := range texts {
-		out, _ := mk.Mark([]byte(tx))
-		marked[i] = string(out)
-	}
-	for _, c := range []struct {
-		name    string
-		answers []string
-		marked  bool
-	}{{"marked", marked, true}, {"unmarked", texts, false}} {
-		t.Run(c.name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				var req probeRequest
-				if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-					http.Error(w, err.Error(), 400)
-					return
-				}
-				i := probeIndex(t, req)
-				if i < 0 || i >= len(c.answers) {
-					http.Error(w, "unknown probe", 400)
-					return
-				}
-				// Later probes answer sooner, so completion order is
-				// not probe order.
-				time.Sleep(time.Duration(len(c.answers)-i) * 10 * time.Microsecond)
-				w.Header().Set("Content-Type", "application/json")
-				w.Write(chatCompletion(c.answers[i], false))
-			}))
-			defer srv.Close()
-			dir := t.TempDir()
-			out := filepath.Join(dir, "answers.jsonl")
-			var stdout, stderr bytes.Buffer
-			rc := RunProbe([]string{"-url", srv.URL + "/v1/chat/completions", "-prompts", writeProbes(t, dir, len(c.answers)),
-				"-o", out, "-concurrency", "8", "-key-file", writeKeyFile(t, dir, key, secret)}, &stdout, &stderr)
-			if rc != 0 {
-				t.Fatalf("exit %d: %s", rc, stderr.String())
-			}
-			b, err := os.ReadFile(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-			if len(lines) != len(c.answers) {
-				t.Fatalf("%d answers written, want %d", len(lines), len(c.answers))
-			}
-			for i, l := range lines {
-				var doc struct {
-					Choices []struct {
-						Message struct{ Content string } `json:"message"`
-					} `json:"choices"`
-				}
-				if err := json.Unmarshal([]byte(l), &doc); err != nil || len(doc.Choices) != 1 || doc.Choices[0].Message.Content != c.answers[i] {
-					t.Fatalf("answer %d is not probe %d's: %.80s (%v)", i, i, l, err)
-				}
-			}
-			var rep TextReport
-			if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-				t.Fatalf("report %q: %v", stdout.String(), err)
-			}
-			if rep.Texts != int64(len(c.answers)) || rep.Candidates == 0 {
-				t.Errorf("report scored %d texts, %d candidates", rep.Texts, rep.Candidates)
-			}
-			if c.marked && rep.PValue > 1e-6 {
-				t.Errorf("marked answers: p = %g, want <= 1e-6", rep.PValue)
-			}
-			if !c.marked && rep.PValue < 0.01 {
-				t.Errorf("unmarked answers: p = %g, want >= 0.01", rep.PValue)
-			}
-		})
-	}
-}
-
 // TestProbeRequest checks what a probe sends: the configured fields, the
 // API key from the environment as a bearer token, extra headers, a
 // {"prompt"} probe as one user message and a {"messages"} probe as
@@ -202,10 +89,10 @@ func TestProbeFindsTheMark(t *testing.T) {
 func TestProbeRequest(t *testing.T) {
 	t.Setenv("DG_PROBE_TEST_KEY", "sk-test-123")
 	var mu sync.Mutex
-	var reqs []probeRequest
+	var reqs []apiRequest
 	var auth, extra []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req probeRequest
+		var req apiRequest
 		if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" {
 			t.Errorf("%s with Content-Type %q", r.Method, r.Header.Get("Content-Type"))
 		}
@@ -238,7 +125,7 @@ func TestProbeRequest(t *testing.T) {
 	}
 	for i, r := range reqs {
 		if r.Model != "m-1" || r.MaxTokens == nil || *r.MaxTokens != 64 || r.Temperature == nil || *r.Temperature != 0 ||
-			r.Logprobs == nil || !*r.Logprobs || r.TopLogprobs == nil || *r.TopLogprobs != 5 || r.Stream == nil || *r.Stream {
+			string(r.Logprobs) != "true" || r.TopLogprobs == nil || *r.TopLogprobs != 5 || r.Stream == nil || *r.Stream {
 			t.Errorf("request %d: %+v", i, r)
 		}
 		if auth[i] != "Bearer sk-test-123" || extra[i] != "lab" {
@@ -271,6 +158,9 @@ func TestProbeRequest(t *testing.T) {
 	rc = RunProbe([]string{"-url", srv.URL, "-prompts", probes, "-o", filepath.Join(dir, "b.jsonl")}, &stdout, &stderr)
 	if rc != 0 {
 		t.Fatalf("exit %d: %s", rc, stderr.String())
+	}
+	if len(reqs) != 2 {
+		t.Fatalf("%d requests without options, want 2", len(reqs))
 	}
 	for i, r := range reqs {
 		if r.Model != "" || r.MaxTokens != nil || r.Temperature != nil || r.Logprobs != nil || r.TopLogprobs != nil {
@@ -312,7 +202,7 @@ func TestProbeRetries(t *testing.T) {
 			var mu sync.Mutex
 			tries := map[int]int{}
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				var req probeRequest
+				var req apiRequest
 				json.NewDecoder(r.Body).Decode(&req)
 				i := probeIndex(t, req)
 				mu.Lock()
@@ -415,7 +305,7 @@ func TestProbeStopsAtTheFirstFailure(t *testing.T) {
 	var calls atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
-		var req probeRequest
+		var req apiRequest
 		json.NewDecoder(r.Body).Decode(&req)
 		if probeIndex(t, req) == 5 {
 			http.Error(w, "model not found", 404)

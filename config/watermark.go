@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -26,6 +28,16 @@ type Watermark struct {
 	// NewLogprobMark): each returned alternative but the first is lowered
 	// by up to this much. Keep it within the tier's perturbation budget.
 	LogprobAmplitude float64 `yaml:"logprob_amplitude"`
+	// ContextsFile holds the context statistics the lexical mark's
+	// frequency-preserving assignment works from, counted in the
+	// provider's own unmarked output by `distillguard watermark contexts`
+	// (empty: the embedded statistics, counted in the prompt corpora).
+	// The mark keeps every synonym's share of the text only as far as the
+	// statistics match the text marked: output of another kind (technical
+	// prose, another language register) marked with the embedded ones
+	// shows in a word-frequency comparison. verify -contexts takes the
+	// same file.
+	ContextsFile string `yaml:"contexts_file"`
 }
 
 // Marks is the watermark the configuration's key file gives: built once
@@ -35,6 +47,33 @@ type Marks struct {
 	Keys    *watermark.KeySet // the active key first, then every verify-only key
 	Text    *mutate.TextMark
 	Logprob *watermark.LogprobMark
+	// Contexts names the context statistics the lexical mark uses:
+	// EmbeddedContexts, or "sha256:" and the hex SHA-256 of
+	// watermark.contexts_file, so that an export says which file verify
+	// needs.
+	Contexts string
+}
+
+// EmbeddedContexts is Marks.Contexts for the embedded statistics.
+const EmbeddedContexts = "embedded"
+
+// loadContexts is the lexicon the lexical mark uses: the embedded one, or
+// its table with watermark.contexts_file's statistics.
+func loadContexts(path string) (*watermark.Lexicon, string, error) {
+	lex := watermark.DefaultLexicon()
+	if path == "" {
+		return lex, EmbeddedContexts, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("watermark.contexts_file: %w", err)
+	}
+	cs, err := watermark.ParseContextStats(lex, b)
+	if err != nil {
+		return nil, "", fmt.Errorf("watermark.contexts_file %s: %w (write it with `distillguard watermark contexts`)", path, err)
+	}
+	sum := sha256.Sum256(b)
+	return lex.WithContextStats(cs), "sha256:" + hex.EncodeToString(sum[:]), nil
 }
 
 // KeyID is the id of the key that marks.
@@ -59,6 +98,9 @@ func (c *Config) resolveWatermark(asked []string) error {
 	if w.KeyFile == "" {
 		if len(w.VerifyKeyFiles) > 0 {
 			errs = append(errs, errors.New("watermark.verify_key_files needs watermark.key_file (the key that marks)"))
+		}
+		if w.ContextsFile != "" {
+			errs = append(errs, errors.New("watermark.contexts_file needs watermark.key_file (the key that marks)"))
 		}
 		for _, name := range asked {
 			errs = append(errs, fmt.Errorf("%s: output.watermark is set but watermark.key_file is not: configure a key file with a hex or raw secret of at least %d bytes (`distillguard watermark keygen -key-file FILE` writes one)", name, watermark.MinSecretBytes))
@@ -85,14 +127,19 @@ func (c *Config) resolveWatermark(asked []string) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
+	lex, contexts, err := loadContexts(w.ContextsFile)
+	if err != nil {
+		return err
+	}
 	lm, err := watermark.NewLogprobMark(all.Active(), w.LogprobAmplitude)
 	if err != nil {
 		return fmt.Errorf("watermark: %w", err)
 	}
 	c.marks = &Marks{
-		Keys:    all,
-		Text:    mutate.NewTextMark(watermark.NewMarker(watermark.DefaultLexicon(), all.Active())),
-		Logprob: lm,
+		Keys:     all,
+		Text:     mutate.NewTextMark(watermark.NewMarker(lex, all.Active())),
+		Logprob:  lm,
+		Contexts: contexts,
 	}
 	return nil
 }

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -144,5 +147,65 @@ func TestEvidenceKeyAndFingerprint(t *testing.T) {
 	}
 	if _, err := Parse([]byte("evidence: {key_file: " + writeFile(t, "short", "abc") + "}\n")); err == nil || !strings.Contains(err.Error(), "evidence.key_file") {
 		t.Fatalf("short evidence key: %v", err)
+	}
+}
+
+// TestWatermarkContextsFile: watermark.contexts_file gives the text mark
+// the provider's own statistics (so it marks as a marker built on them
+// does, not as the embedded ones do) and names them by digest; a file
+// that does not parse, or one without a marking key, is refused naming
+// the setting.
+func TestWatermarkContextsFile(t *testing.T) {
+	lex := watermark.DefaultLexicon()
+	// Text in which every candidate follows a context the embedded
+	// statistics never saw ("zo12ka"), in counts that make those contexts
+	// rows of the provider's statistics.
+	var texts [][]byte
+	for i := 0; i < 400; i++ {
+		texts = append(texts, []byte(fmt.Sprintf("zo%dka kids zo%dka big zo%dka maybe zo%dka children.", i%40, i%37, i%31, i%29)))
+	}
+	stats := watermark.BuildContextStats(lex, texts).Format(lex)
+	ctxFile := writeFile(t, "contexts", string(stats))
+	keyFile := writeFile(t, "wm.key", strings.Repeat("7e", 32))
+	c, err := Parse([]byte("watermark: {key_file: " + keyFile + ", contexts_file: " + ctxFile + "}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(stats)
+	if got, want := c.Marks().Contexts, "sha256:"+hex.EncodeToString(sum[:]); got != want {
+		t.Errorf("contexts %q, want %q", got, want)
+	}
+	cs, err := watermark.ParseContextStats(lex, stats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := c.Marks().Keys.Active()
+	own := watermark.NewMarker(lex.WithContextStats(cs), key)
+	embedded := watermark.NewMarker(lex, key)
+	differ := 0
+	for _, tx := range texts {
+		got, _ := c.Marks().Text.Marker().Mark(tx)
+		want, _ := own.Mark(tx)
+		if string(got) != string(want) {
+			t.Fatalf("the configured mark of %q is %q, the provider statistics' is %q", tx, got, want)
+		}
+		if e, _ := embedded.Mark(tx); string(e) != string(got) {
+			differ++
+		}
+	}
+	if differ == 0 {
+		t.Error("the configured mark is the embedded statistics' on every text: the file was not used")
+	}
+	if d, err := Parse([]byte("watermark: {key_file: " + keyFile + "}\n")); err != nil || d.Marks().Contexts != EmbeddedContexts {
+		t.Errorf("without contexts_file: %v, %v", d.Marks(), err)
+	}
+	for _, bad := range []struct{ yaml, want string }{
+		{"watermark: {key_file: " + keyFile + ", contexts_file: " + writeFile(t, "junk", "not statistics\n") + "}\n", "watermark.contexts_file"},
+		{"watermark: {key_file: " + keyFile + ", contexts_file: /nonexistent/contexts}\n", "watermark.contexts_file"},
+		{"watermark: {contexts_file: " + ctxFile + "}\n", "watermark.contexts_file needs watermark.key_file"},
+	} {
+		if _, err := Parse([]byte(bad.yaml)); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s: err %v, want one containing %q", bad.yaml, err, bad.want)
+		}
 	}
 }

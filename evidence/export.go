@@ -60,6 +60,10 @@ type Watermark struct {
 	VerifyKeyIDs []string `json:"verify_key_ids"`
 	// LogprobAmplitude is the logprob mark's amplitude (nats).
 	LogprobAmplitude float64 `json:"logprob_amplitude"`
+	// Contexts names the context statistics the lexical mark works from
+	// ("embedded", or "sha256:" and the digest of watermark.contexts_file):
+	// verify -contexts needs that file to replay the mark.
+	Contexts string `json:"contexts,omitempty"`
 	// MarkedVerdicts are the verdicts whose tier marks responses in the
 	// default policy set (routes with other sets may differ).
 	MarkedVerdicts []string `json:"marked_verdicts"`

@@ -327,6 +327,7 @@ func checkConfig(t *testing.T, cfg string) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	files := 0
 	standIn := func(section map[string]any, key, content string) {
 		if section == nil {
 			return
@@ -334,7 +335,8 @@ func checkConfig(t *testing.T, cfg string) {
 		if _, ok := section[key].(string); !ok {
 			return
 		}
-		p := filepath.Join(dir, key)
+		files++ // one file per stood-in key: two sections both have key_file
+		p := filepath.Join(dir, fmt.Sprintf("%d-%s", files, key))
 		if err := os.WriteFile(p, []byte(content+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -349,6 +351,10 @@ func checkConfig(t *testing.T, cfg string) {
 	standIn(scoring, "secret_file", "chart-test-scoring-secret-0123456789abcdef0123456789")
 	standIn(admin, "token_file", "chart-test-admin-token")
 	standIn(redis, "password_file", "chart-test-redis-password")
+	watermarkCfg, _ := doc["watermark"].(map[string]any)
+	evidenceCfg, _ := doc["evidence"].(map[string]any)
+	standIn(watermarkCfg, "key_file", strings.Repeat("c4", 32))
+	standIn(evidenceCfg, "key_file", strings.Repeat("e7", 32))
 	text, err := yaml.Marshal(doc)
 	if err != nil {
 		t.Fatal(err)
@@ -411,6 +417,12 @@ func TestEverythingOn(t *testing.T) {
 		Admin struct {
 			TokenFile string `json:"token_file"`
 		} `json:"admin"`
+		Watermark struct {
+			KeyFile string `json:"key_file"`
+		} `json:"watermark"`
+		Evidence struct {
+			KeyFile string `json:"key_file"`
+		} `json:"evidence"`
 	}
 	if err := yaml.Unmarshal([]byte(cfg), &doc); err != nil {
 		t.Fatal(err)
@@ -434,6 +446,11 @@ func TestEverythingOn(t *testing.T) {
 	fileIn(doc.Scoring.Redis.PasswordFile, "redis-secret")
 	fileIn(doc.Server.TLS["cert_file"], "tls")
 	fileIn(doc.Server.TLS["client_ca_file"], "tls")
+	fileIn(doc.Watermark.KeyFile, "watermark")
+	fileIn(doc.Evidence.KeyFile, "watermark")
+	if v := vols["watermark"].Secret; v == nil || v.SecretName != "distillguard-watermark" {
+		t.Errorf("extra volume %+v", vols["watermark"])
+	}
 	if !doc.Scoring.Shadow || !slices.Equal(doc.Scoring.Redis.Addrs, []string{"redis-0.redis:6379", "redis-1.redis:6379"}) {
 		t.Errorf("scoring section %+v", doc.Scoring)
 	}
@@ -643,6 +660,8 @@ func TestRefusedValues(t *testing.T) {
 		{"config.admin.token=x", "config.admin.token is set by the chart"},
 		{"networkPolicy.enabled=true", "networkPolicy.enabled needs networkPolicy.envoyPeers"},
 		{"drain.graceSeconds=-1", "/drain/graceSeconds"},
+		{"extraVolumes[0].name=tls,extraVolumes[0].emptyDir=null", `"tls" is a volume of the chart's own`},
+		{"extraVolumeMounts[0].name=x", "/extraVolumeMounts/0"},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			_, err := helm(t, "template", "dg", chartDir, "--set", tc.set)

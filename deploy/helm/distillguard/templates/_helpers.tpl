@@ -107,6 +107,11 @@ Included by every template that depends on them.
 {{- if or (hasKey $admin "token") (hasKey $admin "token_file") -}}
 {{- fail "config.admin.token is set by the chart (secrets.adminToken); remove it from config" -}}
 {{- end -}}
+{{- range $v := concat .Values.extraVolumes .Values.extraVolumeMounts -}}
+{{- if has $v.name (list "config" "secrets" "redis-secret" "tls") -}}
+{{- fail (printf "extraVolumes and extraVolumeMounts: %q is a volume of the chart's own; name yours otherwise" $v.name) -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.networkPolicy.enabled (empty .Values.networkPolicy.envoyPeers) -}}
 {{- fail "networkPolicy.enabled needs networkPolicy.envoyPeers (the Envoy pods that call the processor); an empty list would admit every pod" -}}
 {{- end -}}

@@ -1,8 +1,6 @@
 package config
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -48,32 +46,24 @@ type Marks struct {
 	Text    *mutate.TextMark
 	Logprob *watermark.LogprobMark
 	// Contexts names the context statistics the lexical mark uses:
-	// EmbeddedContexts, or "sha256:" and the hex SHA-256 of
+	// watermark.EmbeddedContexts, or "sha256:" and the hex SHA-256 of
 	// watermark.contexts_file, so that an export says which file verify
-	// needs.
+	// needs (verify's report names them the same way).
 	Contexts string
 }
 
-// EmbeddedContexts is Marks.Contexts for the embedded statistics.
-const EmbeddedContexts = "embedded"
-
-// loadContexts is the lexicon the lexical mark uses: the embedded one, or
-// its table with watermark.contexts_file's statistics.
+// loadContexts is the lexicon the lexical mark uses and its statistics'
+// name: the embedded one, or its table with watermark.contexts_file's
+// statistics.
 func loadContexts(path string) (*watermark.Lexicon, string, error) {
-	lex := watermark.DefaultLexicon()
 	if path == "" {
-		return lex, EmbeddedContexts, nil
+		return watermark.DefaultLexicon(), watermark.EmbeddedContexts, nil
 	}
-	b, err := os.ReadFile(path)
+	lex, name, err := watermark.LoadContextStats(watermark.DefaultLexicon(), path)
 	if err != nil {
 		return nil, "", fmt.Errorf("watermark.contexts_file: %w", err)
 	}
-	cs, err := watermark.ParseContextStats(lex, b)
-	if err != nil {
-		return nil, "", fmt.Errorf("watermark.contexts_file %s: %w (write it with `distillguard watermark contexts`)", path, err)
-	}
-	sum := sha256.Sum256(b)
-	return lex.WithContextStats(cs), "sha256:" + hex.EncodeToString(sum[:]), nil
+	return lex, name, nil
 }
 
 // KeyID is the id of the key that marks.

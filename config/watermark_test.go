@@ -196,7 +196,7 @@ func TestWatermarkContextsFile(t *testing.T) {
 	if differ == 0 {
 		t.Error("the configured mark is the embedded statistics' on every text: the file was not used")
 	}
-	if d, err := Parse([]byte("watermark: {key_file: " + keyFile + "}\n")); err != nil || d.Marks().Contexts != EmbeddedContexts {
+	if d, err := Parse([]byte("watermark: {key_file: " + keyFile + "}\n")); err != nil || d.Marks().Contexts != watermark.EmbeddedContexts {
 		t.Errorf("without contexts_file: %v, %v", d.Marks(), err)
 	}
 	for _, bad := range []struct{ yaml, want string }{

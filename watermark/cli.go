@@ -3,6 +3,8 @@ package watermark
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -115,16 +117,20 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	enc := json.NewEncoder(stdout)
-	lex := DefaultLexicon()
+	lex, contexts := DefaultLexicon(), EmbeddedContexts
 	if *ctxFile != "" {
-		if lex, err = LoadContextStats(lex, *ctxFile); err != nil {
+		if lex, contexts, err = LoadContextStats(lex, *ctxFile); err != nil {
 			return fail(err)
 		}
 	}
 	for _, name := range fs.Args() {
 		var rep any
 		if *mode == "text" {
-			rep, err = verifyTextFile(lex, name, ks, dk)
+			var tr *TextReport
+			if tr, err = verifyTextFile(lex, name, ks, dk); tr != nil {
+				tr.Contexts = contexts
+				rep = tr
+			}
 		} else {
 			rep, err = verifyLogprobFile(name, ref, probes, ks, dk)
 		}
@@ -181,18 +187,25 @@ func RunContexts(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// EmbeddedContexts names the embedded context statistics (ContextsName).
+const EmbeddedContexts = "embedded"
+
 // LoadContextStats reads a context statistics file (RunContexts writes
-// one) and returns lex marking with it.
-func LoadContextStats(lex *Lexicon, path string) (*Lexicon, error) {
+// one) and returns lex marking with it, and the file's name as the
+// evidence export and verify's report give it: "sha256:" and the hex
+// SHA-256 of its bytes, so a report and an export made with the same
+// statistics say so whatever the file is called.
+func LoadContextStats(lex *Lexicon, path string) (*Lexicon, string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("watermark: context statistics: %w", err)
+		return nil, "", fmt.Errorf("watermark: context statistics: %w", err)
 	}
 	cs, err := ParseContextStats(lex, b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, "", fmt.Errorf("%s: %w (write it with `distillguard watermark contexts`)", path, err)
 	}
-	return lex.WithContextStats(cs), nil
+	sum := sha256.Sum256(b)
+	return lex.WithContextStats(cs), "sha256:" + hex.EncodeToString(sum[:]), nil
 }
 
 // DecoyKeys returns n keys derived from a fixed public label: keys nobody
@@ -214,6 +227,10 @@ func DecoyKeys(n int) ([]*Key, error) {
 type TextReport struct {
 	File string `json:"file"`
 	Mode string `json:"mode"`
+	// Contexts names the statistics the mark was replayed with
+	// (EmbeddedContexts or LoadContextStats's name): the evidence export's
+	// watermark.contexts says which the server marked with.
+	Contexts string `json:"contexts,omitempty"`
 	Result
 	// Statistic repeats Z under the generic name.
 	Statistic float64 `json:"statistic"`

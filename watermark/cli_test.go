@@ -2,6 +2,7 @@ package watermark
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -61,6 +62,9 @@ func TestRunVerify(t *testing.T) {
 			if _, ok := reps[i][f]; !ok {
 				t.Errorf("file %d: no %q in %s", i, f, l)
 			}
+		}
+		if reps[i]["contexts"] != EmbeddedContexts {
+			t.Errorf("file %d: statistics %v, want %q", i, reps[i]["contexts"], EmbeddedContexts)
 		}
 	}
 	if reps[0]["key_id"] != "old" || reps[0]["p_value"].(float64) > 1e-6 || reps[0]["texts"].(float64) != 30 || reps[0]["decoys_as_extreme"] != nil {
@@ -172,9 +176,16 @@ func TestRunContexts(t *testing.T) {
 	if !strings.HasPrefix(stdout.String(), "300 texts, ") {
 		t.Errorf("stdout %q", stdout.String())
 	}
-	lex, err := LoadContextStats(DefaultLexicon(), statsFile)
+	lex, name, err := LoadContextStats(DefaultLexicon(), statsFile)
 	if err != nil {
 		t.Fatal(err)
+	}
+	statsBytes, err := os.ReadFile(statsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(statsBytes); name != "sha256:"+hex.EncodeToString(sum[:]) {
+		t.Errorf("statistics named %q", name)
 	}
 	if lex.ContextStats().Sets() < 10 {
 		t.Fatalf("%d units", lex.ContextStats().Sets())
@@ -205,7 +216,7 @@ func TestRunContexts(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep["p_value"].(float64) > 1e-4 || rep["method"] != MethodEValue {
+	if rep["p_value"].(float64) > 1e-4 || rep["method"] != MethodEValue || rep["contexts"] != name {
 		t.Errorf("verify with the statistics: %s", stdout.String())
 	}
 	for _, c := range []struct {

@@ -298,7 +298,11 @@ func (cfg *ProbeConfig) body(messages json.RawMessage) ([]byte, error) {
 	case APIGemini:
 		return cfg.geminiBody(messages)
 	case APIResponses:
-		req = map[string]any{"input": messages, "stream": false, "store": false}
+		input, err := responsesInput(messages)
+		if err != nil {
+			return nil, err
+		}
+		req = map[string]any{"input": input, "stream": false, "store": false}
 		if cfg.TopLogprobs > 0 {
 			// https://platform.openai.com/docs/api-reference/responses/create#responses-create-include
 			req["include"] = []string{"message.output_text.logprobs"}
@@ -336,6 +340,34 @@ func (cfg *ProbeConfig) body(messages json.RawMessage) ([]byte, error) {
 		req["temperature"] = cfg.Temperature
 	}
 	return json.Marshal(req)
+}
+
+// responsesInput is a probe's messages as Responses API input items:
+// string contents as written, chat text parts ({"type": "text"}) as the
+// Responses API spells them, input_text (output_text in assistant turns),
+// other parts as written
+// (https://platform.openai.com/docs/api-reference/responses/create#responses-create-input).
+func responsesInput(messages json.RawMessage) ([]map[string]any, error) {
+	var ms []map[string]any
+	if err := json.Unmarshal(messages, &ms); err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
+		parts, ok := m["content"].([]any)
+		if !ok {
+			continue
+		}
+		kind := "input_text"
+		if m["role"] == "assistant" {
+			kind = "output_text"
+		}
+		for _, p := range parts {
+			if part, ok := p.(map[string]any); ok && part["type"] == "text" {
+				part["type"] = kind
+			}
+		}
+	}
+	return ms, nil
 }
 
 // splitSystem is an Anthropic probe: its system (and developer) messages'

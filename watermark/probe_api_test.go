@@ -448,7 +448,10 @@ func TestProbeAPIBodies(t *testing.T) {
 		{APIGemini, `[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]`, `"image_url" part`, true},
 		{APIChat, `[{"role":"user","content":"x"}]`, `{"messages":[{"role":"user","content":"x"}],"stream":false,"temperature":0.5}`, false},
 		{APIGemini, `[{"role":"user","content":7}]`, "neither a string nor content parts", true},
-		{APIResponses, conv, `{"input":` + conv + `,"stream":false,"store":false,"temperature":0.5}`, false},
+		{APIResponses, conv, `{"input":[{"role":"system","content":"be brief"},{"role":"developer","content":[{"type":"input_text","text":"no "},{"type":"input_text","text":"lists"}]},` +
+			`{"role":"user","content":"hi"},{"role":"assistant","content":"hello"},{"role":"user","content":[{"type":"input_text","text":"probe 1"}]}],"stream":false,"store":false,"temperature":0.5}`, false},
+		{APIResponses, `[{"role":"assistant","content":[{"type":"text","text":"a"},{"type":"refusal","refusal":"r"}]},{"role":"user","content":[{"type":"input_image","image_url":"u"}]}]`,
+			`{"input":[{"role":"assistant","content":[{"type":"output_text","text":"a"},{"type":"refusal","refusal":"r"}]},{"role":"user","content":[{"type":"input_image","image_url":"u"}]}],"stream":false,"store":false,"temperature":0.5}`, false},
 		{APIAnthropic, conv, `{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"},{"role":"user","content":"probe 1"}],` +
 			`"system":"be brief\n\nno lists","stream":false,"max_tokens":1024,"temperature":0.5}`, false},
 		{APIAnthropic, `[{"role":"user","content":"x"}]`, `{"messages":[{"role":"user","content":"x"}],"stream":false,"max_tokens":1024,"temperature":0.5}`, false},

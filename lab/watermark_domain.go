@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -20,12 +21,21 @@ import (
 // prose of another domain: the Markdown paragraphs under a directory.
 
 // DomainParagraphs reads the prose paragraphs of the Markdown files under
-// dir: blank-line separated, with at least 12 words, outside code fences
+// dirs: blank-line separated, with at least 12 words, outside code fences
 // and tables, deduplicated, in sorted order (so the result is a function
 // of the files alone).
-func DomainParagraphs(dir string) ([]string, error) {
+func DomainParagraphs(dirs ...string) ([]string, error) {
 	var paras []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	var errs []error
+	for _, dir := range dirs {
+		errs = append(errs, walkParagraphs(dir, &paras))
+	}
+	slices.Sort(paras)
+	return slices.Compact(paras), errors.Join(errs...)
+}
+
+func walkParagraphs(dir string, paras *[]string) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return nil // unreadable parts of the tree are skipped
 		}
@@ -46,12 +56,10 @@ func DomainParagraphs(dir string) ([]string, error) {
 			if fenced || strings.HasPrefix(t, "|") || strings.HasPrefix(strings.TrimLeft(para, "\n"), "    ") || len(strings.Fields(t)) < 12 {
 				continue
 			}
-			paras = append(paras, t)
+			*paras = append(*paras, t)
 		}
 		return nil
 	})
-	slices.Sort(paras)
-	return slices.Compact(paras), err
 }
 
 // DomainParams configures RunWatermarkDomain.
@@ -74,6 +82,7 @@ func RunWatermarkDomain(paras []string, p DomainParams) Table {
 		Header: []string{"statistics", "key", "words changed", "chi-squared p, marked", "chi-squared p, two unmarked halves", "verify p, marked", "verify p, unmarked"},
 	}
 	lex := watermark.DefaultLexicon()
+	compared := 0 // paragraphs on the smaller side of the last comparison
 	var own [][]byte
 	var rest []string
 	for i, t := range paras {
@@ -84,12 +93,11 @@ func RunWatermarkDomain(paras []string, p DomainParams) Table {
 		}
 	}
 	for _, v := range []struct {
-		name  string
-		lex   *watermark.Lexicon
-		texts []string
+		name string
+		lex  *watermark.Lexicon
 	}{
-		{"embedded (prompt corpora)", lex, rest},
-		{"the domain's own (a third of it)", lex.WithContextStats(watermark.BuildContextStats(lex, own)), rest},
+		{"embedded (prompt corpora)", lex},
+		{"the domain's own (a third of it)", lex.WithContextStats(watermark.BuildContextStats(lex, own))},
 	} {
 		ver := watermark.NewVerifier(v.lex)
 		for k := 0; k < p.Keys; k++ {
@@ -100,7 +108,7 @@ func RunWatermarkDomain(paras []string, p DomainParams) Table {
 			marker := watermark.NewMarker(v.lex, key)
 			g := newRand(p.Seed, uint64(k))
 			var a, b []string
-			for _, t := range v.texts {
+			for _, t := range rest {
 				if g.IntN(2) == 0 {
 					a = append(a, t)
 				} else {
@@ -110,18 +118,14 @@ func RunWatermarkDomain(paras []string, p DomainParams) Table {
 			if n := p.Compare; n > 0 {
 				a, b = a[:min(n, len(a))], b[:min(n, len(b))]
 			}
+			compared = min(len(a), len(b))
 			ma := make([]string, len(a))
-			var words, changed int
+			var words, changed int64
 			for i, t := range a {
-				out, _ := marker.Mark([]byte(t))
+				out, st := marker.Mark([]byte(t))
 				ma[i] = string(out)
-				ow, nw := strings.Fields(t), strings.Fields(ma[i])
-				words += len(ow)
-				for j := range min(len(ow), len(nw)) {
-					if ow[j] != nw[j] {
-						changed++
-					}
-				}
+				words += st.Words
+				changed += st.Substituted
 			}
 			ref := memberCounts(lex, b, false)
 			h := compareCounts(memberCounts(lex, ma, false), ref)
@@ -131,7 +135,7 @@ func RunWatermarkDomain(paras []string, p DomainParams) Table {
 				fmtSci(verifyTexts(ver, ma, key).PValue), fmtSci(verifyTexts(ver, a, key).PValue)})
 		}
 	}
-	tb.Notes = []string{fmt.Sprintf("%d paragraphs: a third counts the domain's statistics, the rest is split at random per key into a marked half and an unmarked half; %d paragraphs a side are compared (0: all).", len(paras), p.Compare),
+	tb.Notes = []string{fmt.Sprintf("%d paragraphs: a third (%d) counts the domain's statistics, the rest is split at random per key into a marked half and an unmarked half; about %d paragraphs a side are compared.", len(paras), len(own), compared),
 		"Chi-squared test of homogeneity per set, summed over the sets with at least 20 occurrences; the two-unmarked-halves column is the test's own level on this text (paragraphs of one file share words, so it is below uniform)."}
 	return tb
 }

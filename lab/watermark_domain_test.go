@@ -70,9 +70,10 @@ func TestWatermarkDomain(t *testing.T) {
 	if os.Getenv("WATERMARK_DOMAIN_DIR") == "" {
 		return
 	}
-	// On real prose (WATERMARK_DOMAIN_DIR: a directory of Markdown files,
-	// e.g. $(go env GOMODCACHE)), printed for the README.
-	paras, err := DomainParagraphs(os.Getenv("WATERMARK_DOMAIN_DIR"))
+	// On real prose (WATERMARK_DOMAIN_DIR: directories of Markdown files,
+	// separated as in PATH; the README uses the root module's
+	// dependencies), printed for the README.
+	paras, err := DomainParagraphs(filepath.SplitList(os.Getenv("WATERMARK_DOMAIN_DIR"))...)
 	if err != nil {
 		t.Fatal(err)
 	}

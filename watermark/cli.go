@@ -126,11 +126,7 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 	for _, name := range fs.Args() {
 		var rep any
 		if *mode == "text" {
-			var tr *TextReport
-			if tr, err = verifyTextFile(lex, name, ks, dk); tr != nil {
-				tr.Contexts = contexts
-				rep = tr
-			}
+			rep, err = verifyTextFile(lex, contexts, name, ks, dk)
 		} else {
 			rep, err = verifyLogprobFile(name, ref, probes, ks, dk)
 		}
@@ -263,7 +259,9 @@ func openInput(name string) (io.ReadCloser, error) {
 	return os.Open(name)
 }
 
-func verifyTextFile(lex *Lexicon, name string, ks *KeySet, decoys []*Key) (*TextReport, error) {
+// verifyTextFile tests the texts of file name against every key of ks
+// (and the decoys) with lex, whose statistics contexts names.
+func verifyTextFile(lex *Lexicon, contexts, name string, ks *KeySet, decoys []*Key) (*TextReport, error) {
 	f, err := openInput(name)
 	if err != nil {
 		return nil, err
@@ -273,7 +271,7 @@ func verifyTextFile(lex *Lexicon, name string, ks *KeySet, decoys []*Key) (*Text
 	if err := readTexts(f, sm.Add); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	rep := &TextReport{File: name, Mode: "text"}
+	rep := &TextReport{File: name, Mode: "text", Contexts: contexts}
 	for i, k := range ks.Keys() {
 		r := sm.Score(k)
 		if len(ks.Keys()) > 1 {
@@ -378,6 +376,32 @@ func ReadProbeContexts(r io.Reader) ([]ProbeContext, error) {
 	return out, nil
 }
 
+// answerText collects one answer's text parts in order, and its thoughts
+// (Gemini thought parts, Responses reasoning summaries, Anthropic thinking
+// blocks) apart: a text of their own, so that no word pair spans the two.
+type answerText struct{ answer, thought []byte }
+
+func (a *answerText) add(text string, thought bool) {
+	if thought {
+		a.thought = append(a.thought, text...)
+	} else {
+		a.answer = append(a.answer, text...)
+	}
+}
+
+// emit hands the thoughts, then the answer, to add (those not empty) and
+// says how many it handed.
+func (a *answerText) emit(add func([]byte)) int {
+	n := 0
+	for _, t := range [][]byte{a.thought, a.answer} {
+		if len(t) > 0 {
+			add(t)
+			n++
+		}
+	}
+	return n
+}
+
 // readTexts calls add for every text of r (see RunVerify for the forms).
 func readTexts(r io.Reader, add func([]byte)) error {
 	br := bufio.NewReaderSize(r, 64<<10)
@@ -448,63 +472,44 @@ func readTexts(r io.Reader, add func([]byte)) error {
 			if c.Content == nil {
 				continue
 			}
-			// A candidate's answer is its text parts in order; its thought
-			// summaries (thought: true) are a text of their own, so that
-			// no word pair spans the two.
-			var answer, thought []byte
+			var at answerText // each candidate is an answer of its own
 			for _, p := range c.Content.Parts {
-				switch {
-				case p.Text == nil:
-				case p.Thought:
-					thought = append(thought, *p.Text...)
-				default:
-					answer = append(answer, *p.Text...)
+				if p.Text != nil {
+					at.add(*p.Text, p.Thought)
 				}
 			}
-			for _, t := range [][]byte{thought, answer} {
-				if len(t) > 0 {
-					add(t)
-					n++
-				}
-			}
+			n += at.emit(add)
 		}
-		// A response's answer is its messages' output_text parts; its
-		// reasoning summaries are a text of their own.
-		var answer, thought []byte
+		// A response: its messages' output_text parts, its reasoning
+		// summaries. An Anthropic message: its text and thinking blocks.
+		var at answerText
 		for _, o := range doc.Output {
 			switch o.Type {
 			case "message":
 				for _, c := range o.Content {
 					if c.Type == "output_text" && c.Text != nil {
-						answer = append(answer, *c.Text...)
+						at.add(*c.Text, false)
 					}
 				}
 			case "reasoning":
 				for _, c := range o.Summary {
 					if c.Text != nil {
-						thought = append(thought, *c.Text...)
+						at.add(*c.Text, true)
 					}
 				}
 			}
 		}
-		// An Anthropic message: its text blocks, and its thinking blocks
-		// as a text of their own.
 		if doc.Type == "message" {
 			for _, c := range doc.Content {
 				switch {
 				case c.Type == "text" && c.Text != nil:
-					answer = append(answer, *c.Text...)
+					at.add(*c.Text, false)
 				case c.Type == "thinking" && c.Thinking != nil:
-					thought = append(thought, *c.Thinking...)
+					at.add(*c.Thinking, true)
 				}
 			}
 		}
-		for _, t := range [][]byte{thought, answer} {
-			if len(t) > 0 {
-				add(t)
-				n++
-			}
-		}
+		n += at.emit(add)
 		if n == 0 {
 			return errors.New("no \"text\", and no choices, candidates, output or content with text")
 		}

@@ -312,13 +312,18 @@ func (cfg *ProbeConfig) body(messages json.RawMessage) ([]byte, error) {
 			req["max_output_tokens"] = cfg.MaxTokens
 		}
 	case APIAnthropic:
-		system, turns, err := splitSystem(messages)
+		// https://docs.anthropic.com/en/api/messages#body-system
+		system, turns, err := splitTurns(messages, "Messages API")
 		if err != nil {
 			return nil, err
 		}
-		req = map[string]any{"messages": turns, "stream": false, "max_tokens": 1024}
-		if system != "" {
-			req["system"] = system
+		msgs := make([]map[string]string, len(turns))
+		for i, t := range turns {
+			msgs[i] = map[string]string{"role": t.role, "content": t.text}
+		}
+		req = map[string]any{"messages": msgs, "stream": false, "max_tokens": 1024}
+		if system != nil {
+			req["system"] = strings.Join(system, "\n\n")
 		}
 		if cfg.MaxTokens > 0 {
 			req["max_tokens"] = cfg.MaxTokens
@@ -370,34 +375,35 @@ func responsesInput(messages json.RawMessage) ([]map[string]any, error) {
 	return ms, nil
 }
 
-// splitSystem is an Anthropic probe: its system (and developer) messages'
-// texts joined by blank lines, and its user and assistant turns with
-// string contents (https://docs.anthropic.com/en/api/messages#body-system).
-func splitSystem(messages json.RawMessage) (string, []map[string]string, error) {
+// turn is a user or assistant message's role and text.
+type turn struct{ role, text string }
+
+// splitTurns is a probe for an API that takes the system prompt apart
+// (Gemini, Anthropic; named by api in errors): its system (and developer)
+// messages' texts, and its user and assistant turns.
+func splitTurns(messages json.RawMessage, api string) (system []string, turns []turn, err error) {
 	var ms []probeMessage
 	if err := json.Unmarshal(messages, &ms); err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
-	var system []string
-	var turns []map[string]string
 	for _, m := range ms {
 		t, err := m.text()
 		if err != nil {
-			return "", nil, err
+			return nil, nil, err
 		}
 		switch m.Role {
 		case "system", "developer":
 			system = append(system, t)
 		case "user", "assistant":
-			turns = append(turns, map[string]string{"role": m.Role, "content": t})
+			turns = append(turns, turn{m.Role, t})
 		default:
-			return "", nil, fmt.Errorf("a %q message has no Messages API form (want user, assistant or system)", m.Role)
+			return nil, nil, fmt.Errorf("a %q message has no %s form (want user, assistant or system)", m.Role, api)
 		}
 	}
 	if len(turns) == 0 {
-		return "", nil, errors.New("the probe has no user or assistant message")
+		return nil, nil, errors.New("the probe has no user or assistant message")
 	}
-	return strings.Join(system, "\n\n"), turns, nil
+	return system, turns, nil
 }
 
 // probeMessage is one message of a probe; Content is a string or an array
@@ -449,8 +455,8 @@ func completionPrompt(messages json.RawMessage) (string, error) {
 // assistant turns as "model", system (and developer) messages joined into
 // systemInstruction (https://ai.google.dev/api/generate-content#request-body).
 func (cfg *ProbeConfig) geminiBody(messages json.RawMessage) ([]byte, error) {
-	var ms []probeMessage
-	if err := json.Unmarshal(messages, &ms); err != nil {
+	system, turns, err := splitTurns(messages, "Gemini")
+	if err != nil {
 		return nil, err
 	}
 	type part struct {
@@ -460,30 +466,21 @@ func (cfg *ProbeConfig) geminiBody(messages json.RawMessage) ([]byte, error) {
 		Role  string `json:"role,omitempty"`
 		Parts []part `json:"parts"`
 	}
-	var contents []content
-	var system []part
-	for _, m := range ms {
-		t, err := m.text()
-		if err != nil {
-			return nil, err
+	contents := make([]content, len(turns))
+	for i, t := range turns {
+		role := t.role
+		if role == "assistant" {
+			role = "model"
 		}
-		switch m.Role {
-		case "user":
-			contents = append(contents, content{Role: "user", Parts: []part{{t}}})
-		case "assistant", "model":
-			contents = append(contents, content{Role: "model", Parts: []part{{t}}})
-		case "system", "developer":
-			system = append(system, part{t})
-		default:
-			return nil, fmt.Errorf("a %q message has no Gemini form (want user, assistant or system)", m.Role)
-		}
-	}
-	if len(contents) == 0 {
-		return nil, errors.New("the probe has no user or assistant message")
+		contents[i] = content{Role: role, Parts: []part{{t.text}}}
 	}
 	req := map[string]any{"contents": contents}
 	if system != nil {
-		req["systemInstruction"] = content{Parts: system}
+		sys := content{}
+		for _, t := range system {
+			sys.Parts = append(sys.Parts, part{t})
+		}
+		req["systemInstruction"] = sys
 	}
 	gc := map[string]any{}
 	if cfg.MaxTokens > 0 {
@@ -788,7 +785,7 @@ func RunProbe(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	enc := json.NewEncoder(stdout)
-	rep, err := verifyTextFile(DefaultLexicon(), *outFile, ks, dk)
+	rep, err := verifyTextFile(DefaultLexicon(), EmbeddedContexts, *outFile, ks, dk)
 	if err != nil {
 		return fail(err)
 	}

@@ -247,13 +247,14 @@ type LogprobPosition struct {
 // order, are sorted by logprob (then token). Lines that are empty are
 // skipped; a line that is not a JSON object is an error naming it.
 func ParseLogprobs(r io.Reader) ([]LogprobPosition, error) {
+	// entry is a position of chat logprobs.content and of Responses
+	// output_text logprobs, which have the same entries.
+	type entry struct {
+		TopLogprobs []TokenLogprob `json:"top_logprobs"`
+	}
 	type choice struct {
 		Logprobs *struct {
-			Content []struct {
-				Token       string         `json:"token"`
-				Logprob     float64        `json:"logprob"`
-				TopLogprobs []TokenLogprob `json:"top_logprobs"`
-			} `json:"content"`
+			Content []entry `json:"content"`
 			// Legacy completions: one object per position.
 			TopLogprobs []map[string]float64 `json:"top_logprobs"`
 		} `json:"logprobs"`
@@ -270,8 +271,11 @@ func ParseLogprobs(r io.Reader) ([]LogprobPosition, error) {
 	}
 	var out []LogprobPosition
 	probe := 0
-	type entry struct {
-		TopLogprobs []TokenLogprob `json:"top_logprobs"`
+	// at records position i of the current probe, when it has alternatives.
+	at := func(i int, top []TokenLogprob) {
+		if len(top) > 0 {
+			out = append(out, LogprobPosition{Probe: probe, Index: i, Top: top})
+		}
 	}
 	err := eachJSONLine(r, func(doc *struct {
 		Choices    []choice    `json:"choices"`
@@ -287,14 +291,10 @@ func ParseLogprobs(r io.Reader) ([]LogprobPosition, error) {
 		for _, c := range doc.Choices {
 			if lp := c.Logprobs; lp != nil {
 				for i, e := range lp.Content {
-					if len(e.TopLogprobs) > 0 {
-						out = append(out, LogprobPosition{Probe: probe, Index: i, Top: e.TopLogprobs})
-					}
+					at(i, e.TopLogprobs)
 				}
 				for i, m := range lp.TopLogprobs {
-					if len(m) > 0 {
-						out = append(out, LogprobPosition{Probe: probe, Index: i, Top: sortedAlternatives(m)})
-					}
+					at(i, sortedAlternatives(m))
 				}
 			}
 			probe++
@@ -302,14 +302,11 @@ func ParseLogprobs(r io.Reader) ([]LogprobPosition, error) {
 		for _, c := range doc.Candidates {
 			if lr := c.LogprobsResult; lr != nil {
 				for i, tc := range lr.TopCandidates {
-					if len(tc.Candidates) == 0 {
-						continue
-					}
 					top := make([]TokenLogprob, len(tc.Candidates))
 					for j, a := range tc.Candidates {
 						top[j] = TokenLogprob{Token: a.Token, Logprob: a.LogProbability}
 					}
-					out = append(out, LogprobPosition{Probe: probe, Index: i, Top: top})
+					at(i, top)
 				}
 			}
 			probe++
@@ -325,9 +322,7 @@ func ParseLogprobs(r io.Reader) ([]LogprobPosition, error) {
 						continue
 					}
 					for _, e := range c.Logprobs {
-						if len(e.TopLogprobs) > 0 {
-							out = append(out, LogprobPosition{Probe: probe, Index: i, Top: e.TopLogprobs})
-						}
+						at(i, e.TopLogprobs)
 						i++
 					}
 				}

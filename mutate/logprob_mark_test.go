@@ -79,3 +79,31 @@ func TestLogprobMarkMatchesShiftTop(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeContextIsThePrompt: the context the verifier reads from a probe
+// set (watermark.ReadProbeContexts) is the prompt the server keys the
+// logprob mark on (ParseRequest's Prompt) for the same messages: the
+// newest user turn, its text parts joined as the server joins them, the
+// system prompt and earlier turns left out.
+func TestProbeContextIsThePrompt(t *testing.T) {
+	for _, msgs := range []string{
+		`[{"role":"user","content":"How many apples?"}]`,
+		`[{"role":"system","content":"be brief"},{"role":"user","content":"first"},{"role":"assistant","content":"ok"},{"role":"user","content":"second turn"}]`,
+		`[{"role":"user","content":[{"type":"text","text":"part one"},{"type":"text","text":"part two"}]},{"role":"assistant","content":"done"}]`,
+	} {
+		probes, err := watermark.ReadProbeContexts(strings.NewReader(`{"messages":` + msgs + "}\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", msgs, err)
+		}
+		req, err := ParseRequest([]byte(`{"model":"m","messages":`+msgs+`}`), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(probes) != 1 || probes[0].Text != req.Prompt || req.Prompt == "" {
+			t.Errorf("%s: verifier context %q, server prompt %q", msgs, probes[0].Text, req.Prompt)
+		}
+	}
+	if _, err := watermark.ReadProbeContexts(strings.NewReader(`{"messages":[{"role":"system","content":"x"}]}` + "\n")); err == nil {
+		t.Error("a probe without a user message was read")
+	}
+}

@@ -12,7 +12,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"strings"
 )
 
 // subcommand is what every watermark subcommand starts with: its flag
@@ -337,17 +336,16 @@ func verifyLogprobFile(name string, ref []LogprobPosition, probes []ProbeContext
 
 // ReadProbeContexts reads probe prompts, one JSON object a line (blank
 // lines skipped): {"prompt": TEXT}, {"features": [NUMBERS]}, or an OpenAI
-// chat request whose messages' string contents are joined by line feeds
-// (the context signal hashes the words, so order and separators do not
-// matter).
+// chat request, whose context is its newest user message: its string
+// content, or its text parts joined by line feeds. That is the prompt the
+// server keys the logprob mark on (mutate.ParseRequest's Prompt), so a
+// probe's system prompt or earlier turns do not change its context.
 func ReadProbeContexts(r io.Reader) ([]ProbeContext, error) {
 	var out []ProbeContext
 	err := eachJSONLine(r, func(doc *struct {
-		Prompt   *string   `json:"prompt"`
-		Features []float64 `json:"features"`
-		Messages []struct {
-			Content json.RawMessage `json:"content"`
-		} `json:"messages"`
+		Prompt   *string        `json:"prompt"`
+		Features []float64      `json:"features"`
+		Messages []probeMessage `json:"messages"`
 	}) error {
 		var c ProbeContext
 		switch {
@@ -356,14 +354,18 @@ func ReadProbeContexts(r io.Reader) ([]ProbeContext, error) {
 		case doc.Prompt != nil:
 			c.Text = *doc.Prompt
 		case doc.Messages != nil:
-			var parts []string
-			for _, m := range doc.Messages {
-				var s string
-				if json.Unmarshal(m.Content, &s) == nil {
-					parts = append(parts, s)
-				}
+			i := len(doc.Messages) - 1
+			for i >= 0 && doc.Messages[i].Role != "user" {
+				i--
 			}
-			c.Text = strings.Join(parts, "\n")
+			if i < 0 {
+				return errors.New("a \"messages\" probe without a user message has no prompt")
+			}
+			t, err := doc.Messages[i].text()
+			if err != nil {
+				return err
+			}
+			c.Text = t
 		default:
 			return errors.New("no \"prompt\", \"features\" or \"messages\"")
 		}

@@ -414,8 +414,9 @@ type probeMessage struct {
 }
 
 // text is the message's text: its string content, or its text parts
-// joined; any other part (an image, audio) has no text form and is an
-// error, as is a message without content.
+// joined by line feeds, as the server reads a prompt's parts
+// (mutate.ParseRequest); any other part (an image, audio) has no text form
+// and is an error, as is a message without content.
 func (m probeMessage) text() (string, error) {
 	var s string
 	if json.Unmarshal(m.Content, &s) == nil {
@@ -428,14 +429,14 @@ func (m probeMessage) text() (string, error) {
 	if err := json.Unmarshal(m.Content, &parts); err != nil || len(parts) == 0 {
 		return "", fmt.Errorf("a %q message's content is neither a string nor content parts", m.Role)
 	}
-	var b strings.Builder
-	for _, p := range parts {
+	texts := make([]string, len(parts))
+	for i, p := range parts {
 		if p.Type != "text" || p.Text == nil {
 			return "", fmt.Errorf("a %q message has a %q part, which has no text form", m.Role, p.Type)
 		}
-		b.WriteString(*p.Text)
+		texts[i] = *p.Text
 	}
-	return b.String(), nil
+	return strings.Join(texts, "\n"), nil
 }
 
 // completionPrompt is the prompt of a completions probe: a probe of one

@@ -438,11 +438,11 @@ func TestProbeAPIBodies(t *testing.T) {
 	}{
 		{APIChat, conv, `{"messages":` + conv + `,"stream":false,"temperature":0.5}`, false},
 		{APICompletions, `[{"role":"user","content":"probe 0"}]`, `{"prompt":"probe 0","stream":false,"temperature":0.5}`, false},
-		{APICompletions, `[{"role":"user","content":[{"type":"text","text":"pro"},{"type":"text","text":"be"}]}]`, `{"prompt":"probe","stream":false,"temperature":0.5}`, false},
+		{APICompletions, `[{"role":"user","content":[{"type":"text","text":"pro"},{"type":"text","text":"be"}]}]`, `{"prompt":"pro\nbe","stream":false,"temperature":0.5}`, false},
 		{APICompletions, conv, "sends one prompt; this probe has 5 messages", true},
 		{APICompletions, `[{"role":"system","content":"x"}]`, "sends one prompt", true},
 		{APIGemini, conv, `{"contents":[{"role":"user","parts":[{"text":"hi"}]},{"role":"model","parts":[{"text":"hello"}]},{"role":"user","parts":[{"text":"probe 1"}]}],` +
-			`"generationConfig":{"temperature":0.5},"systemInstruction":{"parts":[{"text":"be brief"},{"text":"no lists"}]}}`, false},
+			`"generationConfig":{"temperature":0.5},"systemInstruction":{"parts":[{"text":"be brief"},{"text":"no \nlists"}]}}`, false},
 		{APIGemini, `[{"role":"system","content":"x"}]`, "no user or assistant message", true},
 		{APIGemini, `[{"role":"tool","content":"x"}]`, `"tool" message has no Gemini form`, true},
 		{APIGemini, `[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]`, `"image_url" part`, true},
@@ -453,7 +453,7 @@ func TestProbeAPIBodies(t *testing.T) {
 		{APIResponses, `[{"role":"assistant","content":[{"type":"text","text":"a"},{"type":"refusal","refusal":"r"}]},{"role":"user","content":[{"type":"input_image","image_url":"u"}]}]`,
 			`{"input":[{"role":"assistant","content":[{"type":"output_text","text":"a"},{"type":"refusal","refusal":"r"}]},{"role":"user","content":[{"type":"input_image","image_url":"u"}]}],"stream":false,"store":false,"temperature":0.5}`, false},
 		{APIAnthropic, conv, `{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"},{"role":"user","content":"probe 1"}],` +
-			`"system":"be brief\n\nno lists","stream":false,"max_tokens":1024,"temperature":0.5}`, false},
+			`"system":"be brief\n\nno \nlists","stream":false,"max_tokens":1024,"temperature":0.5}`, false},
 		{APIAnthropic, `[{"role":"user","content":"x"}]`, `{"messages":[{"role":"user","content":"x"}],"stream":false,"max_tokens":1024,"temperature":0.5}`, false},
 		{APIAnthropic, `[{"role":"system","content":"x"}]`, "no user or assistant message", true},
 		{APIAnthropic, `[{"role":"tool","content":"x"}]`, `"tool" message has no Messages API form`, true},

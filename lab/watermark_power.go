@@ -216,6 +216,7 @@ type replication struct {
 	ver            *watermark.Verifier
 	raw, marked    [][]string
 	markedText     []string
+	rawText        []string
 	words, changed int64
 }
 
@@ -263,15 +264,26 @@ func studentOutputs(seed, stream uint64, order int, d [][]string, p PowerParams)
 // log factors (at the mixture's best cell) by kind, by whether the
 // harvest held the context, by the sample's count and by the null
 // probability of the key's draw.
-func PowerBreakdown(seed uint64, rep int, order int, p PowerParams) (string, error) {
+func PowerBreakdown(seed uint64, rep int, order int, p PowerParams, real bool) (string, error) {
 	corpora, err := loadTextCorpora(p.CorpusDir)
 	if err != nil {
 		return "", fmt.Errorf("watermark power: %w", err)
 	}
-	teacher := corpusTeacher(corpora)
-	base := 5000 + 20*uint64(rep)
-	r := powerReplication(seed, base, p, teacher, watermark.DefaultLexicon())
-	outs := studentOutputs(seed, base+3+uint64(slices.Index(p.Orders, order)), order, r.marked, p)
+	var r replication
+	var outs []string
+	if real {
+		pool, err := realPool(corpora, p)
+		if err != nil {
+			return "", err
+		}
+		base := 9000 + 20*uint64(rep)
+		r = realReplication(seed, base, p, pool, watermark.DefaultLexicon())
+		outs = studentOutputs(seed, base+3+uint64(slices.Index(p.Orders, order)), order, r.marked, p)
+	} else {
+		base := 5000 + 20*uint64(rep)
+		r = powerReplication(seed, base, p, corpusTeacher(corpora), watermark.DefaultLexicon())
+		outs = studentOutputs(seed, base+3+uint64(slices.Index(p.Orders, order)), order, r.marked, p)
+	}
 	sm := r.ver.NewSample()
 	for _, t := range outs {
 		sm.Add([]byte(t))
@@ -450,12 +462,9 @@ func RunWatermarkPowerReal(ctx context.Context, seed uint64, p PowerParams) (Pow
 	if err != nil {
 		return PowerResult{}, fmt.Errorf("watermark power: %w", err)
 	}
-	var pool []string
-	for _, c := range corpora[:2] {
-		pool = append(pool, c.texts...)
-	}
-	if p.Harvest > len(pool) {
-		return PowerResult{}, fmt.Errorf("watermark power: %d harvested texts asked, the corpora hold %d", p.Harvest, len(pool))
+	pool, err := realPool(corpora, p)
+	if err != nil {
+		return PowerResult{}, err
 	}
 	lex := watermark.DefaultLexicon()
 	ver := watermark.NewVerifier(lex)
@@ -468,26 +477,17 @@ func RunWatermarkPowerReal(ctx context.Context, seed uint64, p PowerParams) (Pow
 			return res, err
 		}
 		base := 9000 + 20*uint64(i)
-		texts := slices.Clone(pool)
-		r := newRand(seed, base)
-		r.Shuffle(len(texts), func(a, b int) { texts[a], texts[b] = texts[b], texts[a] })
-		texts = texts[:p.Harvest]
-		key := labWatermarkKey(seed, base+1)
-		marker := watermark.NewMarker(lex, key)
-		var raw, marked [][]string
-		for _, t := range texts {
-			out, s := marker.Mark([]byte(t))
-			words += s.Words
-			changed += s.Substituted
-			chrf.Add(out, []byte(t))
-			raw = append(raw, tokenize(t))
-			marked = append(marked, tokenize(string(out)))
+		r := realReplication(seed, base, p, pool, lex)
+		words += r.words
+		changed += r.changed
+		for j, t := range r.markedText {
+			chrf.Add([]byte(t), []byte(r.rawText[j]))
 		}
 		for oi, o := range p.Orders {
-			res.P[o] = append(res.P[o], verifyTexts(ver, studentOutputs(seed, base+3+uint64(oi), o, marked, p), key).PValue)
+			res.P[o] = append(res.P[o], verifyTexts(ver, studentOutputs(seed, base+3+uint64(oi), o, r.marked, p), r.key).PValue)
 		}
-		un := studentOutputs(seed, base+9, 2, raw, p)
-		res.Unmarked = append(res.Unmarked, verifyTexts(ver, un, key).PValue)
+		un := studentOutputs(seed, base+9, 2, r.raw, p)
+		res.Unmarked = append(res.Unmarked, verifyTexts(ver, un, r.key).PValue)
 		below, _ := falsePositives(ver, un, decoys)
 		res.DecoyBelow += below
 		res.DecoyTrials += len(decoys)
@@ -495,4 +495,39 @@ func RunWatermarkPowerReal(ctx context.Context, seed uint64, p PowerParams) (Pow
 	res.Changed = float64(changed) / float64(max(words, 1))
 	res.ChrF = chrf.Score()
 	return res, nil
+}
+
+// realPool is the real harness's pool of harvestable texts: the first two
+// corpora's (GSM8K worked solutions and HH-RLHF turns).
+func realPool(corpora []textCorpus, p PowerParams) ([]string, error) {
+	var pool []string
+	for _, c := range corpora[:2] {
+		pool = append(pool, c.texts...)
+	}
+	if p.Harvest > len(pool) {
+		return nil, fmt.Errorf("watermark power: %d harvested texts asked, the corpora hold %d", p.Harvest, len(pool))
+	}
+	return pool, nil
+}
+
+// realReplication draws replication base of the real harness: a fresh
+// draw of p.Harvest texts from pool without replacement, marked with a
+// fresh key and lex's statistics.
+func realReplication(seed, base uint64, p PowerParams, pool []string, lex *watermark.Lexicon) replication {
+	texts := slices.Clone(pool)
+	r := newRand(seed, base)
+	r.Shuffle(len(texts), func(a, b int) { texts[a], texts[b] = texts[b], texts[a] })
+	texts = texts[:p.Harvest]
+	rep := replication{key: labWatermarkKey(seed, base+1), lex: lex}
+	rep.marker, rep.ver = watermark.NewMarker(lex, rep.key), watermark.NewVerifier(lex)
+	for _, t := range texts {
+		out, s := rep.marker.Mark([]byte(t))
+		rep.words += s.Words
+		rep.changed += s.Substituted
+		rep.raw = append(rep.raw, tokenize(t))
+		rep.marked = append(rep.marked, tokenize(string(out)))
+		rep.markedText = append(rep.markedText, string(out))
+		rep.rawText = append(rep.rawText, t)
+	}
+	return rep
 }

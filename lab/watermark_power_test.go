@@ -61,7 +61,8 @@ func TestWatermarkPower(t *testing.T) {
 
 // TestWatermarkPowerBreakdown prints where one replication's evidence
 // comes from (WATERMARK_BREAKDOWN=1; WATERMARK_BREAKDOWN_REP picks the
-// replication).
+// replication; WATERMARK_POWER_REAL=1 breaks down the real-text harness's
+// replication instead).
 func TestWatermarkPowerBreakdown(t *testing.T) {
 	if os.Getenv("WATERMARK_BREAKDOWN") == "" {
 		t.Skip("set WATERMARK_BREAKDOWN=1 to print the lexical watermark's evidence breakdown")
@@ -70,8 +71,13 @@ func TestWatermarkPowerBreakdown(t *testing.T) {
 	envInt("WATERMARK_POWER_MAXTOKENS", &p.MaxTokens)
 	rep := 0
 	envInt("WATERMARK_BREAKDOWN_REP", &rep)
+	real := os.Getenv("WATERMARK_POWER_REAL") != ""
+	if real {
+		p.MaxTokens = 400
+		envInt("WATERMARK_POWER_MAXTOKENS", &p.MaxTokens)
+	}
 	for _, o := range p.Orders {
-		s, err := PowerBreakdown(1, rep, o, p)
+		s, err := PowerBreakdown(1, rep, o, p, real)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -209,3 +209,12 @@ func TestWatermarkContextsFile(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifierPromptCutIsTheDefault: the verifier's -max-prompt-bytes
+// default is the server's processing.max_prompt_bytes default, so a
+// logprob probe gets the context the server keyed its mark on.
+func TestVerifierPromptCutIsTheDefault(t *testing.T) {
+	if got := Default().Processing.MaxPromptBytes; got != watermark.DefaultMaxPromptBytes {
+		t.Errorf("processing.max_prompt_bytes defaults to %d, the verifier's -max-prompt-bytes to %d", got, watermark.DefaultMaxPromptBytes)
+	}
+}

@@ -84,26 +84,32 @@ func TestLogprobMarkMatchesShiftTop(t *testing.T) {
 // set (watermark.ReadProbeContexts) is the prompt the server keys the
 // logprob mark on (ParseRequest's Prompt) for the same messages: the
 // newest user turn, its text parts joined as the server joins them, the
-// system prompt and earlier turns left out.
+// system prompt and earlier turns left out, and cut where the server's
+// processing.max_prompt_bytes cuts it (inside a part, on the line feed
+// between parts, before a rune that does not fit).
 func TestProbeContextIsThePrompt(t *testing.T) {
 	for _, msgs := range []string{
 		`[{"role":"user","content":"How many apples?"}]`,
 		`[{"role":"system","content":"be brief"},{"role":"user","content":"first"},{"role":"assistant","content":"ok"},{"role":"user","content":"second turn"}]`,
 		`[{"role":"user","content":[{"type":"text","text":"part one"},{"type":"text","text":"part two"}]},{"role":"assistant","content":"done"}]`,
+		`[{"role":"user","content":[{"type":"text","text":"1234567"},{"type":"text","text":"ünïcödé wörds"}]}]`,
+		`[{"role":"user","content":"Ein Apfel für fünf Äpfel, über alles"}]`,
 	} {
-		probes, err := watermark.ReadProbeContexts(strings.NewReader(`{"messages":` + msgs + "}\n"))
-		if err != nil {
-			t.Fatalf("%s: %v", msgs, err)
-		}
-		req, err := ParseRequest([]byte(`{"model":"m","messages":`+msgs+`}`), 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(probes) != 1 || probes[0].Text != req.Prompt || req.Prompt == "" {
-			t.Errorf("%s: verifier context %q, server prompt %q", msgs, probes[0].Text, req.Prompt)
+		for _, max := range []int{0, 7, 8, 9, 10, 11, 12, 13, 25, watermark.DefaultMaxPromptBytes} {
+			probes, err := watermark.ReadProbeContexts(strings.NewReader(`{"messages":`+msgs+"}\n"), max)
+			if err != nil {
+				t.Fatalf("%s: %v", msgs, err)
+			}
+			req, err := ParseRequest([]byte(`{"model":"m","messages":`+msgs+`}`), max)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(probes) != 1 || probes[0].Text != req.Prompt || req.Prompt == "" {
+				t.Errorf("%s, max %d: verifier context %q, server prompt %q", msgs, max, probes[0].Text, req.Prompt)
+			}
 		}
 	}
-	if _, err := watermark.ReadProbeContexts(strings.NewReader(`{"messages":[{"role":"system","content":"x"}]}` + "\n")); err == nil {
+	if _, err := watermark.ReadProbeContexts(strings.NewReader(`{"messages":[{"role":"system","content":"x"}]}`+"\n"), 0); err == nil {
 		t.Error("a probe without a user message was read")
 	}
 }

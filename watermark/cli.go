@@ -12,6 +12,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"unicode/utf8"
 )
 
 // subcommand is what every watermark subcommand starts with: its flag
@@ -67,6 +68,7 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 	promptFile := fs.String("prompts", "", "logprobs mode: the probe prompts, one JSON object a line, in the order of the answers")
 	ctxFile := fs.String("contexts", "", "text mode: the context statistics the text was marked with (default: the embedded ones)")
 	decoys := fs.Int("decoys", 0, "also score this many decoy keys")
+	maxPrompt := fs.Int("max-prompt-bytes", DefaultMaxPromptBytes, "logprobs mode: the server's processing.max_prompt_bytes (the prompt bytes it keyed the mark on)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -104,7 +106,7 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(err)
 		}
-		probes, err = ReadProbeContexts(f)
+		probes, err = ReadProbeContexts(f, *maxPrompt)
 		f.Close()
 		if err != nil {
 			return fail(fmt.Errorf("%s: %w", *promptFile, err))
@@ -339,8 +341,12 @@ func verifyLogprobFile(name string, ref []LogprobPosition, probes []ProbeContext
 // chat request, whose context is its newest user message: its string
 // content, or its text parts joined by line feeds. That is the prompt the
 // server keys the logprob mark on (mutate.ParseRequest's Prompt), so a
-// probe's system prompt or earlier turns do not change its context.
-func ReadProbeContexts(r io.Reader) ([]ProbeContext, error) {
+// probe's system prompt or earlier turns do not change its context. The
+// server keeps at most processing.max_prompt_bytes of that prompt (cut at
+// a UTF-8 boundary) and keys the mark on what it kept; maxPrompt is that
+// setting (<= 0 keeps the prompt whole), so a long probe gets the context
+// the server gave it.
+func ReadProbeContexts(r io.Reader, maxPrompt int) ([]ProbeContext, error) {
 	var out []ProbeContext
 	err := eachJSONLine(r, func(doc *struct {
 		Prompt   *string        `json:"prompt"`
@@ -369,6 +375,7 @@ func ReadProbeContexts(r io.Reader) ([]ProbeContext, error) {
 		default:
 			return errors.New("no \"prompt\", \"features\" or \"messages\"")
 		}
+		c.Text = cutPrompt(c.Text, maxPrompt)
 		out = append(out, c)
 		return nil
 	})
@@ -376,6 +383,23 @@ func ReadProbeContexts(r io.Reader) ([]ProbeContext, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// DefaultMaxPromptBytes is the server's default processing.max_prompt_bytes
+// (config/default.yaml): the prompt bytes it keys the logprob mark on.
+const DefaultMaxPromptBytes = 8192
+
+// cutPrompt keeps at most max bytes of s, cut back to a rune start: the
+// cut mutate.ParseRequest makes of the prompt it keeps.
+func cutPrompt(s string, max int) string {
+	if max <= 0 || len(s) <= max {
+		return s
+	}
+	n := max
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // answerText collects one answer's text parts in order, and its thoughts

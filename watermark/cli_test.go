@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestRunVerify(t *testing.T) {
@@ -265,12 +266,19 @@ func FuzzParseContextStats(f *testing.F) {
 func FuzzReadProbeContexts(f *testing.F) {
 	f.Add([]byte("{\"prompt\":\"How many?\"}\n{\"features\":[1,2]}\n{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ps, err := ReadProbeContexts(bytes.NewReader(b))
+		ps, err := ReadProbeContexts(bytes.NewReader(b), 16)
 		if err != nil {
 			return
 		}
 		if len(ps) > len(b) {
 			t.Fatalf("%d probes from %d bytes", len(ps), len(b))
+		}
+		for _, p := range ps {
+			// Decoded JSON strings are valid UTF-8, so a cut inside a
+			// rune would show.
+			if len(p.Text) > 16 || !utf8.ValidString(p.Text) {
+				t.Fatalf("context %q: over 16 bytes or cut inside a rune", p.Text)
+			}
 		}
 	})
 }

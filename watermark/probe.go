@@ -718,6 +718,7 @@ func RunProbe(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Retries, "retries", 3, "retries of a probe after a transport error, 408, 429 or 5xx")
 	keyFile := fs.String("key-file", "", "verify the answers against this key file's keys")
 	decoys := fs.Int("decoys", 0, "with -key-file: also score this many decoy keys")
+	maxPrompt := fs.Int("max-prompt-bytes", DefaultMaxPromptBytes, "with -key-file and -top-logprobs: the provider's processing.max_prompt_bytes (the prompt bytes it keyed the logprob mark on)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -796,7 +797,7 @@ func RunProbe(args []string, stdout, stderr io.Writer) int {
 	if cfg.TopLogprobs == 0 {
 		return 0
 	}
-	ctxs, err := ReadProbeContexts(bytes.NewReader(pb))
+	ctxs, err := ReadProbeContexts(bytes.NewReader(pb), *maxPrompt)
 	if err != nil {
 		return fail(fmt.Errorf("%s: %w", *promptFile, err))
 	}

@@ -128,6 +128,12 @@ func fidelities() [3]float64 { return [3]float64{0.7, 0.9, 0.97} }
 // heavy contexts weigh fully, rare and unseen ones (the hashed tail, taken
 // as a tenth of an occurrence) little. pi depends on the statistics and the
 // text only, never on the key, so the factor keeps mean one.
+//
+// The tenth is where the power is flat (lab/watermark_power.go, real-text
+// harness, 48 replications, bigram students' mean log(1/p)): a tail group
+// taken as 0.001, 0.01, 0.03, 0.1, 0.3, 1 or 3 occurrences gives 11.7,
+// 13.9, 14.0, 14.0, 13.5, 12.6 and 11.9 nats; trigram students 15.1 to
+// 21.8, best from 0.03 to 1.
 func harvestSizes() [5]float64 { return [5]float64{30, 100, 300, 1000, 3000} }
 
 // Score tests the sample against key k.

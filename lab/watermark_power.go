@@ -24,7 +24,8 @@ type PowerParams struct {
 	Replications   int
 	StatsResponses int
 	MaxTokens      int
-	// Orders are the student n-gram orders measured (2: bigram).
+	// Orders are the student n-gram orders measured (2: bigram; 0: the
+	// neural student).
 	Orders []int
 	// Decoys is the number of decoy keys each replication's unmarked
 	// student is scored with.
@@ -74,7 +75,7 @@ func (r PowerResult) Report(p PowerParams) string {
 		for _, v := range ps {
 			mean -= math.Log(v) / float64(len(ps))
 		}
-		fmt.Fprintf(&b, "order %d: %d/%d at p <= 1e-6, median %s, worst %s, mean log(1/p) %.2f\n", o, countAtMost(ps, 1e-6), len(ps), fmtSci(median(ps)), fmtSci(maxOf(ps)), mean)
+		fmt.Fprintf(&b, "%s: %d/%d at p <= 1e-6, median %s, worst %s, mean log(1/p) %.2f\n", studentName(o), countAtMost(ps, 1e-6), len(ps), fmtSci(median(ps)), fmtSci(maxOf(ps)), mean)
 		var cells []string
 		for _, v := range ps {
 			cells = append(cells, fmtSci(v))
@@ -247,16 +248,33 @@ func powerReplication(seed, base uint64, p PowerParams, teacher *ngramLM, embedd
 	return rep
 }
 
-// studentOutputs trains an n-gram student of the given order on d and
-// samples p.Probes outputs from random stream stream.
+// studentOutputs trains a student on d, an n-gram model of the given
+// order or, for order 0, the neural one (watermark_neural.go), and samples
+// p.Probes outputs from random stream stream.
 func studentOutputs(seed, stream uint64, order int, d [][]string, p PowerParams) []string {
-	stu := trainNgram(order, d)
 	r := newRand(seed, stream)
 	out := make([]string, p.Probes)
+	if order == 0 {
+		stu := trainNeural(r, d, defaultNeural())
+		s := stu.scratch()
+		for j := range out {
+			out[j] = detokenize(stu.generate(r, s, p.MaxTokens))
+		}
+		return out
+	}
+	stu := trainNgram(order, d)
 	for j := range out {
 		out[j] = detokenize(stu.generate(r, p.MaxTokens))
 	}
 	return out
+}
+
+// studentName names a student order in reports.
+func studentName(order int) string {
+	if order == 0 {
+		return "neural"
+	}
+	return fmt.Sprintf("order %d", order)
 }
 
 // PowerBreakdown measures where one replication's evidence comes from: it

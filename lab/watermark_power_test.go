@@ -28,6 +28,9 @@ func TestWatermarkPower(t *testing.T) {
 	envInt("WATERMARK_POWER_REPS", &p.Replications)
 	envInt("WATERMARK_POWER_STATS", &p.StatsResponses)
 	envInt("WATERMARK_POWER_MAXTOKENS", &p.MaxTokens)
+	if os.Getenv("WATERMARK_POWER_NEURAL") != "" {
+		p.Orders = append(p.Orders, 0) // the neural student too: minutes more
+	}
 	if os.Getenv("WATERMARK_POWER_NOVIS") != "" {
 		p.Visibility = nil
 	}

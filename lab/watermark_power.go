@@ -237,15 +237,21 @@ func powerReplication(seed, base uint64, p PowerParams, teacher *ngramLM, embedd
 	rep.marker, rep.ver = watermark.NewMarker(rep.lex, rep.key), watermark.NewVerifier(rep.lex)
 	gen := newRand(seed, base+2)
 	for j := 0; j < p.Harvest; j++ {
-		t := detokenize(teacher.generate(gen, p.MaxTokens))
-		out, s := rep.marker.Mark([]byte(t))
-		rep.words += s.Words
-		rep.changed += s.Substituted
-		rep.raw = append(rep.raw, tokenize(t))
-		rep.marked = append(rep.marked, tokenize(string(out)))
-		rep.markedText = append(rep.markedText, string(out))
+		rep.harvest(detokenize(teacher.generate(gen, p.MaxTokens)))
 	}
 	return rep
+}
+
+// harvest marks t with the replication's marker and keeps it, unmarked
+// and marked, counting the words changed.
+func (rep *replication) harvest(t string) {
+	out, s := rep.marker.Mark([]byte(t))
+	rep.words += s.Words
+	rep.changed += s.Substituted
+	rep.raw = append(rep.raw, tokenize(t))
+	rep.marked = append(rep.marked, tokenize(string(out)))
+	rep.markedText = append(rep.markedText, string(out))
+	rep.rawText = append(rep.rawText, t)
 }
 
 // studentOutputs trains a student on d, an n-gram model of the given
@@ -539,13 +545,7 @@ func realReplication(seed, base uint64, p PowerParams, pool []string, lex *water
 	rep := replication{key: labWatermarkKey(seed, base+1), lex: lex}
 	rep.marker, rep.ver = watermark.NewMarker(lex, rep.key), watermark.NewVerifier(lex)
 	for _, t := range texts {
-		out, s := rep.marker.Mark([]byte(t))
-		rep.words += s.Words
-		rep.changed += s.Substituted
-		rep.raw = append(rep.raw, tokenize(t))
-		rep.marked = append(rep.marked, tokenize(string(out)))
-		rep.markedText = append(rep.markedText, string(out))
-		rep.rawText = append(rep.rawText, t)
+		rep.harvest(t)
 	}
 	return rep
 }

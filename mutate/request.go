@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/distillguard/distillguard/internal/textcut"
 )
 
 // Request is what the parser extracts from an OpenAI-compatible request body.
@@ -572,11 +574,7 @@ func (p *promptBuilder) add(s string) {
 
 func (p *promptBuilder) addRaw(s string) {
 	if p.max > 0 && p.b.Len()+len(s) > p.max {
-		n := p.max - p.b.Len()
-		for n > 0 && !utf8.RuneStart(s[n]) {
-			n--
-		}
-		s = s[:n]
+		s = textcut.Prefix(s, p.max-p.b.Len())
 		p.full = true
 	}
 	p.b.WriteString(s)

@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/distillguard/distillguard/internal/hashmix"
+	"github.com/distillguard/distillguard/internal/textcut"
 )
 
 // Text analysis: one pass over the prompt produces keyed token hashes, the
@@ -266,11 +267,7 @@ func (a *analyzer) analyze(prompt string, sc *textScratch) *textFeatures {
 	f := &sc.f
 	*f = textFeatures{}
 	if len(prompt) > a.maxText {
-		cut := a.maxText
-		for cut > 0 && !utf8.RuneStart(prompt[cut]) {
-			cut--
-		}
-		prompt = prompt[:cut]
+		prompt = textcut.Prefix(prompt, a.maxText)
 		f.truncated = true
 	}
 	var scripts [scCount]int

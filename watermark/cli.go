@@ -12,7 +12,8 @@ import (
 	"io"
 	"math"
 	"os"
-	"unicode/utf8"
+
+	"github.com/distillguard/distillguard/internal/textcut"
 )
 
 // subcommand is what every watermark subcommand starts with: its flag
@@ -375,7 +376,9 @@ func ReadProbeContexts(r io.Reader, maxPrompt int) ([]ProbeContext, error) {
 		default:
 			return errors.New("no \"prompt\", \"features\" or \"messages\"")
 		}
-		c.Text = cutPrompt(c.Text, maxPrompt)
+		if maxPrompt > 0 {
+			c.Text = textcut.Prefix(c.Text, maxPrompt) // the cut mutate.ParseRequest makes
+		}
 		out = append(out, c)
 		return nil
 	})
@@ -388,19 +391,6 @@ func ReadProbeContexts(r io.Reader, maxPrompt int) ([]ProbeContext, error) {
 // DefaultMaxPromptBytes is the server's default processing.max_prompt_bytes
 // (config/default.yaml): the prompt bytes it keys the logprob mark on.
 const DefaultMaxPromptBytes = 8192
-
-// cutPrompt keeps at most max bytes of s, cut back to a rune start: the
-// cut mutate.ParseRequest makes of the prompt it keeps.
-func cutPrompt(s string, max int) string {
-	if max <= 0 || len(s) <= max {
-		return s
-	}
-	n := max
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
-}
 
 // answerText collects one answer's text parts in order, and its thoughts
 // (Gemini thought parts, Responses reasoning summaries, Anthropic thinking

@@ -30,6 +30,23 @@ const (
 	nnHidden  = 64
 )
 
+// nnCtx is the tokens a prediction conditions on, oldest first; BOS
+// before the text starts.
+type nnCtx [nnContext]int32
+
+func bosContext() (c nnCtx) {
+	for i := range c {
+		c[i] = tokBOS
+	}
+	return c
+}
+
+// push moves the context one token on.
+func (c *nnCtx) push(t int32) {
+	copy(c[:], c[1:])
+	c[nnContext-1] = t
+}
+
 // neuralParams are the student's training settings.
 type neuralParams struct {
 	Epochs int
@@ -76,22 +93,11 @@ func (m *neuralLM) scratch() *nnScratch {
 // by EOS; the context before the first token is BOS).
 func trainNeural(r *rand.Rand, docs [][]string, np neuralParams) *neuralLM {
 	ids, vocab := newVocab()
-	var seqs [][]int32
-	var freq []int
-	for _, d := range docs {
-		seq := make([]int32, 0, len(d)+1)
-		for _, w := range d {
-			id, ok := ids[w]
-			if !ok {
-				id = int32(len(vocab))
-				ids[w] = id
-				vocab = append(vocab, w)
-			}
-			seq = append(seq, id)
-		}
-		seqs = append(seqs, append(seq, tokEOS))
+	seqs := make([][]int32, len(docs))
+	for i, d := range docs {
+		seqs[i] = append(intern(ids, &vocab, make([]int32, 0, len(d)+1), d), tokEOS)
 	}
-	freq = make([]int, len(vocab))
+	freq := make([]int, len(vocab))
 	for _, s := range seqs {
 		for _, t := range s {
 			freq[t]++
@@ -119,18 +125,14 @@ func trainNeural(r *rand.Rand, docs [][]string, np neuralParams) *neuralLM {
 	for i := range order {
 		order[i] = i
 	}
-	var ctx [nnContext]int32
 	for ep := 0; ep < np.Epochs; ep++ {
 		lr := np.LR * (1 - 0.9*float64(ep)/float64(max(np.Epochs-1, 1)))
 		r.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
 		for _, di := range order {
-			for i := range ctx {
-				ctx[i] = tokBOS
-			}
+			ctx := bosContext()
 			for _, t := range seqs[di] {
 				m.step(s, ctx, t, float32(lr))
-				copy(ctx[:], ctx[1:])
-				ctx[nnContext-1] = t
+				ctx.push(t)
 			}
 		}
 	}
@@ -168,7 +170,7 @@ func (m *neuralLM) binClasses(freq []int) {
 
 // hidden computes the hidden layer for a context into s.h, leaving the
 // concatenated embeddings in s.x for the backward pass.
-func (m *neuralLM) hidden(s *nnScratch, ctx [nnContext]int32) {
+func (m *neuralLM) hidden(s *nnScratch, ctx nnCtx) {
 	for i, t := range ctx {
 		copy(s.x[i*nnEmbed:(i+1)*nnEmbed], m.emb[int(t)*nnEmbed:(int(t)+1)*nnEmbed])
 	}
@@ -228,7 +230,7 @@ func (m *neuralLM) wordDist(s *nnScratch, c int) []int32 {
 
 // step is one SGD step on predicting t after ctx (cross-entropy of the
 // factored softmax).
-func (m *neuralLM) step(s *nnScratch, ctx [nnContext]int32, t int32, lr float32) {
+func (m *neuralLM) step(s *nnScratch, ctx nnCtx, t int32, lr float32) {
 	m.hidden(s, ctx)
 	clear(s.dh)
 	m.classDist(s)
@@ -278,7 +280,7 @@ func (m *neuralLM) step(s *nnScratch, ctx [nnContext]int32, t int32, lr float32)
 }
 
 // logProb is log P(t | ctx).
-func (m *neuralLM) logProb(s *nnScratch, ctx [nnContext]int32, t int32) float64 {
+func (m *neuralLM) logProb(s *nnScratch, ctx nnCtx, t int32) float64 {
 	m.hidden(s, ctx)
 	m.classDist(s)
 	c := int(m.class[t])
@@ -299,10 +301,7 @@ func sampleDist(r *rand.Rand, p []float64) int {
 
 // generate samples one response of at most maxTok tokens.
 func (m *neuralLM) generate(r *rand.Rand, s *nnScratch, maxTok int) []string {
-	var ctx [nnContext]int32
-	for i := range ctx {
-		ctx[i] = tokBOS
-	}
+	ctx := bosContext()
 	var out []string
 	for len(out) < maxTok {
 		m.hidden(s, ctx)
@@ -317,8 +316,7 @@ func (m *neuralLM) generate(r *rand.Rand, s *nnScratch, maxTok int) []string {
 			continue
 		}
 		out = append(out, m.vocab[t])
-		copy(ctx[:], ctx[1:])
-		ctx[nnContext-1] = t
+		ctx.push(t)
 	}
 	return out
 }

@@ -21,13 +21,10 @@ func TestNeuralLearns(t *testing.T) {
 	m := trainNeural(newRand(7, 0), docs, neuralParams{Epochs: 6, LR: 0.1})
 	id := func(w string) int32 { return int32(slices.Index(m.vocab, w)) }
 	s := m.scratch()
-	ctx := func(ws ...string) (c [nnContext]int32) {
-		for i := range c {
-			c[i] = tokBOS
-		}
+	ctx := func(ws ...string) nnCtx {
+		c := bosContext()
 		for _, w := range ws {
-			copy(c[:], c[1:])
-			c[nnContext-1] = id(w)
+			c.push(id(w))
 		}
 		return c
 	}
@@ -48,14 +45,10 @@ func TestNeuralLearns(t *testing.T) {
 	loss := func(m *neuralLM) (l float64) {
 		s := m.scratch()
 		for _, d := range docs {
-			var c [nnContext]int32
-			for i := range c {
-				c[i] = tokBOS
-			}
+			c := bosContext()
 			for _, w := range append(d, "</s>") {
 				l -= m.logProb(s, c, id(w))
-				copy(c[:], c[1:])
-				c[nnContext-1] = id(w)
+				c.push(id(w))
 			}
 		}
 		return l / float64(len(docs)*6)

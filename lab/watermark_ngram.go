@@ -55,6 +55,21 @@ func newVocab() (map[string]int32, []string) {
 	return map[string]int32{"<s>": tokBOS, "</s>": tokEOS}, []string{"<s>", "</s>"}
 }
 
+// intern appends the ids of d's tokens to seq, adding the tokens the
+// vocabulary does not hold yet.
+func intern(ids map[string]int32, vocab *[]string, seq []int32, d []string) []int32 {
+	for _, w := range d {
+		id, ok := ids[w]
+		if !ok {
+			id = int32(len(*vocab))
+			ids[w] = id
+			*vocab = append(*vocab, w)
+		}
+		seq = append(seq, id)
+	}
+	return seq
+}
+
 // ctxKey packs the last L token ids (L <= 2) before position i.
 func ctxKey(seq []int32, i, l int) uint64 {
 	var k uint64
@@ -79,16 +94,7 @@ func trainNgram(order int, docs [][]string) *ngramLM {
 		for i := 0; i < order-1; i++ {
 			seq = append(seq, tokBOS)
 		}
-		for _, w := range d {
-			id, ok := m.ids[w]
-			if !ok {
-				id = int32(len(m.vocab))
-				m.ids[w] = id
-				m.vocab = append(m.vocab, w)
-			}
-			seq = append(seq, id)
-		}
-		seq = append(seq, tokEOS)
+		seq = append(intern(m.ids, &m.vocab, seq, d), tokEOS)
 		for i := order - 1; i < len(seq); i++ {
 			for l := 0; l < order; l++ {
 				k := ctxKey(seq, i, l)

@@ -60,6 +60,12 @@ type Watermark struct {
 	VerifyKeyIDs []string `json:"verify_key_ids"`
 	// LogprobAmplitude is the logprob mark's amplitude (nats).
 	LogprobAmplitude float64 `json:"logprob_amplitude"`
+	// MaxPromptBytes is processing.max_prompt_bytes when the export was
+	// made: the logprob mark is keyed on the newest user turn cut to this
+	// many bytes, so verify -mode logprobs needs it as -max-prompt-bytes
+	// (the setting reloads live; an export made after a change quotes the
+	// new value, and the config fingerprint tells the two apart).
+	MaxPromptBytes int `json:"max_prompt_bytes,omitempty"`
 	// Contexts names the context statistics the lexical mark works from
 	// ("embedded", or "sha256:" and the digest of watermark.contexts_file):
 	// verify -contexts needs that file to replay the mark.

@@ -49,6 +49,10 @@ type ngramLM struct {
 	// levels[L] maps a context of L tokens to its successors; levels[0]
 	// has the single empty context (unigrams).
 	levels []map[uint64]*succList
+	// unsmoothed samples every token from the longest context it saw,
+	// backing off only from a context it never saw (a maximum-likelihood
+	// n-gram sampler); otherwise Witten-Bell interpolation decides.
+	unsmoothed bool
 }
 
 func newVocab() (map[string]int32, []string) {
@@ -140,7 +144,7 @@ func (m *ngramLM) generate(r *rand.Rand, maxTok int) []string {
 				continue
 			}
 			c, t := float64(s.total()), float64(s.types)
-			if r.Float64() < c/(c+t) {
+			if m.unsmoothed || r.Float64() < c/(c+t) {
 				next = s.sample(r)
 			}
 		}

@@ -25,7 +25,8 @@ type PowerParams struct {
 	StatsResponses int
 	MaxTokens      int
 	// Orders are the student n-gram orders measured (2: bigram; 0: the
-	// neural student).
+	// neural student; a negative order -n: the unsmoothed n-gram sampler,
+	// which writes only the n-grams its harvest held while it can).
 	Orders []int
 	// Decoys is the number of decoy keys each replication's unmarked
 	// student is scored with.
@@ -268,7 +269,8 @@ func studentOutputs(seed, stream uint64, order int, d [][]string, p PowerParams)
 		}
 		return out
 	}
-	stu := trainNgram(order, d)
+	stu := trainNgram(max(order, -order), d)
+	stu.unsmoothed = order < 0
 	for j := range out {
 		out[j] = detokenize(stu.generate(r, p.MaxTokens))
 	}
@@ -279,6 +281,9 @@ func studentOutputs(seed, stream uint64, order int, d [][]string, p PowerParams)
 func studentName(order int) string {
 	if order == 0 {
 		return "neural"
+	}
+	if order < 0 {
+		return fmt.Sprintf("order %d, unsmoothed", -order)
 	}
 	return fmt.Sprintf("order %d", order)
 }
@@ -510,11 +515,22 @@ func RunWatermarkPowerReal(ctx context.Context, seed uint64, p PowerParams) (Pow
 		for oi, o := range p.Orders {
 			res.P[o] = append(res.P[o], verifyTexts(ver, studentOutputs(seed, base+3+uint64(oi), o, r.marked, p), r.key).PValue)
 		}
-		un := studentOutputs(seed, base+9, 2, r.raw, p)
-		res.Unmarked = append(res.Unmarked, verifyTexts(ver, un, r.key).PValue)
-		below, _ := falsePositives(ver, un, decoys)
-		res.DecoyBelow += below
-		res.DecoyTrials += len(decoys)
+		// The unmarked students: the smoothed bigram, and each unsmoothed
+		// sampler measured (it copies its harvest's word pairs more
+		// faithfully, so it is where a false positive would show first).
+		unOrders := []int{2}
+		for _, o := range p.Orders {
+			if o < 0 {
+				unOrders = append(unOrders, o)
+			}
+		}
+		for k, o := range unOrders {
+			un := studentOutputs(seed, base+9+uint64(k), o, r.raw, p)
+			res.Unmarked = append(res.Unmarked, verifyTexts(ver, un, r.key).PValue)
+			below, _ := falsePositives(ver, un, decoys)
+			res.DecoyBelow += below
+			res.DecoyTrials += len(decoys)
+		}
 	}
 	res.Changed = float64(changed) / float64(max(words, 1))
 	res.ChrF = chrf.Score()

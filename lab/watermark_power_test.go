@@ -19,7 +19,8 @@ func envInt(name string, dst *int) {
 // TestWatermarkPower prints the lexical watermark's power harness at the
 // target (WATERMARK_POWER=1; WATERMARK_POWER_REPS sets the number of
 // replications; WATERMARK_POWER_REAL=1 harvests real corpus texts instead
-// of the teacher's). Minutes, not part of the suite.
+// of the teacher's; WATERMARK_POWER_UNSMOOTHED=1 adds the unsmoothed
+// bigram sampler, marked and unmarked). Minutes, not part of the suite.
 func TestWatermarkPower(t *testing.T) {
 	if os.Getenv("WATERMARK_POWER") == "" {
 		t.Skip("set WATERMARK_POWER=1 to run the lexical watermark power harness")
@@ -30,6 +31,9 @@ func TestWatermarkPower(t *testing.T) {
 	envInt("WATERMARK_POWER_MAXTOKENS", &p.MaxTokens)
 	if os.Getenv("WATERMARK_POWER_NEURAL") != "" {
 		p.Orders = append(p.Orders, 0) // the neural student too: minutes more
+	}
+	if os.Getenv("WATERMARK_POWER_UNSMOOTHED") != "" {
+		p.Orders = append(p.Orders, -2) // the maximum-likelihood bigram sampler too
 	}
 	if os.Getenv("WATERMARK_POWER_NOVIS") != "" {
 		p.Visibility = nil

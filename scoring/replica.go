@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,11 +95,15 @@ type replica struct {
 	pending map[[16]byte]*session
 	unsent  [][]byte // aggregate batches a failed flush could not write
 
-	flushMu  sync.Mutex   // one flush at a time
-	lastID   string       // stream position read up to
-	loaded   bool         // snapshot loaded (or none existed)
-	lastAgg  atomic.Int64 // unix nanoseconds of the last aggregate exchange
-	lastSnap time.Time
+	flushMu sync.Mutex // one flush at a time
+	// afterExec, when set (tests only), runs after a write batch is
+	// answered and before its answers are settled: the window in which
+	// a concurrent read may adopt a blob holding a write not yet settled.
+	afterExec func()
+	lastID    string       // stream position read up to
+	loaded    bool         // snapshot loaded (or none existed)
+	lastAgg   atomic.Int64 // unix nanoseconds of the last aggregate exchange
+	lastSnap  time.Time
 
 	// pre holds the session reads started at request headers
 	// (Prefetch), by session id: *prefetch.
@@ -485,14 +490,27 @@ func (r *replica) adopt(s *session, rs *session, h blobHead) {
 	}
 }
 
-// unconfirmed remembers a write whose answer never came. Called with the
-// stripe lock held.
+// unconfirmed remembers a write whose answer has not come: one in flight
+// (a read that lands meanwhile may already hold it, and adopt must then
+// count from what it wrote, not from the older base) or one whose answer
+// was lost. Called with the stripe lock held.
 func (m *replicaMeta) unconfirmed(seq uint64, snap *session) {
 	const maxUnconfirmed = 4
+	for _, u := range m.unconf {
+		if u.seq == seq {
+			return
+		}
+	}
 	if len(m.unconf) >= maxUnconfirmed {
 		m.unconf = m.unconf[1:]
 	}
 	m.unconf = append(m.unconf, unconfirmed{seq: seq, snap: snap})
+}
+
+// landedNot forgets write seq: its answer says it did not land, or it was
+// never sent. Called with the stripe lock held.
+func (m *replicaMeta) landedNot(seq uint64) {
+	m.unconf = slices.DeleteFunc(m.unconf, func(u unconfirmed) bool { return u.seq == seq })
 }
 
 // markDirty queues s for writing. Called with the stripe lock held.
@@ -569,14 +587,23 @@ func (r *replica) flush(agg bool) {
 		r.loadSnapshot()
 	}
 	r.mu.Lock()
-	batch := make([]*session, 0, len(r.pending))
-	for _, s := range r.pending {
-		batch = append(batch, s)
+	// The ids travel with the sessions from the queue's keys: a
+	// session's struct is rewritten whole under its stripe lock when it
+	// adopts the remote state (adopt), so its id field may only be read
+	// with that lock held, and the lock to take is known from the id.
+	type queued struct {
+		id [16]byte
+		s  *session
+	}
+	batch := make([]queued, 0, len(r.pending))
+	for id, s := range r.pending {
+		batch = append(batch, queued{id, s})
 	}
 	clear(r.pending)
 	r.mu.Unlock()
 
 	type write struct {
+		id       [16]byte
 		s        *session
 		snap     *session
 		inc, ver uint64
@@ -592,8 +619,9 @@ func (r *replica) flush(agg bool) {
 		batch = batch[n:]
 		ws := make([]write, 0, n)
 		execs := make([]rueidis.LuaExec, 0, n)
-		for _, s := range part {
-			st := &r.e.stripes[s.id[0]]
+		for _, q := range part {
+			s := q.s
+			st := &r.e.stripes[q.id[0]]
 			st.Lock()
 			m := s.rep
 			if m == nil || s.requests == 0 {
@@ -601,7 +629,7 @@ func (r *replica) flush(agg bool) {
 				continue
 			}
 			m.dirty = false
-			w := write{s: s, snap: s.baseCopy(), inc: m.inc, ver: m.ver + 1, seq: r.seq.Add(1), gen: m.gen}
+			w := write{id: q.id, s: s, snap: s.baseCopy(), inc: m.inc, ver: m.ver + 1, seq: r.seq.Add(1), gen: m.gen}
 			w.writes = withWrite(m.writes, r.writer, w.seq)
 			expect, force := "", "0"
 			if m.inc == 0 {
@@ -621,9 +649,13 @@ func (r *replica) flush(agg bool) {
 			if w.stand >= 0 {
 				stand = strconv.FormatInt(w.stand, 10)
 			}
+			// In flight until settled: a read of the blob this write
+			// makes may be adopted before its answer is (reconcile from
+			// the request path or the admin API).
+			m.unconfirmed(w.seq, w.snap)
 			st.Unlock()
 			ws = append(ws, w)
-			id := sessionIDString(s.id)
+			id := sessionIDString(q.id)
 			execs = append(execs, rueidis.LuaExec{
 				Keys: []string{r.sessionKey(id), r.standKey(id)},
 				Args: []string{expect, string(blob), strconv.FormatInt(r.ttl.Milliseconds(), 10), force,
@@ -640,7 +672,7 @@ func (r *replica) flush(agg bool) {
 			// again (bounded), remembering what each write held.
 			sent := reason(err) != "breaker_open" && reason(err) != "disconnected"
 			for _, w := range ws {
-				r.requeue(w.s, w.seq, w.snap, sent)
+				r.requeue(w.id, w.s, w.seq, w.snap, sent)
 			}
 			if aggBlob != nil {
 				r.keepUnsent(aggBlob)
@@ -652,8 +684,11 @@ func (r *replica) flush(agg bool) {
 			return
 		}
 		r.m.batch("ok")
+		if r.afterExec != nil {
+			r.afterExec()
+		}
 		for i, w := range ws {
-			r.settle(w.s, w.snap, w.inc, w.ver, w.seq, w.gen, w.writes, w.stand, res[i])
+			r.settle(w.id, w.s, w.snap, w.inc, w.ver, w.seq, w.gen, w.writes, w.stand, res[i])
 		}
 		if agg {
 			r.applyRemote(aggRes)
@@ -761,12 +796,14 @@ func (r *replica) keepUnsent(b []byte) {
 	r.unsent = append(r.unsent, b)
 }
 
-func (r *replica) requeue(s *session, seq uint64, snap *session, sent bool) {
-	st := &r.e.stripes[s.id[0]]
+func (r *replica) requeue(id [16]byte, s *session, seq uint64, snap *session, sent bool) {
+	st := &r.e.stripes[id[0]]
 	st.Lock()
 	if s.rep != nil {
 		if sent {
 			s.rep.unconfirmed(seq, snap)
+		} else {
+			s.rep.landedNot(seq)
 		}
 		r.markDirtyNoGen(s)
 	}
@@ -790,8 +827,8 @@ func (r *replica) markDirtyNoGen(s *session) {
 }
 
 // settle applies the answer to one compare-and-set write.
-func (r *replica) settle(s, snap *session, inc, ver, seq, gen uint64, writes []writerSeq, stand int64, res rueidis.RedisResult) {
-	st := &r.e.stripes[s.id[0]]
+func (r *replica) settle(id [16]byte, s, snap *session, inc, ver, seq, gen uint64, writes []writerSeq, stand int64, res rueidis.RedisResult) {
+	st := &r.e.stripes[id[0]]
 	st.Lock()
 	defer st.Unlock()
 	m := s.rep
@@ -801,9 +838,18 @@ func (r *replica) settle(s, snap *session, inc, ver, seq, gen uint64, writes []w
 	if n, err := res.AsInt64(); err == nil {
 		switch n {
 		case 1:
+			m.force = false
+			if m.inc == inc && m.ver >= ver {
+				// A read that landed while the write was in flight
+				// already adopted it (or a newer version built on it):
+				// going back to snap would count the newer writes twice.
+				m.landedNot(seq)
+				r.m.item("session")
+				return
+			}
 			// Earlier unconfirmed writes did not land: the version they
 			// expected is the one this write replaced.
-			m.base, m.inc, m.ver, m.writes, m.force, m.unconf = snap, inc, ver, writes, false, nil
+			m.base, m.inc, m.ver, m.writes, m.unconf = snap, inc, ver, writes, nil
 			m.clean = gen // the local copy is snap unless it changed since
 			if stand >= 0 {
 				m.standKnown = stand
@@ -822,6 +868,7 @@ func (r *replica) settle(s, snap *session, inc, ver, seq, gen uint64, writes []w
 		r.markDirtyNoGen(s)
 		return
 	}
+	m.landedNot(seq) // the script answered with the blob it found instead
 	rs, h, err := decodeSession(b)
 	switch {
 	case err != nil || rs.id != s.id:

@@ -81,6 +81,64 @@ func TestReplicasSeeOneSession(t *testing.T) {
 // round-robin per request over three replicas sharing a real Redis, each
 // request seeing the state the previous ones left (Flush before and
 // after): the verdicts must be the same, request by request.
+// TestReadDuringWrite: while this replica's own write is in flight
+// (answered, not yet settled) the other replica scores a request on top
+// of it, and a read here adopts the blob that holds both. Each request is
+// counted once: the adopt counts from what the write held, not from the
+// older base, and the settling answer does not move the session back to
+// the write's version, from which the next write would count the other
+// replica's request again when this one changed the session meanwhile. (The partition test caught the first under
+// load; the second is the same window one write later.)
+func TestReadDuringWrite(t *testing.T) {
+	srv := redisproc.Require(t, redisproc.Options{})
+	es := newReplicas(t, 2, []string{srv.Addr()}, false, nil)
+	c := newClient("sk-read-during-write", "198.51.100.8:4000")
+	q := func(i int) *Request {
+		return c.req(t0.Add(time.Duration(i)*time.Minute), fmt.Sprintf("a question %d about sourdough starters", i))
+	}
+	var id string
+	for i := range 6 {
+		id = scoreOn(t, es[i%2], q(i)).Session
+	}
+	e := es[0]
+	reads := 0
+	e.rep.afterExec = func() {
+		if reads++; reads > 1 {
+			return // Flush writes again what was scored meanwhile
+		}
+		if det, err := e.Session(id); err != nil || det.Requests != 7 {
+			t.Errorf("read while the write was in flight: %d requests (%v), want 7", det.Requests, err)
+		}
+		scoreOn(t, es[1], q(7))
+		if det, err := e.Session(id); err != nil || det.Requests != 8 {
+			t.Errorf("read of the other replica's write on top: %d requests (%v), want 8", det.Requests, err)
+		}
+		e.Score(q(8)) // and one scored here before the answer is settled
+	}
+	e.Score(q(6))
+	if err := e.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	e.rep.afterExec = nil
+	if reads != 2 {
+		t.Fatalf("%d write batches ran, want 2 (the request, then the one scored while it was in flight)", reads)
+	}
+	counts := func(want uint32) {
+		t.Helper()
+		for i, r := range es {
+			if err := r.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if det, err := r.Session(id); err != nil || det.Requests != want {
+				t.Errorf("replica %d: %d requests (%v), want %d", i, det.Requests, err, want)
+			}
+		}
+	}
+	counts(9)
+	scoreOn(t, es[1], q(9))
+	counts(10)
+}
+
 func TestReplicasScoreAsOne(t *testing.T) {
 	srv := redisproc.Require(t, redisproc.Options{})
 	reqs := loadTraffic(t, traffic.Options{Seed: 7, Scale: 0.2, Families: []string{"benign-chat", "attack-distributed", "attack-slowlow", "attack-adaptive", "benign-persona", "attack-diffuse", "benign-batch"}})

@@ -110,6 +110,7 @@ func restartKeys() map[string]bool {
 		"watermark.verify_key_files":  false,
 		"watermark.logprob_amplitude": false,
 		"watermark.contexts_file":     false,
+		"watermark.log_served":        false,
 		"evidence.key_file":           false,
 		"evidence.include_prompts":    true, // the engine keeps prompts or not from its start
 	}

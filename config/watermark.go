@@ -36,6 +36,13 @@ type Watermark struct {
 	// shows in a word-frequency comparison. verify -contexts takes the
 	// same file.
 	ContextsFile string `yaml:"contexts_file"`
+	// LogServed writes a served record of every response the lexical mark
+	// rewrote (the "watermark served" log line: session, key id and the
+	// keyed digests of the response's synonym-set groups; watermark.Served):
+	// what `watermark verify -served` needs to weigh a suspect model's text
+	// by what the session was served, without keeping the text. About 17
+	// bytes per distinct group, a few dozen groups per response.
+	LogServed bool `yaml:"log_served"`
 }
 
 // Marks is the watermark the configuration's key file gives: built once
@@ -50,6 +57,8 @@ type Marks struct {
 	// watermark.contexts_file, so that an export says which file verify
 	// needs (verify's report names them the same way).
 	Contexts string
+	// LogServed is watermark.log_served.
+	LogServed bool
 }
 
 // loadContexts is the lexicon the lexical mark uses and its statistics'
@@ -126,10 +135,11 @@ func (c *Config) resolveWatermark(asked []string) error {
 		return fmt.Errorf("watermark: %w", err)
 	}
 	c.marks = &Marks{
-		Keys:     all,
-		Text:     mutate.NewTextMark(watermark.NewMarker(lex, all.Active())),
-		Logprob:  lm,
-		Contexts: contexts,
+		Keys:      all,
+		Text:      mutate.NewTextMark(watermark.NewMarker(lex, all.Active())),
+		Logprob:   lm,
+		Contexts:  contexts,
+		LogServed: w.LogServed,
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/distillguard/distillguard/extproc/keys"
 	"github.com/distillguard/distillguard/mutate"
 	"github.com/distillguard/distillguard/scoring"
+	"github.com/distillguard/distillguard/watermark"
 )
 
 type bodyMode = procv3.ProcessingMode_BodySendMode
@@ -88,6 +89,8 @@ type stream struct {
 	// lpMark is the logprob watermark in this request's context, when
 	// the tier marks logprobs (watermark.go).
 	lpMark *mutate.LogprobMark
+	// served is the response's served record (watermark.log_served).
+	served *watermark.Served
 	// meta is the decision's dynamic metadata until a reply carries it.
 	meta *structpb.Struct
 
@@ -361,6 +364,7 @@ func (st *stream) release() {
 		}
 	}
 	st.rs.body.stop()
+	st.logServed()
 	st.mem.release()
 	st.m.flush(st.mctx, &st.tally)
 	if st.srv.log.Enabled(st.ctx, slog.LevelDebug) {

@@ -2,6 +2,7 @@ package extproc
 
 import (
 	"context"
+	"log/slog"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -44,7 +45,12 @@ func (st *stream) watermark(rw *mutate.Rewriter) {
 		return
 	}
 	if rw.Format().TextEnds() {
-		rw.With(mutate.WithTextRewriter(m.Text.NewText()))
+		tx := m.Text.NewText()
+		if m.LogServed {
+			st.served = m.Text.Marker().Key().NewServed()
+			tx.RecordServed(st.served)
+		}
+		rw.With(mutate.WithTextRewriter(tx))
 		st.srv.m.watermark(st.mctx, m.KeyID(), "text")
 	}
 	if st.lpMark != nil {
@@ -56,4 +62,22 @@ func (st *stream) watermark(rw *mutate.Rewriter) {
 // watermark counts a response marked with key id by mark.
 func (m *metrics) watermark(ctx context.Context, id, mark string) {
 	m.watermarked.Add(ctx, 1, metric.WithAttributes(attribute.String("key_id", id), attribute.String("mark", mark)))
+}
+
+// logServed writes the response's served record (watermark.log_served):
+// the keyed digests of the synonym-set groups its text held, which
+// `distillguard watermark verify -served` reads back to weigh a suspect
+// model's text by what this session was served. One line per marked
+// response, at the end of the exchange (whatever ended it: what went out
+// was served), never rate-limited: it is evidence.
+func (st *stream) logServed() {
+	sv := st.served
+	st.served = nil
+	if sv == nil || sv.Len() == 0 {
+		return
+	}
+	st.srv.log.LogAttrs(st.ctx, slog.LevelInfo, "watermark served",
+		slog.String("session", st.session), slog.String("key_id", sv.KeyID()),
+		slog.Int("groups", sv.Len()), slog.Bool("truncated", sv.Truncated()),
+		slog.String("served_groups", sv.String()))
 }

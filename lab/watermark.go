@@ -137,19 +137,30 @@ func streamMark(m *watermark.Marker, text string, r *rand.Rand) string {
 type lexicalResult = watermark.Result
 
 func verifyTexts(v *watermark.Verifier, texts []string, k *watermark.Key) lexicalResult {
+	return sampleOf(v, texts, nil).Score(k)
+}
+
+// sampleOf scans texts into a sample of v; with served (the texts the
+// suspect could have learned from) not nil, the test weighs groups by it
+// (watermark.Sample.UseServed).
+func sampleOf(v *watermark.Verifier, texts []string, served *watermark.Sample) *watermark.Sample {
 	sm := v.NewSample()
 	for _, t := range texts {
 		sm.Add([]byte(t))
 	}
-	return sm.Score(k)
+	if served != nil {
+		sm.UseServed(served)
+	}
+	return sm
 }
 
 // falsePositives scores texts with every decoy key and counts p < 0.01.
 func falsePositives(v *watermark.Verifier, texts []string, decoys []*watermark.Key) (below int, minP float64) {
-	sm := v.NewSample()
-	for _, t := range texts {
-		sm.Add([]byte(t))
-	}
+	return decoysBelow(sampleOf(v, texts, nil), decoys)
+}
+
+// decoysBelow scores sm with every decoy key and counts p < 0.01.
+func decoysBelow(sm *watermark.Sample, decoys []*watermark.Key) (below int, minP float64) {
 	minP = 1
 	for _, k := range decoys {
 		p := sm.Score(k).PValue

@@ -53,6 +53,14 @@ type PowerResult struct {
 	// DecoyBelow counts decoy scores of unmarked students below 0.01, of
 	// DecoyTrials.
 	DecoyBelow, DecoyTrials int
+	// Served, UnmarkedServed and DecoyBelowServed are the same tests
+	// given the served text (the replication's marked harvest;
+	// watermark.Sample.UseServed). The unmarked students learned from
+	// the same responses unmarked, so the served text holds their groups:
+	// the case where the weights could mislead if they were not key-free.
+	Served           map[int][]float64
+	UnmarkedServed   []float64
+	DecoyBelowServed int
 	// Changed is the share of words the marker changed in the harvests.
 	Changed float64
 	// ChiP maps a response count to the chi-squared p-values of marked vs
@@ -72,11 +80,7 @@ func (r PowerResult) Report(p PowerParams) string {
 	var b strings.Builder
 	for _, o := range p.Orders {
 		ps := r.P[o]
-		var mean float64
-		for _, v := range ps {
-			mean -= math.Log(v) / float64(len(ps))
-		}
-		fmt.Fprintf(&b, "%s: %d/%d at p <= 1e-6, median %s, worst %s, mean log(1/p) %.2f\n", studentName(o), countAtMost(ps, 1e-6), len(ps), fmtSci(median(ps)), fmtSci(maxOf(ps)), mean)
+		fmt.Fprintf(&b, "%s: %d/%d at p <= 1e-6, median %s, worst %s, mean log(1/p) %.2f\n", studentName(o), countAtMost(ps, 1e-6), len(ps), fmtSci(median(ps)), fmtSci(maxOf(ps)), meanLogInv(ps))
 		var cells []string
 		for _, v := range ps {
 			cells = append(cells, fmtSci(v))
@@ -85,6 +89,15 @@ func (r PowerResult) Report(p PowerParams) string {
 	}
 	fmt.Fprintf(&b, "real key on unmarked students: min p %s, %d/%d below 0.01\n", fmtSci(minOf(r.Unmarked)), countBelow(r.Unmarked, 0.01), len(r.Unmarked))
 	fmt.Fprintf(&b, "decoys on unmarked students: %d/%d below 0.01 (%.2f%% at p >= 0.01)\n", r.DecoyBelow, r.DecoyTrials, 100*(1-float64(r.DecoyBelow)/float64(max(r.DecoyTrials, 1))))
+	if len(r.Served) > 0 {
+		b.WriteString("given the served text (verify -served):\n")
+		for _, o := range p.Orders {
+			ps := r.Served[o]
+			fmt.Fprintf(&b, "  %s: %d/%d at p <= 1e-6, median %s, worst %s, mean log(1/p) %.2f\n", studentName(o), countAtMost(ps, 1e-6), len(ps), fmtSci(median(ps)), fmtSci(maxOf(ps)), meanLogInv(ps))
+		}
+		fmt.Fprintf(&b, "  real key on unmarked students: min p %s, %d/%d below 0.01\n", fmtSci(minOf(r.UnmarkedServed)), countBelow(r.UnmarkedServed, 0.01), len(r.UnmarkedServed))
+		fmt.Fprintf(&b, "  decoys on unmarked students: %d/%d below 0.01 (%.2f%% at p >= 0.01)\n", r.DecoyBelowServed, r.DecoyTrials, 100*(1-float64(r.DecoyBelowServed)/float64(max(r.DecoyTrials, 1))))
+	}
 	fmt.Fprintf(&b, "words changed %.2f%%, chrF %.2f\n", 100*r.Changed, r.ChrF)
 	for _, n := range p.Visibility {
 		fmt.Fprintf(&b, "visibility at %d: marked p %s; two unmarked samples p %s\n", n, sciList(r.ChiP[n]), sciList(r.ChiNone[n]))
@@ -93,6 +106,15 @@ func (r PowerResult) Report(p PowerParams) string {
 		fmt.Fprintf(&b, "corpus %s marked: p %s, unmarked %s\n", name, fmtSci(v), fmtSci(r.CorpusRaw[name]))
 	}
 	return b.String()
+}
+
+// meanLogInv is the mean of log(1/p) over ps.
+func meanLogInv(ps []float64) float64 {
+	var mean float64
+	for _, v := range ps {
+		mean -= math.Log(v) / float64(len(ps))
+	}
+	return mean
 }
 
 func maxOf(xs []float64) float64 {
@@ -131,7 +153,7 @@ func RunWatermarkPower(ctx context.Context, seed uint64, p PowerParams) (PowerRe
 	teacher := corpusTeacher(corpora)
 	embedded := watermark.DefaultLexicon()
 	decoys := decoyKeys(seed, p.Decoys)
-	res := PowerResult{P: map[int][]float64{}, ChiP: map[int][]float64{}, ChiNone: map[int][]float64{},
+	res := PowerResult{P: map[int][]float64{}, Served: map[int][]float64{}, ChiP: map[int][]float64{}, ChiNone: map[int][]float64{},
 		Corpus: map[string]float64{}, CorpusRaw: map[string]float64{}}
 	var words, changed int64
 	for i := 0; i < p.Replications; i++ {
@@ -147,14 +169,11 @@ func RunWatermarkPower(ctx context.Context, seed uint64, p PowerParams) (PowerRe
 		outputs := func(order int, d [][]string, stream uint64) []string {
 			return studentOutputs(seed, stream, order, d, p)
 		}
+		served := sampleOf(ver, rep.markedText, nil)
 		for oi, o := range p.Orders {
-			res.P[o] = append(res.P[o], verifyTexts(ver, outputs(o, marked, base+3+uint64(oi)), key).PValue)
+			res.score(o, ver, outputs(o, marked, base+3+uint64(oi)), key, served)
 		}
-		un := outputs(2, raw, base+9)
-		res.Unmarked = append(res.Unmarked, verifyTexts(ver, un, key).PValue)
-		below, _ := falsePositives(ver, un, decoys)
-		res.DecoyBelow += below
-		res.DecoyTrials += len(decoys)
+		res.unmarked(ver, outputs(2, raw, base+9), key, decoys, served)
 		if i < p.VisibilityReps {
 			visibility(&res, p, teacher, lex, marker, seed, base)
 		}
@@ -177,6 +196,26 @@ func RunWatermarkPower(ctx context.Context, seed uint64, p PowerParams) (PowerRe
 	}
 	res.Changed = float64(changed) / float64(max(words, 1))
 	return res, nil
+}
+
+// score records the test of a marked student's outputs, without and with
+// the served text.
+func (res *PowerResult) score(order int, ver *watermark.Verifier, outs []string, key *watermark.Key, served *watermark.Sample) {
+	res.P[order] = append(res.P[order], sampleOf(ver, outs, nil).Score(key).PValue)
+	res.Served[order] = append(res.Served[order], sampleOf(ver, outs, served).Score(key).PValue)
+}
+
+// unmarked records the tests of an unmarked student's outputs (the real
+// key and the decoys), without and with the served text.
+func (res *PowerResult) unmarked(ver *watermark.Verifier, outs []string, key *watermark.Key, decoys []*watermark.Key, served *watermark.Sample) {
+	plain, given := sampleOf(ver, outs, nil), sampleOf(ver, outs, served)
+	res.Unmarked = append(res.Unmarked, plain.Score(key).PValue)
+	res.UnmarkedServed = append(res.UnmarkedServed, given.Score(key).PValue)
+	below, _ := decoysBelow(plain, decoys)
+	res.DecoyBelow += below
+	below, _ = decoysBelow(given, decoys)
+	res.DecoyBelowServed += below
+	res.DecoyTrials += len(decoys)
 }
 
 // visibility runs the word-frequency comparison of one replication.
@@ -498,7 +537,7 @@ func RunWatermarkPowerReal(ctx context.Context, seed uint64, p PowerParams) (Pow
 	lex := watermark.DefaultLexicon()
 	ver := watermark.NewVerifier(lex)
 	decoys := decoyKeys(seed, p.Decoys)
-	res := PowerResult{P: map[int][]float64{}}
+	res := PowerResult{P: map[int][]float64{}, Served: map[int][]float64{}}
 	var words, changed int64
 	var chrf watermark.ChrF
 	for i := 0; i < p.Replications; i++ {
@@ -512,8 +551,9 @@ func RunWatermarkPowerReal(ctx context.Context, seed uint64, p PowerParams) (Pow
 		for j, t := range r.markedText {
 			chrf.Add([]byte(t), []byte(r.rawText[j]))
 		}
+		served := sampleOf(ver, r.markedText, nil)
 		for oi, o := range p.Orders {
-			res.P[o] = append(res.P[o], verifyTexts(ver, studentOutputs(seed, base+3+uint64(oi), o, r.marked, p), r.key).PValue)
+			res.score(o, ver, studentOutputs(seed, base+3+uint64(oi), o, r.marked, p), r.key, served)
 		}
 		// The unmarked students: the smoothed bigram, and each unsmoothed
 		// sampler measured (it copies its harvest's word pairs more
@@ -525,11 +565,7 @@ func RunWatermarkPowerReal(ctx context.Context, seed uint64, p PowerParams) (Pow
 			}
 		}
 		for k, o := range unOrders {
-			un := studentOutputs(seed, base+9+uint64(k), o, r.raw, p)
-			res.Unmarked = append(res.Unmarked, verifyTexts(ver, un, r.key).PValue)
-			below, _ := falsePositives(ver, un, decoys)
-			res.DecoyBelow += below
-			res.DecoyTrials += len(decoys)
+			res.unmarked(ver, studentOutputs(seed, base+9+uint64(k), o, r.raw, p), r.key, decoys, served)
 		}
 	}
 	res.Changed = float64(changed) / float64(max(words, 1))

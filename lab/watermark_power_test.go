@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/distillguard/distillguard/internal/corpus/corpustest"
+	"github.com/distillguard/distillguard/watermark"
 )
 
 // envInt sets *dst from the integer environment variable name, when set.
@@ -58,6 +59,14 @@ func TestWatermarkPower(t *testing.T) {
 	if n := countBelow(r.Unmarked, 0.01); n > 0 {
 		t.Errorf("the real key finds a mark in %d unmarked students", n)
 	}
+	// The same given the served text, where the unmarked students'
+	// groups are all served.
+	if share := 1 - float64(r.DecoyBelowServed)/float64(r.DecoyTrials); share < 0.99 {
+		t.Errorf("decoy keys on unmarked students, served text given: p >= 0.01 for %.2f%%, want >= 99%%", 100*share)
+	}
+	if n := countBelow(r.UnmarkedServed, 0.01); n > 0 {
+		t.Errorf("the real key, served text given, finds a mark in %d unmarked students", n)
+	}
 	// Marked text itself (the gateway's output) is identified outright.
 	for name, v := range r.Corpus {
 		if v > 1e-6 || r.CorpusRaw[name] < 0.01 {
@@ -92,6 +101,36 @@ func TestWatermarkPowerBreakdown(t *testing.T) {
 			t.Fatal("empty breakdown")
 		}
 		t.Logf("\n%s", s)
+	}
+}
+
+// TestServedFindsSmoothedBigram: a smoothed bigram student writes many
+// word pairs its harvest never held; told which responses were served
+// (verify -served), the test weighs only the groups it can have learned
+// and finds it. One real-text replication at the target size (2,000
+// marked responses, 500 outputs), seeded.
+func TestServedFindsSmoothedBigram(t *testing.T) {
+	p := PowerSizes(corpustest.Require(t))
+	p.MaxTokens = 400
+	corpora, err := loadTextCorpora(p.CorpusDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := realPool(corpora, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := uint64(9000 + 20*3)
+	r := realReplication(1, base, p, pool, watermark.DefaultLexicon())
+	outs := studentOutputs(1, base+3, 2, r.marked, p)
+	served := sampleOf(r.ver, r.markedText, nil)
+	plain, given := sampleOf(r.ver, outs, nil).Score(r.key), sampleOf(r.ver, outs, served).Score(r.key)
+	if given.PValue > 1e-6 || given.PValue >= plain.PValue || given.ServedGroups == 0 {
+		t.Errorf("smoothed bigram student: p %g given the served text (%d groups), %g without", given.PValue, given.ServedGroups, plain.PValue)
+	}
+	un := sampleOf(r.ver, studentOutputs(1, base+9, 2, r.raw, p), served)
+	if q := un.Score(r.key).PValue; q < 0.01 {
+		t.Errorf("unmarked student of the same responses, served text given: p %g", q)
 	}
 }
 

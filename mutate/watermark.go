@@ -45,6 +45,7 @@ type WatermarkText struct {
 	coff   []int32 // craw offset of each decoded byte of the held text and the piece, and one past the end
 	out    []byte  // the Stream's output
 	stats  WatermarkStats
+	served *watermark.Served
 }
 
 // WatermarkStats counts what a WatermarkText did.
@@ -102,6 +103,25 @@ func (tm *TextMark) prefix(p []byte) bool {
 // Stats returns the counts so far.
 func (w *WatermarkText) Stats() WatermarkStats { return w.stats }
 
+// RecordServed makes every block's Stream record its candidates' groups
+// into sv (watermark.Served: the served record of the response).
+func (w *WatermarkText) RecordServed(sv *watermark.Served) {
+	w.served = sv
+	for _, b := range w.blocks {
+		b.st.RecordServed(sv)
+	}
+	if w.whole != nil {
+		w.whole.st.RecordServed(sv)
+	}
+}
+
+// newStream is a block's Stream.
+func (w *WatermarkText) newStream() *watermark.Stream {
+	st := w.m.NewStream()
+	st.RecordServed(w.served)
+	return st
+}
+
 // HeldText is the number of raw text bytes held across pieces.
 func (w *WatermarkText) HeldText() int {
 	n := 0
@@ -118,7 +138,7 @@ func (w *WatermarkText) DropSpans() []TextSpan { return w.drops }
 func (w *WatermarkText) block(loc TextLoc) *textBlock {
 	if !loc.Delta {
 		if w.whole == nil {
-			w.whole = &textBlock{st: w.m.NewStream()}
+			w.whole = &textBlock{st: w.newStream()}
 		}
 		w.whole.reset()
 		return w.whole
@@ -131,7 +151,7 @@ func (w *WatermarkText) block(loc TextLoc) *textBlock {
 	if len(w.blocks) >= maxTextBlocks {
 		return nil
 	}
-	b := &textBlock{block: loc.Block, kind: loc.Kind, st: w.m.NewStream()}
+	b := &textBlock{block: loc.Block, kind: loc.Kind, st: w.newStream()}
 	w.blocks = append(w.blocks, b)
 	return b
 }

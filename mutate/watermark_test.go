@@ -411,19 +411,24 @@ func BenchmarkWatermarkChatStream(b *testing.B) {
 	m := wmMarker(b, 1)
 	in := chatChunks(tokens.Split(strings.Repeat(wmText+" ", 8)))
 	p := OutputPolicy{RoundDecimals: 2, MaxAlternatives: -1, EmbeddingDecimals: -1, Watermark: true}
-	for _, mark := range []bool{false, true} {
-		name := "round-only"
-		if mark {
-			name = "watermark"
-		}
-		b.Run(name, func(b *testing.B) {
+	// served: with the served record too (watermark.log_served).
+	for _, c := range []struct {
+		name         string
+		mark, served bool
+	}{{"round-only", false, false}, {"watermark", true, false}, {"watermark+served", true, true}} {
+		mark := c.mark
+		b.Run(c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(in)))
 			b.ReportAllocs()
 			out := make([]byte, 0, 2*len(in))
 			for i := 0; i < b.N; i++ {
 				var opts []RewriterOption
 				if mark {
-					opts = append(opts, WithTextRewriter(m.NewText()))
+					tx := m.NewText()
+					if c.served {
+						tx.RecordServed(m.Marker().Key().NewServed())
+					}
+					opts = append(opts, WithTextRewriter(tx))
 				}
 				rw := NewRewriterFor(FormatOpenAI, p, 1, opts...)
 				s := NewSSEStream(rw, 0)

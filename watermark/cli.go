@@ -35,7 +35,7 @@ func subcommand(name, synopsis string, stderr io.Writer) (*flag.FlagSet, func(er
 
 // RunVerify is the command `distillguard watermark verify`:
 //
-//	verify -key-file F [-mode text|logprobs] [-contexts C] [-prompts P] [-reference R] [-decoys N] FILE...
+//	verify -key-file F [-mode text|logprobs] [-contexts C] [-served S]... [-served-session ID] [-prompts P] [-reference R] [-decoys N] FILE...
 //
 // Text mode reads each FILE as JSONL, one response a line ({"text": ...},
 // an OpenAI chat.completion / text_completion object whose choices'
@@ -58,11 +58,17 @@ func subcommand(name, synopsis string, stderr io.Writer) (*flag.FlagSet, func(er
 // the best key's test and p_value_any_key, the Bonferroni bound over the
 // keys. -decoys N also scores N keys nobody holds (derived from a fixed
 // label) and reports how many of them reach the best key's p-value: an
-// empirical check of the p-value next to the analytic one.
+// empirical check of the p-value next to the analytic one. -served S
+// (text mode, repeatable; read as FILE is) gives the responses the
+// suspected sessions were served: the responses, from the operator's own
+// logs, marked or not, or the server's served records (watermark.
+// log_served; -served-session takes one session's): the test then weighs
+// the groups the suspect can have learned from them (Sample.UseServed),
+// which is what finds a smoothed student.
 //
 // Exit status: 0 when every file was scored, 2 on a usage or input error.
 func RunVerify(args []string, stdout, stderr io.Writer) int {
-	fs, fail := subcommand("verify", "-key-file F [-mode text|logprobs] [-contexts C] [-prompts P] [-reference R] [-decoys N] FILE...", stderr)
+	fs, fail := subcommand("verify", "-key-file F [-mode text|logprobs] [-contexts C] [-served S]... [-served-session ID] [-prompts P] [-reference R] [-decoys N] FILE...", stderr)
 	keyFile := fs.String("key-file", "", "watermark key file (hex or raw secret, or key set)")
 	mode := fs.String("mode", "text", "text (lexical watermark) or logprobs (logprob watermark)")
 	refFile := fs.String("reference", "", "logprobs mode: the provider's own unmarked answers to the same probes")
@@ -70,6 +76,15 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 	ctxFile := fs.String("contexts", "", "text mode: the context statistics the text was marked with (default: the embedded ones)")
 	decoys := fs.Int("decoys", 0, "also score this many decoy keys")
 	maxPrompt := fs.Int("max-prompt-bytes", DefaultMaxPromptBytes, "logprobs mode: the server's processing.max_prompt_bytes (the prompt bytes it keyed the mark on)")
+	var servedFiles []string
+	servedSession := fs.String("served-session", "", "text mode: take only the served records of this session (its id in the log lines)")
+	fs.Func("served", "text mode: what the suspected sessions were served: the responses (JSONL or plain text, as FILE) or the server's \"watermark served\" log lines (watermark.log_served); repeatable", func(v string) error {
+		if v == "" {
+			return errors.New("empty file name")
+		}
+		servedFiles = append(servedFiles, v)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -86,8 +101,11 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 	if (*refFile != "" || *promptFile != "") && *mode != "logprobs" {
 		return fail(errors.New("-reference and -prompts apply to -mode logprobs"))
 	}
-	if *ctxFile != "" && *mode != "text" {
-		return fail(errors.New("-contexts applies to -mode text"))
+	if (*ctxFile != "" || len(servedFiles) > 0 || *servedSession != "") && *mode != "text" {
+		return fail(errors.New("-contexts and -served apply to -mode text"))
+	}
+	if *servedSession != "" && len(servedFiles) == 0 {
+		return fail(errors.New("-served-session needs -served"))
 	}
 	if *mode == "logprobs" && *promptFile == "" {
 		return fail(errors.New("-mode logprobs needs -prompts (the probe prompts)"))
@@ -125,10 +143,16 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 			return fail(err)
 		}
 	}
+	var served *servedInput
+	if len(servedFiles) > 0 {
+		if served, err = readServed(lex, ks, servedFiles, *servedSession); err != nil {
+			return fail(err)
+		}
+	}
 	for _, name := range fs.Args() {
 		var rep any
 		if *mode == "text" {
-			rep, err = verifyTextFile(lex, contexts, name, ks, dk)
+			rep, err = verifyTextFile(lex, contexts, name, ks, dk, served)
 		} else {
 			rep, err = verifyLogprobFile(name, ref, probes, ks, dk)
 		}
@@ -229,6 +253,10 @@ type TextReport struct {
 	// (EmbeddedContexts or LoadContextStats's name): the evidence export's
 	// watermark.contexts says which the server marked with.
 	Contexts string `json:"contexts,omitempty"`
+	// ServedTexts and ServedRecords are the served responses and served
+	// records (-served) the test weighed learned groups by.
+	ServedTexts   int64 `json:"served_texts,omitempty"`
+	ServedRecords int   `json:"served_records,omitempty"`
 	Result
 	// Statistic repeats Z under the generic name.
 	Statistic float64 `json:"statistic"`
@@ -261,19 +289,87 @@ func openInput(name string) (io.ReadCloser, error) {
 	return os.Open(name)
 }
 
-// verifyTextFile tests the texts of file name against every key of ks
-// (and the decoys) with lex, whose statistics contexts names.
-func verifyTextFile(lex *Lexicon, contexts, name string, ks *KeySet, decoys []*Key) (*TextReport, error) {
+// readTextFile reads the texts of file name ("-": standard input) into
+// add, as verify's text mode reads them.
+func readTextFile(name string, add func([]byte)) error {
 	f, err := openInput(name)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
+	if err := readTexts(f, add); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// servedInput is what -served gave: served texts and served records (by
+// the key their digests are keyed with).
+type servedInput struct {
+	texts   *Sample
+	records map[*Key][]uint64
+	nrec    int
+}
+
+// readServed reads the -served files: texts, and served records (of
+// session only, when not empty) whose key ks must hold.
+func readServed(lex *Lexicon, ks *KeySet, files []string, session string) (*servedInput, error) {
+	in := &servedInput{texts: NewVerifier(lex).NewSample(), records: map[*Key][]uint64{}}
+	for _, name := range files {
+		f, err := openInput(name)
+		if err != nil {
+			return nil, fmt.Errorf("-served %w", err)
+		}
+		err = readInputs(f, in.texts.Add, func(r servedRecord) error {
+			if session != "" && r.session != session {
+				return nil
+			}
+			k, ok := ks.Lookup(r.keyID)
+			if !ok {
+				return fmt.Errorf("served record keyed by %q, which the key file does not hold", r.keyID)
+			}
+			ds, err := ParseServedGroups(r.groups)
+			if err != nil {
+				return err
+			}
+			in.records[k] = append(in.records[k], ds...)
+			in.nrec++
+			return nil
+		})
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("-served %s: %w", name, err)
+		}
+	}
+	if in.texts.Texts() == 0 && in.nrec == 0 {
+		return nil, errors.New("-served: no served texts or records found")
+	}
+	return in, nil
+}
+
+// apply weighs sm by what was served.
+func (in *servedInput) apply(sm *Sample) {
+	if in.texts.Texts() > 0 {
+		sm.UseServed(in.texts)
+	}
+	for k, ds := range in.records {
+		_ = sm.UseServedRecord(k, ds) // k is never nil here
+	}
+}
+
+// verifyTextFile tests the texts of file name against every key of ks
+// (and the decoys) with lex, whose statistics contexts names, weighing
+// groups by what was served when served is not nil.
+func verifyTextFile(lex *Lexicon, contexts, name string, ks *KeySet, decoys []*Key, served *servedInput) (*TextReport, error) {
 	sm := NewVerifier(lex).NewSample()
-	if err := readTexts(f, sm.Add); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	if err := readTextFile(name, sm.Add); err != nil {
+		return nil, err
 	}
 	rep := &TextReport{File: name, Mode: "text", Contexts: contexts}
+	if served != nil {
+		served.apply(sm)
+		rep.ServedTexts, rep.ServedRecords = served.texts.Texts(), served.nrec
+	}
 	for i, k := range ks.Keys() {
 		r := sm.Score(k)
 		if len(ks.Keys()) > 1 {
@@ -419,7 +515,16 @@ func (a *answerText) emit(add func([]byte)) int {
 }
 
 // readTexts calls add for every text of r (see RunVerify for the forms).
-func readTexts(r io.Reader, add func([]byte)) error {
+func readTexts(r io.Reader, add func([]byte)) error { return readInputs(r, add, nil) }
+
+// servedRecord is a served record line (watermark.log_served).
+type servedRecord struct{ session, keyID, groups string }
+
+// readInputs reads texts as readTexts does and, with record not nil,
+// served records too (log lines with served_groups); other log lines
+// (a "msg" and no text) are skipped then, so a whole server log can be
+// given.
+func readInputs(r io.Reader, add func([]byte), record func(servedRecord) error) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head, _ := br.Peek(512)
 	if t := bytes.TrimLeft(head, " \t\r\n"); len(t) == 0 || t[0] != '{' {
@@ -468,7 +573,18 @@ func readTexts(r io.Reader, add func([]byte)) error {
 			Text     *string `json:"text"`
 			Thinking *string `json:"thinking"`
 		} `json:"content"`
+		// A server log line; a served record has served_groups.
+		Msg          *string `json:"msg"`
+		Session      string  `json:"session"`
+		KeyID        string  `json:"key_id"`
+		ServedGroups *string `json:"served_groups"`
 	}) error {
+		if doc.ServedGroups != nil {
+			if record == nil {
+				return errors.New("a served record (the \"watermark served\" log line), not a response: served records are given with -served")
+			}
+			return record(servedRecord{session: doc.Session, keyID: doc.KeyID, groups: *doc.ServedGroups})
+		}
 		n := 0
 		if doc.Text != nil {
 			add([]byte(*doc.Text))
@@ -526,6 +642,12 @@ func readTexts(r io.Reader, add func([]byte)) error {
 			}
 		}
 		n += at.emit(add)
+		if n == 0 && doc.Msg != nil {
+			if record != nil {
+				return nil // another log line
+			}
+			return fmt.Errorf("a server log line (msg %q), not a response: served records are given with -served", *doc.Msg)
+		}
 		if n == 0 {
 			return errors.New("no \"text\", and no choices, candidates, output or content with text")
 		}

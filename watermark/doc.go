@@ -48,6 +48,13 @@
 //     several times the text an observer could compare with unmarked
 //     output of the same model.
 //
+//     Told what the suspected sessions were served (Sample.UseServed: the
+//     responses, or the server's served records, Served: keyed digests of
+//     a response's groups, watermark.log_served), the test weighs the
+//     groups the suspect can have learned instead of guessing them from
+//     the statistics; the weights do not depend on the key, so it stays
+//     valid, and a smoothed student's invented word pairs cost nothing.
+//
 //   - Logprob (soft labels): LogprobMark / Shifter lower returned
 //     alternatives by A (1 - s(w) h) / 2, s(w) a keyed token group and h a
 //     sinusoid of a keyed projection of the input (DRW, Findings of EMNLP

@@ -58,8 +58,7 @@ func (sm *Sample) GroupCounts() map[string]int {
 }
 
 func (sm *Sample) groupKey(g *group) []byte {
-	b := []byte{byte(g.set >> 8), byte(g.set), g.slot}
-	return append(b, g.ctx.bytes()...)
+	return appendGroupKey(nil, g.set, g.slot, g.ctx.bytes())
 }
 
 func (sm *Sample) explainGroup(g *group, u uint32, j int32, m int, null float64, plan *setPlan, cells int) GroupScore {

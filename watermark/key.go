@@ -41,6 +41,9 @@ type Key struct {
 	lexMAC   []byte
 	lpBlock  cipher.Block
 	lpMAC    []byte
+	// servedMAC keys the digests of served groups (Served): separate from
+	// the lexical keys, so a served record says nothing of the mark.
+	servedMAC []byte
 }
 
 // NewKey derives a key from secret (at least MinSecretBytes). An empty id
@@ -62,7 +65,7 @@ func NewKey(id string, secret []byte) (*Key, error) {
 		}
 		return b
 	}
-	k := &Key{id: id, lexMAC: derive("lexical hmac", 32), lpMAC: derive("logprob hmac", 32)}
+	k := &Key{id: id, lexMAC: derive("lexical hmac", 32), lpMAC: derive("logprob hmac", 32), servedMAC: derive("served groups hmac", 32)}
 	var err error
 	if k.lexBlock, err = aes.NewCipher(derive("lexical aes", 32)); err != nil {
 		return nil, err

@@ -787,7 +787,7 @@ func RunProbe(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	enc := json.NewEncoder(stdout)
-	rep, err := verifyTextFile(DefaultLexicon(), EmbeddedContexts, *outFile, ks, dk)
+	rep, err := verifyTextFile(DefaultLexicon(), EmbeddedContexts, *outFile, ks, dk, nil)
 	if err != nil {
 		return fail(err)
 	}

@@ -196,6 +196,7 @@ type Stream struct {
 	prf     prf
 	observe bool        // verifier mode: no output, candidates recorded
 	cands   []candidate // observe mode
+	served  *Served     // marker mode: the candidates' groups (RecordServed)
 
 	pend  [utf8.UTFMax]byte // incomplete UTF-8 sequence
 	npend int
@@ -247,9 +248,9 @@ type candidate struct {
 
 // Reset makes the stream ready for a new response.
 func (s *Stream) Reset() {
-	lex, plans, p, obs := s.lex, s.plans, s.prf, s.observe
+	lex, plans, p, obs, sv := s.lex, s.plans, s.prf, s.observe, s.served
 	subs, cands := s.subs[:0], s.cands[:0]
-	*s = Stream{lex: lex, plans: plans, prf: p, observe: obs, subs: subs, cands: cands, noToken: true, leftOK: true}
+	*s = Stream{lex: lex, plans: plans, prf: p, observe: obs, served: sv, subs: subs, cands: cands, noToken: true, leftOK: true}
 }
 
 // Held is how many input bytes the stream holds back (the unfinished word
@@ -522,6 +523,9 @@ func (s *Stream) candidate(dst []byte, e lexEntry) []byte {
 	if s.observe {
 		s.cands = append(s.cands, candidate{set: e.set, member: e.member, slot: e.slot, ctx: s.wordCtx})
 		return dst
+	}
+	if s.served != nil {
+		s.served.add(e.set, e.slot, s.wordCtx.bytes())
 	}
 	u := unitOf(e.set, e.slot)
 	m, j := s.lex.choose(&s.prf, s.msg[:], s.plans, u, s.wordCtx.bytes())

@@ -31,6 +31,50 @@ type Sample struct {
 	index  map[string]int32
 	texts  int64
 	buf    []byte
+	// learned, once served text or records are given (UseServed,
+	// UseServedRecord), says per group whether they held it; nil without.
+	learned []bool
+	held    int
+}
+
+// UseServed tells the test which text the suspect could have learned
+// from: the responses the suspected sessions were served, as the
+// operator's own logs hold them (marked or not: a group's key is the
+// same either way, see below), or as served records (UseServedRecord).
+// A group that text held is one the student saw and weighs fully; a
+// group it did not hold is one a smoothed student can only have written
+// from its backoff, at the natural shares, and weighs little. Without it
+// the test guesses that chance from the statistics (harvestSizes), and
+// pays for the guess on every group a smoothed student invents.
+//
+// The weight must not depend on the key for the test to stay valid, and
+// it does not: substitution keeps a word in its set and form slot, and a
+// context names a set member by its set (pushToken, endWord), so marked
+// text and its original hold the same groups whatever the key drew
+// (TestServedGroupsKeyFree). Call it after the last Add; served is read,
+// not kept.
+func (sm *Sample) UseServed(served *Sample) {
+	sm.initServed()
+	for i := range sm.groups {
+		g := &sm.groups[i]
+		sm.buf = appendGroupKey(sm.buf[:0], g.set, g.slot, g.ctx.bytes())
+		if _, ok := served.index[string(sm.buf)]; ok {
+			sm.markServed(i)
+		}
+	}
+}
+
+func (sm *Sample) initServed() {
+	if sm.learned == nil {
+		sm.learned = make([]bool, len(sm.groups))
+	}
+}
+
+func (sm *Sample) markServed(i int) {
+	if !sm.learned[i] {
+		sm.learned[i] = true
+		sm.held++
+	}
 }
 
 type group struct {
@@ -38,6 +82,24 @@ type group struct {
 	slot   uint8
 	ctx    ctxBuf
 	counts []uint32
+}
+
+// Served weights: a group the served text held, and one it did not.
+const (
+	servedPi   = 0.995
+	unservedPi = 0.005
+)
+
+// learnedPi is the chance the student learned group i: from the served
+// text when there is one (UseServed), else prior.
+func (sm *Sample) learnedPi(i int, prior float64) float64 {
+	switch {
+	case sm.learned == nil:
+		return prior
+	case sm.learned[i]:
+		return servedPi
+	}
+	return unservedPi
 }
 
 // NewSample returns an empty sample.
@@ -57,14 +119,17 @@ func (sm *Sample) Add(text []byte) {
 	st.Flush(nil)
 	sm.texts++
 	for _, c := range st.cands {
-		sm.buf = append(sm.buf[:0], byte(c.set>>8), byte(c.set), c.slot)
-		sm.buf = append(sm.buf, c.ctx.bytes()...)
+		sm.buf = appendGroupKey(sm.buf[:0], c.set, c.slot, c.ctx.bytes())
 		gi, ok := sm.index[string(sm.buf)]
 		if !ok {
 			gi = int32(len(sm.groups))
 			sm.index[string(sm.buf)] = gi
 			sm.groups = append(sm.groups, group{set: c.set, slot: c.slot, ctx: c.ctx,
 				counts: make([]uint32, len(st.lex.sets[c.set].members))})
+			if sm.learned != nil {
+				// Added after the served weights: not known to be served.
+				sm.learned = append(sm.learned, false)
+			}
 		}
 		sm.groups[gi].counts[c.member]++
 	}
@@ -106,6 +171,9 @@ type Result struct {
 	LogEValue float64 `json:"log_e_value"`
 	PValue    float64 `json:"p_value"`
 	Method    string  `json:"method"`
+	// ServedGroups is the number of the sample's groups the served text or
+	// records held (Sample.UseServed); 0 without them.
+	ServedGroups int `json:"served_groups,omitempty"`
 }
 
 // MethodEValue names the lexical test.
@@ -127,7 +195,9 @@ func fidelities() [3]float64 { return [3]float64{0.7, 0.9, 0.97} }
 // which carries no evidence. So each group's factor is (1 - pi) + pi LR:
 // heavy contexts weigh fully, rare and unseen ones (the hashed tail, taken
 // as a tenth of an occurrence) little. pi depends on the statistics and the
-// text only, never on the key, so the factor keeps mean one.
+// text only, never on the key, so the factor keeps mean one. With the
+// served text (Sample.UseServed) pi is known instead of guessed: high for
+// a group that text held, low for one it did not, on every cell.
 //
 // The tenth is where the power is flat (lab/watermark_power.go, real-text
 // harness, 48 replications, bigram students' mean log(1/p)): a tail group
@@ -188,7 +258,8 @@ func (sm *Sample) score(k *Key, plans []setPlan, rec *[]GroupScore) Result {
 	kap, hs := fidelities(), harvestSizes()
 	var logW [len(kap) * len(hs)]float64
 	var pis [len(hs)]float64
-	r := Result{KeyID: k.ID(), Texts: sm.texts, Words: sm.Words(), Candidates: sm.Candidates(), Method: MethodEValue}
+	r := Result{KeyID: k.ID(), Texts: sm.texts, Words: sm.Words(), Candidates: sm.Candidates(), Method: MethodEValue,
+		ServedGroups: sm.held}
 	var (
 		rs, base, nat, ll []float64
 		logR              []float64
@@ -282,6 +353,7 @@ func (sm *Sample) score(k *Key, plans []setPlan, rec *[]GroupScore) Result {
 			if ss != nil && ss.n > 0 {
 				pis[hi] = min(0.995, max(0.005, 1-math.Exp(-h*share/float64(ss.n))))
 			}
+			pis[hi] = sm.learnedPi(i, pis[hi])
 		}
 		logR = logR[:0]
 		for i := 0; i < nm; i++ {
@@ -426,7 +498,7 @@ func (sm *Sample) scorePairs(r *Result, p *prf, msg []byte, plans []setPlan, pai
 			g := &sm.groups[gi]
 			j := ss.index[string(g.ctx.bytes())]
 			for hi, h := range hs {
-				pis[hi] = min(pis[hi], max(0.005, 1-math.Exp(-h*float64(ss.ctxs[j].count)/float64(ss.n))))
+				pis[hi] = min(pis[hi], sm.learnedPi(int(gi), max(0.005, 1-math.Exp(-h*float64(ss.ctxs[j].count)/float64(ss.n)))))
 			}
 			if rec != nil {
 				gs.Groups = append(gs.Groups, string(sm.groupKey(g)))

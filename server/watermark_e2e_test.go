@@ -121,6 +121,25 @@ type chunk struct {
 	} `json:"choices"`
 }
 
+// sseChunks decodes the chat chunks of an SSE body (every data event but
+// [DONE]).
+func sseChunks(t *testing.T, body []byte) []chunk {
+	t.Helper()
+	var out []chunk
+	for _, line := range bytes.Split(body, []byte("\n")) {
+		p, ok := bytes.CutPrefix(line, []byte("data: "))
+		if !ok || string(p) == "[DONE]" {
+			continue
+		}
+		var ch chunk
+		if err := json.Unmarshal(p, &ch); err != nil {
+			t.Fatalf("event %s: %v", p, err)
+		}
+		out = append(out, ch)
+	}
+	return out
+}
+
 // texts20 joins held-out answers twenty to a response: the maths text has
 // few substitutable words, and the verifier needs a few hundred
 // candidates for a small p-value.
@@ -152,8 +171,15 @@ func writeWatermarkKey(t *testing.T, dir, id string, seed uint64) string {
 // wmFile (the allow tier watermarks, probation off); extra is more YAML.
 func markedConfig(t *testing.T, wmFile, extra string) *config.Config {
 	t.Helper()
+	return markedConfigWM(t, wmFile, "", extra)
+}
+
+// markedConfigWM is markedConfig with more watermark settings (wm: flow
+// mapping entries, each after a comma).
+func markedConfigWM(t *testing.T, wmFile, wm, extra string) *config.Config {
+	t.Helper()
 	return parse(t, fmt.Sprintf(`
-watermark: {key_file: %q}
+watermark: {key_file: %q%s}
 scoring: {secret: e2e-secret-e2e-secret-e2e-secret}
 policies:
   marked:
@@ -162,7 +188,7 @@ policies:
 routes:
   - path_prefix: /v1/
     policy: marked
-`, wmFile)+extra)
+`, wmFile, wm)+extra)
 }
 
 // markingEnvoy is the emulated Envoy of the watermark tests: request body
@@ -277,15 +303,7 @@ func TestWatermarkEndToEnd(t *testing.T) {
 		// What the client got: the text, and the alternatives.
 		var out strings.Builder
 		pos := 0
-		for _, line := range bytes.Split(first, []byte("\n")) {
-			p, ok := bytes.CutPrefix(line, []byte("data: "))
-			if !ok || string(p) == "[DONE]" {
-				continue
-			}
-			var ch chunk
-			if err := json.Unmarshal(p, &ch); err != nil {
-				t.Fatalf("event %s: %v", p, err)
-			}
+		for _, ch := range sseChunks(t, first) {
 			if c := ch.Choices[0].Delta.Content; c != nil {
 				out.WriteString(*c)
 			}

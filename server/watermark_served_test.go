@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -24,17 +23,7 @@ func TestWatermarkServedRecord(t *testing.T) {
 	texts := texts20(heldOut(t, 100))
 	dir := t.TempDir()
 	wmFile := writeWatermarkKey(t, dir, "served-2026", 31)
-	cfg := parse(t, fmt.Sprintf(`
-watermark: {key_file: %q, log_served: true}
-scoring: {secret: e2e-secret-e2e-secret-e2e-secret}
-policies:
-  marked:
-    allow: {output: {watermark: true}}
-    probation: null
-routes:
-  - path_prefix: /v1/
-    policy: marked
-`, wmFile))
+	cfg := markedConfigWM(t, wmFile, ", log_served: true", "")
 	key := cfg.Marks().Keys.Active()
 	logs := &syncBuffer{}
 	s := start(t, cfg, Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
@@ -58,15 +47,7 @@ routes:
 		}
 		sessions[res.Metadata["distillguard"].GetFields()["session"].GetStringValue()] = true
 		var out strings.Builder
-		for _, line := range bytes.Split(res.Body, []byte("\n")) {
-			p, ok := bytes.CutPrefix(line, []byte("data: "))
-			if !ok || string(p) == "[DONE]" {
-				continue
-			}
-			var ch chunk
-			if err := json.Unmarshal(p, &ch); err != nil {
-				t.Fatalf("event %s: %v", p, err)
-			}
+		for _, ch := range sseChunks(t, res.Body) {
 			if c := ch.Choices[0].Delta.Content; c != nil {
 				out.WriteString(*c)
 			}

@@ -16,13 +16,7 @@ import (
 
 func TestRunVerify(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, content string) string { return writeTestFile(t, dir, name, content) }
 	oldSecret, newSecret := strings.Repeat("a1", 32), strings.Repeat("b2", 32)
 	keys := write("keys", KeySetHeader+"\nold "+oldSecret+"\nnew "+newSecret+" active\n")
 	raw, _ := hex.DecodeString(oldSecret)

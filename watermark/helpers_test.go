@@ -27,6 +27,16 @@ func testKey(t testing.TB, id string, seed uint64) *Key {
 	return k
 }
 
+// writeTestFile writes content to dir/name and returns the path.
+func writeTestFile(t testing.TB, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // corpusTexts are the corpus texts by corpus name: GSM8K worked solutions
 // (assistant-style), HH-RLHF human turns and self-instruct tasks.
 type corpusTexts struct {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"maps"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -128,13 +127,7 @@ func TestServedCalibration(t *testing.T) {
 
 func TestRunVerifyServed(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, content string) string { return writeTestFile(t, dir, name, content) }
 	secret := strings.Repeat("c3", 32)
 	keys := write("key", secret+"\n")
 	k, err := ParseKeyFile([]byte(secret + "\n"))
@@ -278,10 +271,7 @@ func TestServedRecordBounds(t *testing.T) {
 func TestRunVerifyServedRecords(t *testing.T) {
 	dir := t.TempDir()
 	secret := strings.Repeat("d4", 32)
-	keys := filepath.Join(dir, "keys")
-	if err := os.WriteFile(keys, []byte(KeySetHeader+"\nwm-1 "+secret+" active\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keys := writeTestFile(t, dir, "keys", KeySetHeader+"\nwm-1 "+secret+" active\n")
 	ks, err := LoadKeyFile(keys)
 	if err != nil {
 		t.Fatal(err)
@@ -307,13 +297,7 @@ func TestRunVerifyServedRecords(t *testing.T) {
 		s, _ := json.Marshal(string(out))
 		suspect.WriteString(`{"text":` + string(s) + "}\n")
 	}
-	logFile, suspectFile := filepath.Join(dir, "distillguard.log"), filepath.Join(dir, "suspect.jsonl")
-	if err := os.WriteFile(logFile, log.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(suspectFile, suspect.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	logFile, suspectFile := writeTestFile(t, dir, "distillguard.log", log.String()), writeTestFile(t, dir, "suspect.jsonl", suspect.String())
 	run := func(args ...string) (map[string]any, string, int) {
 		var stdout, stderr bytes.Buffer
 		code := RunVerify(append([]string{"-key-file", keys}, args...), &stdout, &stderr)
@@ -339,10 +323,7 @@ func TestRunVerifyServedRecords(t *testing.T) {
 	if _, msg, code := run("-served", logFile, "-served-session", "nobody", suspectFile); code != 2 || !strings.Contains(msg, "no served texts or records") {
 		t.Errorf("no session's records: exit %d, %q", code, msg)
 	}
-	other := filepath.Join(dir, "other")
-	if err := os.WriteFile(other, []byte(strings.Repeat("e5", 32)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	other := writeTestFile(t, dir, "other", strings.Repeat("e5", 32)+"\n")
 	var stdout, stderr bytes.Buffer
 	if code := RunVerify([]string{"-key-file", other, "-served", logFile, suspectFile}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), `keyed by "wm-1"`) {
 		t.Errorf("unknown key id: exit %d, %q", code, stderr.String())

@@ -166,6 +166,9 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 			if w.MaxPromptBytes > 0 {
 				wm += fmt.Sprintf(", logprob mark keyed on prompts cut to %d bytes", w.MaxPromptBytes)
 			}
+			if w.ServedRecords {
+				wm += ", served records logged"
+			}
 		}
 		fmt.Fprintf(stdout, "%s: OK: signed by %s at %s; session %s, verdict %s, %d requests, %d history entries; watermark %s; config %s\n",
 			name, sig.KeyID, ex.Generated.Format(time.RFC3339), ex.Session.ID, ex.Session.Verdict, ex.Session.Requests, len(ex.Session.History), wm, ex.ConfigFingerprint)

@@ -60,7 +60,7 @@ func flaggedEngine(t testing.TB, keep int) (*scoring.Engine, string) {
 
 func settings(k *Key, prompts bool) Settings {
 	return Settings{Key: k, ConfigFingerprint: "0123456789abcdef0123456789abcdef", IncludePrompts: prompts,
-		Watermark: &Watermark{KeyID: "wm-2026", VerifyKeyIDs: []string{"wm-2026", "wm-2025"}, LogprobAmplitude: 0.2, MaxPromptBytes: 8192, MarkedVerdicts: []string{"degrade"}}}
+		Watermark: &Watermark{KeyID: "wm-2026", VerifyKeyIDs: []string{"wm-2026", "wm-2025"}, LogprobAmplitude: 0.2, MaxPromptBytes: 8192, ServedRecords: true, MarkedVerdicts: []string{"degrade"}}}
 }
 
 func TestSignVerifyAndTamper(t *testing.T) {
@@ -212,7 +212,7 @@ func TestHandlerAndCLI(t *testing.T) {
 		t.Fatalf("export: %d %s", rc, se.String())
 	}
 	so.Reset()
-	if rc := Run([]string{"verify", "-key", keyFile, out}, &so, &se); rc != 0 || !strings.Contains(so.String(), "OK: signed by "+k.ID()) || !strings.Contains(so.String(), "prompts cut to 8192 bytes") {
+	if rc := Run([]string{"verify", "-key", keyFile, out}, &so, &se); rc != 0 || !strings.Contains(so.String(), "OK: signed by "+k.ID()) || !strings.Contains(so.String(), "prompts cut to 8192 bytes, served records logged") {
 		t.Fatalf("verify: %d %s %s", rc, so.String(), se.String())
 	}
 	pubHex := fmt.Sprintf("%x", []byte(k.Public()))

@@ -66,6 +66,12 @@ type Watermark struct {
 	// (the setting reloads live; an export made after a change quotes the
 	// new value, and the config fingerprint tells the two apart).
 	MaxPromptBytes int `json:"max_prompt_bytes,omitempty"`
+	// ServedRecords says the server logged a served record of every
+	// marked response when the export was made (watermark.log_served):
+	// the "watermark served" log lines under this session's id, which
+	// `watermark verify -served LOG -served-session ID` weighs a suspect
+	// model's text by.
+	ServedRecords bool `json:"served_records,omitempty"`
 	// Contexts names the context statistics the lexical mark works from
 	// ("embedded", or "sha256:" and the digest of watermark.contexts_file):
 	// verify -contexts needs that file to replay the mark.

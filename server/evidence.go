@@ -39,7 +39,7 @@ func withEvidence(api http.Handler, eng *scoring.Engine, cfg func() *config.Conf
 func evidenceSettings(cfg *config.Config) evidence.Settings {
 	s := evidence.Settings{Key: cfg.EvidenceKey(), ConfigFingerprint: cfg.Fingerprint(), IncludePrompts: cfg.Evidence.IncludePrompts}
 	if m := cfg.Marks(); m != nil {
-		w := &evidence.Watermark{KeyID: m.KeyID(), LogprobAmplitude: cfg.Watermark.LogprobAmplitude, MaxPromptBytes: cfg.Processing.MaxPromptBytes, Contexts: m.Contexts, MarkedVerdicts: cfg.MarkedVerdicts()}
+		w := &evidence.Watermark{KeyID: m.KeyID(), LogprobAmplitude: cfg.Watermark.LogprobAmplitude, MaxPromptBytes: cfg.Processing.MaxPromptBytes, ServedRecords: m.LogServed, Contexts: m.Contexts, MarkedVerdicts: cfg.MarkedVerdicts()}
 		for _, k := range m.Keys.Keys() {
 			w.VerifyKeyIDs = append(w.VerifyKeyIDs, k.ID())
 		}

@@ -370,7 +370,7 @@ func TestWatermarkEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ex.Session.ID != session || ex.Session.Requests != 1 || ex.Watermark == nil || ex.Watermark.KeyID != key.ID() || ex.Watermark.Contexts != watermark.EmbeddedContexts || ex.Watermark.MaxPromptBytes != cfg.Processing.MaxPromptBytes || ex.ConfigFingerprint != cfg.Fingerprint() {
+	if ex.Session.ID != session || ex.Session.Requests != 1 || ex.Watermark == nil || ex.Watermark.KeyID != key.ID() || ex.Watermark.Contexts != watermark.EmbeddedContexts || ex.Watermark.MaxPromptBytes != cfg.Processing.MaxPromptBytes || ex.Watermark.ServedRecords || ex.ConfigFingerprint != cfg.Fingerprint() {
 		t.Fatalf("export %+v", ex)
 	}
 	if bytes.Contains(eb.Bytes(), []byte("sk-e2e")) || bytes.Contains(eb.Bytes(), []byte("problem ")) {

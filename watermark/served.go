@@ -27,11 +27,13 @@ import (
 // a digest with probability about 2^-64 per pair, which the test can
 // ignore.
 
-// MaxServedGroups bounds the digests one response records: a response
-// with more distinct groups than that records the first ones and says it
-// was truncated (a group not recorded weighs as not served, which costs
-// power, never validity).
-const MaxServedGroups = 1024
+// MaxServedGroups bounds the groups one response records, and so the
+// record's memory (a group key is at most 3 + maxCtx bytes: about 25 KiB
+// with the map at most, per stream in flight): a response with more distinct
+// groups than that (about 2% of words are candidates, so some 12,000
+// tokens) records the first ones and says it was truncated. A group not
+// recorded weighs as not served, which costs power, never validity.
+const MaxServedGroups = 256
 
 // Served collects the served groups of one response (Stream.RecordServed).
 // A candidate costs a map lookup (and a copy of its group key the first

@@ -170,17 +170,31 @@ func TestRunVerifyServed(t *testing.T) {
 	}
 }
 
-// markServed marks texts with m, recording the served groups into sv.
-func markServed(m *Marker, sv *Served, texts [][]byte) [][]byte {
+// markServed marks texts with m, one served record a text (as the server
+// keeps one a response), and returns the marked texts and the records'
+// digests.
+func markServed(t *testing.T, m *Marker, texts [][]byte) ([][]byte, []uint64) {
+	t.Helper()
 	st := m.NewStream()
+	sv := m.Key().NewServed()
 	st.RecordServed(sv)
 	out := make([][]byte, len(texts))
-	for i, t := range texts {
+	var ds []uint64
+	for i, tx := range texts {
 		st.Reset()
-		b := st.Write(nil, t)
+		sv.Reset()
+		b := st.Write(nil, tx)
 		out[i] = st.Flush(b)
+		if sv.Truncated() {
+			t.Fatalf("text %d: record truncated at %d groups", i, sv.Len())
+		}
+		got, err := ParseServedGroups(sv.String())
+		if err != nil || len(got) != sv.Len() {
+			t.Fatalf("text %d: round trip: %d digests of %d, %v", i, len(got), sv.Len(), err)
+		}
+		ds = append(ds, got...)
 	}
-	return out
+	return out, ds
 }
 
 // TestServedRecordIsTheText: the server's served record weighs a sample
@@ -195,14 +209,9 @@ func TestServedRecordIsTheText(t *testing.T) {
 		texts = append(texts, synthText(700+i, 4))
 	}
 	texts = append(texts, memberRuns())
-	sv := key.NewServed()
-	marked := markServed(NewMarker(lex, key), sv, texts)
-	if sv.Len() == 0 || sv.Truncated() {
-		t.Fatalf("record: %d groups, truncated %v", sv.Len(), sv.Truncated())
-	}
-	ds, err := ParseServedGroups(sv.String())
-	if err != nil || len(ds) != sv.Len() {
-		t.Fatalf("round trip: %d digests, %v", len(ds), err)
+	marked, ds := markServed(t, NewMarker(lex, key), texts)
+	if len(ds) == 0 {
+		t.Fatal("no served groups recorded")
 	}
 	servedText := v.NewSample()
 	for _, b := range marked {
@@ -284,14 +293,14 @@ func TestRunVerifyServedRecords(t *testing.T) {
 	var log, suspect bytes.Buffer
 	m := NewMarker(DefaultLexicon(), k)
 	for i, tx := range texts {
-		sv := k.NewServed()
-		out := markServed(m, sv, [][]byte{tx})[0]
+		outs, ds := markServed(t, m, [][]byte{tx})
+		out := outs[0]
 		session := "s-a"
 		if i%2 == 1 {
 			session = "s-b"
 		}
 		line, _ := json.Marshal(map[string]any{"time": "2026-12-03T12:00:00Z", "level": "INFO", "msg": "watermark served",
-			"session": session, "key_id": sv.KeyID(), "groups": sv.Len(), "truncated": false, "served_groups": sv.String()})
+			"session": session, "key_id": k.ID(), "groups": len(ds), "truncated": false, "served_groups": formatDigests(ds)})
 		log.WriteString(`{"time":"2026-12-03T12:00:00Z","level":"INFO","msg":"scoring verdict changed","session":"s-a"}` + "\n")
 		log.Write(append(line, '\n'))
 		s, _ := json.Marshal(string(out))

@@ -85,6 +85,7 @@ type metrics struct {
 	protocol    metric.Int64Counter
 	refusals    metric.Int64Counter
 	watermarked metric.Int64Counter // watermark.go
+	served      metric.Int64Counter // watermark.go: served records logged
 
 	// Precomputed attribute sets, read-only after newMetrics. They are held
 	// as ready-made option slices: passing a slice on to a variadic
@@ -158,6 +159,9 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	add(err)
 	m.watermarked, err = mt.Int64Counter("distillguard_watermarked_responses",
 		metric.WithDescription("Responses rewritten with the output watermark, by key id and mark (text, logprobs)."))
+	add(err)
+	m.served, err = mt.Int64Counter("distillguard_watermark_served_records",
+		metric.WithDescription("Served records logged (watermark.log_served), by key id and whether the record was truncated."))
 	add(err)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

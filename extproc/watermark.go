@@ -76,6 +76,8 @@ func (st *stream) logServed() {
 	if sv == nil || sv.Len() == 0 {
 		return
 	}
+	// Counted before it is written: a reader of the log finds the count.
+	st.srv.m.served.Add(st.mctx, 1, metric.WithAttributes(attribute.String("key_id", sv.KeyID()), attribute.Bool("truncated", sv.Truncated())))
 	st.srv.log.LogAttrs(st.ctx, slog.LevelInfo, "watermark served",
 		slog.String("session", st.session), slog.String("key_id", sv.KeyID()),
 		slog.Int("groups", sv.Len()), slog.Bool("truncated", sv.Truncated()),

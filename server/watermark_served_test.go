@@ -90,6 +90,10 @@ func TestWatermarkServedRecord(t *testing.T) {
 		}
 		digests = append(digests, ds...)
 	}
+	_, metrics := get(t, "http://"+s.AdminAddr()+"/metrics")
+	if want := fmt.Sprintf(`distillguard_watermark_served_records_total{key_id=%q,truncated="false"} %d`, key.ID(), len(texts)); !strings.Contains(metrics, want) {
+		t.Errorf("/metrics has no %s", want)
+	}
 	// A suspect that learned from half of it, and wrote text of its own.
 	suspect := func() *watermark.Sample {
 		sm := v.NewSample()

@@ -199,21 +199,25 @@ func RunWatermarkPower(ctx context.Context, seed uint64, p PowerParams) (PowerRe
 }
 
 // score records the test of a marked student's outputs, without and with
-// the served text.
+// the served text (one scan: the served weights are added after the
+// plain test).
 func (res *PowerResult) score(order int, ver *watermark.Verifier, outs []string, key *watermark.Key, served *watermark.Sample) {
-	res.P[order] = append(res.P[order], sampleOf(ver, outs, nil).Score(key).PValue)
-	res.Served[order] = append(res.Served[order], sampleOf(ver, outs, served).Score(key).PValue)
+	sm := sampleOf(ver, outs, nil)
+	res.P[order] = append(res.P[order], sm.Score(key).PValue)
+	sm.UseServed(served)
+	res.Served[order] = append(res.Served[order], sm.Score(key).PValue)
 }
 
 // unmarked records the tests of an unmarked student's outputs (the real
 // key and the decoys), without and with the served text.
 func (res *PowerResult) unmarked(ver *watermark.Verifier, outs []string, key *watermark.Key, decoys []*watermark.Key, served *watermark.Sample) {
-	plain, given := sampleOf(ver, outs, nil), sampleOf(ver, outs, served)
-	res.Unmarked = append(res.Unmarked, plain.Score(key).PValue)
-	res.UnmarkedServed = append(res.UnmarkedServed, given.Score(key).PValue)
-	below, _ := decoysBelow(plain, decoys)
+	sm := sampleOf(ver, outs, nil)
+	res.Unmarked = append(res.Unmarked, sm.Score(key).PValue)
+	below, _ := decoysBelow(sm, decoys)
 	res.DecoyBelow += below
-	below, _ = decoysBelow(given, decoys)
+	sm.UseServed(served)
+	res.UnmarkedServed = append(res.UnmarkedServed, sm.Score(key).PValue)
+	below, _ = decoysBelow(sm, decoys)
 	res.DecoyBelowServed += below
 	res.DecoyTrials += len(decoys)
 }

@@ -104,16 +104,9 @@ func (tm *TextMark) prefix(p []byte) bool {
 func (w *WatermarkText) Stats() WatermarkStats { return w.stats }
 
 // RecordServed makes every block's Stream record its candidates' groups
-// into sv (watermark.Served: the served record of the response).
-func (w *WatermarkText) RecordServed(sv *watermark.Served) {
-	w.served = sv
-	for _, b := range w.blocks {
-		b.st.RecordServed(sv)
-	}
-	if w.whole != nil {
-		w.whole.st.RecordServed(sv)
-	}
-}
+// into sv (watermark.Served: the served record of the response). Call it
+// before the first piece: the blocks' Streams take it when they are made.
+func (w *WatermarkText) RecordServed(sv *watermark.Served) { w.served = sv }
 
 // newStream is a block's Stream.
 func (w *WatermarkText) newStream() *watermark.Stream {

@@ -50,10 +50,13 @@ type ReplicatedConfig struct {
 	// it, so the part of the session read the headers round trip does not
 	// hide is in the body's latency.
 	ExchangeRate float64
-	Seed         uint64
-	Prompts      []string
-	OutDir       string
-	Log          io.Writer
+	// WriteDelay sets scoring.redis.write_delay of the replicated server
+	// (negative: the configured default).
+	WriteDelay time.Duration
+	Seed       uint64
+	Prompts    []string
+	OutDir     string
+	Log        io.Writer
 }
 
 // ReplicatedReport is RunReplicated's result.
@@ -77,7 +80,13 @@ type ReplicatedReport struct {
 	// OpsPerRequest are the Redis commands per exchange by command, and
 	// their total.
 	OpsPerRequest map[string]float64 `json:"redis_ops_per_request"`
-	LoadAvg       float64            `json:"load_avg"`
+	// ReadsPerRequest are the socket reads Redis processed per exchange
+	// (INFO stats total_reads_processed): its wake-ups, one per round trip
+	// whatever a pipeline holds, the request path's and the write
+	// batches'.
+	ReadsPerRequest float64 `json:"redis_reads_per_request"`
+	WriteDelay      string  `json:"write_delay"`
+	LoadAvg         float64 `json:"load_avg"`
 }
 
 const (
@@ -117,10 +126,14 @@ func RunReplicated(ctx context.Context, rc ReplicatedConfig) (*ReplicatedReport,
 		return nil, err
 	}
 	base := "scoring:\n  secret: " + benchSecret + "\n"
+	writeDelay := ""
+	if rc.WriteDelay >= 0 {
+		writeDelay = "    write_delay: " + rc.WriteDelay.String() + "\n"
+	}
 	mem := rc.Distillguard
 	mem.Name, mem.Config = nameInMemory, []byte(base)
 	rep := rc.Distillguard
-	rep.Name, rep.Config = nameReplicated, []byte(base+"  redis:\n    addrs: [\""+addr+"\"]\n    key_prefix: \"bench:\"\n")
+	rep.Name, rep.Config = nameReplicated, []byte(base+"  redis:\n    addrs: [\""+addr+"\"]\n    key_prefix: \"bench:\"\n"+writeDelay)
 	cm, err := StartChild(ctx, mem, dir)
 	if err != nil {
 		return nil, err
@@ -148,6 +161,10 @@ func RunReplicated(ctx context.Context, rc ReplicatedConfig) (*ReplicatedReport,
 	}
 	out.Settings.Rounds, out.Settings.DurationSec, out.Settings.Concurrency = rc.Rounds, rc.Duration.Seconds(), rc.Concurrency
 	out.Settings.Sessions, out.Settings.Redis, out.Settings.Rate, out.Settings.ExchRate = rc.Sessions, addr, rc.Rate, rc.ExchangeRate
+	out.WriteDelay = "default"
+	if rc.WriteDelay >= 0 {
+		out.WriteDelay = rc.WriteDelay.String()
+	}
 	out.Machine = DescribeMachine()
 	hists := map[string]*[numKinds]Hist{nameInMemory: {}, nameReplicated: {}}
 	var repExchanges uint64
@@ -218,6 +235,11 @@ func RunReplicated(ctx context.Context, rc ReplicatedConfig) (*ReplicatedReport,
 		ops["get"] -= ops["evalsha"]
 		ops["set"] = max(ops["set"]-ops["evalsha"], 0)
 		total := 0.0
+		// The window is bracketed by INFO stats (whose own read the count
+		// it reports includes) then INFO commandstats, so two reads per
+		// round are this process's.
+		out.ReadsPerRequest = float64(ops[readsKey]-2*int64(rc.Rounds)) / float64(repExchanges)
+		delete(ops, readsKey)
 		for k, v := range ops {
 			if v <= 0 || k == "info" {
 				continue
@@ -234,13 +256,28 @@ func RunReplicated(ctx context.Context, rc ReplicatedConfig) (*ReplicatedReport,
 	return out, nil
 }
 
-// commandStats reads INFO commandstats: calls per command.
+// readsKey holds, in commandStats' map, Redis's socket reads.
+const readsKey = "(reads)"
+
+// commandStats reads INFO commandstats (calls per command) and INFO
+// stats' total_reads_processed (under readsKey).
 func commandStats(ctx context.Context, c rueidis.Client) (map[string]int64, error) {
 	s, err := c.Do(ctx, c.B().Info().Section("commandstats").Build()).ToString()
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]int64{}
+	stats, err := c.Do(ctx, c.B().Info().Section("stats").Build()).ToString()
+	if err != nil {
+		return nil, err
+	}
+	for line := range strings.SplitSeq(stats, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_reads_processed:"); ok {
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+				out[readsKey] = n
+			}
+		}
+	}
 	for line := range strings.SplitSeq(s, "\n") {
 		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
 		if !ok || !strings.HasPrefix(name, "cmdstat_") {
@@ -286,6 +323,7 @@ func (r *ReplicatedReport) Markdown() string {
 	for _, k := range keys {
 		fmt.Fprintf(&b, " %s %.2f;", k, r.OpsPerRequest[k])
 	}
+	fmt.Fprintf(&b, "\n\nRedis socket reads per request (INFO stats total_reads_processed: one per round trip, whatever a pipeline holds): %.2f; write_delay %s.", r.ReadsPerRequest, r.WriteDelay)
 	fmt.Fprintf(&b, "\n\nExchanges: in-memory %d, replicated %d; errors: %d and %d.\n", r.Exchanges[nameInMemory], r.Exchanges[nameReplicated],
 		r.Errors[nameInMemory], r.Errors[nameReplicated])
 	return b.String()

@@ -113,7 +113,8 @@ package scoring
 // through Redis: a session is one blob under <prefix>{<id>}:s (its own
 // cluster slot), read once per request (started at the request headers,
 // Prefetch), merged into the local copy as remote + (local - base), and
-// written behind by a compare-and-set script; the sketches and link
+// written behind by a compare-and-set script (the writes queued within
+// write_delay of the last batch in one pipelined batch); the sketches and link
 // clusters keep summing this replica's increments, which a flush appends
 // to a shared stream every flush_interval while it reads the other
 // replicas' batches and adds them in (replica_agg.go). Every key has a

@@ -39,6 +39,9 @@ func TestRedisConfigValidate(t *testing.T) {
 		{"hash tag in prefix", withRedis(func(r *RedisConfig) { r.KeyPrefix = "dg{x}" }), "braces"},
 		{"deadline too long", withRedis(func(r *RedisConfig) { r.CallTimeout = time.Second }), "call_timeout"},
 		{"flush too slow", withRedis(func(r *RedisConfig) { r.FlushInterval = time.Minute }), "flush_interval"},
+		{"write delay past flush", withRedis(func(r *RedisConfig) { r.WriteDelay = time.Second }), "write_delay"},
+		{"negative write delay", withRedis(func(r *RedisConfig) { r.WriteDelay = -time.Millisecond }), "write_delay"},
+		{"no write delay", withRedis(func(r *RedisConfig) { r.WriteDelay = 0 }), ""},
 		{"breaker", withRedis(func(r *RedisConfig) { r.Breaker.Failures = -1 }), "breaker.failures"},
 		{"secret and file", func(c *Config) { c.Secret, c.SecretFile = "a", "/f" }, "secret or secret_file"},
 	}

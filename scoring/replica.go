@@ -552,12 +552,23 @@ func (r *replica) run() {
 	defer tick.Stop()
 	lastDial := time.Now()
 	lastSweep := time.Now()
+	var lastFlush time.Time
 	for {
 		select {
 		case <-r.stop:
 			r.flush(true)
 			return
 		case <-r.kick:
+			if d := r.cfg.WriteDelay - time.Since(lastFlush); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-r.stop:
+					t.Stop()
+					r.flush(true)
+					return
+				case <-t.C:
+				}
+			}
 		case now := <-tick.C:
 			if now.Sub(lastSweep) > time.Second {
 				lastSweep = now
@@ -573,6 +584,7 @@ func (r *replica) run() {
 				continue
 			}
 		}
+		lastFlush = time.Now()
 		r.flush(time.Since(time.Unix(0, r.lastAgg.Load())) >= r.cfg.FlushInterval)
 	}
 }

@@ -291,3 +291,47 @@ func TestCampaignAcrossReplicasAndSnapshot(t *testing.T) {
 		t.Errorf("a process without the shared state sees campaign strength %.3f: the test proves nothing", s)
 	}
 }
+
+// TestWriteDelayBatchesWrites: writes queued within write_delay of the
+// last batch go out together in the next one, and an idle replica writes
+// at once. The delay (2 s) is far longer than scoring ten requests takes,
+// and flush_interval (10 s) keeps the aggregate ticker out of the window.
+func TestWriteDelayBatchesWrites(t *testing.T) {
+	srv := redisproc.Require(t, redisproc.Options{})
+	reader := sdkmetric.NewManualReader()
+	e := newTestEngine(t, func(c *Config) {
+		c.Redis.Addrs = []string{srv.Addr()}
+		c.Redis.KeyPrefix = "delay:"
+		c.Redis.FlushInterval = 10 * time.Second
+		c.Redis.WriteDelay = 2 * time.Second
+	}, Options{MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	const okBatches = "distillguard.redis.flush.batches,result=ok"
+	waitWritten := func(ids ...string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for _, id := range ids {
+			for {
+				out, err := srv.CLI("EXISTS", "delay:{"+id+"}:s")
+				if err == nil && strings.TrimSpace(out) == "1" {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("session %s not written within 15s (%q, %v)", id, out, err)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
+	first := e.Score(newClient("sk-delay-first", "198.51.100.20:1000").req(t0, "what is the capital of Portugal")).Session
+	waitWritten(first)
+	before := metricSums(t, reader)[okBatches]
+	var ids []string
+	for i := range 10 {
+		c := newClient(fmt.Sprintf("sk-delay-%d", i), fmt.Sprintf("198.51.100.%d:1000", 30+i))
+		ids = append(ids, e.Score(c.req(t0, fmt.Sprintf("question %d about tide tables in Porto", i))).Session)
+	}
+	waitWritten(ids...)
+	if got := metricSums(t, reader)[okBatches] - before; got != 1 {
+		t.Errorf("ten sessions queued within write_delay went out in %d batches, want 1", got)
+	}
+}

@@ -26,6 +26,7 @@ func cmdReplicated(ctx context.Context, args []string, stdout, stderr io.Writer)
 	rate := fs.Float64("rate", 0, "open-loop message rate over all streams, every message paced (0: closed loop)")
 	exchRate := fs.Float64("exchange-rate", 0, "open-loop exchange rate over all streams, each exchange's later messages sent on the previous reply as Envoy sends them (overrides -rate)")
 	corpusFlag := fs.String("corpus", "", "prompt corpus directory (synthetic prompts when absent)")
+	writeDelay := fs.Duration("write-delay", -1, "scoring.redis.write_delay of the replicated server (negative: the default)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -35,7 +36,7 @@ func cmdReplicated(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	rep, err := bench.RunReplicated(ctx, bench.ReplicatedConfig{
 		Distillguard: dg, RedisAddr: *redis, Rounds: *rounds, Warmup: *warmup, Duration: *duration,
-		Concurrency: *conc, Conns: *conns, Sessions: *sessions, Seed: *seed, Rate: *rate, ExchangeRate: *exchRate, Prompts: loadPrompts(*corpusFlag, stderr),
+		Concurrency: *conc, Conns: *conns, Sessions: *sessions, Seed: *seed, Rate: *rate, ExchangeRate: *exchRate, WriteDelay: *writeDelay, Prompts: loadPrompts(*corpusFlag, stderr),
 		OutDir: *out, Log: stderr,
 	})
 	if rep == nil {

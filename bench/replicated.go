@@ -126,14 +126,15 @@ func RunReplicated(ctx context.Context, rc ReplicatedConfig) (*ReplicatedReport,
 		return nil, err
 	}
 	base := "scoring:\n  secret: " + benchSecret + "\n"
-	writeDelay := ""
+	writeDelay, writeDelayYAML := "default", ""
 	if rc.WriteDelay >= 0 {
-		writeDelay = "    write_delay: " + rc.WriteDelay.String() + "\n"
+		writeDelay = rc.WriteDelay.String()
+		writeDelayYAML = "    write_delay: " + writeDelay + "\n"
 	}
 	mem := rc.Distillguard
 	mem.Name, mem.Config = nameInMemory, []byte(base)
 	rep := rc.Distillguard
-	rep.Name, rep.Config = nameReplicated, []byte(base+"  redis:\n    addrs: [\""+addr+"\"]\n    key_prefix: \"bench:\"\n"+writeDelay)
+	rep.Name, rep.Config = nameReplicated, []byte(base+"  redis:\n    addrs: [\""+addr+"\"]\n    key_prefix: \"bench:\"\n"+writeDelayYAML)
 	cm, err := StartChild(ctx, mem, dir)
 	if err != nil {
 		return nil, err
@@ -161,10 +162,7 @@ func RunReplicated(ctx context.Context, rc ReplicatedConfig) (*ReplicatedReport,
 	}
 	out.Settings.Rounds, out.Settings.DurationSec, out.Settings.Concurrency = rc.Rounds, rc.Duration.Seconds(), rc.Concurrency
 	out.Settings.Sessions, out.Settings.Redis, out.Settings.Rate, out.Settings.ExchRate = rc.Sessions, addr, rc.Rate, rc.ExchangeRate
-	out.WriteDelay = "default"
-	if rc.WriteDelay >= 0 {
-		out.WriteDelay = rc.WriteDelay.String()
-	}
+	out.WriteDelay = writeDelay
 	out.Machine = DescribeMachine()
 	hists := map[string]*[numKinds]Hist{nameInMemory: {}, nameReplicated: {}}
 	var repExchanges uint64
@@ -235,9 +233,9 @@ func RunReplicated(ctx context.Context, rc ReplicatedConfig) (*ReplicatedReport,
 		ops["get"] -= ops["evalsha"]
 		ops["set"] = max(ops["set"]-ops["evalsha"], 0)
 		total := 0.0
-		// The window is bracketed by INFO stats (whose own read the count
-		// it reports includes) then INFO commandstats, so two reads per
-		// round are this process's.
+		// Each end of a window reads INFO commandstats then INFO stats,
+		// whose count includes its own read: two reads per round are
+		// this process's (the end's two; the start's precede its count).
 		out.ReadsPerRequest = float64(ops[readsKey]-2*int64(rc.Rounds)) / float64(repExchanges)
 		delete(ops, readsKey)
 		for k, v := range ops {

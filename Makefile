@@ -93,7 +93,7 @@ REDIS ?=
 RATE ?= 0
 bench-replicated:
 	$(GO) build -o $(BIN)/ ./cmd/distillguard ./cmd/distillguard-bench
-	$(BIN)/distillguard-bench replicated -distillguard $(BIN)/distillguard -out bench-out -rate $(RATE) $(if $(EXCHANGE_RATE),-exchange-rate $(EXCHANGE_RATE)) $(if $(REDIS),-redis $(REDIS)) $(if $(ROUNDS),-rounds $(ROUNDS)) $(if $(WRITE_DELAY),-write-delay $(WRITE_DELAY))
+	$(BIN)/distillguard-bench replicated -distillguard $(BIN)/distillguard -out bench-out -rate $(RATE) $(if $(EXCHANGE_RATE),-exchange-rate $(EXCHANGE_RATE)) $(if $(REDIS),-redis $(REDIS)) $(if $(ROUNDS),-rounds $(ROUNDS)) $(if $(WRITE_DELAY),-write-delay $(WRITE_DELAY)) $(if $(FLOOR),-read-floor)
 
 # Go micro-benchmarks; compare runs with benchstat.
 bench-micro:

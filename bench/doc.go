@@ -23,6 +23,12 @@
 //     allocations and RSS per stream with distillguard/noop ratios as
 //     markdown, JSON and an SVG latency CDF.
 //
+// RunReplicated sets replicated mode (scoring on a real redis-server)
+// beside in-memory scoring the same way and, with its Noop spec, beside
+// the read floor (NewReadFloor): a processor that only refuses each
+// request, without and with replicated mode's one session read per
+// request, the least any design with that read adds.
+//
 // The command is cmd/distillguard-bench:
 //
 //	make build   # or go build -tags=vtprotobuf -o bin/ ./cmd/distillguard ./cmd/distillguard-bench

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"errors"
+	"fmt"
 	"io"
 
 	procmodev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -29,6 +30,12 @@ type Noop struct {
 	// echo: response bodies come back as a body mutation carrying the
 	// same bytes (NewEcho).
 	echo bool
+	// read, when set (NewReadFloor), starts a session read once the
+	// request headers are answered; what it returns waits for it, and is
+	// called before the request body is answered.
+	read func(*extprocv3.HttpHeaders) func() error
+	// refuse, when set (NewReadFloor), answers every request body.
+	refuse *extprocv3.ProcessingResponse
 }
 
 // NewEcho returns the echo processor: the no-op one, except that every
@@ -76,6 +83,7 @@ func (n *Noop) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 		Response: &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{Mutation: bodyEcho}},
 	}}}
 	req := &extprocv3.ProcessingRequest{}
+	var pending func() error
 	for first := true; ; first = false {
 		if err := stream.RecvMsg(req); err != nil {
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
@@ -98,6 +106,15 @@ func (n *Noop) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 			resp = n.respHeaders
 		case *extprocv3.ProcessingRequest_RequestBody:
 			resp = n.reqBody
+			if pending != nil {
+				err := pending()
+				if pending = nil; err != nil {
+					return fmt.Errorf("read floor: %w", err)
+				}
+			}
+			if n.refuse != nil {
+				resp = n.refuse
+			}
 			if reqMode == procmodev3.ProcessingMode_FULL_DUPLEX_STREAMED {
 				echoBody.Body, echoBody.EndOfStream = r.RequestBody.GetBody(), r.RequestBody.GetEndOfStream()
 				resp = reqEcho
@@ -121,6 +138,9 @@ func (n *Noop) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 		}
 		if err := stream.Send(resp); err != nil {
 			return err
+		}
+		if h := req.GetRequestHeaders(); h != nil && n.read != nil && !h.GetEndOfStream() {
+			pending = n.read(h)
 		}
 	}
 }

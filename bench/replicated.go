@@ -50,6 +50,12 @@ type ReplicatedConfig struct {
 	// it, so the part of the session read the headers round trip does not
 	// hide is in the body's latency.
 	ExchangeRate float64
+	// Noop, when set (this binary's serve-noop argv), adds the read floor
+	// to the rounds (readfloor.go, serve-read-floor): a processor that
+	// does nothing but refuse each request, without and with
+	// distillguard's one session read per request on the same Redis. What
+	// the read alone adds bounds from below what replicated mode can add.
+	Noop ServerSpec
 	// WriteDelay sets scoring.redis.write_delay of the replicated server
 	// (negative: the configured default).
 	WriteDelay time.Duration
@@ -71,12 +77,16 @@ type ReplicatedReport struct {
 		Redis       string  `json:"redis"`
 	} `json:"settings"`
 	Machine Machine `json:"machine"`
-	// ByKind[server][kind] for servers "in-memory" and "replicated".
+	// ByKind[server][kind] for servers "in-memory" and "replicated" (and
+	// "floor" and "floor+read" with ReplicatedConfig.Noop).
 	ByKind    map[string]map[string]Percentiles `json:"latency_by_kind"`
 	Exchanges map[string]uint64                 `json:"exchanges"`
 	Errors    map[string]uint64                 `json:"errors"`
 	// Ratios[kind] = replicated / in-memory p50 and p99.
 	Ratios map[string][2]float64 `json:"ratios_p50_p99"`
+	// FloorRatios[kind] = floor+read / floor p50 and p99 (with
+	// ReplicatedConfig.Noop).
+	FloorRatios map[string][2]float64 `json:"floor_ratios_p50_p99,omitempty"`
 	// OpsPerRequest are the Redis commands per exchange by command, and
 	// their total.
 	OpsPerRequest map[string]float64 `json:"redis_ops_per_request"`
@@ -92,6 +102,8 @@ type ReplicatedReport struct {
 const (
 	nameInMemory   = "in-memory"
 	nameReplicated = "replicated"
+	nameFloor      = "floor"
+	nameReadFloor  = "floor+read"
 	benchSecret    = "bench-secret-0123456789abcdef0123456789abcdef"
 )
 
@@ -145,6 +157,21 @@ func RunReplicated(ctx context.Context, rc ReplicatedConfig) (*ReplicatedReport,
 		return nil, err
 	}
 	defer cr.Stop()
+	children := []*Child{cm, cr}
+	if len(rc.Noop.Argv) > 0 {
+		base, fl := rc.Noop, rc.Noop
+		base.Name, fl.Name = nameFloor, nameReadFloor
+		base.Argv = append([]string{base.Argv[0], "serve-read-floor"}, base.Argv[2:]...)
+		fl.Argv = append([]string{fl.Argv[0], "serve-read-floor", "-redis", addr, "-sessions", strconv.Itoa(rc.Sessions)}, fl.Argv[2:]...)
+		for _, spec := range []ServerSpec{base, fl} {
+			c, err := StartChild(ctx, spec, dir)
+			if err != nil {
+				return nil, err
+			}
+			defer c.Stop()
+			children = append(children, c)
+		}
+	}
 
 	cl, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
 	if err != nil {
@@ -164,11 +191,14 @@ func RunReplicated(ctx context.Context, rc ReplicatedConfig) (*ReplicatedReport,
 	out.Settings.Sessions, out.Settings.Redis, out.Settings.Rate, out.Settings.ExchRate = rc.Sessions, addr, rc.Rate, rc.ExchangeRate
 	out.WriteDelay = writeDelay
 	out.Machine = DescribeMachine()
-	hists := map[string]*[numKinds]Hist{nameInMemory: {}, nameReplicated: {}}
+	hists := map[string]*[numKinds]Hist{}
+	for _, c := range children {
+		hists[c.Name] = &[numKinds]Hist{}
+	}
 	var repExchanges uint64
 	ops := map[string]int64{}
 	for round := 1; round <= rc.Rounds; round++ {
-		for _, c := range []*Child{cm, cr} {
+		for _, c := range children {
 			// Commands are counted over the measurement window alone.
 			var before, after map[string]int64
 			var statErr error
@@ -222,9 +252,14 @@ func RunReplicated(ctx context.Context, rc ReplicatedConfig) (*ReplicatedReport,
 		}
 	}
 	for _, k := range []int{KindReqHeaders, KindReqBody} {
-		a, b := out.ByKind[nameInMemory][KindName(k)], out.ByKind[nameReplicated][KindName(k)]
-		if a.P50 > 0 && a.P99 > 0 {
-			out.Ratios[KindName(k)] = [2]float64{b.P50 / a.P50, b.P99 / a.P99}
+		if x, ok := ratioP50P99(out.ByKind[nameInMemory][KindName(k)], out.ByKind[nameReplicated][KindName(k)]); ok {
+			out.Ratios[KindName(k)] = x
+		}
+		if x, ok := ratioP50P99(out.ByKind[nameFloor][KindName(k)], out.ByKind[nameReadFloor][KindName(k)]); ok {
+			if out.FloorRatios == nil {
+				out.FloorRatios = map[string][2]float64{}
+			}
+			out.FloorRatios[KindName(k)] = x
 		}
 	}
 	if repExchanges > 0 {
@@ -248,10 +283,22 @@ func RunReplicated(ctx context.Context, rc ReplicatedConfig) (*ReplicatedReport,
 		out.OpsPerRequest["total"] = total
 	}
 	out.LoadAvg = loadAvg()
-	if out.Errors[nameInMemory]+out.Errors[nameReplicated] > 0 {
+	var errs uint64
+	for _, n := range out.Errors {
+		errs += n
+	}
+	if errs > 0 {
 		return out, errors.New("replicated comparison: some messages failed (see the report)")
 	}
 	return out, nil
+}
+
+// ratioP50P99 is b over a at p50 and p99, when a has both.
+func ratioP50P99(a, b Percentiles) ([2]float64, bool) {
+	if a.P50 <= 0 || a.P99 <= 0 {
+		return [2]float64{}, false
+	}
+	return [2]float64{b.P50 / a.P50, b.P99 / a.P99}, true
 }
 
 // readsKey holds, in commandStats' map, Redis's socket reads.
@@ -290,6 +337,16 @@ func commandStats(ctx context.Context, c rueidis.Client) (map[string]int64, erro
 	return out, nil
 }
 
+// markdownPair writes two servers' rows for one message kind and their
+// ratio row.
+func (r *ReplicatedReport) markdownPair(b *strings.Builder, kind, base, other string, x [2]float64) {
+	for _, s := range []string{base, other} {
+		p := r.ByKind[s][kind]
+		fmt.Fprintf(b, "| %s | %s | %d | %.0f µs | %.0f µs | %.0f µs | %.0f µs |\n", kind, s, p.Count, p.P50, p.P90, p.P99, p.P999)
+	}
+	fmt.Fprintf(b, "| %s | **%s / %s** | | **%.2fx** | | **%.2fx** | |\n", kind, other, base, x[0], x[1])
+}
+
 // Markdown renders the report.
 func (r *ReplicatedReport) Markdown() string {
 	var b strings.Builder
@@ -305,12 +362,21 @@ func (r *ReplicatedReport) Markdown() string {
 		r.Settings.Rounds, r.Settings.DurationSec, r.Settings.Concurrency, r.Settings.Sessions, load, r.Settings.Redis, r.Machine.CPU, r.LoadAvg)
 	fmt.Fprintf(&b, "| message | server | count | p50 | p90 | p99 | p99.9 |\n|---|---|--:|--:|--:|--:|--:|\n")
 	for _, k := range []string{KindName(KindReqHeaders), KindName(KindReqBody)} {
-		for _, s := range []string{nameInMemory, nameReplicated} {
-			p := r.ByKind[s][k]
-			fmt.Fprintf(&b, "| %s | %s | %d | %.0f µs | %.0f µs | %.0f µs | %.0f µs |\n", k, s, p.Count, p.P50, p.P90, p.P99, p.P999)
+		r.markdownPair(&b, k, nameInMemory, nameReplicated, r.Ratios[k])
+		if x, ok := r.FloorRatios[k]; ok {
+			r.markdownPair(&b, k, nameFloor, nameReadFloor, x)
 		}
-		x := r.Ratios[k]
-		fmt.Fprintf(&b, "| %s | **ratio** | | **%.2fx** | | **%.2fx** | |\n", k, x[0], x[1])
+	}
+	if len(r.FloorRatios) > 0 {
+		fmt.Fprintf(&b, "\nAdded at p50 (the target is 10%% of in-memory): ")
+		for i, k := range []string{KindName(KindReqHeaders), KindName(KindReqBody)} {
+			m, p, n, f := r.ByKind[nameInMemory][k].P50, r.ByKind[nameReplicated][k].P50, r.ByKind[nameFloor][k].P50, r.ByKind[nameReadFloor][k].P50
+			if i > 0 {
+				b.WriteString("; ")
+			}
+			fmt.Fprintf(&b, "%s: replicated %+.0f µs, the read alone (floor+read - floor) %+.0f µs, target %.0f µs", k, p-m, f-n, m/10)
+		}
+		b.WriteString(".\n")
 	}
 	fmt.Fprintf(&b, "\nRedis commands per request sent by distillguard (INFO commandstats over the replicated windows, without the GET and SET each EVALSHA runs inside):")
 	keys := make([]string, 0, len(r.OpsPerRequest))
@@ -322,7 +388,15 @@ func (r *ReplicatedReport) Markdown() string {
 		fmt.Fprintf(&b, " %s %.2f;", k, r.OpsPerRequest[k])
 	}
 	fmt.Fprintf(&b, "\n\nRedis socket reads per request (INFO stats total_reads_processed: one per round trip, whatever a pipeline holds): %.2f; write_delay %s.", r.ReadsPerRequest, r.WriteDelay)
-	fmt.Fprintf(&b, "\n\nExchanges: in-memory %d, replicated %d; errors: %d and %d.\n", r.Exchanges[nameInMemory], r.Exchanges[nameReplicated],
-		r.Errors[nameInMemory], r.Errors[nameReplicated])
+	b.WriteString("\n\nExchanges (errors):")
+	for i, s := range []string{nameInMemory, nameReplicated, nameFloor, nameReadFloor} {
+		if _, ok := r.Exchanges[s]; ok {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, " %s %d (%d)", s, r.Exchanges[s], r.Errors[s])
+		}
+	}
+	b.WriteString(".\n")
 	return b.String()
 }

@@ -6,6 +6,7 @@
 //	distillguard-bench floors [flags]       # distillguard beside the noop and echo floors and no ext_proc
 //	distillguard-bench serve-noop -grpc-addr A -admin-addr B
 //	distillguard-bench serve-echo -grpc-addr A -admin-addr B
+//	distillguard-bench serve-read-floor [-redis R] -grpc-addr A -admin-addr B
 //	distillguard-bench serve-distillguard -config F -grpc-addr A -admin-addr B [-pprof]
 //	distillguard-bench e2e [flags]          # through envoy/envoy.yaml when envoy is on PATH
 //	distillguard-bench replicated [flags]   # replicated mode (Redis) against in-memory scoring
@@ -39,6 +40,7 @@ commands:
   floors               distillguard beside the noop and echo processors and no ext_proc at all
   serve-noop           serve the no-op processor (baseline)
   serve-echo           serve the echo processor (every response body replaced by itself)
+  serve-read-floor     serve the read floor: refuse every request, after one Redis session read with -redis
   serve-distillguard   serve the real distillguard processor in this process
   e2e                  end-to-end through Envoy (needs envoy on PATH)
   replicated           replicated mode on a real redis-server against in-memory scoring
@@ -65,6 +67,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdServeEcho(ctx, args, stderr)
 	case "serve-noop":
 		err = cmdServeNoop(ctx, args, stderr)
+	case "serve-read-floor":
+		err = cmdServeReadFloor(ctx, args, stderr)
 	case "serve-distillguard":
 		err = cmdServeDistillguard(ctx, args, stderr)
 	case "e2e":

@@ -35,6 +35,8 @@ func TestUsageAndErrors(t *testing.T) {
 		{[]string{"load", "-mode", "sideways"}, 1, "want streamed or duplex"},
 		{[]string{"load", "-addr", "192.0.2.1:1"}, 1, "not a loopback address"},
 		{[]string{"serve-noop", "-grpc-addr", "0.0.0.0:0"}, 1, "not a loopback address"},
+		{[]string{"serve-read-floor", "-redis", "192.0.2.1:6379"}, 1, "not a loopback address"},
+		{[]string{"serve-read-floor", "-grpc-addr", "0.0.0.0:0"}, 1, "not a loopback address"},
 	}
 	for _, tc := range cases {
 		var out, errb bytes.Buffer

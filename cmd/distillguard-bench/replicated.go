@@ -26,17 +26,21 @@ func cmdReplicated(ctx context.Context, args []string, stdout, stderr io.Writer)
 	rate := fs.Float64("rate", 0, "open-loop message rate over all streams, every message paced (0: closed loop)")
 	exchRate := fs.Float64("exchange-rate", 0, "open-loop exchange rate over all streams, each exchange's later messages sent on the previous reply as Envoy sends them (overrides -rate)")
 	corpusFlag := fs.String("corpus", "", "prompt corpus directory (synthetic prompts when absent)")
+	floor := fs.Bool("read-floor", false, "also run the read floor: a processor that only refuses each request, without and with one Redis session read per request (the least any replicated design adds)")
 	writeDelay := fs.Duration("write-delay", -1, "scoring.redis.write_delay of the replicated server (negative: the default)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	_, dg, err := serverSpecs(*dgBin)
+	noop, dg, err := serverSpecs(*dgBin)
 	if err != nil {
 		return err
 	}
+	if !*floor {
+		noop = bench.ServerSpec{}
+	}
 	rep, err := bench.RunReplicated(ctx, bench.ReplicatedConfig{
 		Distillguard: dg, RedisAddr: *redis, Rounds: *rounds, Warmup: *warmup, Duration: *duration,
-		Concurrency: *conc, Conns: *conns, Sessions: *sessions, Seed: *seed, Rate: *rate, ExchangeRate: *exchRate, WriteDelay: *writeDelay, Prompts: loadPrompts(*corpusFlag, stderr),
+		Concurrency: *conc, Conns: *conns, Sessions: *sessions, Seed: *seed, Rate: *rate, ExchangeRate: *exchRate, WriteDelay: *writeDelay, Noop: noop, Prompts: loadPrompts(*corpusFlag, stderr),
 		OutDir: *out, Log: stderr,
 	})
 	if rep == nil {

@@ -21,12 +21,14 @@ func TestReplicatedCommand(t *testing.T) {
 	out := t.TempDir()
 	var stdout, stderr bytes.Buffer
 	code := runMain([]string{"replicated", "-redis", srv.Addr(), "-rounds", "1", "-warmup", "50ms", "-duration", "400ms",
-		"-c", "4", "-sessions", "64", "-out", out}, &stdout, &stderr)
+		"-c", "4", "-sessions", "64", "-read-floor", "-out", out}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, stderr.String())
 	}
-	if !strings.Contains(stdout.String(), "| request_body | **ratio** |") {
-		t.Errorf("no table on stdout:\n%s", stdout.String())
+	for _, row := range []string{"| request_body | **replicated / in-memory** |", "| request_headers | **floor+read / floor** |", "read alone (floor+read - floor)"} {
+		if !strings.Contains(stdout.String(), row) {
+			t.Errorf("no %q on stdout:\n%s", row, stdout.String())
+		}
 	}
 	var rep bench.ReplicatedReport
 	b, err := os.ReadFile(filepath.Join(out, "replicated.json"))
@@ -36,8 +38,13 @@ func TestReplicatedCommand(t *testing.T) {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep.ByKind["replicated"]["request_body"].Count == 0 || rep.ByKind["in-memory"]["request_body"].Count == 0 {
-		t.Fatalf("no request_body latencies: %+v", rep.ByKind)
+	for _, s := range []string{"replicated", "in-memory", "floor", "floor+read"} {
+		if rep.ByKind[s]["request_body"].Count == 0 || rep.Errors[s] != 0 {
+			t.Fatalf("%s: no request_body latencies or errors: %+v, errors %v", s, rep.ByKind[s], rep.Errors)
+		}
+	}
+	if _, ok := rep.FloorRatios["request_headers"]; !ok {
+		t.Errorf("no floor ratios: %+v", rep.FloorRatios)
 	}
 	// One session read per request, one write for the request and one for
 	// the output tokens its response reported (ObserveResponse marks the

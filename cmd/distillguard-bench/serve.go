@@ -3,9 +3,13 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"time"
+
+	"github.com/redis/rueidis"
 
 	"github.com/distillguard/distillguard/bench"
 )
@@ -35,6 +39,33 @@ func cmdServeEcho(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	o.Processor = bench.NewEcho()
+	return bench.Serve(ctx, *o)
+}
+
+func cmdServeReadFloor(ctx context.Context, args []string, stderr io.Writer) error {
+	fs, o := serveFlags("serve-read-floor", stderr)
+	addr := fs.String("redis", "", "Redis host:port on loopback (empty: the same processor without the read)")
+	sessions := fs.Int("sessions", 4096, "sessions whose keys are stored before serving")
+	timeout := fs.Duration("timeout", 30*time.Millisecond, "deadline of each read (scoring.redis.call_timeout's default)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *addr == "" {
+		o.Processor = bench.NewReadFloor(nil, 0)
+		return bench.Serve(ctx, *o)
+	}
+	if err := bench.CheckLoopback(*addr); err != nil {
+		return err
+	}
+	c, err := rueidis.NewClient(bench.ReadFloorOptions(*addr))
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	defer c.Close()
+	if err := bench.SeedReadFloor(ctx, c, *sessions, time.Hour); err != nil {
+		return fmt.Errorf("redis: storing the sessions' keys: %w", err)
+	}
+	o.Processor = bench.NewReadFloor(c, *timeout)
 	return bench.Serve(ctx, *o)
 }
 

@@ -151,10 +151,15 @@ demo-replicas: build
 	  curl -s 127.0.0.1:9091/metrics | grep -E '^distillguard_redis_(fallbacks|breaker)' || true; \
 	else echo "Ctrl-C stops the demo"; wait; fi
 
+# staticcheck, pinned; fetched through the module proxy on first use.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	cd deploy && $(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+	cd deploy && $(GO) run $(STATICCHECK) ./...
 
 e2e:
 	@if ! command -v envoy >/dev/null 2>&1; then echo "e2e: envoy is not on PATH; skipping (see README, End-to-end with Envoy)"; exit 0; fi

@@ -240,7 +240,6 @@ var punct = []string{".", ",", ":", ";", "!", "?", "\n\n", " (", ")", " -", "'s"
 type gen struct {
 	r       *rand.Rand
 	prompts []string
-	seq     int
 }
 
 func (g *gen) token() string {

@@ -3,8 +3,6 @@ package config
 import (
 	"slices"
 	"strings"
-
-	"github.com/distillguard/distillguard/scoring"
 )
 
 // guarded reports whether a set acts on requests: a tier that can be
@@ -71,9 +69,4 @@ func (c *Config) View(path string) RouteView {
 	}
 	add(c.defaultRoute())
 	return v
-}
-
-// verdicts are the tiers in order, for tables.
-func verdicts() [4]scoring.Verdict {
-	return [4]scoring.Verdict{scoring.Allow, scoring.Degrade, scoring.Throttle, scoring.Block}
 }

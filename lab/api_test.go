@@ -191,7 +191,7 @@ func FuzzParseCompletion(f *testing.F) {
 // that the server-side parser never panics on arbitrary prompts.
 func FuzzRecord(f *testing.F) {
 	f.Add(1.5, -2.0, 1e-300)
-	f.Add(math.MaxFloat64, -0.0, 3.0)
+	f.Add(math.MaxFloat64, math.Copysign(0, -1), 3.0) // negative zero
 	f.Fuzz(func(t *testing.T, a, b, c float64) {
 		x := []float64{a, b, c}
 		got, err := parseRecord(formatRecord(x), 3)

@@ -31,13 +31,12 @@ func labSecret(seed uint64, i int) string {
 
 // familyRates are one family's outcomes in one replay.
 type familyRates struct {
-	name                string
-	attack              bool
-	accounts, flagged   int
-	throttled, blocked  int
-	median              float64 // median request of the first flag
-	peaks               []float64
-	flaggedAt, requests []int
+	name               string
+	attack             bool
+	accounts, flagged  int
+	throttled, blocked int
+	median             float64 // median request of the first flag
+	peaks              []float64
 }
 
 func ratesOf(fams []*familyStats) []familyRates {

@@ -86,7 +86,6 @@ func DefaultSetups(scale float64) []EconSetup {
 
 // econRun is one attack under one strategy and one secret.
 type econRun struct {
-	setup    int
 	attack   string
 	strategy int // -1: the raw API
 	secret   int

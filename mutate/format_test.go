@@ -322,8 +322,7 @@ func TestAnthropicText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantBody := strings.Replace(string(body), `more scatter more."`, `x`, 0)
-	wantBody = strings.Replace(wantBody, `shorter wavelengths scatter more."`, `shorter wavelengths scatter more.+"`, 1)
+	wantBody := strings.Replace(string(body), `shorter wavelengths scatter more."`, `shorter wavelengths scatter more.+"`, 1)
 	wantBody = strings.Replace(wantBody, `more than red light."`, `more than red light.+"`, 1)
 	if string(bout) != wantBody {
 		t.Fatalf("body:\n%s", bout)

@@ -1,7 +1,5 @@
 package mutate
 
-import "strconv"
-
 // RewriteRequest appends the body rewritten by p to dst and reports whether
 // anything changed: ReadRequest with an unknown endpoint, then
 // Body.Rewrite. A body ReadRequest refuses is appended unchanged, with an
@@ -21,15 +19,6 @@ func RewriteRequest(dst, body []byte, p RequestPolicy) ([]byte, bool, error) {
 // requestRewriter holds the patches of one request body.
 type requestRewriter struct {
 	patchList
-}
-
-// capNumber replaces the number at vs:ve with limit when it is larger.
-func (r *requestRewriter) capNumber(vs, ve int, limit int) {
-	n, ok := jsonNumber(r.doc[vs:ve])
-	if !ok || n <= float64(limit) {
-		return
-	}
-	r.replace(vs, ve, strconv.Itoa(limit))
 }
 
 // dropIncludeLogprobs removes "message.output_text.logprobs" from the

@@ -203,7 +203,7 @@ func TestMetrics(t *testing.T) {
 		for _, dp := range dps {
 			key := name
 			for _, kv := range dp.Attributes.ToSlice() {
-				key += "," + string(kv.Key) + "=" + kv.Value.Emit()
+				key += "," + string(kv.Key) + "=" + kv.Value.String()
 			}
 			sums[key] += dp.Value
 		}

@@ -146,7 +146,8 @@ func TestEvaluationOnGeneratedTraffic(t *testing.T) {
 	}
 }
 
-// replayParsed is replay over requests parsed once.
+// replayParsed scores every request in order, each parsed once, and
+// returns per-family results.
 func replayParsed(e *Engine, reqs []traffic.Request, parsed []*Request) map[string]*familyResult {
 	accts := map[string]*accountResult{}
 	for i := range reqs {

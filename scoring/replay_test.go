@@ -64,7 +64,6 @@ type accountResult struct {
 	firstFlag int // 1-based index of the first request at degrade or above; 0: never
 	maxTier   Verdict
 	peak      float64
-	scores    []float64
 }
 
 // familyResult aggregates a family.
@@ -95,28 +94,6 @@ func quantile(xs []float64, q float64) float64 {
 	x := append([]float64(nil), xs...)
 	sort.Float64s(x)
 	return x[min(int(q*float64(len(x))), len(x)-1)]
-}
-
-// replay scores every request in order and returns per-family results.
-func replay(t testing.TB, e *Engine, reqs []traffic.Request) (map[string]*familyResult, map[string]*accountResult) {
-	t.Helper()
-	accts := map[string]*accountResult{}
-	for i := range reqs {
-		tr := &reqs[i]
-		d := e.Score(fromTraffic(tr))
-		a := accts[tr.Account]
-		if a == nil {
-			a = &accountResult{family: tr.Family, attack: tr.Attack}
-			accts[tr.Account] = a
-		}
-		a.requests++
-		if d.Verdict >= Degrade && a.firstFlag == 0 {
-			a.firstFlag = a.requests
-		}
-		a.maxTier = max(a.maxTier, d.Verdict)
-		a.peak = max(a.peak, d.Score)
-	}
-	return aggregate(accts), accts
 }
 
 // aggregate sums accounts up by family.

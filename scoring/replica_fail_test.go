@@ -33,7 +33,7 @@ func metricSums(t testing.TB, reader *sdkmetric.ManualReader) map[string]int64 {
 			for _, dp := range dps {
 				key := m.Name
 				for _, kv := range dp.Attributes.ToSlice() {
-					key += "," + string(kv.Key) + "=" + kv.Value.Emit()
+					key += "," + string(kv.Key) + "=" + kv.Value.String()
 				}
 				sums[key] += dp.Value
 			}

@@ -165,16 +165,6 @@ type counters struct {
 // halfLives are the three decay constants, in nanoseconds.
 type halfLives struct{ content, volume, burst float64 }
 
-func (h *halfLives) of(i int) float64 {
-	switch {
-	case i < numContent:
-		return h.content
-	case i < bVol:
-		return h.volume
-	}
-	return h.burst
-}
-
 // scales are 2^((t-L)/H) for the three groups at one time.
 type scales [3]float32
 

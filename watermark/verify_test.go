@@ -3,32 +3,9 @@ package watermark
 import (
 	"fmt"
 	"math"
-	"slices"
 	"strings"
 	"testing"
 )
-
-// ksUniform returns the Kolmogorov-Smirnov statistic of xs against U(0,1)
-// and its asymptotic p-value (Kolmogorov distribution, Stephens' small-n
-// correction; Numerical Recipes 3rd ed., 14.3.3).
-func ksUniform(xs []float64) (d, p float64) {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := float64(len(s))
-	for i, x := range s {
-		d = math.Max(d, math.Max(float64(i+1)/n-x, x-float64(i)/n))
-	}
-	en := math.Sqrt(n)
-	lambda := (en + 0.12 + 0.11/en) * d
-	for j := 1; j <= 100; j++ {
-		term := 2 * math.Pow(-1, float64(j-1)) * math.Exp(-2*float64(j*j)*lambda*lambda)
-		p += term
-		if math.Abs(term) < 1e-12 {
-			break
-		}
-	}
-	return d, math.Min(math.Max(p, 0), 1)
-}
 
 // TestLexicalCalibration: text never marked with a key gives conservative
 // p-values over keys. 1,000 decoy keys (seeded) score each unmarked corpus

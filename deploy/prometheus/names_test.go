@@ -148,7 +148,7 @@ func checkExpr(ex exported, recorded map[string]bool, expr string) []error {
 			return nil
 		}
 		for _, m := range vs.LabelMatchers {
-			if m.Name == labels.MetricName || slices.Contains(targetLabels, m.Name) {
+			if m.Name == model.MetricNameLabel || slices.Contains(targetLabels, m.Name) {
 				continue
 			}
 			vals, ok := ls[m.Name]

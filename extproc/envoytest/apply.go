@@ -75,6 +75,9 @@ func (r *run) applyHeaderMutation(hm *extprocv3.HeaderMutation, h *headerList, s
 		}
 		switch r.check(k) {
 		case checkOK:
+			// Envoy's ext_proc reads only the deprecated `append` and not
+			// append_action (mutation_utils.cc, applyHeaderMutations).
+			//lint:ignore SA1019 the field Envoy reads
 			if o.GetAppend().GetValue() { // "defaults to false when used in this message"
 				h.add(k, v)
 			} else {

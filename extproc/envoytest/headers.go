@@ -74,10 +74,6 @@ func (l *headerList) http() http.Header {
 	return h
 }
 
-func (l *headerList) clone() *headerList {
-	return &headerList{kv: append([][2]string(nil), l.kv...)}
-}
-
 // validName and validValue follow Envoy's HeaderUtility checks closely
 // enough for a test double: RFC 9110 token characters (plus a leading ':'
 // for pseudo-headers), and no NUL, CR or LF in values.
@@ -98,5 +94,5 @@ func validName(k string) bool {
 }
 
 func validValue(v string) bool {
-	return strings.IndexAny(v, "\x00\r\n") < 0
+	return !strings.ContainsAny(v, "\x00\r\n")
 }

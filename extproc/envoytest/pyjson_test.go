@@ -124,7 +124,7 @@ func utf16Bytes(s string, big bool, bom bool) []byte {
 
 func utf32Bytes(s string, big bool) []byte {
 	var out []byte
-	for _, r := range []rune(s) {
+	for _, r := range s {
 		c := uint32(r)
 		if big {
 			out = append(out, byte(c>>24), byte(c>>16), byte(c>>8), byte(c))

@@ -28,6 +28,15 @@ type ServerSpec struct {
 	Config []byte
 }
 
+// Serving returns the spec of another serve mode of the same binary: Argv
+// is the binary, its mode, then that mode's flags, so the binary and the
+// address flags are kept and the mode and its extra flags replaced.
+func (s ServerSpec) Serving(name, mode string, flags ...string) ServerSpec {
+	s.Name = name
+	s.Argv = append(append([]string{s.Argv[0], mode}, flags...), s.Argv[2:]...)
+	return s
+}
+
 // Child is a running server process.
 type Child struct {
 	Name      string

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -193,5 +194,20 @@ func TestMatrixAA(t *testing.T) {
 		if strings.HasSuffix(f, ".svg") && !bytes.Contains(b, []byte("<svg")) {
 			t.Errorf("%s is not an SVG", f)
 		}
+	}
+}
+
+// TestServing: another mode of the same binary keeps the binary and the
+// address flags and never shares the original's argv.
+func TestServing(t *testing.T) {
+	noop := ServerSpec{Name: NameNoop, Argv: []string{"/bin/b", "serve-noop", "-grpc-addr", "{grpc}", "-admin-addr", "{admin}"}}
+	got := noop.Serving("floor+read", "serve-read-floor", "-redis", "127.0.0.1:1")
+	want := []string{"/bin/b", "serve-read-floor", "-redis", "127.0.0.1:1", "-grpc-addr", "{grpc}", "-admin-addr", "{admin}"}
+	if got.Name != "floor+read" || !slices.Equal(got.Argv, want) {
+		t.Errorf("Serving: %s %q, want %q", got.Name, got.Argv, want)
+	}
+	got.Argv[1] = "changed"
+	if noop.Argv[1] != "serve-noop" || noop.Name != NameNoop {
+		t.Errorf("the original changed: %s %q", noop.Name, noop.Argv)
 	}
 }

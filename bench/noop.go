@@ -112,12 +112,12 @@ func (n *Noop) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 					return fmt.Errorf("read floor: %w", err)
 				}
 			}
-			if n.refuse != nil {
-				resp = n.refuse
-			}
 			if reqMode == procmodev3.ProcessingMode_FULL_DUPLEX_STREAMED {
 				echoBody.Body, echoBody.EndOfStream = r.RequestBody.GetBody(), r.RequestBody.GetEndOfStream()
 				resp = reqEcho
+			}
+			if n.refuse != nil { // an immediate response ends the exchange in any body mode
+				resp = n.refuse
 			}
 		case *extprocv3.ProcessingRequest_ResponseBody:
 			resp = n.respBody

@@ -33,12 +33,12 @@ import (
 // Redis).
 const readFloorBlob = 760
 
-// ReadFloorPrefix is the key prefix the read floor reads under.
-const ReadFloorPrefix = "floor:"
+// readFloorPrefix is the key prefix the read floor reads under.
+const readFloorPrefix = "floor:"
 
 // readFloorKeys are a session's two keys, in one slot (hash tag).
 func readFloorKeys(auth string) (blob, stand string) {
-	return ReadFloorPrefix + "{" + auth + "}:s", ReadFloorPrefix + "{" + auth + "}:st"
+	return readFloorPrefix + "{" + auth + "}:s", readFloorPrefix + "{" + auth + "}:st"
 }
 
 // ReadFloorOptions returns the client options of distillguard's
@@ -90,6 +90,7 @@ func NewReadFloor(client rueidis.Client, timeout time.Duration) *Noop {
 				if auth == "" {
 					auth = h.GetValue()
 				}
+				break
 			}
 		}
 		blob, stand := readFloorKeys(auth)

@@ -159,11 +159,10 @@ func RunReplicated(ctx context.Context, rc ReplicatedConfig) (*ReplicatedReport,
 	defer cr.Stop()
 	children := []*Child{cm, cr}
 	if len(rc.Noop.Argv) > 0 {
-		base, fl := rc.Noop, rc.Noop
-		base.Name, fl.Name = nameFloor, nameReadFloor
-		base.Argv = append([]string{base.Argv[0], "serve-read-floor"}, base.Argv[2:]...)
-		fl.Argv = append([]string{fl.Argv[0], "serve-read-floor", "-redis", addr, "-sessions", strconv.Itoa(rc.Sessions)}, fl.Argv[2:]...)
-		for _, spec := range []ServerSpec{base, fl} {
+		for _, spec := range []ServerSpec{
+			rc.Noop.Serving(nameFloor, "serve-read-floor"),
+			rc.Noop.Serving(nameReadFloor, "serve-read-floor", "-redis", addr, "-sessions", strconv.Itoa(rc.Sessions)),
+		} {
 			c, err := StartChild(ctx, spec, dir)
 			if err != nil {
 				return nil, err

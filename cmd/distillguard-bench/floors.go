@@ -34,9 +34,7 @@ func cmdFloors(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	echo := noop
-	echo.Name = bench.NameEcho
-	echo.Argv = append([]string{noop.Argv[0], "serve-echo"}, noop.Argv[2:]...)
+	echo := noop.Serving(bench.NameEcho, "serve-echo")
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}

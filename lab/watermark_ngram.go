@@ -53,6 +53,63 @@ type ngramLM struct {
 	// backing off only from a context it never saw (a maximum-likelihood
 	// n-gram sampler); otherwise Witten-Bell interpolation decides.
 	unsmoothed bool
+	// kn, when set (useKneserNey), makes the model interpolated
+	// Kneser-Ney instead (Kneser and Ney 1995; Chen and Goodman 1998,
+	// section 2.7): a context seen c times with t distinct successors
+	// keeps max(count - D, 0) / c of each and backs off with D t / c to
+	// the shorter context, whose distribution counts the distinct
+	// contexts a token follows (continuation counts) rather than its
+	// occurrences.
+	kn *knLevels
+}
+
+// knDiscount is the absolute discount D, the value Chen and Goodman found
+// near-optimal for a single discount.
+const knDiscount = 0.75
+
+// knLevels are the Kneser-Ney sampler's tables: per level, per context,
+// the cumulative discounted counts of its successors (in succList order),
+// and the continuation counts that replace level 0.
+type knLevels struct {
+	dcum []map[uint64][]float64
+	cont *succList
+}
+
+// useKneserNey switches m to interpolated Kneser-Ney sampling (orders up to
+// 2: the backoff of a bigram context is the continuation unigram).
+func (m *ngramLM) useKneserNey() {
+	kn := &knLevels{dcum: make([]map[uint64][]float64, len(m.levels))}
+	left := map[int32]uint32{}
+	for l := 1; l < len(m.levels); l++ {
+		kn.dcum[l] = make(map[uint64][]float64, len(m.levels[l]))
+		for k, sl := range m.levels[l] {
+			d := make([]float64, len(sl.toks))
+			var cum, prev float64
+			for i, t := range sl.toks {
+				c := float64(sl.cum[i]) - prev
+				prev = float64(sl.cum[i])
+				cum += max(c-knDiscount, 0)
+				d[i] = cum
+				if l == 1 {
+					left[t]++ // one more distinct left context of t
+				}
+			}
+			kn.dcum[l][k] = d
+		}
+	}
+	cont := &succList{}
+	for t := range left {
+		cont.toks = append(cont.toks, t)
+	}
+	slices.Sort(cont.toks)
+	var cum uint32
+	for _, t := range cont.toks {
+		cum += left[t]
+		cont.cum = append(cont.cum, cum)
+	}
+	cont.types = len(cont.toks)
+	kn.cont = cont
+	m.kn = kn
 }
 
 func newVocab() (map[string]int32, []string) {
@@ -144,9 +201,19 @@ func (m *ngramLM) generate(r *rand.Rand, maxTok int) []string {
 				continue
 			}
 			c, t := float64(s.total()), float64(s.types)
-			if m.unsmoothed || r.Float64() < c/(c+t) {
+			switch {
+			case m.kn != nil:
+				d := m.kn.dcum[l][ctxKey(seq, i, l)]
+				if u := r.Float64() * c; u < d[len(d)-1] {
+					j, _ := slices.BinarySearch(d, u)
+					next = s.toks[min(j, len(d)-1)]
+				}
+			case m.unsmoothed || r.Float64() < c/(c+t):
 				next = s.sample(r)
 			}
+		}
+		if next < 0 && m.kn != nil {
+			next = m.kn.cont.sample(r)
 		}
 		if next < 0 {
 			next = m.levels[0][0].sample(r)

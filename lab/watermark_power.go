@@ -26,7 +26,8 @@ type PowerParams struct {
 	MaxTokens      int
 	// Orders are the student n-gram orders measured (2: bigram; 0: the
 	// neural student; a negative order -n: the unsmoothed n-gram sampler,
-	// which writes only the n-grams its harvest held while it can).
+	// which writes only the n-grams its harvest held while it can;
+	// kneserNey + n: the interpolated Kneser-Ney n-gram, n <= 2).
 	Orders []int
 	// Decoys is the number of decoy keys each replication's unmarked
 	// student is scored with.
@@ -36,6 +37,12 @@ type PowerParams struct {
 	// for each of the first VisibilityReps replications.
 	Visibility     []int
 	VisibilityReps int
+	// DomainDirs, when set, make the real harness harvest the Markdown
+	// prose paragraphs under them (DomainParagraphs) instead of the
+	// corpora: text of another domain than the embedded statistics were
+	// counted in, marked with them, as a server that was given no
+	// watermark.contexts_file marks its own output.
+	DomainDirs []string
 }
 
 // PowerSizes returns the harness at the brief's target.
@@ -312,8 +319,15 @@ func studentOutputs(seed, stream uint64, order int, d [][]string, p PowerParams)
 		}
 		return out
 	}
-	stu := trainNgram(max(order, -order), d)
-	stu.unsmoothed = order < 0
+	var stu *ngramLM
+	switch {
+	case order > kneserNey:
+		stu = trainNgram(order-kneserNey, d)
+		stu.useKneserNey()
+	default:
+		stu = trainNgram(max(order, -order), d)
+		stu.unsmoothed = order < 0
+	}
 	for j := range out {
 		out[j] = detokenize(stu.generate(r, p.MaxTokens))
 	}
@@ -328,8 +342,15 @@ func studentName(order int) string {
 	if order < 0 {
 		return fmt.Sprintf("order %d, unsmoothed", -order)
 	}
+	if order > kneserNey {
+		return fmt.Sprintf("order %d, Kneser-Ney", order-kneserNey)
+	}
 	return fmt.Sprintf("order %d", order)
 }
+
+// kneserNey + n names the interpolated Kneser-Ney n-gram student (n <= 2;
+// ngramLM.useKneserNey) in PowerParams.Orders.
+const kneserNey = 10
 
 // PowerBreakdown measures where one replication's evidence comes from: it
 // scores the student of the given order with Explain and sums the trials'
@@ -560,11 +581,12 @@ func RunWatermarkPowerReal(ctx context.Context, seed uint64, p PowerParams) (Pow
 			res.score(o, ver, studentOutputs(seed, base+3+uint64(oi), o, r.marked, p), r.key, served)
 		}
 		// The unmarked students: the smoothed bigram, and each unsmoothed
-		// sampler measured (it copies its harvest's word pairs more
-		// faithfully, so it is where a false positive would show first).
+		// or Kneser-Ney sampler measured (the first copies its harvest's
+		// word pairs more faithfully, so it is where a false positive
+		// would show first).
 		unOrders := []int{2}
 		for _, o := range p.Orders {
-			if o < 0 {
+			if o < 0 || o > kneserNey {
 				unOrders = append(unOrders, o)
 			}
 		}
@@ -578,14 +600,24 @@ func RunWatermarkPowerReal(ctx context.Context, seed uint64, p PowerParams) (Pow
 }
 
 // realPool is the real harness's pool of harvestable texts: the first two
-// corpora's (GSM8K worked solutions and HH-RLHF turns).
+// corpora's (GSM8K worked solutions and HH-RLHF turns), or the prose
+// paragraphs under p.DomainDirs.
 func realPool(corpora []textCorpus, p PowerParams) ([]string, error) {
 	var pool []string
-	for _, c := range corpora[:2] {
-		pool = append(pool, c.texts...)
+	from := "the corpora"
+	if len(p.DomainDirs) > 0 {
+		paras, err := DomainParagraphs(p.DomainDirs...)
+		if err != nil {
+			return nil, fmt.Errorf("watermark power: %w", err)
+		}
+		pool, from = paras, "the domain directories"
+	} else {
+		for _, c := range corpora[:2] {
+			pool = append(pool, c.texts...)
+		}
 	}
 	if p.Harvest > len(pool) {
-		return nil, fmt.Errorf("watermark power: %d harvested texts asked, the corpora hold %d", p.Harvest, len(pool))
+		return nil, fmt.Errorf("watermark power: %d harvested texts asked, %s hold %d", p.Harvest, from, len(pool))
 	}
 	return pool, nil
 }

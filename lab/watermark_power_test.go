@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 
@@ -20,8 +21,11 @@ func envInt(name string, dst *int) {
 // TestWatermarkPower prints the lexical watermark's power harness at the
 // target (WATERMARK_POWER=1; WATERMARK_POWER_REPS sets the number of
 // replications; WATERMARK_POWER_REAL=1 harvests real corpus texts instead
-// of the teacher's; WATERMARK_POWER_UNSMOOTHED=1 adds the unsmoothed
-// bigram sampler, marked and unmarked). Minutes, not part of the suite.
+// of the teacher's, and WATERMARK_POWER_DOMAIN_DIR, a path list, the
+// Markdown prose under it instead of the corpora;
+// WATERMARK_POWER_UNSMOOTHED=1 adds the unsmoothed bigram sampler, marked
+// and unmarked, WATERMARK_POWER_KN=1 the Kneser-Ney bigram). Minutes, not
+// part of the suite.
 func TestWatermarkPower(t *testing.T) {
 	if os.Getenv("WATERMARK_POWER") == "" {
 		t.Skip("set WATERMARK_POWER=1 to run the lexical watermark power harness")
@@ -36,6 +40,9 @@ func TestWatermarkPower(t *testing.T) {
 	if os.Getenv("WATERMARK_POWER_UNSMOOTHED") != "" {
 		p.Orders = append(p.Orders, -2) // the maximum-likelihood bigram sampler too
 	}
+	if os.Getenv("WATERMARK_POWER_KN") != "" {
+		p.Orders = append(p.Orders, kneserNey+2) // the Kneser-Ney bigram too
+	}
 	if os.Getenv("WATERMARK_POWER_NOVIS") != "" {
 		p.Visibility = nil
 	}
@@ -45,6 +52,7 @@ func TestWatermarkPower(t *testing.T) {
 		// statistics; students write to their own lengths.
 		run, p.MaxTokens, p.Visibility = RunWatermarkPowerReal, 400, nil
 		envInt("WATERMARK_POWER_MAXTOKENS", &p.MaxTokens)
+		p.DomainDirs = domainDirs()
 	}
 	r, err := run(context.Background(), 1, p)
 	if err != nil {
@@ -75,6 +83,16 @@ func TestWatermarkPower(t *testing.T) {
 	}
 }
 
+// domainDirs are the directories of WATERMARK_POWER_DOMAIN_DIR (a
+// path list): with WATERMARK_POWER_REAL, the harvest is their Markdown
+// prose, another domain than the embedded statistics'.
+func domainDirs() []string {
+	if v := os.Getenv("WATERMARK_POWER_DOMAIN_DIR"); v != "" {
+		return filepath.SplitList(v)
+	}
+	return nil
+}
+
 // TestWatermarkPowerBreakdown prints where one replication's evidence
 // comes from (WATERMARK_BREAKDOWN=1; WATERMARK_BREAKDOWN_REP picks the
 // replication; WATERMARK_POWER_REAL=1 breaks down the real-text harness's
@@ -91,6 +109,7 @@ func TestWatermarkPowerBreakdown(t *testing.T) {
 	if real {
 		p.MaxTokens = 400
 		envInt("WATERMARK_POWER_MAXTOKENS", &p.MaxTokens)
+		p.DomainDirs = domainDirs()
 	}
 	for _, o := range p.Orders {
 		s, err := PowerBreakdown(1, rep, o, p, real)

@@ -34,6 +34,22 @@ type succList struct {
 	types int
 }
 
+// newSuccList sorts the successors of counts (map order must not reach
+// the sampler) and accumulates their counts.
+func newSuccList(counts map[int32]uint32) *succList {
+	s := &succList{types: len(counts)}
+	for t := range counts {
+		s.toks = append(s.toks, t)
+	}
+	slices.Sort(s.toks)
+	var cum uint32
+	for _, t := range s.toks {
+		cum += counts[t]
+		s.cum = append(s.cum, cum)
+	}
+	return s
+}
+
 func (s *succList) total() uint32 { return s.cum[len(s.cum)-1] }
 
 func (s *succList) sample(r *rand.Rand) int32 {
@@ -67,48 +83,37 @@ type ngramLM struct {
 // near-optimal for a single discount.
 const knDiscount = 0.75
 
-// knLevels are the Kneser-Ney sampler's tables: per level, per context,
-// the cumulative discounted counts of its successors (in succList order),
-// and the continuation counts that replace level 0.
+// knLevels are the Kneser-Ney bigram sampler's tables: per context, the
+// cumulative discounted counts of its successors (in succList order), and
+// the continuation counts that replace the unigram level.
 type knLevels struct {
-	dcum []map[uint64][]float64
+	dcum map[uint64][]float64
 	cont *succList
 }
 
 // useKneserNey switches m to interpolated Kneser-Ney sampling (orders up to
 // 2: the backoff of a bigram context is the continuation unigram).
 func (m *ngramLM) useKneserNey() {
-	kn := &knLevels{dcum: make([]map[uint64][]float64, len(m.levels))}
+	if m.order > 2 {
+		// A trigram's middle level would need its own continuation
+		// counts; the harness measures the bigram only.
+		panic(fmt.Sprintf("useKneserNey: order %d, at most 2", m.order))
+	}
+	kn := &knLevels{dcum: make(map[uint64][]float64, len(m.levels[1]))}
 	left := map[int32]uint32{}
-	for l := 1; l < len(m.levels); l++ {
-		kn.dcum[l] = make(map[uint64][]float64, len(m.levels[l]))
-		for k, sl := range m.levels[l] {
-			d := make([]float64, len(sl.toks))
-			var cum, prev float64
-			for i, t := range sl.toks {
-				c := float64(sl.cum[i]) - prev
-				prev = float64(sl.cum[i])
-				cum += max(c-knDiscount, 0)
-				d[i] = cum
-				if l == 1 {
-					left[t]++ // one more distinct left context of t
-				}
-			}
-			kn.dcum[l][k] = d
+	for k, sl := range m.levels[1] {
+		d := make([]float64, len(sl.toks))
+		var cum, prev float64
+		for i, t := range sl.toks {
+			c := float64(sl.cum[i]) - prev
+			prev = float64(sl.cum[i])
+			cum += max(c-knDiscount, 0)
+			d[i] = cum
+			left[t]++ // one more distinct left context of t
 		}
+		kn.dcum[k] = d
 	}
-	cont := &succList{}
-	for t := range left {
-		cont.toks = append(cont.toks, t)
-	}
-	slices.Sort(cont.toks)
-	var cum uint32
-	for _, t := range cont.toks {
-		cum += left[t]
-		cont.cum = append(cont.cum, cum)
-	}
-	cont.types = len(cont.toks)
-	kn.cont = cont
+	kn.cont = newSuccList(left)
 	m.kn = kn
 }
 
@@ -172,17 +177,7 @@ func trainNgram(order int, docs [][]string) *ngramLM {
 	for l, cs := range counts {
 		m.levels[l] = make(map[uint64]*succList, len(cs))
 		for k, c := range cs {
-			s := &succList{types: len(c)}
-			for t := range c {
-				s.toks = append(s.toks, t)
-			}
-			slices.Sort(s.toks) // map order must not reach the sampler
-			var cum uint32
-			for _, t := range s.toks {
-				cum += c[t]
-				s.cum = append(s.cum, cum)
-			}
-			m.levels[l][k] = s
+			m.levels[l][k] = newSuccList(c)
 		}
 	}
 	return m
@@ -203,7 +198,7 @@ func (m *ngramLM) generate(r *rand.Rand, maxTok int) []string {
 			c, t := float64(s.total()), float64(s.types)
 			switch {
 			case m.kn != nil:
-				d := m.kn.dcum[l][ctxKey(seq, i, l)]
+				d := m.kn.dcum[ctxKey(seq, i, l)]
 				if u := r.Float64() * c; u < d[len(d)-1] {
 					j, _ := slices.BinarySearch(d, u)
 					next = s.toks[min(j, len(d)-1)]
